@@ -1,0 +1,441 @@
+// The single place that loads Prisma's WebAssembly schema engine
+// (@prisma/schema-engine-wasm) and drives it over a `pg` driver adapter. It replaces the
+// native schema-engine binary, which has to be downloaded from Prisma's servers.
+//
+// Nothing is loaded or connected on import: the wasm module (5 MB) is compiled on the first
+// `openSchemaEngine()` call and then reused, because wasm-bindgen keeps module-level state
+// that breaks if a second instance is started in the same process.
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import type pg from 'pg';
+import type {
+  ApplyMigrationsInput,
+  ApplyMigrationsOutput,
+  CreateMigrationInput,
+  CreateMigrationOutput,
+  DbExecuteParams,
+  DevDiagnosticInput,
+  DevDiagnosticOutput,
+  DiagnoseMigrationHistoryInput,
+  DiagnoseMigrationHistoryOutput,
+  DiffParams,
+  DiffResult,
+  EnsureConnectionValidityParams,
+  EvaluateDataLossInput,
+  EvaluateDataLossOutput,
+  GetDatabaseVersionInput,
+  IntrospectParams,
+  IntrospectResult,
+  MarkMigrationAppliedInput,
+  MarkMigrationRolledBackInput,
+  ResetInput,
+  SchemaEngine as WasmSchemaEngine,
+  SchemaPushInput,
+  SchemaPushOutput,
+} from '@prisma/schema-engine-wasm' with { 'resolution-mode': 'import' };
+import type { SqlDriverAdapter, SqlMigrationAwareDriverAdapterFactory } from '@prisma/driver-adapter-utils';
+
+export type {
+  ApplyMigrationsInput,
+  ApplyMigrationsOutput,
+  CreateMigrationInput,
+  CreateMigrationOutput,
+  DbExecuteParams,
+  DevDiagnosticInput,
+  DevDiagnosticOutput,
+  DiagnoseMigrationHistoryInput,
+  DiagnoseMigrationHistoryOutput,
+  DiffParams,
+  DiffResult,
+  EnsureConnectionValidityParams,
+  EvaluateDataLossInput,
+  EvaluateDataLossOutput,
+  GetDatabaseVersionInput,
+  IntrospectParams,
+  IntrospectResult,
+  MarkMigrationAppliedInput,
+  MarkMigrationRolledBackInput,
+  ResetInput,
+  SchemaPushInput,
+  SchemaPushOutput,
+};
+export type {
+  DiffTarget,
+  MigrationDirectory,
+  MigrationList,
+  SchemaFilter,
+  HistoryDiagnostic,
+} from '@prisma/schema-engine-wasm' with { 'resolution-mode': 'import' };
+
+/** TLS options handed to `pg` as-is (`pg.PoolConfig['ssl']`). */
+export type SslOptions = pg.PoolConfig['ssl'];
+
+export interface OpenSchemaEngineOptions {
+  /** postgresql:// URL of the database to migrate. */
+  url: string;
+  /**
+   * TLS settings for every connection the engine opens. When given, the URL's `sslmode`
+   * & co. are ignored, because `pg` lets URL parameters override the `ssl` object and a
+   * self-signed server would then be rejected despite `rejectUnauthorized: false`.
+   */
+  ssl?: SslOptions;
+  /** Prisma schema text; needed by methods that read the datamodel from the engine's own state. */
+  schema?: string;
+  /** File name reported in schema validation errors. */
+  schemaPath?: string;
+  /**
+   * An existing, empty database to use as shadow database. Without it, a temporary database
+   * is created on the same server for each shadow-database operation and dropped afterwards.
+   */
+  shadowDatabaseUrl?: string;
+  /** Receives the engine's log lines (JSON). */
+  log?: (line: string) => void;
+}
+
+/** The engine methods this library uses, bound to one database. */
+export interface SchemaEngineHandle {
+  applyMigrations(input: ApplyMigrationsInput): Promise<ApplyMigrationsOutput>;
+  createMigration(input: CreateMigrationInput): Promise<CreateMigrationOutput>;
+  dbExecute(input: DbExecuteParams): Promise<void>;
+  devDiagnostic(input: DevDiagnosticInput): Promise<DevDiagnosticOutput>;
+  diagnoseMigrationHistory(input: DiagnoseMigrationHistoryInput): Promise<DiagnoseMigrationHistoryOutput>;
+  diff(input: DiffParams): Promise<DiffResult>;
+  ensureConnectionValidity(input: EnsureConnectionValidityParams): Promise<void>;
+  evaluateDataLoss(input: EvaluateDataLossInput): Promise<EvaluateDataLossOutput>;
+  introspect(input: IntrospectParams): Promise<IntrospectResult>;
+  markMigrationApplied(input: MarkMigrationAppliedInput): Promise<void>;
+  markMigrationRolledBack(input: MarkMigrationRolledBackInput): Promise<void>;
+  reset(input: ResetInput): Promise<void>;
+  schemaPush(input: SchemaPushInput): Promise<SchemaPushOutput>;
+  version(input?: GetDatabaseVersionInput | null): Promise<string>;
+  /** Frees the engine and ends every pool it opened (including temporary shadow databases). */
+  close(): Promise<void>;
+}
+
+/** An error thrown by the engine, normalised: `code` is Prisma's error code (P1000, P3006...) when known. */
+export class SchemaEngineError extends Error {
+  readonly code: string | undefined;
+  readonly meta: unknown;
+  readonly isPanic: boolean;
+
+  constructor(message: string, options: { code?: string; meta?: unknown; isPanic?: boolean; cause?: unknown }) {
+    super(message, { cause: options.cause });
+    this.name = 'SchemaEngineError';
+    this.code = options.code;
+    this.meta = options.meta;
+    this.isPanic = options.isPanic ?? false;
+  }
+}
+
+// The project's lib settings (ES2023, no DOM) carry no WebAssembly typings; this is the
+// slice of the global API used here.
+interface WasmInstance {
+  exports: Record<string, unknown>;
+}
+interface WasmGlobal {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => WasmInstance;
+}
+
+interface WasmRuntime {
+  SchemaEngine: typeof WasmSchemaEngine;
+  version(): string;
+}
+
+interface WasmBindgenGlue extends WasmRuntime {
+  __wbg_set_wasm(exports: Record<string, unknown>): void;
+}
+
+let runtime: WasmRuntime | undefined;
+
+/** Version of the bundled wasm engine (Prisma engines commit hash). Loads the module. */
+export function engineVersion(): string {
+  return loadRuntime().version();
+}
+
+function loadRuntime(): WasmRuntime {
+  if (runtime) return runtime;
+  // Resolved through the package's own export map so a hoisted or nested install both work.
+  const gluePath = require.resolve('@prisma/schema-engine-wasm/schema_engine_bg');
+  const glue = evaluateGlue(readFileSync(gluePath, 'utf8'));
+  const { WebAssembly } = globalThis as unknown as { WebAssembly: WasmGlobal };
+  const module = new WebAssembly.Module(readFileSync(path.join(path.dirname(gluePath), 'schema_engine_bg.wasm')));
+  // The wasm imports its JS helpers under the glue file's own module specifier.
+  const instance = new WebAssembly.Instance(module, {
+    './schema_engine_bg.js': glue as unknown as Record<string, unknown>,
+  });
+  glue.__wbg_set_wasm(instance.exports);
+  const start = instance.exports['__wbindgen_start'];
+  if (typeof start === 'function') (start as () => void)();
+  runtime = glue;
+  return runtime;
+}
+
+/**
+ * The glue file is an ES module, which neither `require()` (Jest, and Node 20 without a
+ * warning) nor a dynamic `import()` under Jest's VM can load. Its only module syntax is
+ * `export function`/`export class` declarations (wasm-bindgen's bundler output, pinned to an
+ * exact version), so dropping the keyword and returning the names is a faithful translation.
+ * `new Function` keeps the code in the caller's realm, so `instanceof` checks on values
+ * the driver adapter hands to the engine keep working under Jest.
+ */
+function evaluateGlue(source: string): WasmBindgenGlue {
+  const names: string[] = [];
+  const body = source.replace(/^export (function|class) ([A-Za-z0-9_$]+)/gm, (_m, kind: string, name: string) => {
+    names.push(name);
+    return `${kind} ${name}`;
+  });
+  if (/^\s*(export|import)\b/m.test(body)) {
+    throw new Error('@prisma/schema-engine-wasm: unexpected module syntax in schema_engine_bg.js (package version changed?)');
+  }
+  // `module` is an ESM free variable there: undefined makes its Node-crypto fallback inert.
+  const factory = new Function('module', `"use strict";\n${body}\nreturn { ${names.join(', ')} };`) as (
+    module: undefined,
+  ) => Record<string, unknown>;
+  const glue = factory(undefined);
+  for (const required of ['__wbg_set_wasm', 'SchemaEngine', 'version']) {
+    if (typeof glue[required] !== 'function') {
+      throw new Error(`@prisma/schema-engine-wasm: schema_engine_bg.js does not export ${required}`);
+    }
+  }
+  return glue as unknown as WasmBindgenGlue;
+}
+
+/**
+ * pg merges URL parameters over the config object, so an explicit `ssl` object only wins
+ * if the URL carries no TLS parameters. Prisma-only parameters are dropped for the same reason.
+ */
+function connectionConfig(url: string, ssl: SslOptions | undefined): { config: pg.PoolConfig; schema?: string } {
+  const parsed = new URL(url);
+  const schema = parsed.searchParams.get('schema') ?? undefined;
+  const drop = ['schema', 'connection_limit', 'pool_timeout', 'pgbouncer', 'statement_cache_size', 'socket_timeout', 'connect_timeout'];
+  if (ssl !== undefined) drop.push('ssl', 'sslmode', 'sslcert', 'sslkey', 'sslrootcert', 'sslaccept', 'uselibpqcompat');
+  for (const key of drop) parsed.searchParams.delete(key);
+  const config: pg.PoolConfig = { connectionString: parsed.toString(), max: 4 };
+  if (ssl !== undefined) config.ssl = ssl;
+  return schema === undefined ? { config } : { config, schema };
+}
+
+function withDatabase(config: pg.PoolConfig, database: string): pg.PoolConfig {
+  const parsed = new URL(config.connectionString ?? '');
+  parsed.pathname = `/${encodeURIComponent(database)}`;
+  return { ...config, connectionString: parsed.toString() };
+}
+
+type Disposable = { dispose(): Promise<void> };
+
+const PG_CHAR_OID = 18;
+const PG_TEXT_OID = 25;
+
+interface FieldLike {
+  dataTypeID: number;
+}
+
+/**
+ * The engine describes schemas with catalog queries returning the one-byte `"char"` type
+ * (pg_class.relkind, pg_constraint.contype...), which @prisma/adapter-pg 7.10 rejects as an
+ * unsupported column type. pg already parsed those values as strings, so relabelling the
+ * column as text before the adapter looks at it is lossless.
+ */
+function relabelCharColumns(result: unknown): void {
+  for (const part of Array.isArray(result) ? result : [result]) {
+    const fields = (part as { fields?: FieldLike[] } | null | undefined)?.fields;
+    if (!Array.isArray(fields)) continue;
+    for (const field of fields) {
+      if (field.dataTypeID === PG_CHAR_OID) field.dataTypeID = PG_TEXT_OID;
+    }
+  }
+}
+
+type QueryFn = (...args: unknown[]) => unknown;
+
+function patchClientQuery(client: pg.PoolClient): void {
+  const original = client.query.bind(client) as QueryFn;
+  const patched: QueryFn = (...args) => {
+    const last = args[args.length - 1];
+    // Pool.query() uses the callback form; the adapter's transactions use the promise form.
+    if (typeof last === 'function') {
+      args[args.length - 1] = (error: unknown, result: unknown) => {
+        if (!error) relabelCharColumns(result);
+        (last as (e: unknown, r: unknown) => void)(error, result);
+      };
+      return original(...args);
+    }
+    const returned = original(...args);
+    if (returned instanceof Promise) {
+      return returned.then((result: unknown) => {
+        relabelCharColumns(result);
+        return result;
+      });
+    }
+    return returned;
+  };
+  (client as unknown as { query: QueryFn }).query = patched;
+}
+
+/**
+ * A migration-aware adapter factory over `@prisma/adapter-pg`, with pools owned here. PrismaPg's
+ * own `connectToShadowDb()` cannot be used: with a connection string, pg lets the URL's database
+ * override the shadow database name (so it would "shadow" the real database), and it drops the
+ * shadow database before ending the pool that is still connected to it.
+ */
+function createAdapterFactory(
+  options: OpenSchemaEngineOptions,
+  open: Set<Disposable>,
+): SqlMigrationAwareDriverAdapterFactory {
+  const { PrismaPg } = require('@prisma/adapter-pg') as typeof import('@prisma/adapter-pg');
+  const { Pool } = require('pg') as typeof import('pg');
+  const main = connectionConfig(options.url, options.ssl);
+  const pgOptions = main.schema === undefined ? undefined : { schema: main.schema };
+
+  const connectTo = async (config: pg.PoolConfig, afterDispose?: () => Promise<void>): Promise<SqlDriverAdapter> => {
+    const pool = new Pool(config);
+    pool.on('connect', patchClientQuery);
+    // An idle client dying (server restart, dropped database) must not crash the process.
+    pool.on('error', () => undefined);
+    const adapter = await new PrismaPg(pool, pgOptions).connect();
+    const release = adapter.dispose.bind(adapter);
+    let disposed: Promise<void> | undefined;
+    const entry: Disposable = {
+      // Exactly once, whether the engine or close() gets there first.
+      dispose: () => {
+        disposed ??= (async () => {
+          try {
+            await release();
+            await pool.end();
+          } finally {
+            open.delete(entry);
+            await afterDispose?.();
+          }
+        })();
+        return disposed;
+      },
+    };
+    open.add(entry);
+    adapter.dispose = entry.dispose;
+    return adapter;
+  };
+
+  return {
+    provider: 'postgres',
+    adapterName: '@prisma/adapter-pg',
+    connect: () => connectTo(main.config),
+    connectToShadowDb: async () => {
+      if (options.shadowDatabaseUrl !== undefined) {
+        return connectTo(connectionConfig(options.shadowDatabaseUrl, options.ssl).config);
+      }
+      const name = `prisma_migrate_shadow_db_${globalThis.crypto.randomUUID()}`;
+      const admin = await connectTo(main.config);
+      try {
+        await admin.executeScript(`CREATE DATABASE "${name}"`);
+      } catch (error) {
+        await admin.dispose();
+        throw error;
+      }
+      return connectTo(withDatabase(main.config, name), async () => {
+        try {
+          await admin.executeScript(`DROP DATABASE IF EXISTS "${name}"`);
+        } finally {
+          await admin.dispose();
+        }
+      });
+    },
+  };
+}
+
+/** Strips credentials from a URL-looking string so errors can be printed safely. */
+export function redactUrls(text: string): string {
+  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/gi, '$1***@');
+}
+
+/** Normalises whatever the wasm boundary throws into a SchemaEngineError. */
+export function toSchemaEngineError(error: unknown): SchemaEngineError {
+  if (error instanceof SchemaEngineError) return error;
+  // By name: under Jest the trap's RuntimeError may come from another realm.
+  if (error instanceof Error && error.name === 'RuntimeError') {
+    return new SchemaEngineError(`Schema engine panicked: ${redactUrls(error.message)}`, { isPanic: true, cause: error });
+  }
+  if (typeof error === 'object' && error !== null) {
+    const record = error as { message?: unknown; code?: unknown; meta?: unknown; error_code?: unknown };
+    const message = typeof record.message === 'string' ? record.message : String(error);
+    const code =
+      typeof record.code === 'string' ? record.code : typeof record.error_code === 'string' ? record.error_code : undefined;
+    return new SchemaEngineError(redactUrls(message), { code, meta: record.meta, cause: error });
+  }
+  return new SchemaEngineError(redactUrls(String(error)), {});
+}
+
+/**
+ * Opens a schema engine on `options.url`. The returned handle must be closed; it owns the
+ * pg pools the engine opens.
+ */
+export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promise<SchemaEngineHandle> {
+  const { SchemaEngine } = loadRuntime();
+  // Required here, not at module top, so importing this file loads nothing; `require`, not
+  // `import()`, because Jest's VM rejects dynamic imports without experimental flags.
+  const { bindMigrationAwareSqlAdapterFactory } =
+    require('@prisma/driver-adapter-utils') as typeof import('@prisma/driver-adapter-utils');
+
+  const open = new Set<Disposable>();
+  const adapter = bindMigrationAwareSqlAdapterFactory(createAdapterFactory(options, open));
+  const closeAdapters = async (): Promise<void> => {
+    await Promise.allSettled([...open].map((entry) => entry.dispose()));
+  };
+
+  const schemaPath = options.schemaPath ?? 'schema.prisma';
+  const datamodels: [string, string][] | undefined =
+    options.schema === undefined ? undefined : [[schemaPath, options.schema]];
+  const log = options.log ?? (() => undefined);
+
+  let engine: WasmSchemaEngine;
+  try {
+    engine = await SchemaEngine.new({ datamodels }, log, adapter);
+  } catch (error) {
+    await closeAdapters();
+    throw toSchemaEngineError(error);
+  }
+
+  // Calls stay on `engine` (no extracted method references): wasm-bindgen needs `this`.
+  const run = async <T>(call: () => Promise<T>): Promise<T> => {
+    try {
+      return await call();
+    } catch (error) {
+      throw toSchemaEngineError(error);
+    }
+  };
+
+  let closed = false;
+  return {
+    applyMigrations: (input) => run(() => engine.applyMigrations(input)),
+    createMigration: (input) => run(() => engine.createMigration(input)),
+    dbExecute: (input) => run(() => engine.dbExecute(input)),
+    devDiagnostic: (input) => run(() => engine.devDiagnostic(input)),
+    diagnoseMigrationHistory: (input) => run(() => engine.diagnoseMigrationHistory(input)),
+    diff: (input) => run(() => engine.diff(input)),
+    ensureConnectionValidity: async (input) => {
+      await run(() => engine.ensureConnectionValidity(input));
+    },
+    evaluateDataLoss: (input) => run(() => engine.evaluateDataLoss(input)),
+    introspect: (input) => run(() => engine.introspect(input)),
+    markMigrationApplied: async (input) => {
+      await run(() => engine.markMigrationApplied(input));
+    },
+    markMigrationRolledBack: async (input) => {
+      await run(() => engine.markMigrationRolledBack(input));
+    },
+    reset: (input) => run(() => engine.reset(input)),
+    schemaPush: (input) => run(() => engine.schemaPush(input)),
+    version: (input) => run(() => engine.version(input ?? null)),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      try {
+        engine.free();
+      } finally {
+        await closeAdapters();
+      }
+    },
+  };
+}
