@@ -1,0 +1,317 @@
+/**
+ * Proves the Neon test fixtures with the REAL drivers, against a real PostgreSQL:
+ * - WebSocket: `@neondatabase/serverless` Client/Pool and Prisma's `PrismaNeon`
+ *   through test/support/neon-bridge.ts (a local wsproxy), configured per instance
+ *   only — the process-wide `neonConfig` is asserted untouched.
+ * - HTTP: `neon()` and `PrismaNeonHttp` through test/support/neon-http.ts (a local
+ *   SQL-over-HTTP endpoint). `fetchEndpoint` is global-only in the driver, so these
+ *   tests set it and restore it afterwards.
+ */
+import crypto from 'node:crypto';
+import { Client as PgClient } from 'pg';
+import ws from 'ws';
+import {
+  Client,
+  NeonDbError,
+  Pool,
+  neon,
+  neonConfig,
+  type ClientConfig,
+  type NeonConfig,
+} from '@neondatabase/serverless';
+import { PrismaNeon, PrismaNeonHttp } from '@prisma/adapter-neon';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
+import { startNeonHttpFixture, type NeonHttpFixture } from './support/neon-http';
+
+// ---- database ------------------------------------------------------------------------
+// Dev server for now; see docs/neon-notes.md (switch to test/support/db.ts when it lands).
+const ADMIN_URL = 'postgresql://postgres:secret-pw@127.0.0.1:55432/postgres';
+const SERVER = { host: '127.0.0.1', port: 55432, user: 'postgres', password: 'secret-pw' };
+const UPSTREAM_SSL = { rejectUnauthorized: false }; // self-signed dev certificate
+
+async function withPg<T>(url: string, fn: (c: PgClient) => Promise<T>): Promise<T> {
+  const c = new PgClient({ connectionString: url, ssl: UPSTREAM_SSL });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+// ---- per-instance WebSocket settings (what the library must do too) ----------------------
+type SocketSettings = Pick<
+  NeonConfig,
+  'webSocketConstructor' | 'wsProxy' | 'useSecureWebSocket' | 'forceDisablePgSSL' | 'pipelineConnect' | 'pipelineTLS'
+>;
+
+function socketSettings(bridge: NeonBridge): SocketSettings {
+  return {
+    webSocketConstructor: ws, // Node 20 has no global WebSocket
+    wsProxy: bridge.wsProxy,
+    useSecureWebSocket: false, // the bridge speaks ws://, not wss://
+    forceDisablePgSSL: true, // plaintext PG inside the tunnel (TLS would need subtls)
+    pipelineConnect: false, // "password" pipelining breaks SCRAM auth
+    pipelineTLS: false, // only meaningful with pure-JS TLS; Neon-only
+  };
+}
+
+/** A Client class whose every instance carries `settings` (its `neonConfig` is its socket). */
+function configuredClient(settings: SocketSettings): typeof Client {
+  return class ConfiguredNeonClient extends Client {
+    constructor(config?: string | ClientConfig) {
+      super(config);
+      Object.assign(this.neonConfig, settings);
+    }
+  };
+}
+
+/** Pool whose connections use `settings`: pg-pool instantiates `this.Client` per connection. */
+function configuredPool(config: ConstructorParameters<typeof Pool>[0], settings: SocketSettings): Pool {
+  const pool = new Pool(config);
+  pool.Client = configuredClient(settings);
+  return pool;
+}
+
+/** PrismaNeon builds its Pool inside connect(); swap the Client class before first use. */
+class ConfiguredPrismaNeon extends PrismaNeon {
+  constructor(
+    config: ConstructorParameters<typeof PrismaNeon>[0],
+    private readonly settings: SocketSettings,
+  ) {
+    super(config);
+  }
+  override async connect(): ReturnType<PrismaNeon['connect']> {
+    const adapter = await super.connect();
+    adapter.underlyingDriver().Client = configuredClient(this.settings);
+    return adapter;
+  }
+}
+
+function globalNeonOpts(): Record<string, unknown> {
+  return { ...neonConfig.opts };
+}
+
+// ---- fixtures --------------------------------------------------------------------------
+let dbName: string;
+let dbUrl: string;
+let bridge: NeonBridge;
+let http: NeonHttpFixture;
+let globalsBefore: Record<string, unknown>;
+
+beforeAll(async () => {
+  globalsBefore = globalNeonOpts();
+  dbName = `neon_fx_${crypto.randomBytes(5).toString('hex')}`;
+  await withPg(ADMIN_URL, (c) => c.query(`CREATE DATABASE ${dbName}`));
+  dbUrl = `postgresql://${SERVER.user}:${encodeURIComponent(SERVER.password)}@${SERVER.host}:${SERVER.port}/${dbName}`;
+  await withPg(dbUrl, (c) => c.query('CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL)'));
+  bridge = await startNeonBridge({ pgHost: SERVER.host, pgPort: SERVER.port });
+  http = await startNeonHttpFixture({ ssl: UPSTREAM_SSL });
+});
+
+afterAll(async () => {
+  await http?.close();
+  await bridge?.close();
+  if (dbName) await withPg(ADMIN_URL, (c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
+});
+
+beforeEach(async () => {
+  await withPg(dbUrl, (c) => c.query('TRUNCATE items'));
+});
+
+// ---- WebSocket ---------------------------------------------------------------------------
+describe('WebSocket driver through the local wsproxy bridge', () => {
+  afterEach(() => {
+    // Everything WebSocket-side is per instance: the process-wide config stays pristine.
+    expect(globalNeonOpts()).toEqual(globalsBefore);
+  });
+
+  test('Client with per-instance neonConfig runs a query', async () => {
+    const ClientClass = configuredClient(socketSettings(bridge));
+    const client = new ClientClass(dbUrl);
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ n: number; db: string }>('SELECT 41 + $1::int AS n, current_database() AS db', [1]);
+      expect(rows).toEqual([{ n: 42, db: dbName }]);
+    } finally {
+      await client.end();
+    }
+  });
+
+  test('Pool runs queries and an interactive transaction (commit and rollback)', async () => {
+    const pool = configuredPool({ connectionString: dbUrl, max: 2 }, socketSettings(bridge));
+    try {
+      const results = await Promise.all([1, 2, 3].map((i) => pool.query<{ i: number }>('SELECT $1::int AS i', [i])));
+      expect(results.map((r) => r.rows[0]?.i)).toEqual([1, 2, 3]);
+
+      const conn = await pool.connect();
+      try {
+        await conn.query('BEGIN');
+        await conn.query("INSERT INTO items VALUES (1, 'kept')");
+        await conn.query('COMMIT');
+        await conn.query('BEGIN');
+        await conn.query("INSERT INTO items VALUES (2, 'discarded')");
+        await conn.query('ROLLBACK');
+      } finally {
+        conn.release();
+      }
+      const { rows } = await pool.query('SELECT id, label FROM items ORDER BY id');
+      expect(rows).toEqual([{ id: 1, label: 'kept' }]);
+
+      await expect(pool.query("INSERT INTO items VALUES (1, 'dup')")).rejects.toMatchObject({ code: '23505' });
+    } finally {
+      await pool.end();
+    }
+    await waitFor(() => bridge.openTunnels() === 0);
+  });
+
+  test('Prisma through PrismaNeon runs $queryRaw and an interactive $transaction', async () => {
+    const prisma = new PrismaClient({ adapter: new ConfiguredPrismaNeon({ connectionString: dbUrl }, socketSettings(bridge)) });
+    try {
+      const rows = await prisma.$queryRaw<{ n: number; label: string }[]>`SELECT ${7}::int AS n, ${'via ws'}::text AS label`;
+      expect(rows).toEqual([{ n: 7, label: 'via ws' }]);
+
+      await expect(
+        prisma.$transaction(async (tx) => {
+          await tx.$executeRaw`INSERT INTO items VALUES (10, 'rolled back')`;
+          throw new Error('abort');
+        }),
+      ).rejects.toThrow('abort');
+      const count = await prisma.$queryRaw<{ c: number }[]>`SELECT count(*)::int AS c FROM items`;
+      expect(count).toEqual([{ c: 0 }]);
+    } finally {
+      await prisma.$disconnect();
+    }
+    await waitFor(() => bridge.openTunnels() === 0);
+  });
+});
+
+// ---- HTTP --------------------------------------------------------------------------------
+describe('HTTP driver through the local SQL-over-HTTP fixture', () => {
+  let savedEndpoint: NeonConfig['fetchEndpoint'] | undefined;
+
+  beforeAll(() => {
+    // fetchEndpoint is global-only in @neondatabase/serverless 1.2.0.
+    savedEndpoint = neonConfig.opts.fetchEndpoint;
+    neonConfig.fetchEndpoint = http.fetchEndpoint;
+  });
+  afterAll(() => {
+    if (savedEndpoint === undefined) delete neonConfig.opts.fetchEndpoint;
+    else neonConfig.opts.fetchEndpoint = savedEndpoint;
+  });
+
+  test('parameterised query returns typed values', async () => {
+    const sql = neon(dbUrl);
+    const before = http.requestCount();
+    const at = '2024-05-06T07:08:09.123Z';
+    const rows = await sql`
+      SELECT ${5}::int AS i, ${'hé "quoted"'}::text AS t, ${at}::timestamptz AS ts,
+             ${JSON.stringify({ a: [1, 'x'], b: null })}::json AS j, NULL::text AS nothing,
+             ${9007199254740993n.toString()}::int8 AS big, true AS flag`;
+    expect(rows).toEqual([
+      {
+        i: 5,
+        t: 'hé "quoted"',
+        ts: new Date(at),
+        j: { a: [1, 'x'], b: null },
+        nothing: null,
+        big: '9007199254740993', // int8 stays a string with the default parsers
+        flag: true,
+      },
+    ]);
+    expect(http.requestCount()).toBe(before + 1);
+
+    const full = await sql.query('SELECT $1::int AS n', [3], { fullResults: true, arrayMode: true });
+    expect(full).toMatchObject({ command: 'SELECT', rowCount: 1, rows: [[3]], rowAsArray: true });
+    expect(full.fields[0]).toMatchObject({ name: 'n', dataTypeID: 23, format: 'text' });
+  });
+
+  test('a failing query surfaces SQLSTATE and the other error fields', async () => {
+    const sql = neon(dbUrl);
+    const err: unknown = await sql`SELECT 1/0`.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(NeonDbError);
+    expect(err).toMatchObject({ code: '22012', severity: 'ERROR', message: 'division by zero' });
+
+    await sql`INSERT INTO items VALUES (1, 'one')`;
+    await expect(sql`INSERT INTO items VALUES (1, 'again')`).rejects.toMatchObject({
+      code: '23505',
+      constraint: 'items_pkey',
+      table: 'items',
+      detail: 'Key (id)=(1) already exists.',
+    });
+    await expect(sql`SELEC 1`).rejects.toMatchObject({ code: '42601', position: '1' });
+    // Extended protocol, like Neon: several statements in one query are refused.
+    await expect(sql.query('SELECT 1; SELECT 2')).rejects.toMatchObject({ code: '42601' });
+  });
+
+  test('sql.transaction commits a batch and rolls the whole batch back on error', async () => {
+    const sql = neon(dbUrl);
+    const [inserted, listed] = await sql.transaction([
+      sql`INSERT INTO items VALUES (1, 'a'), (2, 'b') RETURNING id`,
+      sql`SELECT count(*)::int AS c FROM items`,
+    ]);
+    expect(inserted).toEqual([{ id: 1 }, { id: 2 }]);
+    expect(listed).toEqual([{ c: 2 }]);
+
+    await expect(
+      sql.transaction([sql`INSERT INTO items VALUES (3, 'c')`, sql`INSERT INTO items VALUES (1, 'dup')`]),
+    ).rejects.toMatchObject({ code: '23505' });
+    expect(await sql`SELECT id FROM items ORDER BY id`).toEqual([{ id: 1 }, { id: 2 }]);
+
+    await expect(
+      sql.transaction([sql`INSERT INTO items VALUES (4, 'd')`], { readOnly: true, isolationLevel: 'Serializable' }),
+    ).rejects.toMatchObject({ code: '25006' });
+    const [iso] = await sql.transaction([sql`SELECT current_setting('transaction_isolation') AS level`], {
+      isolationLevel: 'RepeatableRead',
+      readOnly: true,
+    });
+    expect(iso).toEqual([{ level: 'repeatable read' }]);
+  });
+
+  test('protocol details: object rows and typed JSON when raw text output is off', async () => {
+    const res = await fetch(http.url, {
+      method: 'POST',
+      headers: { 'Neon-Connection-String': dbUrl, 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        query: "SELECT $1::int4 AS i, $2::int8 AS b, $3::jsonb AS j, ARRAY[1,NULL,3] AS a, '{\"x,y\",z}'::text[] AS t, 'NaN'::float8 AS f",
+        params: [1, 2, { k: [true] }],
+      }),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({
+      command: 'SELECT',
+      rowCount: 1,
+      rowAsArray: false,
+      rows: [{ i: 1, b: '2', j: { k: [true] }, a: [1, null, 3], t: ['x,y', 'z'], f: 'NaN' }],
+    });
+
+    const bad = await fetch(http.url, { method: 'POST', body: '{}', headers: { 'Neon-Connection-String': dbUrl } });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ code: null, message: expect.any(String) });
+  });
+
+  test('Prisma through PrismaNeonHttp runs $queryRaw', async () => {
+    const prisma = new PrismaClient({ adapter: new PrismaNeonHttp(dbUrl, {}) });
+    const before = http.requestCount();
+    try {
+      const rows = await prisma.$queryRaw<{ n: number; at: Date; label: string | null }[]>`
+        SELECT ${11}::int AS n, ${new Date('2020-01-02T03:04:05.000Z')}::timestamptz AS at, NULL::text AS label`;
+      expect(rows).toEqual([{ n: 11, at: new Date('2020-01-02T03:04:05.000Z'), label: null }]);
+      expect(http.requestCount()).toBeGreaterThan(before);
+    } finally {
+      await prisma.$disconnect();
+    }
+  });
+});
+
+async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('waitFor: condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
