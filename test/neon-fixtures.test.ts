@@ -302,6 +302,21 @@ describe('HTTP driver through the local SQL-over-HTTP fixture', () => {
         SELECT ${11}::int AS n, ${new Date('2020-01-02T03:04:05.000Z')}::timestamptz AS at, NULL::text AS label`;
       expect(rows).toEqual([{ n: 11, at: new Date('2020-01-02T03:04:05.000Z'), label: null }]);
       expect(http.requestCount()).toBeGreaterThan(before);
+
+      // PrismaNeonHttp.startTransaction always rejects, so interactive and multi-query
+      // batch $transaction fail before running anything (a one-query batch skips the
+      // transaction and succeeds).
+      await expect(
+        prisma.$transaction([
+          prisma.$executeRaw`INSERT INTO items VALUES (20, 'first')`,
+          prisma.$executeRaw`INSERT INTO items VALUES (21, 'second')`,
+        ]),
+      ).rejects.toThrow(/Transactions are not supported in HTTP mode/);
+      await expect(prisma.$transaction(async (tx) => tx.$queryRaw`SELECT 1`)).rejects.toThrow(
+        /Transactions are not supported in HTTP mode/,
+      );
+      expect(await prisma.$queryRaw`SELECT id FROM items`).toEqual([]);
+      expect(await prisma.$transaction([prisma.$queryRaw`SELECT 1 AS one`])).toEqual([[{ one: 1 }]]);
     } finally {
       await prisma.$disconnect();
     }
