@@ -150,6 +150,31 @@ interface WasmBindgenGlue extends WasmRuntime {
 
 let runtime: WasmRuntime | undefined;
 
+/**
+ * The engine arms timers it never clears (a 10 s one after applyMigrations), which would
+ * keep a script alive after `close()`. While any engine is open its timers hold the process
+ * like any I/O; once the last one closes, the leftovers are unref'd: they still fire if the
+ * process lives on, but no longer delay its exit.
+ */
+const engineTimers = new Set<NodeJS.Timeout>();
+let openEngines = 0;
+
+function engineSetTimeout(callback: () => void, ms: number): NodeJS.Timeout {
+  const timer = setTimeout(() => {
+    engineTimers.delete(timer);
+    callback();
+  }, ms);
+  if (openEngines === 0) timer.unref();
+  else engineTimers.add(timer);
+  return timer;
+}
+
+function releaseEngineTimers(): void {
+  if (openEngines > 0) return;
+  for (const timer of engineTimers) timer.unref();
+  engineTimers.clear();
+}
+
 /** Version of the bundled wasm engine (Prisma engines commit hash). Loads the module. */
 export function engineVersion(): string {
   return loadRuntime().version();
@@ -191,10 +216,12 @@ function evaluateGlue(source: string): WasmBindgenGlue {
     throw new Error('@prisma/schema-engine-wasm: unexpected module syntax in schema_engine_bg.js (package version changed?)');
   }
   // `module` is an ESM free variable there: undefined makes its Node-crypto fallback inert.
-  const factory = new Function('module', `"use strict";\n${body}\nreturn { ${names.join(', ')} };`) as (
+  // `setTimeout` is shadowed so engine timers can be released when the last engine closes.
+  const factory = new Function('module', 'setTimeout', `"use strict";\n${body}\nreturn { ${names.join(', ')} };`) as (
     module: undefined,
+    setTimeout: (callback: () => void, ms: number) => NodeJS.Timeout,
   ) => Record<string, unknown>;
-  const glue = factory(undefined);
+  const glue = factory(undefined, engineSetTimeout);
   for (const required of ['__wbg_set_wasm', 'SchemaEngine', 'version']) {
     if (typeof glue[required] !== 'function') {
       throw new Error(`@prisma/schema-engine-wasm: schema_engine_bg.js does not export ${required}`);
@@ -350,6 +377,25 @@ export function redactUrls(text: string): string {
   return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/gi, '$1***@');
 }
 
+/**
+ * Errors raised while the engine is being constructed (the first connection) lose their
+ * Prisma error code at the wasm boundary but keep Prisma's user-facing message; these are
+ * the connection errors' fixed openings (prisma-engines user-facing-errors, pinned version).
+ */
+const CONNECTION_ERROR_CODES: [RegExp, string][] = [
+  [/^Authentication failed against database server/, 'P1000'],
+  [/^Can't reach database server/, 'P1001'],
+  [/^The database server at .* was reached but timed out/, 'P1002'],
+  [/^Database `.*` does not exist/, 'P1003'],
+  [/^User `.*` was denied access on the database/, 'P1010'],
+  [/^Error opening a TLS connection/, 'P1011'],
+  [/^Server has closed the connection/, 'P1017'],
+];
+
+function inferCode(message: string): string | undefined {
+  return CONNECTION_ERROR_CODES.find(([pattern]) => pattern.test(message))?.[1];
+}
+
 /** Normalises whatever the wasm boundary throws into a SchemaEngineError. */
 export function toSchemaEngineError(error: unknown): SchemaEngineError {
   if (error instanceof SchemaEngineError) return error;
@@ -361,7 +407,11 @@ export function toSchemaEngineError(error: unknown): SchemaEngineError {
     const record = error as { message?: unknown; code?: unknown; meta?: unknown; error_code?: unknown };
     const message = typeof record.message === 'string' ? record.message : String(error);
     const code =
-      typeof record.code === 'string' ? record.code : typeof record.error_code === 'string' ? record.error_code : undefined;
+      typeof record.code === 'string'
+        ? record.code
+        : typeof record.error_code === 'string'
+          ? record.error_code
+          : inferCode(message);
     return new SchemaEngineError(redactUrls(message), { code, meta: record.meta, cause: error });
   }
   return new SchemaEngineError(redactUrls(String(error)), {});
@@ -390,10 +440,13 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
   const log = options.log ?? (() => undefined);
 
   let engine: WasmSchemaEngine;
+  openEngines += 1;
   try {
     engine = await SchemaEngine.new({ datamodels }, log, adapter);
   } catch (error) {
+    openEngines -= 1;
     await closeAdapters();
+    releaseEngineTimers();
     throw toSchemaEngineError(error);
   }
 
@@ -434,7 +487,9 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
       try {
         engine.free();
       } finally {
+        openEngines -= 1;
         await closeAdapters();
+        releaseEngineTimers();
       }
     },
   };

@@ -1,0 +1,222 @@
+// Programmatic `prisma migrate deploy` / `migrate status` / drift check, without the prisma
+// CLI and without the native schema-engine binary: the wasm engine does the work and keeps
+// the same `_prisma_migrations` bookkeeping, so this and the CLI can be mixed freely.
+
+import { readFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+
+import {
+  openSchemaEngine,
+  redactUrls,
+  type MigrationList,
+  type SchemaEngineHandle,
+  type SchemaFilter,
+  type SslOptions,
+} from './engine/wasm';
+
+export interface MigrateOptions {
+  /** postgresql:// URL of the database. Use the direct (unpooled) URL: the engine needs session state. */
+  url: string;
+  /** TLS options for every connection (the URL's sslmode is then ignored), e.g. `{ rejectUnauthorized: false }`. */
+  ssl?: SslOptions;
+  /** Directory of `<timestamp>_<name>/migration.sql` folders. Default: this package's prisma/migrations. */
+  migrationsDir?: string;
+  /** Prisma schema file. Default: this package's prisma/schema.prisma. */
+  schemaPath?: string;
+  /**
+   * Empty database used to replay migrations (drift only). Without it a temporary database is
+   * created on the server and dropped afterwards, which needs the CREATEDB privilege.
+   */
+  shadowDatabaseUrl?: string;
+}
+
+export interface DeployResult {
+  /** Migrations applied by this call, in order. Empty when the database was up to date. */
+  applied: string[];
+}
+
+export interface MigrationStatus {
+  /** Migrations recorded as successfully applied in the database. */
+  applied: string[];
+  /** Migrations on disk not yet applied. */
+  pending: string[];
+  /** Migrations that started but did not finish (need `prisma migrate resolve`). */
+  failed: string[];
+  /** Applied migrations whose migration.sql changed on disk since. */
+  edited: string[];
+  /** Migrations recorded in the database but missing from the migrations directory. */
+  missingLocally: string[];
+  /** True when every migration on disk is applied, none failed and none is missing locally. */
+  upToDate: boolean;
+}
+
+export interface DriftResult {
+  /** True when the migrations do not produce the schema in schema.prisma. */
+  hasDrift: boolean;
+  /** SQL that would bring the migrated schema to schema.prisma; '' when there is no drift. */
+  sql: string;
+  /** Human-readable summary of the same difference; '' when there is no drift. */
+  summary: string;
+}
+
+/** Any failure of deploy/status/drift. The message never contains credentials. */
+export class MigrationError extends Error {
+  /** Prisma error code (e.g. P1000 authentication, P3009 failed migration) when the engine gave one. */
+  readonly code: string | undefined;
+
+  // No `cause`: the engine's raw error may embed connection details, and inspecting an error
+  // prints its cause chain.
+  constructor(message: string, code?: string) {
+    super(message);
+    this.name = 'MigrationError';
+    this.code = code;
+  }
+}
+
+const PACKAGE_ROOT = path.resolve(__dirname, '..');
+const NO_FILTER: SchemaFilter = { externalTables: [], externalEnums: [] };
+const LOCKFILE = 'migration_lock.toml';
+const MIGRATION_FILE = 'migration.sql';
+
+/** Applies every pending migration, like `prisma migrate deploy`. */
+export async function deploy(options: MigrateOptions): Promise<DeployResult> {
+  return withEngine('deploy', options, async (engine, migrations) => {
+    const { appliedMigrationNames } = await engine.applyMigrations({ migrationsList: migrations, filters: NO_FILTER });
+    return { applied: appliedMigrationNames };
+  });
+}
+
+/** Compares the migrations directory with the database's `_prisma_migrations`, like `prisma migrate status`. */
+export async function status(options: MigrateOptions): Promise<MigrationStatus> {
+  return withEngine('status', options, async (engine, migrations) => {
+    const diagnosis = await engine.diagnoseMigrationHistory({
+      migrationsList: migrations,
+      optInToShadowDatabase: false,
+      filters: NO_FILTER,
+    });
+    const history = diagnosis.history;
+    const pending = history && history.diagnostic !== 'migrationsDirectoryIsBehind' ? history.unappliedMigrationNames : [];
+    const missingLocally = history && history.diagnostic !== 'databaseIsBehind' ? history.unpersistedMigrationNames : [];
+    const failed = diagnosis.failedMigrationNames;
+    // The engine reports differences only; a failed migration counts as recorded but not applied.
+    const local = migrations.migrationDirectories.map((dir) => dir.path);
+    const applied = [...local.filter((name) => !pending.includes(name)), ...missingLocally].filter(
+      (name) => !failed.includes(name),
+    );
+    return {
+      applied,
+      pending,
+      failed,
+      edited: diagnosis.editedMigrationNames,
+      missingLocally,
+      upToDate: history === null && failed.length === 0,
+    };
+  });
+}
+
+/**
+ * Difference between what the committed migrations build and what schema.prisma describes.
+ * Replays the migrations into a shadow database; the target database is only connected to.
+ */
+export async function drift(options: MigrateOptions): Promise<DriftResult> {
+  const schemaPath = options.schemaPath ?? path.join(PACKAGE_ROOT, 'prisma', 'schema.prisma');
+  const schema = await readText(schemaPath, 'schema', options.url);
+  return withEngine('drift', options, async (engine, migrations) => {
+    const to = { tag: 'schemaDatamodel' as const, files: [{ path: schemaPath, content: schema }] };
+    const from = { tag: 'migrations' as const, ...migrations };
+    const script = await engine.diff({ from, to, script: true, exitCode: true, filters: NO_FILTER });
+    // exitCode 2 is the engine's own "non-empty diff" signal (`migrate diff --exit-code`).
+    if (script.exitCode !== 2) return { hasDrift: false, sql: '', summary: '' };
+    const summary = await engine.diff({ from, to, script: false, exitCode: null, filters: NO_FILTER });
+    return { hasDrift: true, sql: script.stdout ?? '', summary: (summary.stdout ?? '').trim() };
+  });
+}
+
+/** Reads a migrations directory exactly as the prisma CLI does before handing it to the engine. */
+export async function readMigrations(migrationsDir: string): Promise<MigrationList> {
+  const baseDir = path.resolve(migrationsDir);
+  const lockContent = await readFile(path.join(baseDir, LOCKFILE), 'utf8').catch(() => null);
+  const entries = await readdir(baseDir, { withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return [];
+    throw error;
+  });
+  const migrationDirectories = await Promise.all(
+    entries
+      .filter((entry) => entry.isDirectory())
+      .map(async (entry) => {
+        const content = await readFile(path.join(baseDir, entry.name, MIGRATION_FILE), 'utf8').then(
+          (value) => ({ tag: 'ok' as const, value }),
+          (error: Error) => ({ tag: 'error' as const, value: error.message }),
+        );
+        return { path: entry.name, migrationFile: { path: MIGRATION_FILE, content } };
+      }),
+  );
+  // Same order as the CLI (and so the same order the engine applies them in).
+  migrationDirectories.sort((a, b) => a.path.localeCompare(b.path));
+  return {
+    baseDir,
+    lockfile: { path: LOCKFILE, content: lockContent },
+    shadowDbInitScript: '',
+    migrationDirectories,
+  };
+}
+
+async function withEngine<T>(
+  action: string,
+  options: MigrateOptions,
+  work: (engine: SchemaEngineHandle, migrations: MigrationList) => Promise<T>,
+): Promise<T> {
+  let engine: SchemaEngineHandle | undefined;
+  try {
+    const migrations = await readMigrations(options.migrationsDir ?? path.join(PACKAGE_ROOT, 'prisma', 'migrations'));
+    engine = await openSchemaEngine({
+      url: options.url,
+      ...(options.ssl !== undefined && { ssl: options.ssl }),
+      ...(options.shadowDatabaseUrl !== undefined && { shadowDatabaseUrl: options.shadowDatabaseUrl }),
+    });
+    return await work(engine, migrations);
+  } catch (error) {
+    throw toMigrationError(action, error, [options.url, options.shadowDatabaseUrl]);
+  } finally {
+    await engine?.close();
+  }
+}
+
+async function readText(file: string, what: string, url: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    throw toMigrationError(`read ${what}`, error, [url]);
+  }
+}
+
+function toMigrationError(action: string, error: unknown, urls: (string | undefined)[]): MigrationError {
+  if (error instanceof MigrationError) return error;
+  const raw = error instanceof Error ? error.message : String(error);
+  const code = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : undefined;
+  // Prisma codes (P1000...) are useful; Node's (ENOENT...) are already in the message.
+  const prismaCode = code !== undefined && /^P\d{4}$/.test(code) ? code : undefined;
+  const message = `migrate ${action} failed${prismaCode ? ` (${prismaCode})` : ''}: ${scrub(raw, urls)}`;
+  return new MigrationError(message, prismaCode);
+}
+
+/** Removes URL credentials by shape and the passwords of the given URLs by value. */
+function scrub(text: string, urls: (string | undefined)[]): string {
+  let out = redactUrls(text);
+  for (const url of urls) {
+    const password = passwordOf(url);
+    if (password === undefined || password.length < 3) continue;
+    for (const form of new Set([password, encodeURIComponent(password)])) out = out.split(form).join('***');
+  }
+  return out;
+}
+
+function passwordOf(url: string | undefined): string | undefined {
+  if (url === undefined) return undefined;
+  try {
+    const password = new URL(url).password;
+    return password === '' ? undefined : decodeURIComponent(password);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,199 @@
+// Programmatic migrations against a real PostgreSQL (TLS + password auth, from the harness).
+import { createHash } from 'node:crypto';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Client } from 'pg';
+
+import { deploy, drift, MigrationError, status, type MigrateOptions } from '../src/migrate';
+import { createTestDatabase } from './support/db';
+
+const ROOT = path.resolve(__dirname, '..');
+const MIGRATIONS = path.join(ROOT, 'prisma', 'migrations');
+const SCHEMA = path.join(ROOT, 'prisma', 'schema.prisma');
+const SSL = { rejectUnauthorized: false };
+
+const committed = readdirSync(MIGRATIONS, { withFileTypes: true })
+  .filter((entry) => entry.isDirectory())
+  .map((entry) => entry.name)
+  .sort();
+
+type TestDb = Awaited<ReturnType<typeof createTestDatabase>>;
+
+let db: TestDb;
+let options: MigrateOptions;
+let tmp: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase({ migrated: false });
+  options = { url: db.url, ssl: SSL };
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'migrate-test-'));
+});
+
+afterAll(async () => {
+  rmSync(tmp, { recursive: true, force: true });
+  await db?.drop();
+});
+
+async function query<T extends Record<string, unknown>>(sql: string): Promise<T[]> {
+  const url = new URL(db.url);
+  url.searchParams.delete('sslmode');
+  const client = new Client({ connectionString: url.toString(), ssl: SSL });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** A copy of the committed migrations plus extra ones, in a temp dir. */
+function migrationsWith(name: string, extra: Record<string, string>): string {
+  const dir = path.join(tmp, name);
+  cpSync(MIGRATIONS, dir, { recursive: true });
+  for (const [migration, sql] of Object.entries(extra)) {
+    mkdirSync(path.join(dir, migration));
+    writeFileSync(path.join(dir, migration, 'migration.sql'), sql);
+  }
+  return dir;
+}
+
+function schemaWith(name: string, edit: (schema: string) => string): string {
+  const file = path.join(tmp, `${name}.prisma`);
+  writeFileSync(file, edit(readFileSync(SCHEMA, 'utf8')));
+  return file;
+}
+
+const addNickname = (schema: string): string => schema.replace(/(\n\s+name\s+String\?)/, '$1\n  nickname  String?');
+
+test('there is at least one committed migration and a postgresql lockfile', () => {
+  expect(committed.length).toBeGreaterThan(0);
+  expect(committed.every((name) => /^\d{14}_[a-z0-9_]+$/.test(name))).toBe(true);
+  expect(readFileSync(path.join(MIGRATIONS, 'migration_lock.toml'), 'utf8')).toMatch(/^provider = "postgresql"$/m);
+});
+
+test('status on an empty database reports every migration pending', async () => {
+  await expect(status(options)).resolves.toEqual({
+    applied: [],
+    pending: committed,
+    failed: [],
+    edited: [],
+    missingLocally: [],
+    upToDate: false,
+  });
+});
+
+test('deploy applies every migration with prisma migrate deploy bookkeeping', async () => {
+  await expect(deploy(options)).resolves.toEqual({ applied: committed });
+
+  const tables = await query<{ t: string | null }>(
+    `SELECT to_regclass('public.accounts')::text AS t UNION ALL SELECT to_regclass('public.transfers')::text
+     UNION ALL SELECT to_regclass('public.users')::text`,
+  );
+  expect(tables.map((row) => row.t)).toEqual(['accounts', 'transfers', 'users']);
+
+  const rows = await query<{ migration_name: string; checksum: string; finished: boolean; steps: number }>(
+    `SELECT migration_name, checksum, finished_at IS NOT NULL AS finished, applied_steps_count AS steps
+     FROM _prisma_migrations ORDER BY started_at`,
+  );
+  expect(rows).toEqual(
+    committed.map((name) => ({
+      migration_name: name,
+      checksum: createHash('sha256').update(readFileSync(path.join(MIGRATIONS, name, 'migration.sql'))).digest('hex'),
+      finished: true,
+      steps: 1,
+    })),
+  );
+});
+
+test('a second deploy applies nothing and status is up to date', async () => {
+  await expect(deploy(options)).resolves.toEqual({ applied: [] });
+  await expect(status(options)).resolves.toMatchObject({ applied: committed, pending: [], failed: [], upToDate: true });
+  const [count] = await query<{ n: string }>('SELECT count(*) AS n FROM _prisma_migrations');
+  expect(Number(count?.n)).toBe(committed.length);
+});
+
+test('status reports a new migration as pending until it is deployed', async () => {
+  const migrationsDir = migrationsWith('with-nickname', {
+    '29990101000000_add_nickname': 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
+  });
+  const withNew = { ...options, migrationsDir };
+
+  await expect(status(withNew)).resolves.toEqual({
+    applied: committed,
+    pending: ['29990101000000_add_nickname'],
+    failed: [],
+    edited: [],
+    missingLocally: [],
+    upToDate: false,
+  });
+  await expect(deploy(withNew)).resolves.toEqual({ applied: ['29990101000000_add_nickname'] });
+  await expect(query(`SELECT nickname FROM users`)).resolves.toEqual([]);
+
+  // The committed directory now lacks a migration the database has.
+  await expect(status(options)).resolves.toMatchObject({
+    pending: [],
+    missingLocally: ['29990101000000_add_nickname'],
+    upToDate: false,
+  });
+});
+
+test('a failing migration is reported as failed and blocks later deploys', async () => {
+  const migrationsDir = migrationsWith('with-broken', {
+    '29990101000000_add_nickname': 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
+    '29990102000000_broken': 'ALTER TABLE "no_such_table" ADD COLUMN "x" INTEGER;\n',
+  });
+  const withBroken = { ...options, migrationsDir };
+
+  const failure = await deploy(withBroken).catch((error: unknown) => error);
+  expect(failure).toBeInstanceOf(MigrationError);
+  expect((failure as MigrationError).message).toContain('29990102000000_broken');
+  expect((failure as MigrationError).message).toContain('no_such_table');
+
+  await expect(status(withBroken)).resolves.toMatchObject({ failed: ['29990102000000_broken'], upToDate: false });
+  await expect(deploy(withBroken)).rejects.toThrow(/29990102000000_broken/);
+});
+
+test('drift is empty when the migrations produce schema.prisma', async () => {
+  await expect(drift(options)).resolves.toEqual({ hasDrift: false, sql: '', summary: '' });
+});
+
+test('drift shows the SQL and a summary when schema.prisma moved on', async () => {
+  const schemaPath = schemaWith('nickname', addNickname);
+  const result = await drift({ ...options, schemaPath });
+  expect(result.hasDrift).toBe(true);
+  expect(result.sql).toContain('ALTER TABLE "users" ADD COLUMN     "nickname" TEXT;');
+  expect(result.summary).toContain('users');
+  expect(result.summary).toContain('nickname');
+
+  // ...and empty again once a migration for it exists.
+  const migrationsDir = migrationsWith('drift-fixed', {
+    '29990101000000_add_nickname': 'ALTER TABLE "users" ADD COLUMN "nickname" TEXT;\n',
+  });
+  await expect(drift({ ...options, schemaPath, migrationsDir })).resolves.toEqual({
+    hasDrift: false,
+    sql: '',
+    summary: '',
+  });
+});
+
+test('a wrong password fails with P1000 and never prints a password', async () => {
+  const url = new URL(db.url);
+  const realPassword = decodeURIComponent(url.password);
+  url.password = 'wrong-Secret-4711';
+  const failure = await status({ ...options, url: url.toString() }).catch((error: unknown) => error);
+
+  expect(failure).toBeInstanceOf(MigrationError);
+  const error = failure as MigrationError;
+  expect(error.code).toBe('P1000');
+  expect(error.message).toMatch(/Authentication failed/);
+  const printed = `${error.message}\n${error.stack ?? ''}`;
+  expect(printed).not.toContain('wrong-Secret-4711');
+  expect(printed).not.toContain(realPassword);
+});
+
+test('a missing schema file is a MigrationError naming the file', async () => {
+  const schemaPath = path.join(tmp, 'does-not-exist.prisma');
+  await expect(drift({ ...options, schemaPath })).rejects.toThrow(MigrationError);
+  await expect(drift({ ...options, schemaPath })).rejects.toThrow(/does-not-exist\.prisma/);
+});
