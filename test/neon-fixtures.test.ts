@@ -7,8 +7,6 @@
  *   SQL-over-HTTP endpoint). `fetchEndpoint` is global-only in the driver, so these
  *   tests set it and restore it afterwards.
  */
-import crypto from 'node:crypto';
-import { Client as PgClient } from 'pg';
 import ws from 'ws';
 import {
   Client,
@@ -21,24 +19,14 @@ import {
 } from '@neondatabase/serverless';
 import { PrismaNeon, PrismaNeonHttp } from '@prisma/adapter-neon';
 import { PrismaClient } from '../src/generated/prisma/client';
+import { createTestDatabase, type TestDatabase } from './support/db';
 import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
 import { startNeonHttpFixture, type NeonHttpFixture } from './support/neon-http';
 
 // ---- database ------------------------------------------------------------------------
-// Dev server for now; see docs/neon-notes.md (switch to test/support/db.ts when it lands).
-const ADMIN_URL = 'postgresql://postgres:secret-pw@127.0.0.1:55432/postgres';
-const SERVER = { host: '127.0.0.1', port: 55432, user: 'postgres', password: 'secret-pw' };
-const UPSTREAM_SSL = { rejectUnauthorized: false }; // self-signed dev certificate
-
-async function withPg<T>(url: string, fn: (c: PgClient) => Promise<T>): Promise<T> {
-  const c = new PgClient({ connectionString: url, ssl: UPSTREAM_SSL });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
+// A fresh database on the harness' shared primary (TLS optional, SCRAM auth); the
+// drivers get a URL without sslmode: the tunnel/fixture owns the upstream TLS.
+let db: TestDatabase;
 
 // ---- per-instance WebSocket settings (what the library must do too) ----------------------
 type SocketSettings = Pick<
@@ -94,30 +82,31 @@ function globalNeonOpts(): Record<string, unknown> {
 }
 
 // ---- fixtures --------------------------------------------------------------------------
-let dbName: string;
 let dbUrl: string;
 let bridge: NeonBridge;
+let tlsBridge: NeonBridge;
 let http: NeonHttpFixture;
 let globalsBefore: Record<string, unknown>;
 
 beforeAll(async () => {
   globalsBefore = globalNeonOpts();
-  dbName = `neon_fx_${crypto.randomBytes(5).toString('hex')}`;
-  await withPg(ADMIN_URL, (c) => c.query(`CREATE DATABASE ${dbName}`));
-  dbUrl = `postgresql://${SERVER.user}:${encodeURIComponent(SERVER.password)}@${SERVER.host}:${SERVER.port}/${dbName}`;
-  await withPg(dbUrl, (c) => c.query('CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL)'));
-  bridge = await startNeonBridge({ pgHost: SERVER.host, pgPort: SERVER.port });
-  http = await startNeonHttpFixture({ ssl: UPSTREAM_SSL });
+  db = await createTestDatabase({ migrated: false, prefix: 'neon' });
+  dbUrl = db.urlWith(); // superuser, password needs URL-encoding: exercises decoding too
+  await db.query('CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL)');
+  bridge = await startNeonBridge({ pgHost: db.host, pgPort: db.port });
+  tlsBridge = await startNeonBridge({ pgHost: db.host, pgPort: db.port, upstreamTls: db.ssl });
+  http = await startNeonHttpFixture({ ssl: db.ssl });
 });
 
 afterAll(async () => {
   await http?.close();
+  await tlsBridge?.close();
   await bridge?.close();
-  if (dbName) await withPg(ADMIN_URL, (c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
+  await db?.drop();
 });
 
 beforeEach(async () => {
-  await withPg(dbUrl, (c) => c.query('TRUNCATE items'));
+  await db.query('TRUNCATE items');
 });
 
 // ---- WebSocket ---------------------------------------------------------------------------
@@ -127,16 +116,25 @@ describe('WebSocket driver through the local wsproxy bridge', () => {
     expect(globalNeonOpts()).toEqual(globalsBefore);
   });
 
-  test('Client with per-instance neonConfig runs a query', async () => {
-    const ClientClass = configuredClient(socketSettings(bridge));
-    const client = new ClientClass(dbUrl);
-    await client.connect();
-    try {
-      const { rows } = await client.query<{ n: number; db: string }>('SELECT 41 + $1::int AS n, current_database() AS db', [1]);
-      expect(rows).toEqual([{ n: 42, db: dbName }]);
-    } finally {
-      await client.end();
+  test('Client with per-instance neonConfig runs a query (plain and TLS upstream)', async () => {
+    for (const [via, tls] of [
+      [bridge, false],
+      [tlsBridge, true],
+    ] as const) {
+      const ClientClass = configuredClient(socketSettings(via));
+      const client = new ClientClass(dbUrl);
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ n: number; db: string; ssl: boolean }>(
+          'SELECT 41 + $1::int AS n, current_database() AS db, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+          [1],
+        );
+        expect(rows).toEqual([{ n: 42, db: db.name, ssl: tls }]);
+      } finally {
+        await client.end();
+      }
     }
+    await waitFor(() => bridge.openTunnels() === 0 && tlsBridge.openTunnels() === 0);
   });
 
   test('Pool runs queries and an interactive transaction (commit and rollback)', async () => {

@@ -90,7 +90,9 @@ function openUpstream(
         raw.destroy();
         return;
       }
-      const secure = tls.connect({ servername: net.isIP(host) ? undefined : host, ...upstreamTls, socket: raw });
+      // `host` drives certificate identity checks (an IP must match an IP SAN); SNI
+      // is only legal for DNS names.
+      const secure = tls.connect({ host, servername: net.isIP(host) ? '' : host, ...upstreamTls, socket: raw });
       raw.removeListener('error', onFail);
       secure.once('error', onFail);
       secure.once('secureConnect', () => {
