@@ -23,11 +23,6 @@ import { createTestDatabase, type TestDatabase } from './support/db';
 import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
 import { startNeonHttpFixture, type NeonHttpFixture } from './support/neon-http';
 
-// ---- database ------------------------------------------------------------------------
-// A fresh database on the harness' shared primary (TLS optional, SCRAM auth); the
-// drivers get a URL without sslmode: the tunnel/fixture owns the upstream TLS.
-let db: TestDatabase;
-
 // ---- per-instance WebSocket settings (what the library must do too) ----------------------
 type SocketSettings = Pick<
   NeonConfig,
@@ -82,6 +77,9 @@ function globalNeonOpts(): Record<string, unknown> {
 }
 
 // ---- fixtures --------------------------------------------------------------------------
+// A fresh database on the harness' shared primary (TLS optional, SCRAM auth). The
+// drivers get a URL without sslmode: the bridge / HTTP fixture own the upstream TLS.
+let db: TestDatabase;
 let dbUrl: string;
 let bridge: NeonBridge;
 let tlsBridge: NeonBridge;
