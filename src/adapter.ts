@@ -1,0 +1,104 @@
+// Config → Prisma driver adapter. `pg` uses node-postgres through @prisma/adapter-pg;
+// `neon` uses @neondatabase/serverless over WebSocket through @prisma/adapter-neon.
+// Both pools get the same policy (pool.ts). Nothing here opens a socket: pools connect
+// on the first query.
+
+import { PrismaNeon, PrismaNeonHttp } from '@prisma/adapter-neon';
+import { PrismaPg } from '@prisma/adapter-pg';
+import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
+import pg from 'pg';
+import type { DbConfig } from './config.ts';
+import { toUrl } from './config.ts';
+import { applyNeonConfig, neonModule } from './neon.ts';
+import { guardPool, PoolMonitor, poolOptions, type PoolLike } from './pool.ts';
+import { sslPlan } from './ssl.ts';
+
+export interface Adapter {
+  readonly factory: SqlDriverAdapterFactory;
+  readonly monitor: PoolMonitor;
+  /** Ends the pool this layer owns (the pg pool; Neon's ends with Prisma's disconnect). */
+  close(): Promise<void>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- mixin constructors must take any[]
+type ClientCtor = new (...args: any[]) => object;
+
+/**
+ * A driver Client class whose connect timeout is its own: pg-pool hands every client
+ * the pool's options, where `connectionTimeoutMillis` means the wait for a free slot.
+ */
+function withConnectTimeout<C extends ClientCtor>(Base: C, connectMs: number): C {
+  return class extends Base {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    constructor(...args: any[]) {
+      super({ ...(args[0] as Record<string, unknown>), connectionTimeoutMillis: connectMs });
+    }
+  };
+}
+
+export function createAdapter(config: DbConfig): Adapter {
+  const ssl = sslPlan(config);
+  const monitor = new PoolMonitor(config);
+  const options = poolOptions(config, ssl);
+  const onError = (err: Error): void => monitor.emitError(err);
+
+  if (config.driver === 'pg') {
+    const pool = new pg.Pool({
+      ...options,
+      Client: withConnectTimeout(pg.Client as unknown as ClientCtor, config.timeouts.connectMs),
+    } as pg.PoolConfig);
+    guardPool(pool as unknown as PoolLike, config, ssl, monitor);
+    const factory = new PrismaPg(pool, { onPoolError: onError, onConnectionError: onError });
+    let ended: Promise<void> | undefined;
+    return { factory, monitor, close: () => (ended ??= pool.end()) };
+  }
+
+  const neon = neonModule();
+  applyNeonConfig(config);
+  const neonPoolConfig = {
+    ...options,
+    // Neon's proxy terminates TLS on the WebSocket; Postgres-level TLS inside it is
+    // `pipelineTLS` (neon.ts), not node-postgres' `ssl`.
+    ssl: false,
+    Client: withConnectTimeout(neon.Client as unknown as ClientCtor, config.timeouts.connectMs),
+  };
+  const wsFactory = new PrismaNeon(neonPoolConfig as never, { onPoolError: onError, onConnectionError: onError });
+  const guardedWs: SqlDriverAdapterFactory = {
+    provider: wsFactory.provider,
+    adapterName: wsFactory.adapterName,
+    async connect() {
+      const adapter = await wsFactory.connect();
+      guardPool(adapter.underlyingDriver() as unknown as PoolLike, config, { first: false, fallback: undefined }, monitor);
+      return adapter;
+    },
+  };
+  const useHttp = config.mode === 'serverless' && config.neon.httpQueries !== false;
+  const factory = useHttp ? httpWithWsTransactions(new PrismaNeonHttp(toUrl(config), {}), guardedWs) : guardedWs;
+  return { factory, monitor, close: async () => {} };
+}
+
+/**
+ * Serverless Neon: single statements over Neon's HTTP endpoint (no connection at all),
+ * transactions over one short-lived WebSocket connection, since HTTP rejects them.
+ */
+function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdapterFactory): SqlDriverAdapterFactory {
+  return {
+    provider: http.provider,
+    adapterName: http.adapterName,
+    async connect(): Promise<SqlDriverAdapter> {
+      const [h, w] = await Promise.all([http.connect(), ws.connect()]);
+      return {
+        provider: h.provider,
+        adapterName: h.adapterName,
+        queryRaw: (q) => h.queryRaw(q),
+        executeRaw: (q) => h.executeRaw(q),
+        executeScript: (s) => w.executeScript(s),
+        startTransaction: (level) => w.startTransaction(level),
+        getConnectionInfo: () => w.getConnectionInfo?.() ?? { supportsRelationJoins: true },
+        dispose: async () => {
+          await Promise.all([h.dispose(), w.dispose()]);
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,405 @@
+// Configuration: explicit options > DB_* environment variables > DATABASE_URL query
+// parameters > documented defaults. Every value is validated by a zod schema; every
+// problem is collected and reported at once in one ConfigError naming the setting as the
+// user wrote it. Nothing here touches the network.
+
+import { existsSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError, type ConfigIssue } from './errors.ts';
+import { registerSecret } from './redact.ts';
+
+export type Driver = 'pg' | 'neon';
+/** `pooled` keeps connections (SQLAlchemy's QueuePool); `serverless` keeps none (NullPool). */
+export type PoolMode = 'pooled' | 'serverless';
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
+export const ISOLATION_LEVELS = ['ReadUncommitted', 'ReadCommitted', 'RepeatableRead', 'Serializable'] as const;
+export type IsolationLevel = (typeof ISOLATION_LEVELS)[number];
+
+/** Settings for the Neon driver; the defaults reach Neon's public endpoints. */
+export interface NeonOptions {
+  /** Where the WebSocket goes: `host:port/path` or a function of the database host and port. */
+  wsProxy?: string | ((host: string, port: number | string) => string);
+  /** `false` only for a local plain-text WebSocket proxy. Default true. */
+  useSecureWebSocket?: boolean;
+  /** TLS to Postgres inside the WebSocket. Neon's proxy terminates TLS itself: default off. */
+  pipelineTLS?: boolean;
+  /** The SQL-over-HTTP endpoint, for serverless mode's single queries. */
+  fetchEndpoint?: string | ((host: string, port: number | string, options?: unknown) => string);
+  /** Single queries over HTTP in serverless mode (Neon's fastest path). Default true. */
+  httpQueries?: boolean;
+}
+
+export interface DbOptions {
+  /** postgres:// or postgresql:// URL. Default: DATABASE_URL, else DB_HOST/DB_PORT/... */
+  url?: string;
+  /** Unpooled URL for migrations (DIRECT_URL). */
+  directUrl?: string;
+  host?: string;
+  port?: number;
+  user?: string;
+  password?: string;
+  database?: string;
+  /** Default: `neon` for *.neon.tech hosts, `pg` otherwise (DB_DRIVER). */
+  driver?: Driver;
+  /** Default: `serverless` when a serverless platform is detected, else `pooled` (DB_POOL_MODE). */
+  mode?: PoolMode;
+  /** The URL goes through a transaction-mode pooler (PgBouncer, Neon -pooler). Detected from the URL. */
+  pooler?: boolean;
+  ssl?: {
+    mode?: SslMode;
+    /** Path of the CA certificate file, or `system` for the platform's CAs. */
+    rootCert?: string;
+    cert?: string;
+    key?: string;
+    /** Allow a plaintext connection to a non-local host when NODE_ENV=production. */
+    allowInsecure?: boolean;
+  };
+  pool?: {
+    /** Connections kept open (SQLAlchemy pool_size). Default 5. */
+    size?: number;
+    /** Extra connections opened under load and closed once idle (max_overflow). Default 10. */
+    maxOverflow?: number;
+    /** How long a caller waits for a free connection before PoolTimeoutError. Default 30 000. */
+    timeoutMs?: number;
+    /** Maximum age of a connection; 0 = no limit (pool_recycle). Default 1 800 000. */
+    recycleMs?: number;
+    /** How long an overflow connection may stay idle before it is closed. Default 10 000. */
+    overflowIdleMs?: number;
+    /** Idle longer than this, a connection is validated before use. 0 = always. Default 30 000. */
+    validateAfterIdleMs?: number;
+  };
+  timeouts?: {
+    connectMs?: number;
+    /** Server-side statement_timeout; 0 = none. Default 30 000. */
+    statementMs?: number;
+    /** Server-side idle_in_transaction_session_timeout; 0 = none. Default 60 000. */
+    idleInTransactionMs?: number;
+    /** Server-side lock_timeout; 0 = none. Default 10 000. */
+    lockMs?: number;
+  };
+  applicationName?: string;
+  transaction?: {
+    /** How long a unit of work may wait for a connection. Default: the pool timeout. */
+    maxWaitMs?: number;
+    /** How long a unit of work may run. Default 15 000. */
+    timeoutMs?: number;
+    /** Re-runs after a serialization failure or deadlock. Default 3. */
+    retries?: number;
+    isolationLevel?: IsolationLevel;
+  };
+  neon?: NeonOptions;
+}
+
+export interface ConnectionTarget {
+  host: string;
+  port: number;
+  user: string;
+  password: string | undefined;
+  database: string;
+}
+
+export interface DbConfig {
+  readonly driver: Driver;
+  readonly mode: PoolMode;
+  readonly pooler: boolean;
+  readonly target: ConnectionTarget;
+  readonly directUrl: string | undefined;
+  readonly ssl: {
+    readonly mode: SslMode;
+    readonly rootCert: string | undefined;
+    readonly cert: string | undefined;
+    readonly key: string | undefined;
+  };
+  readonly pool: {
+    readonly size: number;
+    readonly maxOverflow: number;
+    readonly timeoutMs: number;
+    readonly recycleMs: number;
+    readonly overflowIdleMs: number;
+    readonly validateAfterIdleMs: number;
+  };
+  readonly timeouts: {
+    readonly connectMs: number;
+    readonly statementMs: number;
+    readonly idleInTransactionMs: number;
+    readonly lockMs: number;
+  };
+  /** Startup `options` the URL carried that are not timeouts we manage (passed through). */
+  readonly serverOptions: string | undefined;
+  readonly applicationName: string;
+  readonly transaction: {
+    readonly maxWaitMs: number;
+    readonly timeoutMs: number;
+    readonly retries: number;
+    readonly isolationLevel: IsolationLevel | undefined;
+  };
+  readonly neon: NeonOptions;
+}
+
+export const DEFAULTS = {
+  port: 5432,
+  poolSize: 5,
+  maxOverflow: 10,
+  poolTimeoutMs: 30_000,
+  recycleMs: 1_800_000,
+  overflowIdleMs: 10_000,
+  validateAfterIdleMs: 30_000,
+  connectTimeoutMs: 10_000,
+  statementTimeoutMs: 30_000,
+  idleInTransactionTimeoutMs: 60_000,
+  lockTimeoutMs: 10_000,
+  applicationName: 'prisma-datalayer',
+  transactionTimeoutMs: 15_000,
+  transactionRetries: 3,
+} as const;
+
+/** Environment variables that mark a platform where a process may freeze between requests. */
+export const SERVERLESS_MARKERS = ['VERCEL', 'AWS_LAMBDA_FUNCTION_NAME', 'NETLIFY', 'FUNCTIONS_WORKER_RUNTIME'] as const;
+
+// ---- value schemas -------------------------------------------------------------------
+
+const wholeNumber = z.union([
+  z.number(),
+  z
+    .string()
+    .trim()
+    .regex(/^-?\d+$/, { message: 'must be a whole number' })
+    .transform(Number),
+]);
+const count = (min: number) =>
+  wholeNumber.pipe(z.number().int({ message: 'must be a whole number' }).min(min, { message: `must be at least ${min}` }));
+const flag = z.union([
+  z.boolean(),
+  z
+    .string()
+    .trim()
+    .toLowerCase()
+    .pipe(z.enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' }))
+    .transform((v) => v === 'true' || v === '1' || v === 'yes'),
+]);
+const sslMode = z.enum(SSL_MODES, { message: `must be one of ${SSL_MODES.join(', ')}` });
+const driver = z.enum(['pg', 'neon'], { message: 'must be pg or neon' });
+const poolMode = z.enum(['pooled', 'serverless'], { message: 'must be pooled or serverless' });
+const isolation = z.enum(ISOLATION_LEVELS, { message: `must be one of ${ISOLATION_LEVELS.join(', ')}` });
+const nonEmpty = z.string().trim().min(1, { message: 'must not be empty' });
+const certPath = nonEmpty.refine((p) => p === 'system' || existsSync(p), { message: 'file not found' });
+
+/** PostgreSQL duration syntax (`5000`, `5s`, `1min`, `250ms`) in milliseconds. */
+const pgDuration = z
+  .string()
+  .trim()
+  .regex(/^\d+\s*(us|ms|s|min|h|d)?$/, { message: 'must be a duration such as 5000, 5s or 1min' })
+  .transform((v) => {
+    const m = /^(\d+)\s*(us|ms|s|min|h|d)?$/.exec(v)!;
+    const factor = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 'ms'] ?? 1;
+    return Math.round(Number(m[1]) * factor);
+  });
+
+// ---- resolution ------------------------------------------------------------------------
+
+type Env = Record<string, string | undefined>;
+type Candidate = readonly [setting: string, value: unknown, scale?: number];
+
+class Resolver {
+  readonly issues: ConfigIssue[] = [];
+
+  /** The first candidate that is set wins; its value is validated under its own name. */
+  take<T>(schema: z.ZodType<T, unknown>, fallback: T, ...candidates: Candidate[]): T;
+  take<T>(schema: z.ZodType<T, unknown>, fallback: undefined, ...candidates: Candidate[]): T | undefined;
+  take<T>(schema: z.ZodType<T, unknown>, fallback: T | undefined, ...candidates: Candidate[]): T | undefined {
+    const chosen = candidates.find(([, value]) => value !== undefined && value !== '');
+    if (!chosen) return fallback;
+    const [setting, value, scale] = chosen;
+    const parsed = schema.safeParse(value);
+    if (!parsed.success) {
+      this.issues.push({ setting, problem: `${parsed.error.issues[0]?.message ?? 'invalid'} (got ${show(setting, value)})` });
+      return fallback;
+    }
+    return (scale !== undefined && typeof parsed.data === 'number' ? parsed.data * scale : parsed.data) as T;
+  }
+
+  fail(setting: string, problem: string): void {
+    this.issues.push({ setting, problem });
+  }
+}
+
+function show(setting: string, value: unknown): string {
+  if (/password|key/i.test(setting)) return 'a secret value';
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  return JSON.stringify(text.length > 60 ? `${text.slice(0, 57)}...` : text);
+}
+
+interface ParsedUrl {
+  target: Partial<ConnectionTarget>;
+  params: URLSearchParams;
+}
+
+function parseUrl(setting: string, raw: string, r: Resolver): ParsedUrl | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    r.fail(setting, 'is not a valid URL (expected postgresql://user:password@host:port/database)');
+    return undefined;
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    r.fail(setting, `must start with postgresql:// or postgres:// (got ${url.protocol}//)`);
+    return undefined;
+  }
+  const target: Partial<ConnectionTarget> = {};
+  const decode = (part: string, name: string): string | undefined => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      r.fail(setting, `has a malformed percent-encoding in the ${name}`);
+      return undefined;
+    }
+  };
+  if (url.hostname) target.host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (url.port) target.port = Number(url.port);
+  if (url.username) target.user = decode(url.username, 'user name');
+  if (url.password) target.password = decode(url.password, 'password');
+  const db = url.pathname.replace(/^\//, '');
+  if (db) target.database = decode(db, 'database name');
+  // libpq also accepts host= and port= as query parameters (unix sockets, several hosts).
+  const hostParam = url.searchParams.get('host');
+  if (hostParam && !target.host) target.host = hostParam;
+  return { target, params: url.searchParams };
+}
+
+/** Splits libpq's `options` (`-c statement_timeout=5s -c search_path=app`) into settings. */
+function parseServerOptions(raw: string): Map<string, string> {
+  const settings = new Map<string, string>();
+  const tokens = raw.trim().split(/\s+/);
+  for (let i = 0; i < tokens.length; i++) {
+    let tok = tokens[i]!;
+    if (tok === '-c') tok = tokens[++i] ?? '';
+    else if (tok.startsWith('-c')) tok = tok.slice(2);
+    else if (tok.startsWith('--')) tok = tok.slice(2);
+    const eq = tok.indexOf('=');
+    if (eq > 0) settings.set(tok.slice(0, eq).replace(/-/g, '_'), tok.slice(eq + 1));
+  }
+  return settings;
+}
+
+const MANAGED_OPTIONS = ['statement_timeout', 'idle_in_transaction_session_timeout', 'lock_timeout'];
+
+export function isLocalHost(host: string): boolean {
+  return host === 'localhost' || host.startsWith('127.') || host === '::1' || host.startsWith('/');
+}
+
+/**
+ * Resolves and validates the configuration. Throws one ConfigError listing every problem.
+ * `env` defaults to process.env; tests pass their own.
+ */
+export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbConfig {
+  const r = new Resolver();
+
+  // Connection target: an explicit URL, else DATABASE_URL, else the DB_* parts.
+  const urlSetting = options.url !== undefined ? 'url' : 'DATABASE_URL';
+  const rawUrl = options.url ?? (env.DATABASE_URL || undefined);
+  const parsed = rawUrl === undefined ? undefined : parseUrl(urlSetting, rawUrl, r);
+  const p = (name: string): string | undefined => parsed?.params.get(name) ?? undefined;
+  const inUrl = (name: string): string => `${urlSetting} parameter ${name}`;
+
+  const host = r.take(nonEmpty, undefined, ['host', options.host], ['DB_HOST', parsed ? undefined : env.DB_HOST], [urlSetting, parsed?.target.host]);
+  if (host === undefined && !r.issues.some((i) => i.setting === urlSetting)) {
+    r.fail(rawUrl === undefined ? 'DATABASE_URL' : urlSetting, rawUrl === undefined ? 'is not set (nor DB_HOST)' : 'has no host');
+  }
+  const port = r.take(count(1).pipe(z.number().max(65535, { message: 'must be at most 65535' })), DEFAULTS.port, ['port', options.port], ['DB_PORT', parsed ? undefined : env.DB_PORT], [urlSetting, parsed?.target.port]);
+  const user = r.take(nonEmpty, 'postgres', ['user', options.user], ['DB_USER', parsed ? undefined : env.DB_USER], [urlSetting, parsed?.target.user]);
+  const password = r.take(z.string(), undefined, ['password', options.password], ['DB_PASSWORD', parsed ? undefined : env.DB_PASSWORD], [urlSetting, parsed?.target.password]);
+  const database = r.take(nonEmpty, user, ['database', options.database], ['DB_NAME', parsed ? undefined : env.DB_NAME], [urlSetting, parsed?.target.database]);
+  registerSecret(password);
+
+  const directUrl = r.take(nonEmpty, undefined, ['directUrl', options.directUrl], ['DIRECT_URL', env.DIRECT_URL]);
+  if (directUrl !== undefined) {
+    const direct = parseUrl(options.directUrl !== undefined ? 'directUrl' : 'DIRECT_URL', directUrl, r);
+    registerSecret(direct?.target.password);
+  }
+
+  const hostName = host ?? '';
+  const drv = r.take(driver, hostName.endsWith('.neon.tech') ? 'neon' : 'pg', ['driver', options.driver], ['DB_DRIVER', env.DB_DRIVER]);
+  const serverless = SERVERLESS_MARKERS.some((m) => env[m]);
+  const mode = r.take(poolMode, serverless ? 'serverless' : 'pooled', ['mode', options.mode], ['DB_POOL_MODE', env.DB_POOL_MODE]);
+  const pooler = r.take(flag, hostName.includes('-pooler.'), ['pooler', options.pooler], ['DB_POOLER', env.DB_POOLER], [inUrl('pgbouncer'), p('pgbouncer')]);
+
+  // SSL. The default is libpq's `prefer` for local hosts and `require` elsewhere:
+  // a remote database reached in plaintext is a misconfiguration, not a fallback.
+  const ssl = {
+    mode: r.take(sslMode, isLocalHost(hostName) ? 'prefer' : 'require', ['ssl.mode', options.ssl?.mode], ['DB_SSLMODE', env.DB_SSLMODE], [inUrl('sslmode'), p('sslmode')]),
+    rootCert: r.take(certPath, undefined, ['ssl.rootCert', options.ssl?.rootCert], ['DB_SSLROOTCERT', env.DB_SSLROOTCERT], [inUrl('sslrootcert'), p('sslrootcert')]),
+    cert: r.take(certPath, undefined, ['ssl.cert', options.ssl?.cert], ['DB_SSLCERT', env.DB_SSLCERT], [inUrl('sslcert'), p('sslcert')]),
+    key: r.take(certPath, undefined, ['ssl.key', options.ssl?.key], ['DB_SSLKEY', env.DB_SSLKEY], [inUrl('sslkey'), p('sslkey')]),
+  };
+  const allowInsecure = r.take(flag, false, ['ssl.allowInsecure', options.ssl?.allowInsecure], ['DB_SSL_ALLOW_INSECURE', env.DB_SSL_ALLOW_INSECURE]);
+  if ((ssl.cert === undefined) !== (ssl.key === undefined)) {
+    r.fail(ssl.cert === undefined ? 'DB_SSLCERT' : 'DB_SSLKEY', 'a client certificate needs both DB_SSLCERT and DB_SSLKEY');
+  }
+  const plaintextPossible = ssl.mode === 'disable' || ssl.mode === 'allow' || ssl.mode === 'prefer';
+  if (env.NODE_ENV === 'production' && plaintextPossible && host !== undefined && !isLocalHost(hostName) && !allowInsecure) {
+    r.fail('DB_SSLMODE', `sslmode=${ssl.mode} allows a plaintext connection to ${hostName} in production; use require, verify-ca or verify-full, or set DB_SSL_ALLOW_INSECURE=true`);
+  }
+
+  // Pool. Prisma's `connection_limit` is a hard cap, so it means size with no overflow.
+  const connectionLimit = r.take(count(1), undefined, [inUrl('connection_limit'), p('connection_limit')]);
+  const size = r.take(count(1), connectionLimit ?? DEFAULTS.poolSize, ['pool.size', options.pool?.size], ['DB_POOL_SIZE', env.DB_POOL_SIZE]);
+  const maxOverflow = r.take(count(0), connectionLimit === undefined ? DEFAULTS.maxOverflow : 0, ['pool.maxOverflow', options.pool?.maxOverflow], ['DB_MAX_OVERFLOW', env.DB_MAX_OVERFLOW]);
+  const poolTimeoutMs = r.take(count(1), DEFAULTS.poolTimeoutMs, ['pool.timeoutMs', options.pool?.timeoutMs], ['DB_POOL_TIMEOUT', env.DB_POOL_TIMEOUT, 1000], [inUrl('pool_timeout'), p('pool_timeout'), 1000]);
+  // SQLAlchemy spells "never recycle" as -1; accept it as 0.
+  const recycleRaw = r.take(wholeNumber.pipe(z.number().int().min(-1, { message: 'must be -1, 0 or more' })), DEFAULTS.recycleMs, ['pool.recycleMs', options.pool?.recycleMs], ['DB_POOL_RECYCLE', env.DB_POOL_RECYCLE, 1000]);
+  const overflowIdleMs = r.take(count(1), DEFAULTS.overflowIdleMs, ['pool.overflowIdleMs', options.pool?.overflowIdleMs]);
+  const validateAfterIdleMs = r.take(count(0), DEFAULTS.validateAfterIdleMs, ['pool.validateAfterIdleMs', options.pool?.validateAfterIdleMs]);
+
+  // Timeouts. Session settings may come inside the URL's libpq `options`.
+  const serverOpts = p('options') === undefined ? new Map<string, string>() : parseServerOptions(p('options')!);
+  const opt = (name: string): Candidate => [`${inUrl('options')} ${name}`, serverOpts.get(name)];
+  const connectMs = r.take(count(1), DEFAULTS.connectTimeoutMs, ['timeouts.connectMs', options.timeouts?.connectMs], ['DB_CONNECT_TIMEOUT', env.DB_CONNECT_TIMEOUT, 1000], [inUrl('connect_timeout'), p('connect_timeout'), 1000]);
+  const ms = z.union([count(0), pgDuration]);
+  const statementMs = r.take(ms, DEFAULTS.statementTimeoutMs, ['timeouts.statementMs', options.timeouts?.statementMs], ['DB_STATEMENT_TIMEOUT', env.DB_STATEMENT_TIMEOUT], opt('statement_timeout'));
+  const idleInTransactionMs = r.take(ms, DEFAULTS.idleInTransactionTimeoutMs, ['timeouts.idleInTransactionMs', options.timeouts?.idleInTransactionMs], ['DB_IDLE_TX_TIMEOUT', env.DB_IDLE_TX_TIMEOUT], opt('idle_in_transaction_session_timeout'));
+  const lockMs = r.take(ms, DEFAULTS.lockTimeoutMs, ['timeouts.lockMs', options.timeouts?.lockMs], ['DB_LOCK_TIMEOUT', env.DB_LOCK_TIMEOUT], opt('lock_timeout'));
+  const passthrough = [...serverOpts].filter(([k]) => !MANAGED_OPTIONS.includes(k)).map(([k, v]) => `-c ${k}=${v}`);
+
+  const applicationName = r.take(nonEmpty.max(63, { message: 'must be at most 63 characters (PostgreSQL truncates longer names)' }), DEFAULTS.applicationName, ['applicationName', options.applicationName], ['DB_APPLICATION_NAME', env.DB_APPLICATION_NAME], [inUrl('application_name'), p('application_name')]);
+
+  const transaction = {
+    maxWaitMs: r.take(count(1), poolTimeoutMs, ['transaction.maxWaitMs', options.transaction?.maxWaitMs], ['DB_TX_MAX_WAIT', env.DB_TX_MAX_WAIT]),
+    timeoutMs: r.take(count(1), DEFAULTS.transactionTimeoutMs, ['transaction.timeoutMs', options.transaction?.timeoutMs], ['DB_TX_TIMEOUT', env.DB_TX_TIMEOUT]),
+    retries: r.take(count(0), DEFAULTS.transactionRetries, ['transaction.retries', options.transaction?.retries], ['DB_TX_RETRIES', env.DB_TX_RETRIES]),
+    isolationLevel: r.take(isolation, undefined, ['transaction.isolationLevel', options.transaction?.isolationLevel], ['DB_TX_ISOLATION', env.DB_TX_ISOLATION]),
+  };
+
+  if (r.issues.length > 0) throw new ConfigError(r.issues);
+
+  return Object.freeze({
+    driver: drv,
+    mode,
+    pooler,
+    target: { host: hostName, port, user, password, database },
+    directUrl,
+    ssl,
+    pool: {
+      size,
+      maxOverflow,
+      timeoutMs: poolTimeoutMs,
+      recycleMs: Math.max(0, recycleRaw),
+      overflowIdleMs,
+      validateAfterIdleMs,
+    },
+    timeouts: { connectMs, statementMs, idleInTransactionMs, lockMs },
+    serverOptions: passthrough.length > 0 ? passthrough.join(' ') : undefined,
+    applicationName,
+    transaction,
+    neon: options.neon ?? {},
+  });
+}
+
+/** The connection as a URL (for the schema engine and the prisma CLI), password included. */
+export function toUrl(config: DbConfig, overrides: Partial<ConnectionTarget> = {}): string {
+  const t = { ...config.target, ...overrides };
+  const auth = `${encodeURIComponent(t.user)}${t.password === undefined ? '' : `:${encodeURIComponent(t.password)}`}`;
+  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
+  return `postgresql://${auth}@${host}:${t.port}/${encodeURIComponent(t.database)}`;
+}
