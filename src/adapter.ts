@@ -9,7 +9,7 @@ import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-a
 import pg from 'pg';
 import type { DbConfig } from './config.ts';
 import { toUrl } from './config.ts';
-import { applyNeonConfig, neonModule } from './neon.ts';
+import { neonModule, routeHttpEndpoint, socketSettings } from './neon.ts';
 import { guardPool, PoolMonitor, poolOptions, type PoolLike } from './pool.ts';
 import { sslPlan } from './ssl.ts';
 
@@ -27,11 +27,13 @@ type ClientCtor = new (...args: any[]) => object;
  * A driver Client class whose connect timeout is its own: pg-pool hands every client
  * the pool's options, where `connectionTimeoutMillis` means the wait for a free slot.
  */
-function withConnectTimeout<C extends ClientCtor>(Base: C, connectMs: number): C {
+function withConnectTimeout<C extends ClientCtor>(Base: C, connectMs: number, socket?: Record<string, unknown>): C {
   return class extends Base {
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     constructor(...args: any[]) {
       super({ ...(args[0] as Record<string, unknown>), connectionTimeoutMillis: connectMs });
+      // Neon: this connection's own WebSocket settings (the global neonConfig stays as is).
+      if (socket) Object.assign((this as unknown as { neonConfig: object }).neonConfig, socket);
     }
   };
 }
@@ -54,21 +56,21 @@ export function createAdapter(config: DbConfig): Adapter {
   }
 
   const neon = neonModule();
-  applyNeonConfig(config);
-  const neonPoolConfig = {
-    ...options,
-    // Neon's proxy terminates TLS on the WebSocket; Postgres-level TLS inside it is
-    // `pipelineTLS` (neon.ts), not node-postgres' `ssl`.
-    ssl: false,
-    Client: withConnectTimeout(neon.Client as unknown as ClientCtor, config.timeouts.connectMs),
-  };
-  const wsFactory = new PrismaNeon(neonPoolConfig as never, { onPoolError: onError, onConnectionError: onError });
+  routeHttpEndpoint(config);
+  const NeonClient = withConnectTimeout(neon.Client as unknown as ClientCtor, config.timeouts.connectMs, socketSettings(config));
+  // Neon's proxy terminates TLS on the WebSocket (wss); the driver turns node-postgres'
+  // own `ssl` off inside it (forceDisablePgSSL), so the SSL plan does not apply here.
+  const wsFactory = new PrismaNeon({ ...options, ssl: false } as never, { onPoolError: onError, onConnectionError: onError });
   const guardedWs: SqlDriverAdapterFactory = {
     provider: wsFactory.provider,
     adapterName: wsFactory.adapterName,
     async connect() {
       const adapter = await wsFactory.connect();
-      guardPool(adapter.underlyingDriver() as unknown as PoolLike, config, { first: false, fallback: undefined }, monitor);
+      // The adapter builds its pool here; it is still empty, so every connection it
+      // ever opens gets our Client class.
+      const pool = adapter.underlyingDriver() as unknown as PoolLike & { Client: unknown };
+      pool.Client = NeonClient;
+      guardPool(pool, config, { first: false, fallback: undefined }, monitor);
       return adapter;
     },
   };

@@ -1,0 +1,145 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ConfigError, DEFAULTS, loadConfig } from '../src/index';
+
+const SECRET = 'S3cr3t-p@ss';
+const URL_WITH_SECRET = `postgresql://app:${encodeURIComponent(SECRET)}@db.example.com:5432/shop`;
+
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const c = loadConfig({}, { DATABASE_URL: URL_WITH_SECRET });
+    expect(c.target).toEqual({ host: 'db.example.com', port: 5432, user: 'app', password: SECRET, database: 'shop' });
+    expect(c.driver).toBe('pg');
+    expect(c.mode).toBe('pooled');
+    expect(c.pool).toEqual({
+      size: DEFAULTS.poolSize,
+      maxOverflow: DEFAULTS.maxOverflow,
+      timeoutMs: DEFAULTS.poolTimeoutMs,
+      recycleMs: DEFAULTS.recycleMs,
+      overflowIdleMs: DEFAULTS.overflowIdleMs,
+      validateAfterIdleMs: DEFAULTS.validateAfterIdleMs,
+    });
+    // A remote host defaults to encrypted; a local one to libpq's prefer.
+    expect(c.ssl.mode).toBe('require');
+    expect(loadConfig({}, { DATABASE_URL: 'postgresql://u:p@localhost/db' }).ssl.mode).toBe('prefer');
+  });
+
+  it('takes explicit options over DB_* variables over URL parameters', () => {
+    const env = {
+      DATABASE_URL: `${URL_WITH_SECRET}?sslmode=verify-full&connect_timeout=3&application_name=from-url&pool_timeout=7`,
+      DB_SSLMODE: 'require',
+      DB_APPLICATION_NAME: 'from-env',
+      DB_POOL_TIMEOUT: '9',
+    };
+    const fromEnv = loadConfig({}, env);
+    expect(fromEnv.ssl.mode).toBe('require');
+    expect(fromEnv.applicationName).toBe('from-env');
+    expect(fromEnv.pool.timeoutMs).toBe(9000);
+    expect(fromEnv.timeouts.connectMs).toBe(3000);
+
+    const explicit = loadConfig({ ssl: { mode: 'disable' }, applicationName: 'explicit', pool: { timeoutMs: 1234 } }, env);
+    expect(explicit.ssl.mode).toBe('disable');
+    expect(explicit.applicationName).toBe('explicit');
+    expect(explicit.pool.timeoutMs).toBe(1234);
+  });
+
+  it('builds the target from DB_HOST / DB_PORT / ... when there is no DATABASE_URL', () => {
+    const c = loadConfig({}, { DB_HOST: '10.1.2.3', DB_PORT: '6543', DB_USER: 'svc', DB_PASSWORD: SECRET, DB_NAME: 'orders' });
+    expect(c.target).toEqual({ host: '10.1.2.3', port: 6543, user: 'svc', password: SECRET, database: 'orders' });
+  });
+
+  it('reads the URL parameters people already use', () => {
+    const c = loadConfig(
+      {},
+      {
+        DATABASE_URL: `${URL_WITH_SECRET}?connection_limit=4&pool_timeout=2&connect_timeout=5&options=${encodeURIComponent('-c statement_timeout=5s -c lock_timeout=250 -c search_path=app')}`,
+      },
+    );
+    // connection_limit is Prisma's hard cap: no overflow on top of it.
+    expect(c.pool.size).toBe(4);
+    expect(c.pool.maxOverflow).toBe(0);
+    expect(c.pool.timeoutMs).toBe(2000);
+    expect(c.timeouts.connectMs).toBe(5000);
+    expect(c.timeouts.statementMs).toBe(5000);
+    expect(c.timeouts.lockMs).toBe(250);
+    expect(c.serverOptions).toBe('-c search_path=app');
+  });
+
+  it('chooses the neon driver for *.neon.tech and the pooler for -pooler hosts', () => {
+    const c = loadConfig({}, { DATABASE_URL: 'postgresql://u:p@ep-cool-1234-pooler.eu-central-1.aws.neon.tech/neondb' });
+    expect(c.driver).toBe('neon');
+    expect(c.pooler).toBe(true);
+    expect(loadConfig({ driver: 'pg' }, { DATABASE_URL: 'postgresql://u:p@ep-x.neon.tech/db' }).driver).toBe('pg');
+    expect(loadConfig({}, { DATABASE_URL: 'postgresql://u:p@h/db?pgbouncer=true' }).pooler).toBe(true);
+  });
+
+  it('switches to the no-pool mode on serverless platforms unless told otherwise', () => {
+    expect(loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, VERCEL: '1' }).mode).toBe('serverless');
+    expect(loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, AWS_LAMBDA_FUNCTION_NAME: 'fn' }).mode).toBe('serverless');
+    expect(loadConfig({ mode: 'pooled' }, { DATABASE_URL: URL_WITH_SECRET, NETLIFY: 'true' }).mode).toBe('pooled');
+  });
+
+  it('treats DB_POOL_RECYCLE=-1 (SQLAlchemy for never) as no limit', () => {
+    expect(loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DB_POOL_RECYCLE: '-1' }).pool.recycleMs).toBe(0);
+  });
+
+  describe('bad input gives one ConfigError naming the setting, never the password', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
+    const realCert = path.join(dir, 'ca.crt');
+    writeFileSync(realCert, 'not checked here');
+
+    const cases: Array<[string, Record<string, string | undefined>, string]> = [
+      ['malformed URL', { DATABASE_URL: `postgresql://app:${SECRET}@` + 'bad host:xx/db' }, 'DATABASE_URL'],
+      ['wrong scheme', { DATABASE_URL: `mysql://app:${SECRET}@h/db` }, 'DATABASE_URL'],
+      ['no URL at all', {}, 'DATABASE_URL'],
+      ['unknown sslmode', { DATABASE_URL: URL_WITH_SECRET, DB_SSLMODE: 'required' }, 'DB_SSLMODE'],
+      ['unknown sslmode in the URL', { DATABASE_URL: `${URL_WITH_SECRET}?sslmode=on` }, 'DATABASE_URL parameter sslmode'],
+      ['non-numeric pool size', { DATABASE_URL: URL_WITH_SECRET, DB_POOL_SIZE: 'abc' }, 'DB_POOL_SIZE'],
+      ['negative pool size', { DATABASE_URL: URL_WITH_SECRET, DB_POOL_SIZE: '-3' }, 'DB_POOL_SIZE'],
+      ['zero pool size', { DATABASE_URL: URL_WITH_SECRET, DB_POOL_SIZE: '0' }, 'DB_POOL_SIZE'],
+      ['fractional overflow', { DATABASE_URL: URL_WITH_SECRET, DB_MAX_OVERFLOW: '1.5' }, 'DB_MAX_OVERFLOW'],
+      ['bad statement timeout', { DATABASE_URL: URL_WITH_SECRET, DB_STATEMENT_TIMEOUT: 'soon' }, 'DB_STATEMENT_TIMEOUT'],
+      ['port out of range', { DB_HOST: 'h', DB_PORT: '70000', DB_PASSWORD: SECRET }, 'DB_PORT'],
+      ['missing CA file', { DATABASE_URL: URL_WITH_SECRET, DB_SSLROOTCERT: path.join(dir, 'missing.crt') }, 'DB_SSLROOTCERT'],
+      ['cert without key', { DATABASE_URL: URL_WITH_SECRET, DB_SSLCERT: realCert }, 'DB_SSLKEY'],
+      ['plaintext to a remote host in production', { DATABASE_URL: URL_WITH_SECRET, DB_SSLMODE: 'disable', NODE_ENV: 'production' }, 'DB_SSLMODE'],
+      ['unknown driver', { DATABASE_URL: URL_WITH_SECRET, DB_DRIVER: 'mysql' }, 'DB_DRIVER'],
+      ['bad boolean', { DATABASE_URL: URL_WITH_SECRET, DB_SSL_ALLOW_INSECURE: 'maybe' }, 'DB_SSL_ALLOW_INSECURE'],
+    ];
+
+    it.each(cases)('%s', (_name, env, setting) => {
+      const err = configError(() => loadConfig({}, env));
+      expect(err.issues.map((i) => i.setting)).toContain(setting);
+      expect(err.message).toContain(setting);
+      expect(err.message).not.toContain(SECRET);
+      expect(err.message).not.toContain(encodeURIComponent(SECRET));
+    });
+
+    it('lists every problem at once', () => {
+      const err = configError(() =>
+        loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DB_POOL_SIZE: 'abc', DB_SSLMODE: 'nope', DB_POOL_TIMEOUT: '-1' }),
+      );
+      expect(err.issues.map((i) => i.setting).sort()).toEqual(['DB_POOL_SIZE', 'DB_POOL_TIMEOUT', 'DB_SSLMODE']);
+    });
+
+    it('allows plaintext in production only when told to, and always for local hosts', () => {
+      expect(
+        loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DB_SSLMODE: 'disable', NODE_ENV: 'production', DB_SSL_ALLOW_INSECURE: 'true' }).ssl.mode,
+      ).toBe('disable');
+      expect(loadConfig({}, { DATABASE_URL: 'postgresql://u:p@127.0.0.1/db', DB_SSLMODE: 'disable', NODE_ENV: 'production' }).ssl.mode).toBe(
+        'disable',
+      );
+    });
+  });
+});
