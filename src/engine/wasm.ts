@@ -28,6 +28,8 @@ import type {
   GetDatabaseVersionInput,
   IntrospectParams,
   IntrospectResult,
+  IntrospectSqlParams,
+  IntrospectSqlResult,
   MarkMigrationAppliedInput,
   MarkMigrationRolledBackInput,
   ResetInput,
@@ -55,6 +57,8 @@ export type {
   GetDatabaseVersionInput,
   IntrospectParams,
   IntrospectResult,
+  IntrospectSqlParams,
+  IntrospectSqlResult,
   MarkMigrationAppliedInput,
   MarkMigrationRolledBackInput,
   ResetInput,
@@ -85,6 +89,8 @@ export interface OpenSchemaEngineOptions {
   schema?: string;
   /** File name reported in schema validation errors. */
   schemaPath?: string;
+  /** Multi-file schemas (prismaSchemaFolder); takes precedence over `schema`. */
+  schemaFiles?: { path: string; content: string }[];
   /**
    * An existing, empty database to use as shadow database. Without it, a temporary database
    * is created on the same server for each shadow-database operation and dropped afterwards.
@@ -105,6 +111,7 @@ export interface SchemaEngineHandle {
   ensureConnectionValidity(input: EnsureConnectionValidityParams): Promise<void>;
   evaluateDataLoss(input: EvaluateDataLossInput): Promise<EvaluateDataLossOutput>;
   introspect(input: IntrospectParams): Promise<IntrospectResult>;
+  introspectSql(input: IntrospectSqlParams): Promise<IntrospectSqlResult>;
   markMigrationApplied(input: MarkMigrationAppliedInput): Promise<void>;
   markMigrationRolledBack(input: MarkMigrationRolledBackInput): Promise<void>;
   reset(input: ResetInput): Promise<void>;
@@ -435,8 +442,13 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
   };
 
   const schemaPath = options.schemaPath ?? 'schema.prisma';
-  const datamodels: [string, string][] | undefined =
-    options.schema === undefined ? undefined : [[schemaPath, options.schema]];
+  // The engine wants either no datamodel or a non-empty list.
+  const files = options.schemaFiles?.length
+    ? options.schemaFiles.map((file): [string, string] => [file.path, file.content])
+    : options.schema === undefined
+      ? []
+      : [[schemaPath, options.schema] as [string, string]];
+  const datamodels = files.length > 0 ? files : undefined;
   const log = options.log ?? (() => undefined);
 
   let engine: WasmSchemaEngine;
@@ -472,6 +484,7 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
     },
     evaluateDataLoss: (input) => run(() => engine.evaluateDataLoss(input)),
     introspect: (input) => run(() => engine.introspect(input)),
+    introspectSql: (input) => run(() => engine.introspectSql(input)),
     markMigrationApplied: async (input) => {
       await run(() => engine.markMigrationApplied(input));
     },

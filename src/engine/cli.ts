@@ -1,0 +1,431 @@
+// A drop-in for Prisma's native schema-engine binary, backed by the wasm engine (issue 8).
+// The prisma CLI starts whatever PRISMA_SCHEMA_ENGINE_BINARY names and talks to it as it
+// would to `schema-engine`: newline-delimited JSON-RPC 2.0 on stdin/stdout, JSON log lines
+// on stderr, plus one-shot `cli <command>` invocations. This lets `prisma migrate ...` run
+// where Prisma's binaries cannot be downloaded.
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+
+import type pg from 'pg';
+
+import {
+  engineVersion,
+  openSchemaEngine,
+  redactUrls,
+  toSchemaEngineError,
+  type DiffParams,
+  type MigrationList,
+  type SchemaEngineHandle,
+  type SchemaFilter,
+  type SslOptions,
+} from './wasm';
+
+/** What the CLI passes in `--datasource`: the datasource block of prisma.config.ts. */
+interface DatasourceArg {
+  url?: string;
+  shadowDatabaseUrl?: string;
+  directUrl?: string;
+}
+
+interface Args {
+  version: boolean;
+  datamodels: string[];
+  datasource: DatasourceArg | undefined;
+  cliCommand: string | undefined;
+}
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+interface RpcRequest {
+  jsonrpc: '2.0';
+  id?: number | string;
+  method?: string;
+  params?: unknown;
+}
+
+/** The error payload the prisma CLI understands (it prints `error_code` and `message`). */
+interface RpcErrorData {
+  is_panic: boolean;
+  message: string;
+  meta: unknown;
+  error_code: string | null;
+}
+
+/** Entry point of bin/prisma-datalayer-schema-engine.js. */
+export function main(argv: string[]): void {
+  let args: Args;
+  try {
+    args = parseArgs(argv);
+  } catch (error) {
+    fatal(error instanceof Error ? error.message : String(error));
+    return;
+  }
+  if (args.version) {
+    process.stdout.write(`schema-engine-cli ${engineVersion()}\n`);
+    return;
+  }
+  const secrets = new Secrets(args.datasource);
+  const run = args.cliCommand !== undefined ? runCliCommand(args.cliCommand, args, secrets) : serveRpc(args, secrets);
+  run.then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => fatal(secrets.scrub(error instanceof Error ? error.message : String(error))),
+  );
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { version: false, datamodels: [], datasource: undefined, cliCommand: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = (): string => {
+      const next = argv[++i];
+      if (next === undefined) throw new Error(`missing value for ${arg}`);
+      return next;
+    };
+    switch (arg) {
+      case '--version':
+      case '-V':
+        args.version = true;
+        break;
+      case '--datamodels':
+      case '-d':
+        args.datamodels.push(value());
+        break;
+      case '--datasource':
+        args.datasource = JSON.parse(value()) as DatasourceArg;
+        break;
+      // Accepted for compatibility; the wasm engine reads preview features from the schema.
+      case '--enabled-preview-features':
+      case '--extension-types':
+        value();
+        break;
+      case 'cli':
+        args.cliCommand = value();
+        break;
+      default:
+        throw new Error(`unknown argument ${arg ?? ''}`);
+    }
+  }
+  return args;
+}
+
+/** Log line in the native engine's format; the CLI keeps the last ERROR one for its message. */
+function logLine(level: 'INFO' | 'ERROR', fields: Record<string, Json>): string {
+  return JSON.stringify({ timestamp: new Date().toISOString(), level, fields, target: 'schema_engine::logger' });
+}
+
+function fatal(message: string): void {
+  process.stderr.write(`${logLine('ERROR', { is_panic: false, message })}\n`);
+  process.exitCode = 1;
+}
+
+/** Passwords of the datasource URLs, removed from everything this process prints. */
+class Secrets {
+  private readonly values: string[] = [];
+
+  constructor(datasource: DatasourceArg | undefined) {
+    for (const url of [datasource?.url, datasource?.shadowDatabaseUrl, datasource?.directUrl]) this.add(url);
+  }
+
+  add(url: string | undefined): void {
+    if (url === undefined) return;
+    try {
+      const password = decodeURIComponent(new URL(url).password);
+      if (password.length >= 3) this.values.push(password, encodeURIComponent(password));
+    } catch {
+      // Not a URL: nothing to remember.
+    }
+  }
+
+  scrub(text: string): string {
+    let out = redactUrls(text);
+    for (const value of this.values) out = out.split(value).join('***');
+    return out;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS: the CLI hands over the URL as written, so sslmode & co. are interpreted here with
+// libpq's meaning (require = encrypted but unverified) instead of node-postgres' (require =
+// verify-full), and Prisma's sslaccept/sslcert parameters are honoured.
+
+async function sslFor(url: string, baseDir: string): Promise<SslOptions> {
+  const params = new URL(url).searchParams;
+  const mode = params.get('sslmode') ?? 'prefer';
+  if (mode === 'disable') return false;
+  const caFile = params.get('sslrootcert') ?? params.get('sslcert');
+  const verify = mode === 'verify-ca' || mode === 'verify-full' || params.get('sslaccept') === 'strict';
+  const tls: Exclude<SslOptions, boolean | undefined> = { rejectUnauthorized: verify };
+  if (caFile !== null && caFile !== 'system') tls.ca = readFileSync(path.resolve(baseDir, caFile));
+  // libpq's verify-ca checks the chain but not the host name.
+  if (mode === 'verify-ca') tls.checkServerIdentity = () => undefined;
+  if (mode === 'prefer' || mode === 'allow') return (await serverRefusesTls(url, tls)) ? false : tls;
+  return tls;
+}
+
+/** For sslmode=prefer: one probe connection decides whether TLS is available at all. */
+async function serverRefusesTls(url: string, tls: Exclude<SslOptions, boolean | undefined>): Promise<boolean> {
+  const { Client } = require('pg') as typeof import('pg');
+  const client = new Client({ ...withoutTlsParams(url), ssl: tls, connectionTimeoutMillis: 10_000 });
+  try {
+    await client.connect();
+    return false;
+  } catch (error) {
+    return error instanceof Error && /does not support SSL/i.test(error.message);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function withoutTlsParams(url: string): pg.ClientConfig {
+  const parsed = new URL(url);
+  for (const key of ['sslmode', 'sslcert', 'sslkey', 'sslrootcert', 'sslaccept', 'sslidentity', 'sslpassword', 'schema']) {
+    parsed.searchParams.delete(key);
+  }
+  return { connectionString: parsed.toString() };
+}
+
+function baseDirOf(args: Args): string {
+  const first = args.datamodels[0];
+  return first === undefined ? process.cwd() : path.dirname(path.resolve(first));
+}
+
+function requireUrl(datasource: DatasourceArg | undefined): string {
+  const url = datasource?.url;
+  if (!url) throw new Error('No datasource URL: set datasource.url in prisma.config.ts');
+  return url;
+}
+
+// ---------------------------------------------------------------------------------------
+// `cli <command>`: one-shot commands. Failures go to stderr as log lines after a first
+// line the CLI skips, without a trailing newline (it JSON-parses every line after the first).
+
+async function runCliCommand(command: string, args: Args, secrets: Secrets): Promise<number> {
+  const url = requireUrl(args.datasource);
+  const ssl = await sslFor(url, baseDirOf(args));
+  try {
+    switch (command) {
+      case 'can-connect-to-database': {
+        const engine = await openSchemaEngine({ url, ssl });
+        await engine.close();
+        return 0;
+      }
+      case 'create-database':
+        await createDatabase(url, ssl);
+        return 0;
+      case 'drop-database':
+        await withMaintenanceClient(url, ssl, (client, name) => client.query(`DROP DATABASE ${quoteIdent(name)}`));
+        return 0;
+      default:
+        throw new Error(`Unknown cli command: ${command}`);
+    }
+  } catch (error) {
+    const e = toSchemaEngineError(error);
+    const fields: Record<string, Json> = { is_panic: e.isPanic, message: secrets.scrub(e.message) };
+    if (e.code !== undefined) fields['error_code'] = e.code;
+    process.stderr.write(`${logLine('INFO', { message: `Running cli ${command}` })}\n${logLine('ERROR', fields)}`);
+    return 1;
+  }
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+async function createDatabase(url: string, ssl: SslOptions): Promise<string> {
+  await withMaintenanceClient(url, ssl, (client, name) => client.query(`CREATE DATABASE ${quoteIdent(name)}`));
+  return new URL(url).pathname.slice(1) || 'postgres';
+}
+
+/** Runs `work` connected to the server's `postgres` database, for statements on `url`'s database. */
+async function withMaintenanceClient(
+  url: string,
+  ssl: SslOptions,
+  work: (client: pg.Client, database: string) => Promise<unknown>,
+): Promise<void> {
+  const { Client } = require('pg') as typeof import('pg');
+  const config = withoutTlsParams(url);
+  const target = new URL(url);
+  const database = decodeURIComponent(target.pathname.slice(1)) || 'postgres';
+  const maintenance = new URL(config.connectionString ?? url);
+  maintenance.pathname = '/postgres';
+  const client = new Client({ connectionString: maintenance.toString(), ...(ssl !== undefined && { ssl }) });
+  try {
+    await client.connect();
+    await work(client, database);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON-RPC server.
+
+/**
+ * The wasm engine's createMigration/evaluateDataLoss cannot open a shadow database themselves
+ * ("PostgreSQL shadow DB must be provided through an external factory"): they only find the
+ * migrations' schema in a per-engine cache that the shadow-database-aware commands fill. The
+ * CLI's `migrate dev` fills it via devDiagnostic only on some paths (not after applying pending
+ * migrations, nor for a first migration), so it is filled here first by a diagnosis that may
+ * use the shadow database; when the cache already holds that history this costs no replay.
+ */
+async function withShadowSchema<T>(
+  engine: SchemaEngineHandle,
+  params: unknown,
+  call: (engine: SchemaEngineHandle) => Promise<T>,
+): Promise<T> {
+  const input = params as { migrationsList?: MigrationList; filters?: SchemaFilter };
+  if (input.migrationsList) {
+    await engine.diagnoseMigrationHistory({
+      migrationsList: input.migrationsList,
+      optInToShadowDatabase: true,
+      filters: input.filters ?? { externalTables: [], externalEnums: [] },
+    });
+  }
+  return call(engine);
+}
+
+async function serveRpc(args: Args, secrets: Secrets): Promise<number> {
+  const baseDir = baseDirOf(args);
+  const schemaFiles = args.datamodels.map((file) => ({ path: file, content: readFileSync(file, 'utf8') }));
+  const engines = new Map<string, Promise<SchemaEngineHandle>>();
+
+  const engineFor = (url: string): Promise<SchemaEngineHandle> => {
+    let engine = engines.get(url);
+    if (!engine) {
+      secrets.add(url);
+      const isMain = url === args.datasource?.url;
+      engine = sslFor(url, baseDir).then((ssl) =>
+        openSchemaEngine({
+          url,
+          ssl,
+          ...(isMain && { schemaFiles }),
+          ...(isMain && args.datasource?.shadowDatabaseUrl && { shadowDatabaseUrl: args.datasource.shadowDatabaseUrl }),
+          log: (line) => process.stderr.write(`${secrets.scrub(line)}\n`),
+        }),
+      );
+      // A failed open is reported to that request only; the next one retries.
+      engine.catch(() => engines.delete(url));
+      engines.set(url, engine);
+    }
+    return engine;
+  };
+  const mainEngine = (): Promise<SchemaEngineHandle> => engineFor(requireUrl(args.datasource));
+
+  let printId = 0;
+  const send = (message: Record<string, Json | undefined>): void => {
+    process.stdout.write(`${JSON.stringify(message)}\n`);
+  };
+
+  const methods: Record<string, (params: unknown) => Promise<unknown>> = {
+    applyMigrations: async (p) => (await mainEngine()).applyMigrations(p as never),
+    createMigration: async (p) => withShadowSchema(await mainEngine(), p, (e) => e.createMigration(p as never)),
+    devDiagnostic: async (p) => (await mainEngine()).devDiagnostic(p as never),
+    diagnoseMigrationHistory: async (p) => (await mainEngine()).diagnoseMigrationHistory(p as never),
+    evaluateDataLoss: async (p) => withShadowSchema(await mainEngine(), p, (e) => e.evaluateDataLoss(p as never)),
+    introspect: async (p) => (await mainEngine()).introspect(p as never),
+    introspectSql: async (p) => (await mainEngine()).introspectSql(p as never),
+    markMigrationApplied: async (p) => {
+      await (await mainEngine()).markMigrationApplied(p as never);
+      return {};
+    },
+    markMigrationRolledBack: async (p) => {
+      await (await mainEngine()).markMigrationRolledBack(p as never);
+      return {};
+    },
+    reset: async (p) => {
+      await (await mainEngine()).reset((p ?? { filter: { externalTables: [], externalEnums: [] } }) as never);
+      return {};
+    },
+    schemaPush: async (p) => (await mainEngine()).schemaPush(p as never),
+    ensureConnectionValidity: async (p) => {
+      await (await mainEngine()).ensureConnectionValidity(p as never);
+      return {};
+    },
+    getDatabaseVersion: async () => (await mainEngine()).version(),
+    version: async () => (await mainEngine()).version(),
+    createDatabase: async (p) => {
+      const target = (p as { datasource?: { tag?: string; url?: string } } | undefined)?.datasource;
+      const url = target?.tag === 'ConnectionString' && target.url ? target.url : requireUrl(args.datasource);
+      secrets.add(url);
+      return { databaseName: await createDatabase(url, await sslFor(url, baseDir)) };
+    },
+    dbExecute: async (p) => {
+      const params = p as { script: string; datasourceType: { tag: string; url?: string } };
+      // The engine runs scripts on its own connection: a different URL needs its own engine.
+      const url = params.datasourceType.tag === 'url' && params.datasourceType.url ? params.datasourceType.url : undefined;
+      await (url === undefined ? await mainEngine() : await engineFor(url)).dbExecute(params as never);
+      return {};
+    },
+    diff: async (p) => {
+      const result = await (await mainEngine()).diff(p as DiffParams);
+      // The native engine prints diffs through a `print` request to the CLI, which writes
+      // them to its stdout (or to --output); the response itself carries only the exit code.
+      if (result.stdout) send({ jsonrpc: '2.0', id: `print-${++printId}`, method: 'print', params: { content: result.stdout } });
+      return { exitCode: result.exitCode };
+    },
+  };
+
+  const handle = async (request: RpcRequest): Promise<void> => {
+    if (request.method === undefined) return; // A response, e.g. the CLI's ack of `print`.
+    const id = request.id ?? null;
+    const method = methods[request.method];
+    if (!method) {
+      send({ jsonrpc: '2.0', id, error: { code: -32601, message: `Method not found: ${request.method}` } });
+      return;
+    }
+    try {
+      const result = await method(request.params);
+      send({ jsonrpc: '2.0', id, result: (result ?? null) as Json });
+    } catch (error) {
+      const e = toSchemaEngineError(error);
+      const data: RpcErrorData = {
+        is_panic: e.isPanic,
+        message: secrets.scrub(e.message),
+        meta: e.meta ?? null,
+        error_code: e.code ?? null,
+      };
+      send({
+        jsonrpc: '2.0',
+        id,
+        error: { code: 4466, message: 'An error happened. Check the data field for details.', data: data as unknown as Json },
+      });
+    }
+  };
+
+  // One request at a time: the engine's methods take `&mut self` and must not interleave.
+  let queue: Promise<void> = Promise.resolve();
+  const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+  lines.on('line', (line) => {
+    if (line.trim() === '') return;
+    let request: RpcRequest;
+    try {
+      request = JSON.parse(line) as RpcRequest;
+    } catch {
+      send({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } });
+      return;
+    }
+    queue = queue.then(() => handle(request));
+  });
+
+  let shuttingDown: Promise<number> | undefined;
+  const shutdown = (): Promise<number> => {
+    shuttingDown ??= (async () => {
+      lines.close();
+      await queue;
+      const open = await Promise.allSettled(engines.values());
+      await Promise.allSettled(open.map((entry) => (entry.status === 'fulfilled' ? entry.value.close() : undefined)));
+      return 0;
+    })();
+    return shuttingDown;
+  };
+  // The CLI ends stdin to stop the engine and sends SIGTERM right after.
+  process.once('SIGTERM', () => {
+    void shutdown().then((code) => process.exit(code));
+  });
+  await new Promise<void>((resolve) => lines.once('close', resolve));
+  return shutdown();
+}
