@@ -16,11 +16,14 @@ import {
   guardServer,
   makeServerDir,
   pgBin,
-  run,
+  pidAlive,
   runChecked,
   sleep,
+  spawnServer,
+  stopServerProcess,
   tail,
   livePidFromFile,
+  type ServerProcess,
 } from './proc';
 import {
   clientConfig,
@@ -257,6 +260,7 @@ class PgCluster implements Cluster {
   }
 
   isRunning(): boolean {
+    if (this.proc && !this.proc.hasExited()) return true;
     return this.pid() !== undefined;
   }
 
@@ -297,6 +301,8 @@ class PgCluster implements Cluster {
       ssl_cert_file: this.serverCertFile,
       ssl_key_file: this.serverKeyFile,
       password_encryption: 'scram-sha-256',
+      // A client that stalls mid-handshake must not hold a connection slot for the default 60 s.
+      authentication_timeout: '10s',
       log_connections: this.opts.logConnections ? 'on' : 'off',
       log_disconnections: this.opts.logConnections ? 'on' : 'off',
       log_line_prefix: '%m [%p] %q%u@%d/%a ',
@@ -328,20 +334,41 @@ class PgCluster implements Cluster {
     chownToPostgres(this.dir, true);
   }
 
+  /** The postmaster, when started by this process. */
+  private proc: ServerProcess | undefined;
+
+  /** Reads the status line of postmaster.pid ('starting', 'ready', 'standby', 'stopping'). */
+  private pidFileStatus(pid: number): string | undefined {
+    try {
+      const lines = fs.readFileSync(path.join(this.dataDir, 'postmaster.pid'), 'utf8').split('\n');
+      if (Number(lines[0]) !== pid) return undefined;
+      return lines[7]?.trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   async start(): Promise<void> {
     if (this.destroyed) throw new Error(`cluster ${this.dir} was destroyed`);
     if (this.isRunning()) return;
     for (let attempt = 1; ; attempt++) {
       this.writeConf();
-      const r = await run(pgBin('pg_ctl'), ['-D', this.dataDir, '-l', this.logFile, '-w', '-t', '60', '-s', 'start'], {
-        cwd: this.dir,
-        timeoutMs: 90_000,
-      });
-      if (r.status === 0) {
+      const logStart = fs.existsSync(this.logFile) ? fs.statSync(this.logFile).size : 0;
+      const proc = spawnServer(pgBin('postgres'), ['-D', this.dataDir], { cwd: this.dir, logFile: this.logFile });
+      this.proc = proc;
+      const deadline = Date.now() + 60_000;
+      let status: string | undefined;
+      while (!proc.hasExited() && Date.now() < deadline) {
+        status = this.pidFileStatus(proc.pid);
+        if (status === 'ready' || status === 'standby') break;
+        await sleep(20);
+      }
+      if (!proc.hasExited() && (status === 'ready' || status === 'standby')) {
         this.portFixed = true;
         return;
       }
-      const log = this.logTail();
+      if (!proc.hasExited()) await stopServerProcess(proc, 'SIGQUIT', 5_000);
+      const log = this.logSince(logStart);
       const portTaken = /could not bind|Address already in use|could not create any TCP\/IP sockets/i.test(log);
       if (portTaken && attempt < 8) {
         if (!this.portFixed) this.port = await freePort();
@@ -349,28 +376,45 @@ class PgCluster implements Cluster {
         continue;
       }
       throw new Error(
-        `PostgreSQL failed to start (port ${this.port}, dir ${this.dir}): ${r.stderr.trim()}\n--- log tail ---\n${log}`,
+        `PostgreSQL failed to start (port ${this.port}, dir ${this.dir})${proc.hasExited() ? '' : ': timed out'}\n--- log ---\n${log}`,
       );
     }
   }
 
-  private async pgCtlStop(mode: 'fast' | 'immediate'): Promise<void> {
-    if (!this.isRunning()) return;
-    const r = await run(pgBin('pg_ctl'), ['-D', this.dataDir, '-m', mode, '-w', '-t', '60', '-s', 'stop'], {
-      cwd: this.dir,
-      timeoutMs: 90_000,
-    });
-    if (r.status !== 0 && this.isRunning()) {
-      throw new Error(`pg_ctl stop -m ${mode} failed: ${r.stderr}\n--- log tail ---\n${this.logTail()}`);
+  private logSince(offset: number): string {
+    try {
+      const text = fs.readFileSync(this.logFile, 'utf8');
+      return text.slice(offset).split('\n').slice(-40).join('\n');
+    } catch {
+      return '(no log)';
     }
   }
 
+  /** Stops the postmaster with a shutdown signal: SIGINT = fast, SIGQUIT = immediate. */
+  private async shutdown(signal: 'SIGINT' | 'SIGQUIT'): Promise<void> {
+    if (this.proc && !this.proc.hasExited()) {
+      await stopServerProcess(this.proc, signal, 60_000);
+      return;
+    }
+    // Not our child (should not happen): signal the pid from postmaster.pid and poll.
+    const pid = this.pid();
+    if (pid === undefined) return;
+    try {
+      process.kill(pid, signal);
+    } catch {
+      return;
+    }
+    const deadline = Date.now() + 60_000;
+    while (pidAlive(pid) && Date.now() < deadline) await sleep(20);
+    if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+  }
+
   stop(): Promise<void> {
-    return this.pgCtlStop('fast');
+    return this.shutdown('SIGINT');
   }
 
   kill(): Promise<void> {
-    return this.pgCtlStop('immediate');
+    return this.shutdown('SIGQUIT');
   }
 
   async restart(): Promise<void> {
@@ -381,18 +425,7 @@ class PgCluster implements Cluster {
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
-    try {
-      await this.pgCtlStop('immediate');
-    } catch {
-      const pid = this.pid();
-      if (pid !== undefined) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    }
+    await this.shutdown('SIGQUIT').catch(() => undefined);
     fs.rmSync(this.dir, { recursive: true, force: true });
     this.guard?.release();
   }

@@ -14,11 +14,12 @@ import {
   livePidFromFile,
   makeServerDir,
   pgbouncerBin,
-  pidAlive,
-  run,
+  portOpen,
   sleep,
+  spawnServer,
+  stopServerProcess,
   tail,
-  waitForPort,
+  type ServerProcess,
 } from './proc';
 import { serverUrl, tlsOptions, type ServerInfo, type UrlOptions } from './server';
 
@@ -153,30 +154,37 @@ export async function startPgBouncer(target: ServerInfo, opts: PgBouncerOptions 
     chownToPostgres(dir, true);
   };
 
-  const pid = (): number | undefined => livePidFromFile(pidFile, ini);
+  let proc: ServerProcess | undefined;
+  const pid = (): number | undefined =>
+    proc && !proc.hasExited() ? proc.pid : livePidFromFile(pidFile, ini);
   let port = 0;
   try {
     for (let attempt = 1; ; attempt++) {
       port = await freePort();
       writeIni(port);
       fs.rmSync(logFile, { force: true });
-      const r = await run(pgbouncerBin(), ['-d', '-q', ini], { cwd: dir, timeoutMs: 30_000 });
-      let error = r.status === 0 ? '' : r.stderr || `pgbouncer exited ${r.status}`;
-      if (!error) {
-        try {
-          await waitForPort('127.0.0.1', port, 10_000);
-          // The listener may be someone else's if the port was taken in between.
-          for (let i = 0; i < 40 && pid() === undefined; i++) await sleep(25);
-          if (pid() === undefined) error = 'pgbouncer is not running';
-        } catch (e) {
-          error = String(e);
+      // Foreground (no -d): a direct child of ours, so we reap it when it stops.
+      const p = spawnServer(pgbouncerBin(), ['-q', ini], { cwd: dir, logFile: path.join(dir, 'stderr.log') });
+      proc = p;
+      let error = '';
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        if (p.hasExited()) {
+          error = 'pgbouncer exited';
+          break;
         }
+        // Our process has bound the port once its pid file exists and the port answers.
+        if (livePidFromFile(pidFile, ini) === p.pid && (await portOpen('127.0.0.1', port))) break;
+        if (Date.now() > deadline) {
+          error = 'pgbouncer did not start listening within 15 s';
+          break;
+        }
+        await sleep(20);
       }
       if (!error) break;
-      const log = tail(logFile);
-      const p = pid();
-      if (p !== undefined) process.kill(p, 'SIGKILL');
-      if (/Address already in use|bind\(\)/i.test(log + error) && attempt < 8) continue;
+      await stopServerProcess(p, 'SIGKILL', 5_000);
+      const log = tail(logFile) + '\n' + tail(path.join(dir, 'stderr.log'));
+      if (/Address already in use|bind\(\)/i.test(log) && attempt < 8) continue;
       throw new Error(`PgBouncer failed to start on port ${port}: ${error}\n--- log tail ---\n${log}`);
     }
   } catch (err) {
@@ -184,6 +192,7 @@ export async function startPgBouncer(target: ServerInfo, opts: PgBouncerOptions 
     guard.release();
     throw err;
   }
+  const running = proc;
 
   let stopped = false;
   const info: ServerInfo = {
@@ -228,23 +237,8 @@ export async function startPgBouncer(target: ServerInfo, opts: PgBouncerOptions 
     stop: async () => {
       if (stopped) return;
       stopped = true;
-      const p = pid();
-      if (p !== undefined) {
-        try {
-          process.kill(p, 'SIGTERM');
-        } catch {
-          /* gone */
-        }
-        for (let i = 0; i < 100 && pidAlive(p); i++) await sleep(50);
-        if (pidAlive(p)) {
-          try {
-            process.kill(p, 'SIGKILL');
-          } catch {
-            /* gone */
-          }
-          for (let i = 0; i < 40 && pidAlive(p); i++) await sleep(25);
-        }
-      }
+      // SIGTERM: immediate shutdown (SIGINT would wait for clients to finish).
+      await stopServerProcess(running, 'SIGTERM', 10_000);
       fs.rmSync(dir, { recursive: true, force: true });
       guard.release();
     },

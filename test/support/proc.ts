@@ -159,19 +159,23 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Whether something accepts TCP connections on host:port right now. */
+export function portOpen(host: string, port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const s = net.connect({ host, port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
 /** Resolves once something accepts TCP connections on host:port (or rejects after timeoutMs). */
 export async function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host, port });
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
+    if (await portOpen(host, port)) return;
     if (Date.now() > deadline) throw new Error(`nothing listening on ${host}:${port} after ${timeoutMs} ms`);
     await sleep(50);
   }
@@ -401,9 +405,13 @@ export function startWatchdog(entry: Omit<RegistryEntry, 'ownerPid' | 'ownerStar
 export function stopWatchdog(pid: number | undefined): void {
   if (pid === undefined) return;
   try {
-    process.kill(pid, 'SIGKILL');
+    process.kill(-pid, 'SIGKILL'); // its process group: the shell and its current `sleep`
   } catch {
-    /* already gone */
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
   }
 }
 
@@ -448,5 +456,82 @@ export function tail(file: string, lines = 40): string {
     return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
   } catch {
     return '(no log)';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Long-running server processes as direct (detached) children of this process, so
+// that this process reaps them when they stop: no <defunct> entries left behind
+// waiting for init, which is what daemonizing (pg_ctl, pgbouncer -d) leads to.
+
+export interface ServerProcess {
+  readonly pid: number;
+  /** Resolves when the process has exited (and been reaped). */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  hasExited(): boolean;
+}
+
+export function spawnServer(
+  cmd: string,
+  args: string[],
+  opts: { cwd: string; logFile?: string; env?: Record<string, string> },
+): ServerProcess {
+  const logFd = opts.logFile ? fs.openSync(opts.logFile, 'a') : undefined;
+  let done = false;
+  let child;
+  try {
+    child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: serverEnv({ ...(IS_ROOT ? { HOME: opts.cwd } : {}), ...opts.env }),
+      stdio: ['ignore', logFd ?? 'ignore', logFd ?? 'ignore'],
+      detached: true, // own process group: a Ctrl-C meant for Jest does not hit it half-way
+      ...runAsOpts(),
+    });
+  } finally {
+    if (logFd !== undefined) fs.closeSync(logFd);
+  }
+  child.unref();
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      done = true;
+      resolve({ code, signal });
+    });
+    child.once('error', () => {
+      done = true;
+      resolve({ code: -1, signal: null });
+    });
+  });
+  if (child.pid === undefined) done = true;
+  return { pid: child.pid ?? -1, exited, hasExited: () => done };
+}
+
+/** Sends `signal`, waits up to timeoutMs for the exit, then SIGKILLs. */
+export async function stopServerProcess(p: ServerProcess, signal: NodeJS.Signals, timeoutMs: number): Promise<void> {
+  if (p.hasExited()) return;
+  try {
+    process.kill(p.pid, signal);
+  } catch {
+    /* already gone */
+  }
+  if (!(await exitWithin(p, timeoutMs))) {
+    try {
+      process.kill(p.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    await exitWithin(p, 5_000);
+  }
+}
+
+/** Whether the process exits within ms (the timer is cleared, so it never holds the event loop open). */
+async function exitWithin(p: ServerProcess, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.exited.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
