@@ -95,6 +95,13 @@ describe('shared server (globalSetup)', () => {
       return;
     }
     expect(tables).toEqual(expect.arrayContaining(['accounts', 'transfers', 'users', '_prisma_migrations']));
+    // Built with src/migrate.ts deploy() once it exists (raw migration.sql before that).
+    expect(state.migratedWith).toBe(fs.existsSync(`${__dirname}/../src/migrate.ts`) ? 'deploy' : 'sql');
+    expect(state.migrations.length).toBeGreaterThan(0);
+    const recorded = await db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL',
+    );
+    expect(recorded[0]?.n).toBe(state.migrations.length);
     // The non-superuser app role may use them.
     const app = await connect({ connectionString: db.appUrl });
     await app.query("INSERT INTO users (email) VALUES ('a@example.com')");
@@ -214,6 +221,27 @@ describe('startPgBouncer', () => {
       const pids = await Promise.all(many.map(async (m) => (await m.query<{ p: number }>('SELECT pg_backend_pid() AS p')).rows[0]?.p));
       expect(new Set(pids).size).toBeLessThanOrEqual(2);
       await Promise.all([c, ...many].map((m) => m.end()));
+
+      // node-postgres startup parameters (statement_timeout, options) are accepted (and dropped).
+      const withParams = await connect({
+        ...bouncer.clientConfig(db.name),
+        statement_timeout: 5000,
+        options: '-c search_path=public',
+      });
+      expect((await withParams.query<{ one: number }>('SELECT 1 AS one')).rows[0]?.one).toBe(1);
+      await withParams.end();
+
+      // TLS to clients is offered and verifies against the same CA; plain connections work too.
+      const tlsClient = await connect({ ...bouncer.clientConfig(db.name), ssl: bouncer.tls() });
+      await tlsClient.query('SELECT 1');
+      await tlsClient.end();
+      await expect(connect({ ...bouncer.clientConfig(db.name), ssl: bouncer.tls({ wrongCa: true }) })).rejects.toThrow();
+      await expect(connect(bouncer.clientConfig(db.name, { password: 'wrong' }))).rejects.toThrow(/authentication failed/);
+
+      // The app role works through PgBouncer as well.
+      const app = await connect({ connectionString: bouncer.url(db.name, undefined, { user: 'app' }) });
+      expect((await app.query<{ u: string }>('SELECT current_user AS u')).rows[0]?.u).toBe('app');
+      await app.end();
     } finally {
       await bouncer.stop();
       await db.drop();

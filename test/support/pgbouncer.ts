@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
-import { Client } from 'pg';
+import { Client, type ClientConfig } from 'pg';
 import {
   chownToPostgres,
   freePort,
@@ -21,7 +21,7 @@ import {
   tail,
   type ServerProcess,
 } from './proc';
-import { serverUrl, tlsOptions, type ServerInfo, type UrlOptions } from './server';
+import { clientConfig, serverUrl, tlsOptions, type ServerInfo, type UrlOptions } from './server';
 
 export interface PgBouncerOptions {
   /** Default 'transaction'. */
@@ -55,6 +55,8 @@ export interface PgBouncer extends ServerInfo {
   url(db?: string, params?: Record<string, string>, opts?: UrlOptions): string;
   /** TLS options verifying PgBouncer's certificate (same CA as the server). Only if tls is on. */
   tls(opts?: { wrongCa?: boolean }): ConnectionOptions;
+  /** node-postgres config through PgBouncer (plain TCP unless opts.ssl; superuser unless opts.user). */
+  clientConfig(db?: string, opts?: UrlOptions & { applicationName?: string; ssl?: boolean }): ClientConfig;
   /** Runs an admin console command (SHOW POOLS, SHOW CLIENTS, RECONNECT, KILL db, ...) and returns rows. */
   console<R extends Record<string, unknown> = Record<string, unknown>>(command: string): Promise<R[]>;
   pid(): number | undefined;
@@ -213,6 +215,7 @@ export async function startPgBouncer(target: ServerInfo, opts: PgBouncerOptions 
     target,
     url: (db, params, urlOpts) => serverUrl(info, db, params, urlOpts),
     tls: (o) => tlsOptions(info, o),
+    clientConfig: (db, o) => clientConfig(info, db, { ssl: false, ...o }),
     console: async <R extends Record<string, unknown> = Record<string, unknown>>(command: string): Promise<R[]> => {
       const client = new Client({
         host: info.host,
