@@ -3,7 +3,6 @@ import { createHash } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Client } from 'pg';
 
 import { deploy, drift, MigrationError, status, type MigrateOptions } from '../src/migrate';
 import { createTestDatabase } from './support/db';
@@ -11,7 +10,6 @@ import { createTestDatabase } from './support/db';
 const ROOT = path.resolve(__dirname, '..');
 const MIGRATIONS = path.join(ROOT, 'prisma', 'migrations');
 const SCHEMA = path.join(ROOT, 'prisma', 'schema.prisma');
-const SSL = { rejectUnauthorized: false };
 
 const committed = readdirSync(MIGRATIONS, { withFileTypes: true })
   .filter((entry) => entry.isDirectory())
@@ -26,7 +24,8 @@ let tmp: string;
 
 beforeAll(async () => {
   db = await createTestDatabase({ migrated: false });
-  options = { url: db.url, ssl: SSL };
+  // TLS verified against the harness CA: the options must reach every pool the engine opens.
+  options = { url: db.url, ssl: db.ssl };
   tmp = mkdtempSync(path.join(os.tmpdir(), 'migrate-test-'));
 });
 
@@ -35,16 +34,8 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function query<T extends Record<string, unknown>>(sql: string): Promise<T[]> {
-  const url = new URL(db.url);
-  url.searchParams.delete('sslmode');
-  const client = new Client({ connectionString: url.toString(), ssl: SSL });
-  await client.connect();
-  try {
-    return (await client.query<T>(sql)).rows;
-  } finally {
-    await client.end();
-  }
+function query<T extends Record<string, unknown>>(sql: string): Promise<T[]> {
+  return db.query<T>(sql);
 }
 
 /** A copy of the committed migrations plus extra ones, in a temp dir. */

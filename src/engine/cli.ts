@@ -156,12 +156,22 @@ async function sslFor(url: string, baseDir: string): Promise<SslOptions> {
   const params = new URL(url).searchParams;
   const mode = params.get('sslmode') ?? 'prefer';
   if (mode === 'disable') return false;
-  const caFile = params.get('sslrootcert') ?? params.get('sslcert');
-  const verify = mode === 'verify-ca' || mode === 'verify-full' || params.get('sslaccept') === 'strict';
+  const rootCert = params.get('sslrootcert');
+  // Prisma's own name for the CA file; Prisma verifies against it unless told otherwise.
+  const prismaCa = params.get('sslcert');
+  const caFile = rootCert ?? prismaCa;
+  const accept = params.get('sslaccept');
+  // libpq: `require` with a root certificate behaves like verify-ca.
+  const effective = mode === 'require' && rootCert !== null ? 'verify-ca' : mode;
+  const verify =
+    effective === 'verify-ca' ||
+    effective === 'verify-full' ||
+    accept === 'strict' ||
+    (prismaCa !== null && accept !== 'accept_invalid_certs');
   const tls: Exclude<SslOptions, boolean | undefined> = { rejectUnauthorized: verify };
   if (caFile !== null && caFile !== 'system') tls.ca = readFileSync(path.resolve(baseDir, caFile));
-  // libpq's verify-ca checks the chain but not the host name.
-  if (mode === 'verify-ca') tls.checkServerIdentity = () => undefined;
+  // verify-ca checks the chain but not the host name.
+  if (effective === 'verify-ca') tls.checkServerIdentity = () => undefined;
   if (mode === 'prefer' || mode === 'allow') return (await serverRefusesTls(url, tls)) ? false : tls;
   return tls;
 }
