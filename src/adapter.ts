@@ -31,7 +31,9 @@ function withConnectTimeout<C extends ClientCtor>(Base: C, connectMs: number, so
   return class extends Base {
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     constructor(...args: any[]) {
-      super({ ...(args[0] as Record<string, unknown>), connectionTimeoutMillis: connectMs });
+      const config = args[0] as Record<string, unknown>;
+      // pg-pool hides the password as a non-enumerable property: a spread would drop it.
+      super({ ...config, password: config.password, connectionTimeoutMillis: connectMs });
       // Neon: this connection's own WebSocket settings (the global neonConfig stays as is).
       if (socket) Object.assign((this as unknown as { neonConfig: object }).neonConfig, socket);
     }

@@ -141,9 +141,8 @@ export function poolOptions(config: DbConfig, ssl: SslPlan): Record<string, unkn
     database: config.target.database,
     ssl: ssl.first,
     max: pool.size + pool.maxOverflow,
-    // pg-pool applies this to the wait in its queue; the connect timeout is the
-    // client's own (see `clientClass`), so "no free slot" and "server unreachable"
-    // stay two different errors.
+    // pg-pool uses this one option both for the wait in its queue and for a new
+    // connection's handshake; `checkout` sets it per call (see there).
     connectionTimeoutMillis: pool.timeoutMs,
     // Idle sockets must not keep a process alive that has nothing else to do.
     allowExitOnIdle: true,
@@ -260,6 +259,13 @@ export function guardPool(pool: PoolLike, config: DbConfig, ssl: SslPlan, monito
     for (;;) {
       let client: PoolClientLike;
       try {
+        // pg-pool reads `connectionTimeoutMillis` synchronously inside connect(): as the
+        // queue timeout when it must wait (full, or an idle client is about to be handed
+        // over), as the handshake timeout when it opens a new connection. Setting it per
+        // call keeps "no free slot" (pool timeout) and "server unreachable" (connect
+        // timeout) two separate limits, as SQLAlchemy's pool_timeout / connect_timeout are.
+        const mustWait = pool.totalCount >= max || pool.idleCount > 0;
+        pool.options.connectionTimeoutMillis = mustWait ? config.pool.timeoutMs : config.timeouts.connectMs;
         client = await rawConnect();
       } catch (err) {
         if ((err as Error).message === 'timeout exceeded when trying to connect') {

@@ -93,11 +93,16 @@ export function createSessions<C>(client: C & TransactionalClient, config: DbCon
     ? `SELECT set_config('statement_timeout', '${config.timeouts.statementMs}', true), set_config('lock_timeout', '${config.timeouts.lockMs}', true), set_config('idle_in_transaction_session_timeout', '${config.timeouts.idleInTransactionMs}', true)`
     : undefined;
 
+  /** Thrown when BEGIN failed on a connection: nothing of the unit reached the server. */
+  class NotStarted extends Error {}
+
   async function runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined): Promise<T> {
+    let bodyStarted = false;
     let bodyDone = false;
     try {
       const result = await client.$transaction(
         async (tx: never) => {
+          bodyStarted = true;
           if (opts.readOnly) await (tx as TransactionalClient).$executeRawUnsafe('SET TRANSACTION READ ONLY');
           if (localTimeouts) await (tx as TransactionalClient).$executeRawUnsafe(localTimeouts);
           const value = await units.run({ tx, correlationId, savepoints: 0 }, () => fn(tx as TxClient<C>));
@@ -113,6 +118,9 @@ export function createSessions<C>(client: C & TransactionalClient, config: DbCon
       counters.commits++;
       return result;
     } catch (err) {
+      if (!bodyStarted && toDatalayerError(err) instanceof DatabaseConnectionError) {
+        throw new NotStarted('BEGIN failed', { cause: err });
+      }
       counters.rollbacks++;
       if (bodyDone && (isConnectionFailure(rootCause(err)) || toDatalayerError(err) instanceof DatabaseConnectionError)) {
         // The body finished and COMMIT was under way when the connection went: the
@@ -135,10 +143,23 @@ export function createSessions<C>(client: C & TransactionalClient, config: DbCon
     const correlationId = opts.correlationId ?? currentCorrelationId();
     const retries = opts.retries ?? defaults.retries;
     counters.transactions++;
+    let reconnected = false;
     for (let attempt = 0; ; attempt++) {
       try {
         return await runOnce(fn, opts, correlationId);
-      } catch (err) {
+      } catch (thrown) {
+        let err = thrown;
+        if (err instanceof NotStarted) {
+          // The connection died before BEGIN got through (typically: it was dropped
+          // while idle in the pool). Nothing was sent for this unit: run it once more.
+          if (!reconnected) {
+            reconnected = true;
+            monitor.counters.connectionsRecovered++;
+            attempt--;
+            continue;
+          }
+          err = err.cause;
+        }
         if (!isDatabaseFailure(err)) {
           throw new DatabaseTransactionError(`Unit of work rolled back: ${describeThrown(err)}`, {
             cause: err,

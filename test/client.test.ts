@@ -1,0 +1,272 @@
+// The client factory against the real server, through both drivers: laziness, pool
+// bounds, acquire timeout, stale-connection recovery, server-side timeouts.
+import net from 'node:net';
+import { createDb, DatabaseConnectionError, getDb, PoolTimeoutError, resetDb, StatementTimeoutError } from '../src/index';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { countConnections, createTestDatabase, terminateConnections, type TestDatabase } from './support/db';
+import { driverCase, type DriverCase } from './support/drivers';
+import { startTcpProxy } from './support/tcp-proxy';
+
+let testDb: TestDatabase;
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+});
+afterAll(async () => {
+  await testDb.drop();
+});
+
+let appSeq = 0;
+const appName = (label: string): string => `client-${label}-${process.pid}-${++appSeq}`;
+
+function sockets(): number {
+  return process.getActiveResourcesInfo().filter((r) => /TCP|TLS|Pipe/.test(r)).length;
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('createDb is lazy', () => {
+  it('opens no socket, starts no timer and sends no query on creation', async () => {
+    const before = process.getActiveResourcesInfo();
+    const name = appName('lazy');
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: name });
+    expect(process.getActiveResourcesInfo()).toEqual(before);
+    expect(await countConnections(name)).toBe(0);
+    expect(db.stats().pool.open).toBe(0);
+    // The first query connects.
+    await db.$queryRaw`SELECT 1`;
+    expect(await countConnections(name)).toBe(1);
+    await db.close();
+  });
+
+  it('fails fast on an unreachable host: no error on creation, a typed error on first use, nothing left open', async () => {
+    const before = sockets();
+    // A port nothing listens on.
+    const closed = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const port = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(port));
+      });
+    });
+    const db = createDb({ PrismaClient, url: `postgresql://app:pw@127.0.0.1:${closed}/x`, timeouts: { connectMs: 1000 } });
+    await expect(db.user.count()).rejects.toBeInstanceOf(DatabaseConnectionError);
+    await db.close();
+    await waitFor(async () => sockets() === before);
+  });
+
+  it('bounds a connect to a server that never answers by the connect timeout', async () => {
+    // Accepts TCP but never speaks: a blackholed database.
+    const held: net.Socket[] = [];
+    const silent = net.createServer((s) => void held.push(s));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as net.AddressInfo).port;
+    const db = createDb({ PrismaClient, url: `postgresql://app:pw@127.0.0.1:${port}/x`, ssl: { mode: 'disable' }, timeouts: { connectMs: 500 } });
+    const started = Date.now();
+    const err = await db.$queryRaw`SELECT 1`.catch((e: unknown) => e);
+    const elapsed = Date.now() - started;
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect((err as Error).message).toMatch(/timeout/i);
+    expect(elapsed).toBeGreaterThanOrEqual(450);
+    expect(elapsed).toBeLessThan(5000);
+    await db.close();
+    held.forEach((s) => s.destroy());
+    await new Promise((r) => silent.close(r));
+  });
+});
+
+describe('getDb', () => {
+  afterEach(() => resetDb());
+
+  it('returns one shared instance per process, kept on globalThis across module reloads', async () => {
+    const a = getDb({ PrismaClient, url: testDb.url, applicationName: appName('global') });
+    let reloaded: typeof import('../src/index') | undefined;
+    jest.isolateModules(() => {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      reloaded = require('../src/index');
+    });
+    const b = reloaded!.getDb({ PrismaClient, url: testDb.url });
+    expect(b).toBe(a);
+  });
+});
+
+describe.each(['pg', 'neon'] as const)('%s driver', (driverName) => {
+  let driver: DriverCase;
+  beforeAll(async () => {
+    driver = await driverCase(driverName, testDb);
+  });
+  afterAll(() => driver.close());
+
+  it('never opens more than size + overflow connections, and closes the overflow once idle', async () => {
+    const name = appName(`bound-${driverName}`);
+    const db = createDb({
+      PrismaClient,
+      ...driver.options(testDb),
+      applicationName: name,
+      pool: { size: 5, maxOverflow: 10, overflowIdleMs: 300 },
+    });
+    let peak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, await countConnections(name));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => db.$queryRawUnsafe<{ n: number }[]>('SELECT $1::int AS n, pg_sleep(0.01)::text', i)));
+    sampling = false;
+    await sampler;
+    expect(results.map((r) => r[0]?.n)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+    expect(peak).toBeGreaterThan(5); // the load really used the overflow
+    expect(peak).toBeLessThanOrEqual(15);
+    expect(db.stats().pool.open).toBeLessThanOrEqual(15);
+    // The overflow goes away once idle; `size` connections stay.
+    await waitFor(async () => (await countConnections(name)) === 5);
+    expect(db.stats().pool.open).toBe(5);
+    await db.close();
+    await waitFor(async () => (await countConnections(name)) === 0);
+  });
+
+  it('raises PoolTimeoutError (never hangs) when no connection frees up within the pool timeout', async () => {
+    const db = createDb({
+      PrismaClient,
+      ...driver.options(testDb),
+      applicationName: appName(`timeout-${driverName}`),
+      pool: { size: 1, maxOverflow: 0, timeoutMs: 400 },
+      transaction: { maxWaitMs: 5000, timeoutMs: 5000 },
+    });
+    let release!: () => void;
+    const held = db.transaction(async (tx) => {
+      await tx.$queryRaw`SELECT 1`;
+      await new Promise<void>((r) => (release = r));
+    });
+    await waitFor(async () => db.stats().pool.inUse === 1);
+    const started = Date.now();
+    const err = await db.user.count().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PoolTimeoutError);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(350);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect((err as PoolTimeoutError).retryable).toBe(true);
+    expect(db.stats().counters.poolTimeouts).toBe(1);
+    release();
+    await held;
+    // The pool is fine afterwards.
+    expect(await db.user.count()).toBeGreaterThanOrEqual(0);
+    await db.close();
+  });
+
+  it('recovers transparently after every pooled connection was terminated on the server', async () => {
+    const name = appName(`terminated-${driverName}`);
+    const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: name, pool: { size: 3, maxOverflow: 0 } });
+    await Promise.all([1, 2, 3].map(() => db.$queryRaw`SELECT pg_sleep(0.05)::text`));
+    expect(await countConnections(name)).toBe(3);
+    expect(await terminateConnections({ applicationName: name })).toBe(3);
+    // The next statements and units of work succeed without the caller seeing an error.
+    expect(await db.user.count()).toBeGreaterThanOrEqual(0);
+    await expect(db.transaction(async (tx) => tx.user.count())).resolves.toBeGreaterThanOrEqual(0);
+    await Promise.all([1, 2, 3].map(() => db.$queryRaw`SELECT 1`));
+    await db.close();
+  });
+
+  it('does not validate connections reused within the idle threshold', async () => {
+    const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: appName(`noval-${driverName}`), pool: { size: 1, maxOverflow: 0, validateAfterIdleMs: 60_000 } });
+    for (let i = 0; i < 20; i++) await db.$queryRaw`SELECT 1`;
+    expect(db.stats().counters.validations).toBe(0);
+    await db.close();
+  });
+
+  it('cancels a statement past statement_timeout with a typed error and keeps the client usable', async () => {
+    const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: appName(`stmt-${driverName}`), timeouts: { statementMs: 200 } });
+    const started = Date.now();
+    const err = await db.$queryRaw`SELECT pg_sleep(2)::text`.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StatementTimeoutError);
+    expect((err as StatementTimeoutError).sqlState).toBe('57014');
+    expect(Date.now() - started).toBeLessThan(1500);
+    const rows = await db.$queryRaw<{ ok: number }[]>`SELECT 1 AS ok`;
+    expect(rows[0]?.ok).toBe(1);
+    await db.close();
+  });
+
+  it('applies the configured timeouts and application_name on the server', async () => {
+    const name = appName(`settings-${driverName}`);
+    const db = createDb({
+      PrismaClient,
+      ...driver.options(testDb),
+      applicationName: name,
+      timeouts: { statementMs: 1234, lockMs: 567, idleInTransactionMs: 8900 },
+    });
+    const [row] = await db.$queryRaw<Record<string, string>[]>`
+      SELECT current_setting('statement_timeout') AS st, current_setting('lock_timeout') AS lt,
+             current_setting('idle_in_transaction_session_timeout') AS it, current_setting('application_name') AS app`;
+    expect(row).toEqual({ st: '1234ms', lt: '567ms', it: '8900ms', app: name });
+    await db.close();
+  });
+});
+
+// pg only: the Neon driver's sockets end at the WebSocket bridge, which has no silent mode.
+describe('silently dropped connections (pg)', () => {
+  it('replaces a connection that went silent while idle (NAT drop, suspended compute), without the caller seeing it', async () => {
+    const proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+    const name = appName('silent');
+    const db = createDb({
+      PrismaClient,
+      url: testDb.url.replace(`:${testDb.port}/`, `:${proxy.port}/`),
+      applicationName: name,
+      pool: { size: 1, maxOverflow: 0, validateAfterIdleMs: 100 },
+      timeouts: { connectMs: 300 },
+    });
+    await db.$queryRaw`SELECT 1`;
+    proxy.blackholeExisting();
+    await new Promise((r) => setTimeout(r, 150));
+    // Without the idle check this statement would wait on a dead socket indefinitely.
+    const started = Date.now();
+    await expect(db.transaction(async (tx) => tx.user.count())).resolves.toBeGreaterThanOrEqual(0);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(db.stats().counters.validations).toBe(1);
+    expect(db.stats().counters.connectionsRecovered).toBe(1);
+    await db.close();
+    await proxy.close();
+  });
+
+});
+
+describe('hot pool cost', () => {
+  async function xacts(): Promise<number> {
+    const rows = await testDb.query<{ n: string }>(
+      `SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()`,
+    );
+    return Number(rows[0]?.n);
+  }
+
+  // Every statement on the server is one transaction in pg_stat_database. The counts
+  // are flushed when a backend exits, so each run closes its pool before reading.
+  async function statementsFor(queries: number, validateAfterIdleMs: number): Promise<number> {
+    const name = appName('hot');
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: name, pool: { size: 1, maxOverflow: 0, validateAfterIdleMs } });
+    const before = await xacts();
+    for (let i = 0; i < queries; i++) await db.user.findUnique({ where: { id: i + 1 } });
+    await db.close();
+    await waitFor(async () => (await countConnections(name)) === 0);
+    // The admin connection that reads the figure is itself one transaction.
+    let after = 0;
+    await waitFor(async () => {
+      after = await xacts();
+      return after - before >= queries;
+    });
+    return after - before - 1;
+  }
+
+  it('1,000 sequential queries cost 1,000 statements on the server: no ping per checkout', async () => {
+    const counted = await statementsFor(1000, 30_000);
+    expect(counted).toBeGreaterThanOrEqual(1000);
+    expect(counted).toBeLessThanOrEqual(1002);
+    // The measure can see a per-checkout ping: with validation forced on every reuse
+    // the same loop costs one extra statement per query.
+    const withPing = await statementsFor(200, 0);
+    expect(withPing).toBeGreaterThanOrEqual(390);
+  });
+});
