@@ -1,0 +1,168 @@
+// db.health(): one SELECT on a pooled connection, raced against a timer. It never throws:
+// a load balancer or orchestrator wants an answer within its own deadline, and an
+// unreachable database is an answer ("unhealthy"), not an exception.
+//
+// The check borrows a connection the way the application does (same pool, same SSL and
+// startup settings) but sends its statement directly, not through Prisma: a health probe
+// every few seconds should not count as application queries or trip slow-query logging.
+
+import type { PoolClientLike, PoolFigures, PoolMonitor } from './pool.ts';
+import { isConnectionFailure } from './pool.ts';
+import { describeError } from './events.ts';
+
+export interface HealthOptions {
+  /** How long to wait for the answer, connecting included. Default 5 000 ms. */
+  timeoutMs?: number;
+}
+
+export interface HealthReport {
+  status: 'healthy' | 'unhealthy';
+  /** Time to borrow a connection and get the answer, or until the failure. */
+  latencyMs: number;
+  /** `server_version`, e.g. `15.8`; null when the server was not reached. */
+  serverVersion: string | null;
+  /** The server's clock (ISO 8601); compare with the host's to spot clock drift. */
+  serverTime: string | null;
+  /** pg_is_in_recovery(): true on a read replica (writes will fail). */
+  isReplica: boolean | null;
+  /** SSL of this backend's connection as the server sees it (pg_stat_ssl). */
+  ssl: { active: boolean; version: string | null; cipher: string | null } | null;
+  pool: PoolFigures;
+  /** Why the check failed: secrets removed. */
+  error?: string;
+}
+
+export const DEFAULT_HEALTH_TIMEOUT_MS = 5_000;
+
+// One round trip: every fact comes from one row. The LEFT JOIN keeps the row when
+// pg_stat_ssl has no entry for us (some managed services hide it).
+const HEALTH_SQL = `SELECT current_setting('server_version') AS server_version,
+       now() AS server_time,
+       pg_is_in_recovery() AS is_replica,
+       s.ssl AS ssl, s.version AS ssl_version, s.cipher AS ssl_cipher
+  FROM (SELECT 1) AS one
+  LEFT JOIN pg_stat_ssl AS s ON s.pid = pg_backend_pid()`;
+
+interface HealthRow {
+  server_version: string;
+  server_time: Date | string;
+  is_replica: boolean;
+  ssl: boolean | null;
+  ssl_version: string | null;
+  ssl_cipher: string | null;
+}
+
+export interface HealthDeps {
+  monitor: PoolMonitor;
+  /** Makes sure the pool exists (the Neon adapter creates it when Prisma connects). */
+  ready(): Promise<void>;
+  /** Set once close() has started: no new connection may be opened. */
+  isClosed(): boolean;
+}
+
+class HealthTimeout extends Error {
+  constructor(ms: number) {
+    super(`health check timed out after ${ms} ms`);
+  }
+}
+
+export async function checkHealth(deps: HealthDeps, options: HealthOptions = {}): Promise<HealthReport> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_HEALTH_TIMEOUT_MS;
+  const started = performance.now();
+  const elapsed = (): number => Math.round(performance.now() - started);
+  const unhealthy = (error: string): HealthReport => ({
+    status: 'unhealthy',
+    latencyMs: elapsed(),
+    serverVersion: null,
+    serverTime: null,
+    isReplica: null,
+    ssl: null,
+    pool: deps.monitor.figures(),
+    error,
+  });
+  if (deps.isClosed()) return unhealthy('the database client is closed');
+
+  const abort = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const attempt = run(deps, abort.signal);
+  // Nobody may be listening any more once the timer has won: keep a late rejection quiet.
+  attempt.catch(() => {});
+  try {
+    const row = await Promise.race([
+      attempt,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          abort.abort();
+          reject(new HealthTimeout(timeoutMs));
+        }, timeoutMs);
+      }),
+    ]);
+    return {
+      status: 'healthy',
+      latencyMs: elapsed(),
+      serverVersion: row.server_version,
+      serverTime: row.server_time instanceof Date ? row.server_time.toISOString() : new Date(row.server_time).toISOString(),
+      isReplica: row.is_replica,
+      ssl: { active: row.ssl === true, version: row.ssl_version, cipher: row.ssl_cipher },
+      pool: deps.monitor.figures(),
+    };
+  } catch (err) {
+    return unhealthy(err instanceof HealthTimeout ? err.message : describeError(err).message);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Borrows a connection and runs the statement. When the caller has given up
+ * (`signal` aborted), the connection is handed back at once: a late checkout goes back
+ * intact, a connection with the statement still running is destroyed, so no query is
+ * left running for nobody.
+ */
+async function run(deps: HealthDeps, signal: AbortSignal): Promise<HealthRow> {
+  await deps.ready();
+  const checkout = deps.monitor.checkout;
+  if (!checkout) throw new Error('the pool does not exist yet');
+  for (let attemptNo = 0; ; attemptNo++) {
+    const { client, reused } = await checkout();
+    if (signal.aborted) {
+      client.release();
+      throw new Error('health check abandoned');
+    }
+    const outcome = await queryOnce(client, signal);
+    if (outcome.ok) return outcome.row;
+    // Like the pool's own statements: a reused connection found dead is replaced once.
+    if (reused && attemptNo === 0 && isConnectionFailure(outcome.error) && !signal.aborted) continue;
+    throw outcome.error;
+  }
+}
+
+async function queryOnce(
+  client: PoolClientLike,
+  signal: AbortSignal,
+): Promise<{ ok: true; row: HealthRow } | { ok: false; error: unknown }> {
+  const onError = (): void => {};
+  client.on('error', onError);
+  let released = false;
+  const release = (err?: Error): void => {
+    if (released) return;
+    released = true;
+    client.removeListener('error', onError);
+    client.release(err);
+  };
+  // Destroying the connection is the only way to stop waiting for a server that does
+  // not answer; the statement then fails and nothing is left running.
+  const onAbort = (): void => release(new Error('health check timed out'));
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const result = (await client.query(HEALTH_SQL)) as { rows: HealthRow[] };
+    release();
+    const row = result.rows[0];
+    return row ? { ok: true, row } : { ok: false, error: new Error('health query returned no row') };
+  } catch (error) {
+    release(isConnectionFailure(error) ? (error as Error) : undefined);
+    return { ok: false, error };
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
