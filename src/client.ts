@@ -5,7 +5,8 @@
 import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 import { createAdapter } from './adapter.ts';
 import { loadConfig, type DbConfig, type DbOptions, type IsolationLevel } from './config.ts';
-import type { PoolCounters, PoolEvents, PoolFigures } from './pool.ts';
+import { createOperations, type CloseOnSignalsOptions, type CloseOptions, type DbEvents, type DbLogger, type DbStats } from './events.ts';
+import { checkHealth, type HealthOptions, type HealthReport } from './health.ts';
 import { toDatalayerError } from './prisma-errors.ts';
 import { describeUrl } from './redact.ts';
 import { createSessions, currentCorrelationId, type Sessions, type TransactionalClient, type TxClient } from './session.ts';
@@ -22,12 +23,13 @@ export interface CreateDbOptions<C> extends DbOptions {
   PrismaClient: PrismaClientClass<C>;
   /** Environment to read instead of process.env. */
   env?: Record<string, string | undefined>;
+  /** pino-style or console logger for slow queries, pool errors and shutdown. Nothing by default. */
+  logger?: DbLogger;
+  /** Close the pool on SIGTERM / SIGINT (see `closeOnSignals()`). Default: no handler. */
+  closeOnSignals?: boolean | CloseOnSignalsOptions;
 }
 
-export interface DbStats {
-  pool: PoolFigures;
-  counters: PoolCounters & { transactions: number; commits: number; rollbacks: number; retries: number };
-}
+export type { DbStats } from './events.ts';
 
 export interface DatalayerApi<C> {
   /** Runs `fn` in a transaction: commit on success, rollback on any throw. */
@@ -37,14 +39,21 @@ export interface DatalayerApi<C> {
   /** The active unit of work's client, or the plain client outside one. */
   current(): TxClient<C>;
   stats(): DbStats;
-  /** pg-pool's lifecycle events, with pids only: no credentials, no SQL. */
-  on<E extends keyof PoolEvents>(event: E, listener: (...args: PoolEvents[E]) => void): () => void;
+  /** One SELECT, raced against `timeoutMs`. Never throws. */
+  health(options?: HealthOptions): Promise<HealthReport>;
+  /** pg-pool's lifecycle events (pids only) and `slowQuery` (SQL text, never parameters). */
+  on<E extends keyof DbEvents>(event: E, listener: (...args: DbEvents[E]) => void): () => void;
   /** Host, port, database, driver and mode: safe to log. */
   describe(): string;
   /** The resolved configuration (contains the password: do not log it). */
   readonly config: DbConfig;
-  /** Closes every connection. Idempotent. */
-  close(): Promise<void>;
+  /**
+   * Refuses new work (DatabaseClosedError), waits for work in flight up to `deadlineMs`,
+   * then closes every connection. Idempotent.
+   */
+  close(options?: CloseOptions): Promise<void>;
+  /** Closes on SIGTERM / SIGINT, then lets the signal take effect. Returns an unregister function. */
+  closeOnSignals(options?: CloseOnSignalsOptions): () => void;
 }
 
 export type Db<C> = C & DatalayerApi<C>;
@@ -55,11 +64,12 @@ interface ExtensibleClient extends TransactionalClient {
 }
 
 export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
-  const { PrismaClient, env, ...dbOptions } = options;
+  const { PrismaClient, env, logger, closeOnSignals, ...dbOptions } = options;
   const config = loadConfig(dbOptions, env);
   const adapter = createAdapter(config);
+  const ops = createOperations(config, adapter.monitor, logger);
   const base = new PrismaClient({
-    adapter: adapter.factory,
+    adapter: ops.instrument(adapter.factory),
     transactionOptions: { maxWait: config.transaction.maxWaitMs, timeout: config.transaction.timeoutMs },
   }) as unknown as ExtensibleClient;
 
@@ -77,29 +87,26 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   }) as ExtensibleClient;
 
   const sessions = createSessions<C>(mapped as unknown as C & TransactionalClient, config, adapter.monitor);
-  let closing: Promise<void> | undefined;
 
   const api: DatalayerApi<C> = {
-    transaction: sessions.transaction,
-    session: sessions.session,
+    transaction: ops.guard(sessions.transaction),
+    session: ops.guard(sessions.session),
     current: sessions.current,
-    stats: () => ({
-      pool: adapter.monitor.figures(),
-      counters: { ...adapter.monitor.counters, ...sessions.counters },
-    }),
-    on(event, listener) {
-      adapter.monitor.events.on(event, listener as never);
-      return () => void adapter.monitor.events.off(event, listener as never);
-    },
+    stats: () => ops.stats(sessions.counters),
+    health: (healthOptions) =>
+      checkHealth({ monitor: adapter.monitor, ready: () => base.$connect(), isClosed: () => ops.state !== 'open' }, healthOptions),
+    on: (event, listener) => ops.on(event, listener),
     describe: () =>
       `${config.driver} ${config.mode} ${describeUrl(`postgresql://${config.target.host}:${config.target.port}/${config.target.database}`)} ssl=${config.ssl.mode}`,
     config,
-    close: () =>
-      (closing ??= (async () => {
+    close: (closeOptions) =>
+      ops.close(closeOptions, async () => {
         await base.$disconnect();
         await adapter.close();
-      })()),
+      }),
+    closeOnSignals: (signalOptions) => ops.closeOnSignals(api.close, signalOptions),
   };
+  if (closeOnSignals) api.closeOnSignals(closeOnSignals === true ? {} : closeOnSignals);
 
   return mapped.$extends({ client: api }) as Db<C>;
 }

@@ -89,6 +89,8 @@ export interface DbOptions {
     isolationLevel?: IsolationLevel;
   };
   neon?: NeonOptions;
+  /** Statements at least this slow emit `slowQuery` (and a logger warning); 0 = off (DB_SLOW_QUERY_MS). Default 0. */
+  slowQueryMs?: number;
 }
 
 export interface ConnectionTarget {
@@ -135,6 +137,7 @@ export interface DbConfig {
     readonly isolationLevel: IsolationLevel | undefined;
   };
   readonly neon: NeonOptions;
+  readonly slowQueryMs: number;
 }
 
 export const DEFAULTS = {
@@ -371,6 +374,8 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
     isolationLevel: r.take(isolation, undefined, ['transaction.isolationLevel', options.transaction?.isolationLevel], ['DB_TX_ISOLATION', env.DB_TX_ISOLATION]),
   };
 
+  const slowQueryMs = r.take(count(0), 0, ['slowQueryMs', options.slowQueryMs], ['DB_SLOW_QUERY_MS', env.DB_SLOW_QUERY_MS]);
+
   if (r.issues.length > 0) throw new ConfigError(r.issues);
 
   return Object.freeze({
@@ -393,6 +398,7 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
     applicationName,
     transaction,
     neon: options.neon ?? {},
+    slowQueryMs,
   });
 }
 

@@ -14,5 +14,8 @@ export {
 } from './errors.ts';
 export type { ConfigIssue, ErrorKind, TransactionOutcome } from './errors.ts';
 export type { PoolCounters, PoolEvents, PoolFigures } from './pool.ts';
+export { DatabaseClosedError } from './events.ts';
+export type { CloseOnSignalsOptions, CloseOptions, DbCounters, DbEvents, DbLogger, LastError, LifecycleState, LogMethod, SlowQueryInfo } from './events.ts';
+export type { HealthOptions, HealthReport } from './health.ts';
 export type { SessionOptions, TransactionOptions, TxClient } from './session.ts';
 export { redact } from './redact.ts';
