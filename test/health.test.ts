@@ -1,0 +1,118 @@
+// db.health() against a dedicated server we can freeze and stop: one round trip when
+// healthy, "unhealthy" within its timeout when the server hangs or is gone, never a throw,
+// and no statement left running for nobody.
+import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createDb, type Db } from '../src/index';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { startCluster, type Cluster } from './support/cluster';
+
+let cluster: Cluster;
+let db: Db<PrismaClient>;
+const APP = `health-${process.pid}`;
+
+beforeAll(async () => {
+  // Every statement is logged with its application name: the round trips can be counted.
+  cluster = await startCluster({ name: 'health', extraConf: { log_statement: 'all' } });
+  db = createDb({
+    PrismaClient,
+    url: cluster.url('postgres', { sslmode: 'require', sslrootcert: cluster.caFile }),
+    applicationName: APP,
+    pool: { size: 1, maxOverflow: 0 },
+    timeouts: { connectMs: 2000 },
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await db?.close({ deadlineMs: 0 });
+  await cluster?.destroy();
+});
+
+/** Statements the server logged for our application name. */
+function loggedStatements(): string[] {
+  return fs
+    .readFileSync(cluster.logFile, 'utf8')
+    .split('\n')
+    .filter((line) => line.includes(`/${APP} `) && /LOG:\s+(statement|execute [^:]*):/.test(line));
+}
+
+async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('db.health()', () => {
+  it('is healthy with the server facts, in one round trip', async () => {
+    const before = loggedStatements().length;
+    const report = await db.health();
+    expect(report).toMatchObject({
+      status: 'healthy',
+      isReplica: false,
+      ssl: { active: true },
+      pool: { open: 1, max: 1 },
+    });
+    expect(report.error).toBeUndefined();
+    expect(report.serverVersion).toMatch(/^15\./);
+    expect(report.ssl?.version).toMatch(/^TLS/);
+    expect(Math.abs(Date.parse(report.serverTime ?? '') - Date.now())).toBeLessThan(5000);
+    expect(report.latencyMs).toBeGreaterThanOrEqual(0);
+    // Exactly one statement reached the server for the whole check.
+    await waitFor(() => loggedStatements().length > before);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(loggedStatements().slice(before)).toHaveLength(1);
+    // A probe is not application traffic.
+    expect(db.stats().counters.queries).toBe(0);
+  });
+
+  it('is unhealthy at its timeout when the server stops answering, and drops that connection', async () => {
+    await db.health();
+    expect(db.stats().pool.open).toBe(1);
+    const [row] = await cluster.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity WHERE application_name = $1`,
+      [APP],
+    );
+    // Freeze the backend: the connection stays open but nothing answers.
+    execFileSync('kill', ['-STOP', String(row!.pid)]);
+    try {
+      const started = Date.now();
+      const report = await db.health({ timeoutMs: 400 });
+      const elapsed = Date.now() - started;
+      expect(report.status).toBe('unhealthy');
+      expect(report.error).toMatch(/timed out after 400 ms/);
+      expect(elapsed).toBeGreaterThanOrEqual(380);
+      expect(elapsed).toBeLessThan(1500);
+      // The connection with the statement still on it was destroyed, not left waiting.
+      await waitFor(() => db.stats().pool.open === 0, 2000);
+    } finally {
+      execFileSync('kill', ['-CONT', String(row!.pid)]);
+    }
+    // And the next check gets a fresh connection.
+    expect((await db.health()).status).toBe('healthy');
+  });
+
+  it('is unhealthy within its timeout once the server is gone, without throwing and without secrets', async () => {
+    expect((await db.health()).status).toBe('healthy');
+    await cluster.stop();
+    const started = Date.now();
+    const report = await db.health({ timeoutMs: 1500 });
+    expect(Date.now() - started).toBeLessThan(1700);
+    expect(report.status).toBe('unhealthy');
+    expect(report.serverVersion).toBeNull();
+    expect(report.error).toEqual(expect.any(String));
+    expect(report.error).not.toContain(cluster.password);
+    expect(report.pool.max).toBe(1);
+    expect(db.stats().lastError).not.toBeNull();
+    await cluster.start();
+    // Recovers by itself once the server is back.
+    await waitFor(async () => (await db.health()).status === 'healthy', 10_000);
+  });
+
+  it('reports a closed Db as unhealthy', async () => {
+    const other = createDb({ PrismaClient, url: cluster.url(), applicationName: `${APP}-closed` });
+    await other.close();
+    expect(await other.health()).toMatchObject({ status: 'unhealthy', error: 'the database client is closed' });
+  });
+});
