@@ -11,7 +11,7 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
+export async function startTcpProxy(target: { host: string; port: number }, listenHost = '127.0.0.1'): Promise<TcpProxy> {
   const pairs = new Set<{ client: net.Socket; upstream: net.Socket; silent: boolean }>();
   const server = net.createServer((client) => {
     const upstream = net.connect(target.port, target.host);
@@ -27,7 +27,7 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     client.on('close', end).on('error', end);
     upstream.on('close', end).on('error', end);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => server.listen(0, listenHost, r));
   return {
     port: (server.address() as net.AddressInfo).port,
     blackholeExisting: () => pairs.forEach((p) => (p.silent = true)),
