@@ -247,7 +247,11 @@ function connectionConfig(url: string, ssl: SslOptions | undefined): { config: p
   const drop = ['schema', 'connection_limit', 'pool_timeout', 'pgbouncer', 'statement_cache_size', 'socket_timeout', 'connect_timeout'];
   if (ssl !== undefined) drop.push('ssl', 'sslmode', 'sslcert', 'sslkey', 'sslrootcert', 'sslaccept', 'uselibpqcompat');
   for (const key of drop) parsed.searchParams.delete(key);
-  const config: pg.PoolConfig = { connectionString: parsed.toString(), max: 4 };
+  // idleTimeoutMillis 0: migrations are serialised by a session-level advisory lock taken on
+  // whichever pooled connection ran `pg_advisory_lock`; pg's default would close that
+  // connection after 10 idle seconds (releasing the lock) while a long migration runs on
+  // another one. Pools live only as long as the engine, so nothing idles for long.
+  const config: pg.PoolConfig = { connectionString: parsed.toString(), max: 4, idleTimeoutMillis: 0 };
   if (ssl !== undefined) config.ssl = ssl;
   return schema === undefined ? { config } : { config, schema };
 }
