@@ -195,7 +195,7 @@ class PgCluster implements Cluster {
 
   private portFixed = false;
   private destroyed = false;
-  private guard: { release(): void } | undefined;
+  private guard: { release(): Promise<void> } | undefined;
 
   constructor(
     init: { dir: string; port: number; passwords: { superuser: string; app: string; replication: string }; certs: Certs },
@@ -427,7 +427,7 @@ class PgCluster implements Cluster {
     this.destroyed = true;
     await this.shutdown('SIGQUIT').catch(() => undefined);
     fs.rmSync(this.dir, { recursive: true, force: true });
-    this.guard?.release();
+    await this.guard?.release();
   }
 }
 

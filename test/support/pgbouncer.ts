@@ -191,7 +191,7 @@ export async function startPgBouncer(target: ServerInfo, opts: PgBouncerOptions 
     }
   } catch (err) {
     fs.rmSync(dir, { recursive: true, force: true });
-    guard.release();
+    await guard.release();
     throw err;
   }
   const running = proc;
@@ -243,7 +243,7 @@ export async function startPgBouncer(target: ServerInfo, opts: PgBouncerOptions 
       // SIGTERM: immediate shutdown (SIGINT would wait for clients to finish).
       await stopServerProcess(running, 'SIGTERM', 10_000);
       fs.rmSync(dir, { recursive: true, force: true });
-      guard.release();
+      await guard.release();
     },
   };
   return bouncer;

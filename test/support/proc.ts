@@ -363,7 +363,10 @@ alive() {
   st=$(sed 's/.*) //' "/proc/$owner/stat" 2>/dev/null | cut -d' ' -f20)
   [ "$st" = "$ownerstart" ]
 }
-while alive; do sleep 0.5; done
+# Dismissed with SIGTERM: reap our own sleep first so no <defunct> is left for init.
+trap 'kill $sl 2>/dev/null; wait $sl 2>/dev/null; exit 0' TERM
+while alive; do sleep 0.5 & sl=$!; wait $sl; done
+trap - TERM
 if [ -f "$pidfile" ]; then
   pid=$(head -n1 "$pidfile")
   if [ -n "$pid" ] && tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker"; then
@@ -376,12 +379,16 @@ fi
 rm -rf "$dir" "$regfile"
 `;
 
+interface Watchdog {
+  pid: number | undefined;
+  exited: Promise<void>;
+}
+
 /**
  * Starts a detached watchdog: when this process dies (however: crash, SIGKILL, a Jest
- * worker force-killed), it stops the server and removes its dir. Returns its pid so a
- * clean shutdown can dismiss it.
+ * worker force-killed), it stops the server and removes its dir.
  */
-export function startWatchdog(entry: Omit<RegistryEntry, 'ownerPid' | 'ownerStart'>): number | undefined {
+function startWatchdog(entry: Omit<RegistryEntry, 'ownerPid' | 'ownerStart'>): Watchdog {
   const child = spawn(
     'sh',
     [
@@ -399,20 +406,39 @@ export function startWatchdog(entry: Omit<RegistryEntry, 'ownerPid' | 'ownerStar
     { detached: true, stdio: 'ignore', cwd: '/' },
   );
   child.unref();
-  return child.pid;
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
+  return { pid: child.pid, exited };
 }
 
-export function stopWatchdog(pid: number | undefined): void {
-  if (pid === undefined) return;
+/** Kills the watchdog (no longer needed); the promise resolves once it is reaped (max 2 s). */
+function stopWatchdog(w: Watchdog): Promise<void> {
+  if (w.pid === undefined) return Promise.resolve();
+  const pid = w.pid;
   try {
-    process.kill(-pid, 'SIGKILL'); // its process group: the shell and its current `sleep`
+    process.kill(pid, 'SIGTERM'); // it reaps its `sleep` and exits
   } catch {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      /* already gone */
-    }
+    return Promise.resolve();
   }
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    w.exited.then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), 2_000);
+    }),
+  ])
+    .then((exited) => {
+      if (!exited) {
+        try {
+          process.kill(-pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    })
+    .finally(() => clearTimeout(timer));
 }
 
 /**
@@ -430,23 +456,24 @@ function realProcess(): NodeJS.Process {
 }
 
 /** Registers a server for leftover protection: registry entry + watchdog + exit hook. */
-export function guardServer(entry: Omit<RegistryEntry, 'ownerPid' | 'ownerStart'>): { release(): void } {
+export function guardServer(entry: Omit<RegistryEntry, 'ownerPid' | 'ownerStart'>): { release(): Promise<void> } {
   register({ ...entry, ownerPid: process.pid, ownerStart: pidStartTime(process.pid) });
   const watchdog = startWatchdog(entry);
   const onExit = (): void => {
     try {
       killEntrySync(entry);
     } finally {
-      stopWatchdog(watchdog);
+      void stopWatchdog(watchdog);
     }
   };
   const proc = realProcess();
   proc.on('exit', onExit);
   return {
-    release(): void {
+    /** The server is gone and its dir removed: drop the guards. */
+    release(): Promise<void> {
       proc.removeListener('exit', onExit);
-      stopWatchdog(watchdog);
       unregister(entry.dir);
+      return stopWatchdog(watchdog);
     },
   };
 }
