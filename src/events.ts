@@ -28,6 +28,10 @@ import { redact } from './redact.ts';
 /** A statement that took at least `thresholdMs`. The SQL text only: never its parameters. */
 export interface SlowQueryInfo {
   sql: string;
+  /**
+   * From handing the statement to the driver until its result: a wait for a free
+   * connection (or a new connection's handshake) counts, as the caller waited for it too.
+   */
   durationMs: number;
   thresholdMs: number;
   inTransaction: boolean;
@@ -158,10 +162,12 @@ export function createOperations(config: DbConfig, monitor: PoolMonitor, logger?
     lastError = describeError(err);
   };
   // Connection-level failures the pool reports (idle sockets dying, failed connects).
-  monitor.events.on('error', (err) => {
+  // An idle connection's error reaches the monitor twice (pg-pool's 'error' event and
+  // the adapter's onPoolError both forward it): each listener sees each error once.
+  monitor.events.on('error', oncePerError((err) => {
     record(err);
     logger?.error?.({ event: 'error', kind: lastError?.kind, error: lastError?.message }, 'database error');
-  });
+  }));
 
   function enter(): () => void {
     if (admitted.getStore()) return () => {};
@@ -276,8 +282,9 @@ export function createOperations(config: DbConfig, monitor: PoolMonitor, logger?
 
     on(event, listener) {
       const target = (event === 'slowQuery' ? own : monitor.events) as unknown as EventEmitter;
-      target.on(event, listener as (...args: unknown[]) => void);
-      return () => void target.off(event, listener as (...args: unknown[]) => void);
+      const handler = (event === 'error' ? oncePerError(listener as (err: Error) => void) : listener) as (...args: unknown[]) => void;
+      target.on(event, handler);
+      return () => void target.off(event, handler);
     },
 
     stats: (sessions) => ({
@@ -318,6 +325,9 @@ export function createOperations(config: DbConfig, monitor: PoolMonitor, logger?
         } else {
           await shutdown();
         }
+        // pg-pool's end() resolves once its list of clients is empty, before their sockets
+        // have finished closing: wait for those too, so that "closed" means no socket left.
+        await allRemoved(monitor, FORCE_GRACE_MS);
         state = 'closed';
         logger?.info?.({ event: 'close', drained: finished }, 'database closed');
       })());
@@ -352,6 +362,18 @@ export function createOperations(config: DbConfig, monitor: PoolMonitor, logger?
   return ops;
 }
 
+/** `listener`, called at most once per distinct error object. */
+function oncePerError(listener: (err: Error) => void): (err: Error) => void {
+  const seen = new WeakSet<object>();
+  return (err) => {
+    if (typeof err === 'object' && err !== null) {
+      if (seen.has(err)) return;
+      seen.add(err);
+    }
+    listener(err);
+  };
+}
+
 /** `target` with some members replaced; every other member still works on the original object. */
 function overlay<T extends object>(target: T, overrides: Partial<T>): T {
   return new Proxy(target, {
@@ -375,6 +397,23 @@ function closedAdapter(factory: SqlDriverAdapterFactory): SqlDriverAdapter {
     startTransaction: refuse,
     dispose: async () => {},
   };
+}
+
+function allRemoved(monitor: PoolMonitor, ms: number): Promise<void> {
+  const left = (): number => monitor.counters.connectionsOpened - monitor.counters.connectionsClosed;
+  if (left() <= 0) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const check = (): void => {
+      if (left() <= 0) done();
+    };
+    const done = (): void => {
+      clearTimeout(timer);
+      monitor.events.off('remove', check);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    monitor.events.on('remove', check);
+  });
 }
 
 async function raceTimeout(work: Promise<void>, ms: number): Promise<void> {

@@ -1,0 +1,200 @@
+// stats(), lifecycle events, the slow-query event and the logger, against the shared
+// server: the figures must agree with what PostgreSQL itself reports.
+import { createDb, DatabaseTransactionError, type Db, type DbLogger } from '../src/index';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { countConnections, createTestDatabase, terminateConnections, type TestDatabase } from './support/db';
+
+let testDb: TestDatabase;
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+});
+afterAll(async () => {
+  await testDb.drop();
+});
+
+let seq = 0;
+const appName = (label: string): string => `stats-${label}-${process.pid}-${++seq}`;
+
+async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** A pino-style logger that keeps every call. */
+function recordingLogger(): DbLogger & { calls: { level: string; obj: Record<string, unknown>; msg: string }[] } {
+  const calls: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
+  return {
+    calls,
+    warn: (obj, msg) => void calls.push({ level: 'warn', obj, msg }),
+    error: (obj, msg) => void calls.push({ level: 'error', obj, msg }),
+    info: (obj, msg) => void calls.push({ level: 'info', obj, msg }),
+  };
+}
+
+describe('stats()', () => {
+  let db: Db<PrismaClient>;
+  let name: string;
+  beforeAll(() => {
+    name = appName('pool');
+    db = createDb({ PrismaClient, url: testDb.url, applicationName: name, pool: { size: 2, maxOverflow: 2, overflowIdleMs: 300 } });
+  });
+  afterAll(() => db.close());
+
+  it('pool figures match pg_stat_activity for the application name', async () => {
+    expect(db.stats().pool).toEqual({ open: 0, idle: 0, inUse: 0, waiting: 0, max: 4 });
+    // Four statements at once: two kept connections plus the two overflow ones.
+    const busy = Promise.all([1, 2, 3, 4].map(() => db.$executeRawUnsafe('SELECT pg_sleep(0.3)')));
+    await waitFor(() => db.stats().pool.inUse === 4);
+    expect(await countConnections(name, testDb.name)).toBe(4);
+    expect(db.stats().pool).toMatchObject({ open: 4, inUse: 4, idle: 0 });
+    await busy;
+    expect(db.stats().pool).toMatchObject({ open: 4, inUse: 0, idle: 4 });
+    // The overflow closes once idle; the server must see the same number as the pool.
+    await waitFor(() => db.stats().pool.open === 2);
+    await waitFor(async () => (await countConnections(name, testDb.name)) === 2);
+    const { counters } = db.stats();
+    expect(counters.connectionsOpened).toBe(4);
+    expect(counters.connectionsClosed).toBe(2);
+    expect(counters.queries).toBe(4);
+  });
+
+  it('counts statements, units of work, rollbacks and errors, and keeps the last error without values', async () => {
+    const before = db.stats().counters;
+    await db.user.count();
+    await db.transaction(async (tx) => {
+      await tx.user.count();
+    });
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.user.count();
+        throw new Error('business rule');
+      }),
+    ).rejects.toBeInstanceOf(DatabaseTransactionError);
+    // The value travels as a parameter; the server quotes it back in its message.
+    await expect(db.$queryRaw`SELECT ${'SECRET-VALUE-42'}::int AS n`).rejects.toThrow();
+    const after = db.stats().counters;
+    expect(after.transactions - before.transactions).toBe(2);
+    expect(after.commits - before.commits).toBe(1);
+    expect(after.rollbacks - before.rollbacks).toBe(1);
+    expect(after.queryErrors - before.queryErrors).toBe(1);
+    // count, (count + COMMIT), (count + ROLLBACK), the failing SELECT: BEGIN is the adapter's own.
+    expect(after.queries - before.queries).toBe(6);
+    const last = db.stats().lastError;
+    expect(last).toMatchObject({ kind: 'query', sqlState: '22P02' });
+    expect(last?.message).toMatch(/invalid input syntax for type integer/);
+    expect(last?.message).not.toContain('SECRET-VALUE-42');
+    expect(Date.parse(last?.at ?? '')).toBeGreaterThan(Date.now() - 10_000);
+    expect(db.stats().state).toBe('open');
+  });
+});
+
+describe('events', () => {
+  it('fire connect → acquire → release for a query, then acquire → release on a reused connection', async () => {
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('events') });
+    const seen: string[] = [];
+    const pids = new Set<number | undefined>();
+    for (const event of ['connect', 'acquire', 'release', 'remove'] as const) {
+      db.on(event, (info) => {
+        seen.push(event);
+        pids.add(info.pid);
+      });
+    }
+    await db.$queryRaw`SELECT 1`;
+    expect(seen).toEqual(['connect', 'acquire', 'release']);
+    await db.$queryRaw`SELECT 1`;
+    expect(seen).toEqual(['connect', 'acquire', 'release', 'acquire', 'release']);
+    // One backend, named by its pid only.
+    expect(pids.size).toBe(1);
+    expect([...pids][0]).toEqual(expect.any(Number));
+    await db.close();
+    expect(seen.at(-1)).toBe('remove');
+  });
+
+  it('report a connection the server terminated as an error event, and the unsubscribe works', async () => {
+    const name = appName('error');
+    const logger = recordingLogger();
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: name, logger });
+    const errors: Error[] = [];
+    const off = db.on('error', (err) => errors.push(err));
+    await db.$queryRaw`SELECT 1`;
+    expect(await terminateConnections({ applicationName: name })).toBe(1);
+    await waitFor(() => errors.length >= 1);
+    await new Promise((r) => setTimeout(r, 100));
+    // Once per failure, although two parts of the stack report it.
+    expect(errors).toHaveLength(1);
+    expect(db.stats().lastError?.kind).not.toBeUndefined();
+    expect(logger.calls.some((c) => c.level === 'error' && c.obj.event === 'error')).toBe(true);
+    off();
+    await db.$queryRaw`SELECT 1`;
+    expect(await terminateConnections({ applicationName: name })).toBe(1);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(errors).toHaveLength(1);
+    await db.close();
+  });
+});
+
+describe('slow queries', () => {
+  it('emit slowQuery past the threshold, not below it, with SQL text and never the parameters', async () => {
+    const logger = recordingLogger();
+    // The threshold comes from the environment, as a deployment would set it.
+    const db = createDb({
+      PrismaClient,
+      url: testDb.url,
+      applicationName: appName('slow'),
+      logger,
+      env: { DB_SLOW_QUERY_MS: '100' },
+    });
+    const slow: { sql: string; durationMs: number; thresholdMs: number; inTransaction: boolean }[] = [];
+    db.on('slowQuery', (info) => slow.push(info));
+    // Connect first: a new connection's TLS handshake counts towards the first statement.
+    await db.$queryRaw`SELECT 1`;
+    expect(slow).toHaveLength(0);
+
+    await db.$queryRaw`SELECT pg_sleep(0.01)::text AS s, ${'FAST-PARAM'}::text AS v`;
+    expect(slow).toHaveLength(0);
+
+    await db.$queryRaw`SELECT pg_sleep(0.3)::text AS s, ${'SECRET-PARAM'}::text AS v`;
+    expect(slow).toHaveLength(1);
+    expect(slow[0]).toMatchObject({ thresholdMs: 100, inTransaction: false });
+    expect(slow[0]!.durationMs).toBeGreaterThanOrEqual(290);
+    expect(slow[0]!.sql).toMatch(/pg_sleep\(0\.3\).*\$1/s);
+
+    await db.transaction(async (tx) => {
+      await tx.$executeRawUnsafe('SELECT pg_sleep(0.15)');
+    });
+    expect(slow).toHaveLength(2);
+    expect(slow[1]).toMatchObject({ inTransaction: true });
+    expect(db.stats().counters.slowQueries).toBe(2);
+
+    const warnings = logger.calls.filter((c) => c.level === 'warn' && c.obj.event === 'slowQuery');
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]!.msg).toMatch(/slow query: \d+ ms \(threshold 100 ms\)/);
+    const everything = JSON.stringify(logger.calls);
+    expect(everything).not.toContain('SECRET-PARAM');
+    expect(everything).not.toContain(testDb.password);
+    await db.close();
+  });
+
+  it('emit nothing when no threshold is set', async () => {
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('noslow'), env: {} });
+    const slow: unknown[] = [];
+    db.on('slowQuery', (info) => slow.push(info));
+    await db.$executeRawUnsafe('SELECT pg_sleep(0.2)');
+    expect(slow).toHaveLength(0);
+    expect(db.stats().counters.slowQueries).toBe(0);
+    await db.close();
+  });
+
+  it('accept a console logger', async () => {
+    const lines: unknown[][] = [];
+    const fakeConsole = { ...console, warn: (...data: unknown[]) => void lines.push(data) };
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('console'), slowQueryMs: 50, logger: fakeConsole });
+    await db.$executeRawUnsafe('SELECT pg_sleep(0.1)');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]![0]).toMatchObject({ event: 'slowQuery', thresholdMs: 50 });
+    await db.close();
+  });
+});
