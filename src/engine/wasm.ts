@@ -244,6 +244,8 @@ function evaluateGlue(source: string): WasmBindgenGlue {
 function connectionConfig(url: string, ssl: SslOptions | undefined): { config: pg.PoolConfig; schema?: string } {
   const parsed = new URL(url);
   const schema = parsed.searchParams.get('schema') ?? undefined;
+  // Prisma's connect_timeout (seconds, default 5, 0 = none), which pg would ignore.
+  const connectTimeout = Number(parsed.searchParams.get('connect_timeout') ?? '5');
   const drop = ['schema', 'connection_limit', 'pool_timeout', 'pgbouncer', 'statement_cache_size', 'socket_timeout', 'connect_timeout'];
   if (ssl !== undefined) drop.push('ssl', 'sslmode', 'sslcert', 'sslkey', 'sslrootcert', 'sslaccept', 'uselibpqcompat');
   for (const key of drop) parsed.searchParams.delete(key);
@@ -252,6 +254,7 @@ function connectionConfig(url: string, ssl: SslOptions | undefined): { config: p
   // connection after 10 idle seconds (releasing the lock) while a long migration runs on
   // another one. Pools live only as long as the engine, so nothing idles for long.
   const config: pg.PoolConfig = { connectionString: parsed.toString(), max: 4, idleTimeoutMillis: 0 };
+  if (Number.isFinite(connectTimeout) && connectTimeout > 0) config.connectionTimeoutMillis = connectTimeout * 1000;
   if (ssl !== undefined) config.ssl = ssl;
   return schema === undefined ? { config } : { config, schema };
 }
