@@ -26,14 +26,27 @@ interface PrismaLike {
   name?: string;
   code?: unknown;
   message?: string;
+  cause?: unknown;
   meta?: { driverAdapterError?: { cause?: DriverCause }; target?: unknown; modelName?: string };
+}
+
+/**
+ * The driver adapter's mapped error: inside a Prisma error's meta, or — when Prisma
+ * rethrows the adapter's error as is, as it does for a failed COMMIT — the cause of a
+ * bare `DriverAdapterError`.
+ */
+function driverCause(e: PrismaLike): DriverCause | undefined {
+  const inMeta = e.meta?.driverAdapterError?.cause;
+  if (inMeta) return inMeta;
+  if (e.name === 'DriverAdapterError' && typeof e.cause === 'object' && e.cause !== null) return e.cause as DriverCause;
+  return undefined;
 }
 
 /** SQLSTATEs after which re-running the whole unit of work can succeed. */
 export const RETRYABLE_SQLSTATES = new Set(['40001', '40P01']);
 
 function sqlStateOf(e: PrismaLike): string | undefined {
-  const cause = e.meta?.driverAdapterError?.cause;
+  const cause = driverCause(e);
   const fromCause = cause?.originalCode ?? cause?.code;
   if (typeof fromCause === 'string' && /^[0-9A-Z]{5}$/.test(fromCause)) return fromCause;
   if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) return e.code;
@@ -42,7 +55,7 @@ function sqlStateOf(e: PrismaLike): string | undefined {
 }
 
 function constraintOf(e: PrismaLike): string | undefined {
-  const c = e.meta?.driverAdapterError?.cause?.constraint;
+  const c = driverCause(e)?.constraint;
   if (c?.index) return c.index;
   if (c?.fields?.length) return c.fields.join(', ');
   const target = e.meta?.target;
@@ -53,7 +66,7 @@ function constraintOf(e: PrismaLike): string | undefined {
 
 /** The server's message, minus anything that may be a value: quoted literals in data errors. */
 function serverMessage(e: PrismaLike, sqlState: string | undefined): string {
-  const raw = e.meta?.driverAdapterError?.cause?.originalMessage ?? e.meta?.driverAdapterError?.cause?.message;
+  const raw = driverCause(e)?.originalMessage ?? driverCause(e)?.message;
   if (raw === undefined) {
     // Prisma's own errors: the last line is the reason, the lines above quote the call.
     const lines = (e.message ?? '').split('\n').map((l) => l.trim()).filter(Boolean);

@@ -80,7 +80,8 @@ function isRetryableConflict(err: DatalayerError): boolean {
 function isDatabaseFailure(err: unknown): boolean {
   if (err instanceof DatalayerError) return true;
   const name = (err as { name?: unknown } | null)?.name;
-  return typeof name === 'string' && name.startsWith('PrismaClient');
+  // A failed COMMIT (e.g. a serialization failure) reaches us as the adapter's bare error.
+  return typeof name === 'string' && (name.startsWith('PrismaClient') || name === 'DriverAdapterError');
 }
 
 export function createSessions<C>(client: C & TransactionalClient, config: DbConfig, monitor: PoolMonitor): Sessions<C> {
