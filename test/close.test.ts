@@ -1,0 +1,160 @@
+// db.close({ deadlineMs }) and closeOnSignals against the shared server: new work is
+// refused with a typed error, work in flight finishes (or is cut at the deadline), and
+// afterwards the server has no connection of ours and the process no socket.
+import { createDb, DatabaseClosedError, type Db } from '../src/index';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
+
+let testDb: TestDatabase;
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+});
+afterAll(async () => {
+  await testDb.drop();
+});
+
+let seq = 0;
+const appName = (label: string): string => `close-${label}-${process.pid}-${++seq}`;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function sockets(): number {
+  return process.getActiveResourcesInfo().filter((r) => /TCP|TLS|Pipe/.test(r)).length;
+}
+
+async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await sleep(25);
+  }
+}
+
+function open(label: string): { db: Db<PrismaClient>; name: string } {
+  const name = appName(label);
+  return { db: createDb({ PrismaClient, url: testDb.url, applicationName: name, pool: { size: 2, maxOverflow: 0 } }), name };
+}
+
+describe('db.close()', () => {
+  it('refuses new work, waits for the unit in flight, then leaves no connection and no socket', async () => {
+    const before = sockets();
+    const { db, name } = open('drain');
+    // Two connections: one will be busy with the unit, the other idle.
+    await Promise.all([1, 2].map(() => db.$executeRawUnsafe('SELECT pg_sleep(0.05)')));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let started = false;
+    const inFlight = db.transaction(async (tx) => {
+      await tx.user.create({ data: { email: `drain-${name}@example.com` } });
+      started = true;
+      await gate;
+      // Still allowed while closing: it belongs to work admitted before close().
+      await db.transaction(async (inner) => inner.user.count());
+      return tx.user.count({ where: { email: `drain-${name}@example.com` } });
+    });
+    await waitFor(() => started);
+    expect(await countConnections(name)).toBe(2);
+
+    let closed = false;
+    const closing = db.close({ deadlineMs: 10_000 }).then(() => (closed = true));
+    expect(db.stats().state).toBe('closing');
+
+    // New work of every kind gets the typed error, without touching the server.
+    await expect(db.transaction(async (tx) => tx.user.count())).rejects.toBeInstanceOf(DatabaseClosedError);
+    await expect(db.session(async (c) => c.user.count())).rejects.toBeInstanceOf(DatabaseClosedError);
+    const plain = await db.user.count().catch((e: unknown) => e);
+    expect(plain).toBeInstanceOf(DatabaseClosedError);
+    expect((plain as DatabaseClosedError).retryable).toBe(false);
+
+    await sleep(100);
+    expect(closed).toBe(false); // still waiting for the unit
+    release();
+    await expect(inFlight).resolves.toBe(1);
+    await closing;
+    expect(db.stats().state).toBe('closed');
+    expect(db.stats().pool.open).toBe(0);
+    expect(await countConnections(name)).toBe(0);
+    expect(sockets()).toBe(before);
+    // The unit committed.
+    expect(await testDb.query(`SELECT 1 FROM users WHERE email = $1`, [`drain-${name}@example.com`])).toHaveLength(1);
+    // Still refused afterwards (Prisma would otherwise reconnect on demand).
+    await expect(db.user.count()).rejects.toBeInstanceOf(DatabaseClosedError);
+    expect(await countConnections(name)).toBe(0);
+  });
+
+  it('closes connections still in use once the deadline passes', async () => {
+    const before = sockets();
+    const { db, name } = open('deadline');
+    let started = false;
+    const stuck = db.transaction(
+      async (tx) => {
+        await tx.user.count();
+        started = true;
+        await sleep(1500); // the unit holds its connection, idle in transaction
+        return tx.user.count();
+      },
+      { timeoutMs: 10_000 },
+    );
+    stuck.catch(() => {});
+    await waitFor(() => started);
+    const t0 = Date.now();
+    await db.close({ deadlineMs: 300 });
+    const elapsed = Date.now() - t0;
+    expect(elapsed).toBeGreaterThanOrEqual(280);
+    expect(elapsed).toBeLessThan(1400); // deadline + grace, well before the unit would end
+    await expect(stuck).rejects.toThrow();
+    await waitFor(async () => (await countConnections(name)) === 0);
+    await waitFor(() => sockets() === before);
+  });
+
+  it('is idempotent', async () => {
+    const { db, name } = open('twice');
+    await db.$queryRaw`SELECT 1`;
+    const a = db.close();
+    const b = db.close({ deadlineMs: 1 });
+    expect(b).toBe(a);
+    await Promise.all([a, b]);
+    await db.close();
+    expect(await countConnections(name)).toBe(0);
+  });
+});
+
+describe('signals', () => {
+  it('registers no handler by default', () => {
+    const counts = [process.listenerCount('SIGTERM'), process.listenerCount('SIGINT')];
+    createDb({ PrismaClient, url: testDb.url, applicationName: appName('nosig') });
+    expect([process.listenerCount('SIGTERM'), process.listenerCount('SIGINT')]).toEqual(counts);
+  });
+
+  it('closeOnSignals: true closes on SIGTERM and then lets the signal take effect', async () => {
+    const sigterm = process.listenerCount('SIGTERM');
+    const sigint = process.listenerCount('SIGINT');
+    const name = appName('sig');
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: name, closeOnSignals: true });
+    expect(process.listenerCount('SIGTERM')).toBe(sigterm + 1);
+    expect(process.listenerCount('SIGINT')).toBe(sigint + 1);
+    await db.$queryRaw`SELECT 1`;
+    expect(await countConnections(name)).toBe(1);
+    // The re-raised signal would end the Jest worker: record it instead.
+    const kill = jest.spyOn(process, 'kill').mockImplementation(() => true);
+    try {
+      process.emit('SIGTERM', 'SIGTERM');
+      await waitFor(() => kill.mock.calls.length > 0);
+      expect(db.stats().state).toBe('closed');
+      expect(kill).toHaveBeenCalledWith(process.pid, 'SIGTERM');
+    } finally {
+      kill.mockRestore();
+    }
+    expect(await countConnections(name)).toBe(0);
+    expect(process.listenerCount('SIGTERM')).toBe(sigterm);
+    expect(process.listenerCount('SIGINT')).toBe(sigint);
+  });
+
+  it('db.closeOnSignals() returns an unregister function', () => {
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('unreg') });
+    const sigterm = process.listenerCount('SIGTERM');
+    const off = db.closeOnSignals({ signals: ['SIGTERM'] });
+    expect(process.listenerCount('SIGTERM')).toBe(sigterm + 1);
+    off();
+    expect(process.listenerCount('SIGTERM')).toBe(sigterm);
+  });
+});
