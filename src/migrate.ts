@@ -12,7 +12,7 @@ import {
   type SchemaEngineHandle,
   type SchemaFilter,
   type SslOptions,
-} from './engine/wasm';
+} from './engine/wasm.ts';
 
 export interface MigrateOptions {
   /** postgresql:// URL of the database. Use the direct (unpooled) URL: the engine needs session state. */

@@ -20,7 +20,7 @@ import {
   type SchemaEngineHandle,
   type SchemaFilter,
   type SslOptions,
-} from './wasm';
+} from './wasm.ts';
 
 /** What the CLI passes in `--datasource`: the datasource block of prisma.config.ts. */
 interface DatasourceArg {
