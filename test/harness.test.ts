@@ -203,6 +203,25 @@ describe('startReplica', () => {
   });
 });
 
+describe('startReplica of the shared server', () => {
+  it('inherits the primary\'s max_connections and sees the test databases', async () => {
+    const db = await createTestDatabase({ prefix: 'repl' });
+    const replica = await startReplica(testServer().info());
+    try {
+      await replica.waitForCatchUp();
+      const rows = await replica.query<{ r: boolean; m: string }>(
+        "SELECT pg_is_in_recovery() AS r, current_setting('max_connections') AS m",
+      );
+      expect(rows[0]).toEqual({ r: true, m: '200' });
+      const dbs = await replica.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_database WHERE datname = $1', [db.name]);
+      expect(dbs[0]?.n).toBe(1);
+    } finally {
+      await replica.destroy();
+      await db.drop();
+    }
+  });
+});
+
 describe('startPgBouncer', () => {
   it('pools in transaction mode in front of the shared primary', async () => {
     const db = await createTestDatabase();

@@ -488,6 +488,14 @@ export async function startReplica(
   primary: ServerInfo,
   opts: Omit<ClusterOptions, 'replication' | 'ssl'> = {},
 ): Promise<Replica> {
+  // A hot standby refuses to start with lower settings than its primary for these.
+  const inherited = await queryServer<{ name: string; setting: string }>(
+    primary,
+    `SELECT name, setting FROM pg_settings WHERE name IN
+       ('max_connections', 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions', 'max_locks_per_transaction')`,
+  );
+  const primaryConf = Object.fromEntries(inherited.map((r) => [r.name, r.setting]));
+  const { max_connections: primaryMax, ...primaryRest } = primaryConf;
   const dir = makeServerDir(`${opts.name ?? 'replica'}-${RUN_ID}-${++serial}`);
   const certDir = path.join(dir, 'certs');
   const certs = certPaths(certDir);
@@ -498,7 +506,13 @@ export async function startReplica(
       passwords: { superuser: primary.password, app: primary.appPassword, replication: primary.replicationPassword },
       certs,
     },
-    { ...opts, ssl: primary.ssl, replication: true },
+    {
+      ...opts,
+      maxConnections: Math.max(opts.maxConnections ?? 0, Number(primaryMax ?? 100)),
+      extraConf: { ...primaryRest, ...opts.extraConf },
+      ssl: primary.ssl,
+      replication: true,
+    },
   ) as PgCluster & { primary: ServerInfo; waitForCatchUp(timeoutMs?: number): Promise<void> };
   replica.protect();
   try {
