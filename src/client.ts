@@ -9,7 +9,8 @@ import { createOperations, type CloseOnSignalsOptions, type CloseOptions, type D
 import { checkHealth, type HealthOptions, type HealthReport } from './health.ts';
 import { toDatalayerError } from './prisma-errors.ts';
 import { describeUrl } from './redact.ts';
-import { createSessions, currentCorrelationId, type Sessions, type TransactionalClient, type TxClient } from './session.ts';
+import { LAG_QUERY, ReplicaRouter, replicaName, routeReads, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
+import { createSessions, currentCorrelationId, type Sessions, type TransactionalClient, type TransactionOptions, type TxClient } from './session.ts';
 
 /** What createDb needs to build an application's own generated Prisma client. */
 export interface PrismaClientOptions {
@@ -34,6 +35,10 @@ export type { DbStats } from './events.ts';
 export interface DatalayerApi<C> {
   /** Runs `fn` in a transaction: commit on success, rollback on any throw. */
   transaction: Sessions<C>['transaction'];
+  /** A read-only unit of work, on a healthy replica when there is one, else on the primary. */
+  read<T>(fn: (tx: TxClient<C>) => Promise<T>, options?: Omit<TransactionOptions, 'readOnly'>): Promise<T>;
+  /** Each replica: reachable, lag behind the primary, last problem. */
+  replicas(): ReplicaStatus[];
   /** Runs `fn` on one reserved connection without a transaction. */
   session: Sessions<C>['session'];
   /** The active unit of work's client, or the plain client outside one. */
@@ -60,19 +65,15 @@ export type Db<C> = C & DatalayerApi<C>;
 
 interface ExtensibleClient extends TransactionalClient {
   $extends(extension: object): unknown;
+  $queryRawUnsafe(query: string, ...values: unknown[]): Promise<unknown>;
   $disconnect(): Promise<void>;
 }
 
-export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
-  const { PrismaClient, env, logger, closeOnSignals, ...dbOptions } = options;
-  const config = loadConfig(dbOptions, env);
-  const adapter = createAdapter(config);
-  const ops = createOperations(config, adapter.monitor, logger);
+function buildPrisma<C>(PrismaClient: PrismaClientClass<C>, config: DbConfig, factory: SqlDriverAdapterFactory): { base: ExtensibleClient; mapped: ExtensibleClient } {
   const base = new PrismaClient({
-    adapter: ops.instrument(adapter.factory),
+    adapter: factory,
     transactionOptions: { maxWait: config.transaction.maxWaitMs, timeout: config.transaction.timeoutMs },
   }) as unknown as ExtensibleClient;
-
   // Every query's failure becomes a typed error, inside or outside a unit of work.
   const mapped = base.$extends({
     query: {
@@ -85,11 +86,59 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
       },
     },
   }) as ExtensibleClient;
+  return { base, mapped };
+}
+
+/** One replica: the primary's settings with the replica's address, its own pool and client. */
+function buildReplica<C>(PrismaClient: PrismaClientClass<C>, dbOptions: DbOptions, url: string, env: Record<string, string | undefined> | undefined): ReplicaTarget<C> {
+  const config = loadConfig({ ...dbOptions, url, replicas: [] }, env);
+  const adapter = createAdapter(config);
+  const { base, mapped } = buildPrisma(PrismaClient, config, adapter.factory);
+  return {
+    name: replicaName(url),
+    sessions: createSessions<C>(mapped as unknown as C & TransactionalClient, config, adapter.monitor),
+    measureLag: async () => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const rows = await Promise.race([
+          base.$queryRawUnsafe(LAG_QUERY) as Promise<{ lag_ms: number | null }[]>,
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error('lag check timed out')), config.timeouts.connectMs);
+          }),
+        ]);
+        return rows[0]?.lag_ms ?? NaN;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    close: async () => {
+      await base.$disconnect();
+      await adapter.close();
+    },
+  };
+}
+
+export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
+  const { PrismaClient, env, logger, closeOnSignals, ...dbOptions } = options;
+  const config = loadConfig(dbOptions, env);
+  const adapter = createAdapter(config);
+  const ops = createOperations(config, adapter.monitor, logger);
+  const { base, mapped } = buildPrisma(PrismaClient, config, ops.instrument(adapter.factory));
 
   const sessions = createSessions<C>(mapped as unknown as C & TransactionalClient, config, adapter.monitor);
+  const router =
+    config.replicaUrls.length === 0
+      ? undefined
+      : new ReplicaRouter(
+          config.replicaUrls.map((url) => buildReplica(PrismaClient, dbOptions, url, env)),
+          config.replica,
+        );
+  const transaction = routeReads(sessions.transaction, router);
 
   const api: DatalayerApi<C> = {
-    transaction: ops.guard(sessions.transaction),
+    transaction: ops.guard(transaction),
+    read: ops.guard((fn, readOptions) => transaction(fn, { ...readOptions, readOnly: true })),
+    replicas: () => router?.status() ?? [],
     session: ops.guard(sessions.session),
     current: sessions.current,
     stats: () => ops.stats(sessions.counters),
@@ -102,7 +151,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     close: (closeOptions) =>
       ops.close(closeOptions, async () => {
         await base.$disconnect();
-        await adapter.close();
+        await Promise.all([adapter.close(), router?.close()]);
       }),
     closeOnSignals: (signalOptions) => ops.closeOnSignals(api.close, signalOptions),
   };

@@ -89,6 +89,16 @@ export interface DbOptions {
     isolationLevel?: IsolationLevel;
   };
   neon?: NeonOptions;
+  /** Read replicas (DATABASE_REPLICA_URL, comma-separated). Read-only units go there. */
+  replicas?: string[];
+  replica?: {
+    /** A replica further behind than this is skipped. Default 10 000 (DB_REPLICA_MAX_LAG_MS). */
+    maxLagMs?: number;
+    /** How long a failed replica stays out of rotation. Default 5 000. */
+    retryAfterMs?: number;
+    /** How often a replica's lag is measured, at most (only when reads are routed). Default 2 000. */
+    lagCheckIntervalMs?: number;
+  };
   /** Statements at least this slow emit `slowQuery` (and a logger warning); 0 = off (DB_SLOW_QUERY_MS). Default 0. */
   slowQueryMs?: number;
 }
@@ -138,6 +148,8 @@ export interface DbConfig {
   };
   readonly neon: NeonOptions;
   readonly slowQueryMs: number;
+  readonly replicaUrls: readonly string[];
+  readonly replica: { readonly maxLagMs: number; readonly retryAfterMs: number; readonly lagCheckIntervalMs: number };
 }
 
 export const DEFAULTS = {
@@ -376,6 +388,15 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
 
   const slowQueryMs = r.take(count(0), 0, ['slowQueryMs', options.slowQueryMs], ['DB_SLOW_QUERY_MS', env.DB_SLOW_QUERY_MS]);
 
+  const replicaSetting = options.replicas !== undefined ? 'replicas' : 'DATABASE_REPLICA_URL';
+  const replicaUrls = (options.replicas ?? (env.DATABASE_REPLICA_URL ?? '').split(',')).map((u) => u.trim()).filter(Boolean);
+  for (const replicaUrl of replicaUrls) registerSecret(parseUrl(replicaSetting, replicaUrl, r)?.target.password);
+  const replica = {
+    maxLagMs: r.take(count(0), 10_000, ['replica.maxLagMs', options.replica?.maxLagMs], ['DB_REPLICA_MAX_LAG_MS', env.DB_REPLICA_MAX_LAG_MS]),
+    retryAfterMs: r.take(count(0), 5_000, ['replica.retryAfterMs', options.replica?.retryAfterMs]),
+    lagCheckIntervalMs: r.take(count(0), 2_000, ['replica.lagCheckIntervalMs', options.replica?.lagCheckIntervalMs]),
+  };
+
   if (r.issues.length > 0) throw new ConfigError(r.issues);
 
   return Object.freeze({
@@ -399,6 +420,8 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
     transaction,
     neon: options.neon ?? {},
     slowQueryMs,
+    replicaUrls,
+    replica,
   });
 }
 

@@ -19,3 +19,6 @@ export type { CloseOnSignalsOptions, CloseOptions, DbCounters, DbEvents, DbLogge
 export type { HealthOptions, HealthReport } from './health.ts';
 export type { SessionOptions, TransactionOptions, TxClient } from './session.ts';
 export { redact } from './redact.ts';
+export type { ReplicaStatus } from './replicas.ts';
+export { deploy, drift, status, MigrationError } from './migrate.ts';
+export type { MigrateOptions } from './migrate.ts';

@@ -51,6 +51,11 @@ export interface TransactionalClient {
 const units = new AsyncLocalStorage<UnitContext>();
 const correlations = new AsyncLocalStorage<string>();
 
+/** Is the caller inside a unit of work? */
+export function inUnitOfWork(): boolean {
+  return units.getStore() !== undefined;
+}
+
 /** The correlation id of the unit of work or session the caller is running in. */
 export function currentCorrelationId(): string | undefined {
   return units.getStore()?.correlationId ?? correlations.getStore();

@@ -5,6 +5,7 @@
 // silently replaces any `ssl` object. The driver only ever sees the object built here.
 
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import type { DbConfig, SslMode } from './config.ts';
 import { ConfigError } from './errors.ts';
@@ -43,7 +44,9 @@ function tlsOptions(config: DbConfig, mode: SslMode): ConnectionOptions {
     if (effective === 'verify-ca') {
       // The chain is checked against the CA; the host name is not (libpq's verify-ca).
       opts.checkServerIdentity = () => undefined;
-    } else {
+    } else if (isIP(config.target.host) === 0) {
+      // SNI carries host names only; for an IP address Node checks the certificate's
+      // IP entries against the address it connected to.
       opts.servername = config.target.host;
     }
   } else {

@@ -1,0 +1,81 @@
+// Read replicas for real: a streaming replica (pg_basebackup -R) of a dedicated primary.
+// Reads land on the replica, writes on the primary, a write in a read-only unit fails
+// with a typed error, a stopped or lagging replica is skipped without the caller seeing it.
+import { createDb, DatabaseQueryError, type Db } from '../src/index';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { startCluster, startReplica, type Cluster, type Replica } from './support/cluster';
+import { buildTemplate } from './support/template';
+
+let primary: Cluster;
+let replica: Replica;
+let db: Db<PrismaClient>;
+
+beforeAll(async () => {
+  primary = await startCluster({ name: 'repl-primary' });
+  await buildTemplate(primary.info(), 'repl_template');
+  await primary.query('CREATE DATABASE repl_app TEMPLATE repl_template');
+  replica = await startReplica(primary.info(), { name: 'repl-replica' });
+  await replica.waitForCatchUp();
+  db = createDb({
+    PrismaClient,
+    url: primary.url('repl_app', { sslmode: 'require' }),
+    replicas: [replica.url('repl_app', { sslmode: 'require' })],
+    replica: { lagCheckIntervalMs: 0, retryAfterMs: 300, maxLagMs: 1000 },
+  });
+}, 120_000);
+afterAll(async () => {
+  await db?.close();
+  await replica?.destroy();
+  await primary?.destroy();
+});
+
+const onReplica = (): Promise<boolean> =>
+  db.read(async (tx) => (await tx.$queryRaw<{ r: boolean }[]>`SELECT pg_is_in_recovery() AS r`)[0]!.r);
+
+it('sends reads to the replica and writes to the primary', async () => {
+  await expect(onReplica()).resolves.toBe(true);
+  await expect(db.transaction(async (tx) => tx.$queryRaw<{ r: boolean }[]>`SELECT pg_is_in_recovery() AS r`)).resolves.toEqual([{ r: false }]);
+  const created = await db.transaction((tx) => tx.account.create({ data: { owner: 'replicated', balance: 5 } }));
+  await replica.waitForCatchUp();
+  await expect(db.read((tx) => tx.account.findUnique({ where: { id: created.id } }))).resolves.toMatchObject({ owner: 'replicated' });
+  expect(db.replicas()).toEqual([expect.objectContaining({ up: true, lagMs: 0 })]);
+});
+
+it('fails a write inside a read-only unit with a typed error', async () => {
+  const err = await db.read((tx) => tx.account.create({ data: { owner: 'nope' } })).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(DatabaseQueryError);
+  expect((err as DatabaseQueryError).sqlState).toBe('25006');
+  // Read-only on the primary too (the flag is not only the replica's doing).
+  const onPrimary = await db.transaction((tx) => tx.account.create({ data: { owner: 'nope' } }), { readOnly: true, nested: 'join' })
+    .catch((e: unknown) => e);
+  expect((onPrimary as DatabaseQueryError).sqlState).toBe('25006');
+});
+
+it('skips a lagging replica and reads from the primary', async () => {
+  await replica.query('SELECT pg_wal_replay_pause()');
+  try {
+    await primary.query('CREATE TABLE lag_marker (id int)', [], { db: 'repl_app' });
+    await new Promise((r) => setTimeout(r, 1300));
+    await expect(onReplica()).resolves.toBe(false);
+    expect(db.replicas()[0]).toMatchObject({ up: false });
+    expect(db.replicas()[0]!.lastError).toMatch(/lagging/);
+  } finally {
+    await replica.query('SELECT pg_wal_replay_resume()');
+  }
+  await replica.waitForCatchUp();
+  await expect(onReplica()).resolves.toBe(true);
+});
+
+it('falls back to the primary without an error when the replica is down, and reports it', async () => {
+  await expect(onReplica()).resolves.toBe(true);
+  await replica.stop();
+  try {
+    await expect(onReplica()).resolves.toBe(false);
+    expect(db.replicas()[0]).toMatchObject({ up: false });
+  } finally {
+    await replica.start();
+  }
+  await new Promise((r) => setTimeout(r, 350)); // retryAfterMs
+  await replica.waitForCatchUp();
+  await expect(onReplica()).resolves.toBe(true);
+});
