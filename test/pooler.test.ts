@@ -1,0 +1,55 @@
+// Through a real PgBouncer in transaction mode (Debian's 1.18: no prepared-statement
+// support): many concurrent units with a repeated parameterised query, and the unit of
+// work's timeouts still in force although startup parameters cannot carry them.
+import { createDb, StatementTimeoutError } from '../src/index';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { createTestDatabase, testServer, type TestDatabase } from './support/db';
+import { startPgBouncer, type PgBouncer } from './support/pgbouncer';
+
+let testDb: TestDatabase;
+let bouncer: PgBouncer;
+
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+  // No ignored startup parameters: PgBouncer refuses any it does not know, so this also
+  // proves the layer sends none in pooler mode.
+  bouncer = await startPgBouncer(testServer().info(), { poolMode: 'transaction', defaultPoolSize: 5, ignoreStartupParameters: [] });
+}, 60_000);
+afterAll(async () => {
+  await bouncer?.stop();
+  await testDb?.drop();
+});
+
+const viaBouncer = (extra: Record<string, string> = {}): string => bouncer.url(testDb.name, { pgbouncer: 'true', sslmode: 'disable', ...extra });
+
+it('runs 200 concurrent units with a repeated parameterised query, with no prepared-statement conflict', async () => {
+  const db = createDb({ PrismaClient, url: viaBouncer(), pool: { size: 10, maxOverflow: 10 } });
+  expect(db.config.pooler).toBe(true);
+  const account = await db.account.create({ data: { owner: 'pooled', balance: 0 } });
+  const results = await Promise.all(
+    Array.from({ length: 200 }, (_, i) =>
+      db.transaction(async (tx) => {
+        const found = await tx.account.findUnique({ where: { id: account.id } });
+        await tx.account.update({ where: { id: account.id }, data: { balance: { increment: 1 } } });
+        return (await tx.$queryRaw<{ n: number }[]>`SELECT ${i}::int AS n`)[0]!.n + (found ? 0 : 1e6);
+      }),
+    ),
+  );
+  expect(results.sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+  expect((await db.account.findUniqueOrThrow({ where: { id: account.id } })).balance).toBe(200);
+  // Single statements too, many times over the same server connections.
+  for (let i = 0; i < 50; i++) await db.account.findUnique({ where: { id: account.id } });
+  await db.close();
+});
+
+it('keeps the statement timeout in force inside a unit of work', async () => {
+  const db = createDb({ PrismaClient, url: viaBouncer(), timeouts: { statementMs: 300 } });
+  const started = Date.now();
+  const err = await db.transaction((tx) => tx.$queryRaw`SELECT pg_sleep(3)::text`).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(StatementTimeoutError);
+  expect(Date.now() - started).toBeLessThan(2500);
+  // The setting was local to that transaction: it did not leak onto the shared server connection.
+  const [row] = await db.$queryRaw<{ st: string }[]>`SELECT current_setting('statement_timeout') AS st`;
+  expect(row!.st).not.toBe('300ms');
+  await db.close();
+});
