@@ -1,0 +1,138 @@
+// `prisma-datalayer doctor` against real servers: a correct setup passes; a plaintext
+// server with a pool too large for its max_connections fails, naming each problem.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import type { DoctorReport } from '../../src/cli/index';
+import { startCluster, type Cluster } from '../support/cluster';
+import { adminQuery, createTestDatabase, type TestDatabase } from '../support/db';
+import { runCli } from './run';
+
+let testDb: TestDatabase;
+let small: Cluster;
+let maxConnections: number;
+beforeAll(async () => {
+  const [row] = await adminQuery<{ max_connections: string }>('SHOW max_connections');
+  maxConnections = Number(row!.max_connections);
+  [testDb, small] = await Promise.all([
+    createTestDatabase(),
+    // No SSL at all, and a max_connections a default-sized fleet cannot fit into.
+    startCluster({ name: 'doctor', ssl: false, maxConnections: 20 }),
+  ]);
+}, 120_000);
+afterAll(async () => {
+  await Promise.all([testDb?.drop(), small?.destroy()]);
+});
+
+const goodEnv = (): Record<string, string> => ({
+  DATABASE_URL: testDb.appUrl,
+  DB_APPLICATION_NAME: 'doctor-test',
+});
+
+function finding(report: DoctorReport, check: string): DoctorReport['findings'][number] {
+  const found = report.findings.filter((f) => f.check === check && f.status !== 'info');
+  expect(found).toHaveLength(1);
+  return found[0]!;
+}
+
+describe('doctor', () => {
+  it('exits 0 on a correct setup and reports what the server sees', async () => {
+    const run = await runCli(['doctor', '--json'], goodEnv());
+    expect(run.err).toBe('');
+    const report = JSON.parse(run.out) as DoctorReport;
+    expect(report.findings.filter((f) => f.status === 'fail')).toEqual([]);
+    expect(run.code).toBe(0);
+    expect(report.ok).toBe(true);
+    expect(finding(report, 'ssl').status).toBe('ok');
+    expect(report.facts.ssl).toMatchObject({ active: true, version: expect.stringMatching(/^TLS/) });
+    expect(report.facts.applicationName).toEqual({ configured: 'doctor-test', seenByServer: 'doctor-test' });
+    expect(report.facts.capacity).toMatchObject({ poolMaxPerInstance: 15, instances: 1, total: 15, maxConnections, superuserReserved: 3, available: maxConnections - 3 });
+    expect(finding(report, 'capacity').status).toBe('ok');
+    // The timeouts the library sets at connection start are the ones in force.
+    expect(report.facts.timeouts?.server).toMatchObject({ statement_timeout: '30s', lock_timeout: '10s', idle_in_transaction_session_timeout: '1min' });
+    expect(finding(report, 'timeouts').status).toBe('ok');
+    expect(report.facts.serverVersion).toMatch(/^15\./);
+    expect(report.facts.urls).toMatchObject({ appThroughPooler: false, direct: null, migrationsUse: 'DATABASE_URL' });
+    expect(run.out).not.toContain(testDb.appPassword);
+  });
+
+  it('prints a readable report', async () => {
+    const run = await runCli(['doctor'], goodEnv());
+    expect(run.code).toBe(0);
+    expect(run.out).toMatch(/^prisma-datalayer doctor: pg pooled postgresql:\/\/127\.0\.0\.1:\d+\//);
+    expect(run.out).toMatch(/ok {4}ssl +SSL negotiated \(TLS/);
+    expect(run.out).toMatch(new RegExp(`ok {4}capacity +15 per instance .* fits within max_connections ${maxConnections} `));
+    expect(run.out).toMatch(/\nOK \(\d+ warnings?\)\n$/);
+    expect(run.out).not.toContain(testDb.appPassword);
+  });
+
+  it('exits non-zero naming each problem: no SSL, pool too large for max_connections', async () => {
+    const env = { DATABASE_URL: small.url('postgres', undefined, { user: small.appUser }), DB_POOL_SIZE: '15', DB_APPLICATION_NAME: 'doctor-bad' };
+    const run = await runCli(['doctor', '--json', '--instances', '3'], env);
+    expect(run.code).toBe(1);
+    const report = JSON.parse(run.out) as DoctorReport;
+    expect(report.ok).toBe(false);
+    const ssl = finding(report, 'ssl');
+    expect(ssl.status).toBe('fail');
+    expect(ssl.summary).toMatch(/SSL was not negotiated/);
+    expect(ssl.advice).toMatch(/verify-full/);
+    const capacity = finding(report, 'capacity');
+    expect(capacity.status).toBe('fail');
+    // (15 + 10 overflow) × 3 = 75 against 20 − 3 reserved.
+    expect(capacity.summary).toMatch(/25 per instance .* × 3 instances = 75 > max_connections 20 − superuser_reserved_connections 3 = 17/);
+    expect(capacity.advice).toMatch(/≤ 5 per instance/);
+    expect(report.failures).toBe(2);
+
+    // The same, readable, with the instances from the environment.
+    const text = await runCli(['doctor'], { ...env, DB_EXPECTED_INSTANCES: '3' });
+    expect(text.code).toBe(1);
+    expect(text.out).toMatch(/FAIL {2}ssl +SSL was not negotiated/);
+    expect(text.out).toMatch(/FAIL {2}capacity +pool too large/);
+    expect(text.out).toMatch(/\n2 problems, \d+ warnings?\n$/);
+    expect(text.out).not.toContain(small.appPassword);
+
+    // One instance of a small pool fits: the capacity problem goes away, the SSL one stays.
+    const one = JSON.parse((await runCli(['doctor', '--json'], { ...env, DB_POOL_SIZE: '2', DB_MAX_OVERFLOW: '0' })).out) as DoctorReport;
+    expect(finding(one, 'capacity').status).toBe('ok');
+    expect(finding(one, 'ssl').status).toBe('fail');
+  });
+
+  it('fails when migrations would go through a transaction pooler', async () => {
+    const run = await runCli(['doctor', '--json'], { ...goodEnv(), DB_POOLER: 'true' });
+    const report = JSON.parse(run.out) as DoctorReport;
+    expect(run.code).toBe(1);
+    expect(finding(report, 'urls')).toMatchObject({ status: 'fail', summary: expect.stringMatching(/DIRECT_URL is not set/) });
+    const fixed = await runCli(['doctor', '--json'], { ...goodEnv(), DB_POOLER: 'true', DIRECT_URL: testDb.appUrl });
+    expect(finding(JSON.parse(fixed.out) as DoctorReport, 'urls').status).toBe('ok');
+  });
+
+  it('reports an unreachable server and invalid configuration without secrets', async () => {
+    const down = await runCli(['doctor'], { DATABASE_URL: 'postgresql://app:Sup3r-Secret@127.0.0.1:1/db', DB_CONNECT_TIMEOUT: '2' });
+    expect(down.code).toBe(1);
+    expect(down.out).toMatch(/FAIL {2}connection +could not query/);
+    expect(down.out).toMatch(/reachable/);
+    expect(down.out).not.toContain('Sup3r-Secret');
+
+    const bad = await runCli(['doctor'], { DATABASE_URL: 'postgresql://app:Sup3r-Secret@db.example.com/db', DB_POOL_SIZE: 'lots' });
+    expect(bad.code).toBe(1);
+    expect(bad.out).toMatch(/FAIL {2}config +DB_POOL_SIZE: .*"lots"/);
+    expect(bad.out).not.toContain('Sup3r-Secret');
+  });
+
+  it('rejects wrong usage with exit code 2', async () => {
+    expect((await runCli(['doctor', '--instances', '0'], goodEnv())).code).toBe(2);
+    expect((await runCli(['doctor', '--bogus'], goodEnv())).code).toBe(2);
+    expect((await runCli(['frobnicate'], goodEnv())).code).toBe(2);
+    expect((await runCli([], goodEnv())).code).toBe(2);
+    const help = await runCli(['help'], {});
+    expect(help.code).toBe(0);
+    expect(help.out).toMatch(/Usage: prisma-datalayer/);
+  });
+
+  it('runs through the installed bin script (built dist)', () => {
+    const bin = path.resolve(__dirname, '..', '..', 'bin', 'prisma-datalayer.js');
+    const result = spawnSync(process.execPath, [bin, 'doctor', '--json'], { env: { ...process.env, ...goodEnv() }, encoding: 'utf8', timeout: 30_000 });
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect((JSON.parse(result.stdout) as DoctorReport).ok).toBe(true);
+  });
+});

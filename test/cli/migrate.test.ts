@@ -1,0 +1,63 @@
+// `prisma-datalayer migrate status|deploy` on an empty database, with the application's
+// configuration from the environment (TLS verified against the harness CA).
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { createTestDatabase, type TestDatabase } from '../support/db';
+import { runCli } from './run';
+
+const MIGRATIONS = path.resolve(__dirname, '..', '..', 'prisma', 'migrations');
+const committed = readdirSync(MIGRATIONS, { withFileTypes: true })
+  .filter((e) => e.isDirectory())
+  .map((e) => e.name)
+  .sort();
+
+let testDb: TestDatabase;
+beforeAll(async () => {
+  testDb = await createTestDatabase({ migrated: false });
+});
+afterAll(async () => {
+  await testDb.drop();
+});
+
+describe('migrate', () => {
+  it('status lists pending migrations and exits 1; deploy applies them; status then exits 0', async () => {
+    // A pooled URL that migrations must not use, and the direct one they must.
+    const env = { DATABASE_URL: 'postgresql://app:x@127.0.0.1:1/nowhere', DB_POOLER: 'true', DIRECT_URL: testDb.appUrl };
+
+    const before = await runCli(['migrate', 'status'], env);
+    expect(before.err).toBe('');
+    expect(before.code).toBe(1);
+    expect(before.out).toContain(`Migration status of DIRECT_URL postgresql://127.0.0.1:${testDb.port}/${testDb.name}`);
+    expect(before.out).toMatch(new RegExp(`pending: ${committed.length}\\n {4}- ${committed[0]}`));
+    expect(before.out).toMatch(/→ run `prisma-datalayer migrate deploy`/);
+    expect(before.out).toMatch(/Not up to date\.\n$/);
+
+    const deploy = await runCli(['migrate', 'deploy'], env);
+    expect(deploy.err).toBe('');
+    expect(deploy.code).toBe(0);
+    expect(deploy.out).toContain(`Applied ${committed.length} migration`);
+    expect(deploy.out).toContain(`  - ${committed[0]}`);
+    expect(await testDb.query(`SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL ORDER BY 1`)).toEqual(
+      committed.map((migration_name) => ({ migration_name })),
+    );
+
+    const again = await runCli(['migrate', 'deploy'], env);
+    expect(again.out).toMatch(/No pending migrations/);
+
+    const after = await runCli(['migrate', 'status', '--json'], env);
+    expect(after.code).toBe(0);
+    expect(JSON.parse(after.out)).toMatchObject({ upToDate: true, pending: [], applied: committed });
+    for (const run of [before, deploy, again, after]) expect(run.out + run.err).not.toContain(testDb.appPassword);
+  });
+
+  it('reports a failure readably, without the password, and exits 1', async () => {
+    const run = await runCli(['migrate', 'status'], { DATABASE_URL: `postgresql://app:Sup3r-Secret@127.0.0.1:${testDb.port}/${testDb.name}`, DB_SSLMODE: 'require' });
+    expect(run.code).toBe(1);
+    expect(run.err).toMatch(/^prisma-datalayer: migrate status failed/);
+    expect(run.err).not.toContain('Sup3r-Secret');
+  });
+
+  it('rejects an unknown migrate action', async () => {
+    expect((await runCli(['migrate', 'reset'], {})).code).toBe(2);
+  });
+});
