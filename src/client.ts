@@ -45,7 +45,7 @@ export interface DatalayerApi<C> {
   current(): TxClient<C>;
   stats(): DbStats;
   /** One SELECT, raced against `timeoutMs`. Never throws. */
-  health(options?: HealthOptions): Promise<HealthReport>;
+  health(options?: HealthOptions): Promise<HealthReport & { replicas: ReplicaStatus[] }>;
   /** pg-pool's lifecycle events (pids only) and `slowQuery` (SQL text, never parameters). */
   on<E extends keyof DbEvents>(event: E, listener: (...args: DbEvents[E]) => void): () => void;
   /** Host, port, database, driver and mode: safe to log. */
@@ -142,8 +142,11 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     session: ops.guard(sessions.session),
     current: sessions.current,
     stats: () => ops.stats(sessions.counters),
-    health: (healthOptions) =>
-      checkHealth({ monitor: adapter.monitor, ready: () => base.$connect(), isClosed: () => ops.state !== 'open' }, healthOptions),
+    health: async (healthOptions) => ({
+      ...(await checkHealth({ monitor: adapter.monitor, ready: () => base.$connect(), isClosed: () => ops.state !== 'open' }, healthOptions)),
+      // What routing learned from traffic; health itself sends nothing to the replicas.
+      replicas: router?.status() ?? [],
+    }),
     on: (event, listener) => ops.on(event, listener),
     describe: () =>
       `${config.driver} ${config.mode} ${describeUrl(`postgresql://${config.target.host}:${config.target.port}/${config.target.database}`)} ssl=${config.ssl.mode}`,

@@ -72,6 +72,9 @@ it('falls back to the primary without an error when the replica is down, and rep
   try {
     await expect(onReplica()).resolves.toBe(false);
     expect(db.replicas()[0]).toMatchObject({ up: false });
+    const health = await db.health({ timeoutMs: 2000 });
+    expect(health.status).toBe('healthy');
+    expect(health.replicas).toEqual([expect.objectContaining({ up: false })]);
   } finally {
     await replica.start();
   }
