@@ -5,7 +5,7 @@
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { DbConfig, IsolationLevel } from './config.ts';
-import { DatabaseConnectionError, DatabaseTransactionError, DatalayerError } from './errors.ts';
+import { DatabaseConnectionError, DatabaseTransactionError, DatalayerError, PoolTimeoutError } from './errors.ts';
 import { isConnectionFailure, type PoolMonitor } from './pool.ts';
 import { RETRYABLE_SQLSTATES, toDatalayerError } from './prisma-errors.ts';
 
@@ -176,6 +176,14 @@ export function createSessions<C>(client: C & TransactionalClient, config: DbCon
         }
         const mapped = toDatalayerError(err, { correlationId });
         if (mapped instanceof DatabaseTransactionError && mapped.outcome === 'unknown') throw mapped;
+        if (mapped instanceof PoolTimeoutError && Number.isNaN(mapped.waitedMs)) {
+          // Prisma's maxWait error says neither how long it waited nor for how many connections.
+          throw new PoolTimeoutError(opts.maxWaitMs ?? defaults.maxWaitMs, {
+            cause: mapped.cause,
+            max: config.pool.size + config.pool.maxOverflow,
+            ...(correlationId === undefined ? {} : { correlationId }),
+          });
+        }
         if (isRetryableConflict(mapped)) {
           if (attempt < retries) {
             counters.retries++;
