@@ -1,0 +1,728 @@
+/**
+ * Units of work (issue 4) against the real PostgreSQL of the harness: commit and
+ * rollback, retries on serialization failures and deadlocks, the ambient client,
+ * savepoints, read-only units, reserved sessions, correlation ids and timeouts.
+ */
+import { PrismaClient } from '../src/generated/prisma/client';
+import {
+  createDb,
+  DatabaseQueryError,
+  DatabaseTransactionError,
+  DatalayerError,
+  PoolTimeoutError,
+  type Db,
+} from '../src/index';
+import { createTestDatabase, type TestDatabase } from './support/db';
+import { barrier, eventually, latch, rejectionOf, sleep } from './support/session-helpers';
+
+let testDb: TestDatabase;
+let db: Db<PrismaClient>;
+/** Dbs created by individual tests, closed in afterAll even when a test fails. */
+const extra: Array<{ close(): Promise<void> }> = [];
+
+function newDb(applicationName: string, options: Partial<Parameters<typeof createDb<PrismaClient>>[0]> = {}): Db<PrismaClient> {
+  const d = createDb({ PrismaClient, url: testDb.url, applicationName, ...options });
+  extra.push(d);
+  return d;
+}
+
+beforeAll(async () => {
+  testDb = await createTestDatabase({ prefix: 'session' });
+  db = createDb({
+    PrismaClient,
+    url: testDb.url,
+    applicationName: 'session-test-main',
+    pool: { size: 3, maxOverflow: 2 },
+    transaction: { retries: 3 },
+  });
+});
+
+afterAll(async () => {
+  await db?.close();
+  for (const d of extra) await d.close();
+  await testDb?.drop();
+});
+
+beforeEach(async () => {
+  await testDb.query('TRUNCATE users, transfers, accounts RESTART IDENTITY CASCADE');
+});
+
+const emails = async (): Promise<string[]> =>
+  (await testDb.query<{ email: string }>('SELECT email FROM users ORDER BY email')).map((r) => r.email);
+
+describe('commit and rollback', () => {
+  test('a unit that resolves commits every write and returns its value', async () => {
+    const before = db.stats().counters;
+    const result = await db.transaction(async (tx) => {
+      const a = await tx.user.create({ data: { email: 'a@example.com' } });
+      const b = await tx.user.create({ data: { email: 'b@example.com' } });
+      await tx.user.update({ where: { id: a.id }, data: { name: 'Ann' } });
+      return { ids: [a.id, b.id], marker: 'done' };
+    });
+    expect(result).toEqual({ ids: [1, 2], marker: 'done' });
+    expect(await testDb.query('SELECT email, name FROM users ORDER BY id')).toEqual([
+      { email: 'a@example.com', name: 'Ann' },
+      { email: 'b@example.com', name: null },
+    ]);
+    const after = db.stats().counters;
+    expect(after.transactions - before.transactions).toBe(1);
+    expect(after.commits - before.commits).toBe(1);
+    expect(after.rollbacks - before.rollbacks).toBe(0);
+  });
+
+  test('an Error thrown after several writes rolls all of them back', async () => {
+    await db.user.create({ data: { email: 'existing@example.com' } });
+    const thrown = new Error('business rule violated');
+    const before = db.stats().counters;
+    const err = await rejectionOf(
+      db.transaction(async (tx) => {
+        await tx.user.create({ data: { email: 'x1@example.com' } });
+        await tx.user.create({ data: { email: 'x2@example.com' } });
+        await tx.user.update({ where: { email: 'existing@example.com' }, data: { name: 'changed' } });
+        await tx.user.deleteMany({ where: { email: 'existing@example.com' } });
+        throw thrown;
+      }),
+    );
+    expect(err).toBeInstanceOf(DatabaseTransactionError);
+    expect(err).toMatchObject({ outcome: 'rolled-back', retryable: false, attempts: 1 });
+    expect((err as Error).cause).toBe(thrown);
+    expect((err as Error).message).toContain('business rule violated');
+    expect(await testDb.query('SELECT email, name FROM users')).toEqual([{ email: 'existing@example.com', name: null }]);
+    const after = db.stats().counters;
+    expect(after.rollbacks - before.rollbacks).toBe(1);
+    expect(after.commits - before.commits).toBe(0);
+    // The user's own failure is not a conflict: it is not re-run.
+    expect(after.retries - before.retries).toBe(0);
+  });
+
+  test.each<[string, unknown]>([
+    ['a string', 'plain string failure'],
+    ['a plain object', { reason: 'object failure', code: 17 }],
+    ['undefined', undefined],
+    ['a number', 42],
+  ])('throwing %s rolls back and surfaces as DatabaseTransactionError with that value as cause', async (_what, value) => {
+    let runs = 0;
+    const err = await rejectionOf(
+      db.transaction(async (tx) => {
+        runs++;
+        await tx.user.create({ data: { email: 'nonerror1@example.com' } });
+        await tx.user.create({ data: { email: 'nonerror2@example.com' } });
+        throw value;
+      }),
+    );
+    expect(err).toBeInstanceOf(DatabaseTransactionError);
+    expect(err).toMatchObject({ outcome: 'rolled-back', attempts: 1 });
+    expect((err as Error).cause).toBe(value);
+    expect(runs).toBe(1);
+    expect(await emails()).toEqual([]);
+  });
+
+  test('a failing statement rolls the unit back and surfaces as a typed DatabaseQueryError', async () => {
+    await db.user.create({ data: { email: 'taken@example.com' } });
+    const err = await rejectionOf(
+      db.transaction(async (tx) => {
+        await tx.user.create({ data: { email: 'first@example.com' } });
+        await tx.user.create({ data: { email: 'taken@example.com' } });
+      }),
+    );
+    expect(err).toBeInstanceOf(DatabaseQueryError);
+    expect(err).toMatchObject({ sqlState: '23505', retryable: false });
+    expect(await emails()).toEqual(['taken@example.com']);
+  });
+
+  test('the configured isolation level is the one the unit runs at', async () => {
+    const level = await db.transaction(
+      async (tx) => (await tx.$queryRaw<{ l: string }[]>`SELECT current_setting('transaction_isolation') AS l`)[0]?.l,
+      { isolationLevel: 'Serializable' },
+    );
+    expect(level).toBe('serializable');
+    const dflt = await db.transaction(
+      async (tx) => (await tx.$queryRaw<{ l: string }[]>`SELECT current_setting('transaction_isolation') AS l`)[0]?.l,
+    );
+    expect(dflt).toBe('read committed');
+  });
+});
+
+describe('retries', () => {
+  async function seedAccounts(...balances: number[]): Promise<void> {
+    for (const [i, balance] of balances.entries()) {
+      await testDb.query('INSERT INTO accounts (id, owner, balance) VALUES ($1, $2, $3)', [i + 1, `owner${i + 1}`, balance]);
+    }
+  }
+  const balances = async (): Promise<number[]> =>
+    (await testDb.query<{ balance: number }>('SELECT balance FROM accounts ORDER BY id')).map((r) => r.balance);
+
+  test('a real serialization conflict is retried and both units commit', async () => {
+    await seedAccounts(100);
+    const meet = barrier(2);
+    const runs: [number, number] = [0, 0];
+    const before = db.stats().counters.retries;
+    // Read-modify-write of the same row by two overlapping Serializable units: without
+    // the conflict being detected and retried, one deposit would be lost.
+    const deposit = (who: 0 | 1, amount: number): Promise<number> =>
+      db.transaction(
+        async (tx) => {
+          const attempt = runs[who]++;
+          const acc = await tx.account.findUniqueOrThrow({ where: { id: 1 } });
+          if (attempt === 0) await meet.arrive(); // both have read before either writes
+          await tx.account.update({ where: { id: 1 }, data: { balance: acc.balance + amount } });
+          return acc.balance + amount;
+        },
+        { isolationLevel: 'Serializable' },
+      );
+    const results = await Promise.all([deposit(0, 10), deposit(1, 1)]);
+    expect(await balances()).toEqual([111]);
+    expect(results.sort((x, y) => x - y)).toEqual(expect.arrayContaining([111]));
+    expect(db.stats().counters.retries - before).toBeGreaterThanOrEqual(1);
+    // Exactly one of them had to run again.
+    expect(runs.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(3);
+  });
+
+  test('a serialization failure raised at COMMIT is retried too', async () => {
+    await seedAccounts(0, 0);
+    const meet = barrier(2);
+    const runs: [number, number] = [0, 0];
+    const before = db.stats().counters.retries;
+    // Write skew: each reads both rows and writes its own. Both writes succeed; the
+    // second COMMIT is the one PostgreSQL refuses (read/write dependencies, 40001).
+    const unit = (who: 0 | 1): Promise<number> =>
+      db.transaction(
+        async (tx) => {
+          const attempt = runs[who]++;
+          const all = await tx.account.findMany({ orderBy: { id: 'asc' } });
+          const total = all.reduce((s, a) => s + a.balance, 0);
+          await tx.account.update({ where: { id: who + 1 }, data: { balance: total + 1 } });
+          if (attempt === 0) await meet.arrive(); // both bodies done before either commits
+          return total;
+        },
+        { isolationLevel: 'Serializable' },
+      );
+    const seen = await Promise.all([unit(0), unit(1)]);
+    // Serial order: the second saw the first's write.
+    expect(seen.sort()).toEqual([0, 1]);
+    expect((await balances()).sort()).toEqual([1, 2]);
+    expect(runs[0] + runs[1]).toBe(3);
+    expect(db.stats().counters.retries - before).toBe(1);
+  });
+
+  test('a COMMIT-time serialization failure that persists ends as a retryable, typed error', async () => {
+    await seedAccounts(0, 0);
+    const meet = barrier(2);
+    const results = await Promise.allSettled(
+      ([0, 1] as const).map((who) =>
+        db.transaction(
+          async (tx) => {
+            await tx.account.findMany();
+            await tx.account.update({ where: { id: who + 1 }, data: { balance: { increment: 1 } } });
+            await meet.arrive();
+          },
+          { isolationLevel: 'Serializable', retries: 0 },
+        ),
+      ),
+    );
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.reason).toBeInstanceOf(DatabaseTransactionError);
+    expect(failed[0]!.reason).toMatchObject({ retryable: true, sqlState: '40001', attempts: 1, outcome: 'rolled-back' });
+  });
+
+  test('a unit that keeps failing with 40001 stops after the retry limit with a retryable error', async () => {
+    const retries = 2;
+    let runs = 0;
+    const before = db.stats().counters;
+    const err = await rejectionOf(
+      db.transaction(
+        async (tx) => {
+          runs++;
+          await tx.user.create({ data: { email: `attempt${runs}@example.com` } });
+          await tx.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40001'; END $$`);
+        },
+        { retries, correlationId: 'retry-corr' },
+      ),
+    );
+    expect(err).toBeInstanceOf(DatabaseTransactionError);
+    expect(err).toMatchObject({
+      retryable: true,
+      attempts: retries + 1,
+      outcome: 'rolled-back',
+      sqlState: '40001',
+      correlationId: 'retry-corr',
+    });
+    expect(runs).toBe(retries + 1);
+    expect(db.stats().counters.retries - before.retries).toBe(retries);
+    expect(db.stats().counters.transactions - before.transactions).toBe(1);
+    expect(await emails()).toEqual([]);
+  });
+
+  test('retries: 0 means one attempt', async () => {
+    let runs = 0;
+    const err = await rejectionOf(
+      db.transaction(
+        async (tx) => {
+          runs++;
+          await tx.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40001'; END $$`);
+        },
+        { retries: 0 },
+      ),
+    );
+    expect(err).toMatchObject({ retryable: true, attempts: 1 });
+    expect(runs).toBe(1);
+  });
+
+  test('a transient 40001 is retried and the successful attempt is the only one that commits', async () => {
+    let runs = 0;
+    const value = await db.transaction(async (tx) => {
+      runs++;
+      await tx.user.create({ data: { email: `try${runs}@example.com` } });
+      if (runs < 3) await tx.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40001'; END $$`);
+      return `ok after ${runs}`;
+    });
+    expect(value).toBe('ok after 3');
+    expect(await emails()).toEqual(['try3@example.com']);
+  });
+
+  test('a real deadlock (40P01) is retried and both units commit', async () => {
+    await seedAccounts(0, 0);
+    const meet = barrier(2);
+    const runs: [number, number] = [0, 0];
+    const before = db.stats().counters.retries;
+    const deadlocksBefore = await deadlockCount();
+    // Opposite lock order, synchronised so that each holds its first row when it asks
+    // for the other's: PostgreSQL's deadlock detector kills one (after deadlock_timeout).
+    const unit = (who: 0 | 1): Promise<void> =>
+      db.transaction(async (tx) => {
+        const attempt = runs[who]++;
+        const [first, second] = who === 0 ? [1, 2] : [2, 1];
+        await tx.account.update({ where: { id: first }, data: { balance: { increment: 1 } } });
+        if (attempt === 0) await meet.arrive();
+        await tx.account.update({ where: { id: second }, data: { balance: { increment: 1 } } });
+      });
+    await Promise.all([unit(0), unit(1)]);
+    expect(await balances()).toEqual([2, 2]);
+    expect(db.stats().counters.retries - before).toBeGreaterThanOrEqual(1);
+    expect(runs[0] + runs[1]).toBe(3);
+    // The server really saw a deadlock (statistics are flushed asynchronously).
+    expect(await eventually(async () => (await deadlockCount()) > deadlocksBefore, 5_000, 200)).toBe(true);
+  });
+
+  test('an injected 40P01 is retried like a deadlock', async () => {
+    let runs = 0;
+    await db.transaction(async (tx) => {
+      runs++;
+      if (runs === 1) await tx.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'd' USING ERRCODE = '40P01'; END $$`);
+      await tx.user.create({ data: { email: 'after-deadlock@example.com' } });
+    });
+    expect(runs).toBe(2);
+    expect(await emails()).toEqual(['after-deadlock@example.com']);
+  });
+
+  async function deadlockCount(): Promise<number> {
+    const rows = await testDb.query<{ n: string }>('SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()');
+    return Number(rows[0]?.n ?? 0);
+  }
+});
+
+describe('the ambient client', () => {
+  // Repository code: no transaction parameter, it asks the layer for the current client.
+  const createUser = (email: string) => db.current().user.create({ data: { email } });
+
+  test('inside a unit, db.current() writes in that transaction', async () => {
+    const err = await rejectionOf(
+      db.transaction(async (tx) => {
+        await createUser('ambient1@example.com');
+        // Not committed yet: invisible to another connection, visible to the unit.
+        expect(await emails()).toEqual([]);
+        expect(await tx.user.count()).toBe(1);
+        expect(await db.current().user.count()).toBe(1);
+        await createUser('ambient2@example.com');
+        throw new Error('roll it all back');
+      }),
+    );
+    expect(err).toBeInstanceOf(DatabaseTransactionError);
+    expect(await emails()).toEqual([]);
+
+    await db.transaction(async () => {
+      await createUser('ambient3@example.com');
+    });
+    expect(await emails()).toEqual(['ambient3@example.com']);
+  });
+
+  test('the ambient client survives awaits, timers and concurrent units', async () => {
+    await Promise.all(
+      [1, 2, 3].map((i) =>
+        rejectionOf(
+          db.transaction(async () => {
+            await sleep(5 * i);
+            await createUser(`conc${i}@example.com`);
+            await new Promise<void>((resolve) => setTimeout(resolve, 5));
+            await createUser(`conc${i}b@example.com`);
+            if (i === 2) throw new Error('only unit 2 fails');
+          }),
+        ).catch(() => undefined),
+      ),
+    );
+    expect(await emails()).toEqual(['conc1@example.com', 'conc1b@example.com', 'conc3@example.com', 'conc3b@example.com']);
+  });
+
+  test('outside a unit, db.current() writes directly (autocommit)', async () => {
+    await createUser('direct@example.com');
+    expect(await emails()).toEqual(['direct@example.com']);
+    // After a unit has finished, current() is the plain client again.
+    await db.transaction(async () => undefined);
+    await createUser('direct2@example.com');
+    expect(await emails()).toEqual(['direct2@example.com', 'direct@example.com']);
+  });
+});
+
+describe('nesting', () => {
+  test('a savepoint unit that fails rolls back only its own writes', async () => {
+    const innerFailure = new Error('inner failed');
+    let caught: unknown;
+    await db.transaction(async (tx) => {
+      await tx.user.create({ data: { email: 'outer1@example.com' } });
+      try {
+        await db.transaction(
+          async (inner) => {
+            await inner.user.create({ data: { email: 'inner1@example.com' } });
+            await inner.user.create({ data: { email: 'inner2@example.com' } });
+            throw innerFailure;
+          },
+          { nested: 'savepoint' },
+        );
+      } catch (e) {
+        caught = e;
+      }
+      await tx.user.create({ data: { email: 'outer2@example.com' } });
+    });
+    expect(caught).toBe(innerFailure);
+    expect(await emails()).toEqual(['outer1@example.com', 'outer2@example.com']);
+  });
+
+  test('a savepoint unit whose statement fails leaves the outer unit usable', async () => {
+    // Without a savepoint, PostgreSQL aborts the whole transaction after an error (25P02).
+    let caught: unknown;
+    await db.transaction(async (tx) => {
+      await tx.user.create({ data: { email: 'dup@example.com' } });
+      caught = await rejectionOf(
+        db.transaction(async () => db.current().user.create({ data: { email: 'dup@example.com' } }), { nested: 'savepoint' }),
+      );
+      await tx.user.create({ data: { email: 'after@example.com' } });
+    });
+    expect(caught).toBeInstanceOf(DatabaseQueryError);
+    expect(caught).toMatchObject({ sqlState: '23505' });
+    expect(await emails()).toEqual(['after@example.com', 'dup@example.com']);
+  });
+
+  test('a successful savepoint unit returns its value and its writes commit with the outer unit', async () => {
+    const value = await db.transaction(async (tx) => {
+      const inner = await db.transaction(async (itx) => (await itx.user.create({ data: { email: 'sp-ok@example.com' } })).email, {
+        nested: 'savepoint',
+      });
+      // Two savepoints in a row, and a nested one inside a savepoint.
+      await db.transaction(
+        async () => {
+          await db.current().user.create({ data: { email: 'sp-ok2@example.com' } });
+          await rejectionOf(
+            db.transaction(
+              async () => {
+                await db.current().user.create({ data: { email: 'sp-deep@example.com' } });
+                throw new Error('deep');
+              },
+              { nested: 'savepoint' },
+            ),
+          );
+        },
+        { nested: 'savepoint' },
+      );
+      await tx.user.create({ data: { email: 'sp-outer@example.com' } });
+      return inner;
+    });
+    expect(value).toBe('sp-ok@example.com');
+    expect(await emails()).toEqual(['sp-ok2@example.com', 'sp-ok@example.com', 'sp-outer@example.com']);
+  });
+
+  test('when the outer unit fails, writes of a released savepoint roll back too', async () => {
+    await rejectionOf(
+      db.transaction(async () => {
+        await db.transaction(async (itx) => itx.user.create({ data: { email: 'released@example.com' } }), { nested: 'savepoint' });
+        throw new Error('outer fails');
+      }),
+    );
+    expect(await emails()).toEqual([]);
+  });
+
+  test('by default a nested unit joins the outer one: an uncaught inner throw rolls back everything', async () => {
+    const err = await rejectionOf(
+      db.transaction(async (tx) => {
+        await tx.user.create({ data: { email: 'join-outer@example.com' } });
+        await db.transaction(async (inner) => {
+          await inner.user.create({ data: { email: 'join-inner@example.com' } });
+          throw new Error('inner throws');
+        });
+      }),
+    );
+    expect(err).toBeInstanceOf(DatabaseTransactionError);
+    expect(((err as Error).cause as Error).message).toBe('inner throws');
+    expect(await emails()).toEqual([]);
+  });
+
+  test('a joined inner unit shares the outer transaction (same backend, same snapshot)', async () => {
+    const counters = db.stats().counters;
+    await db.transaction(async (tx) => {
+      const [outerPid] = await tx.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid, txid_current() AS x`;
+      const inner = await db.transaction(async (itx) => {
+        await itx.user.create({ data: { email: 'joined@example.com' } });
+        return (await itx.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0];
+      });
+      expect(inner?.pid).toBe(outerPid?.pid);
+      // Rows the inner unit wrote are visible to the outer one before commit.
+      expect(await tx.user.count()).toBe(1);
+    });
+    // A joined unit is not a transaction of its own.
+    expect(db.stats().counters.transactions - counters.transactions).toBe(1);
+    expect(await emails()).toEqual(['joined@example.com']);
+  });
+});
+
+describe('read-only units', () => {
+  test('a write inside a read-only unit fails with a typed 25006 error and nothing is written', async () => {
+    const err = await rejectionOf(
+      db.transaction(async (tx) => tx.user.create({ data: { email: 'ro@example.com' } }), { readOnly: true }),
+    );
+    expect(err).toBeInstanceOf(DatabaseQueryError);
+    expect(err).toMatchObject({ sqlState: '25006', retryable: false });
+    expect(await emails()).toEqual([]);
+  });
+
+  test('reads work in a read-only unit, and read-only does not stick to the connection', async () => {
+    await db.user.create({ data: { email: 'seen@example.com' } });
+    const seen = await db.transaction(
+      async (tx) => {
+        const [ro] = await tx.$queryRaw<{ ro: string }[]>`SELECT current_setting('transaction_read_only') AS ro`;
+        return { ro: ro?.ro, n: await tx.user.count() };
+      },
+      { readOnly: true, isolationLevel: 'RepeatableRead' },
+    );
+    expect(seen).toEqual({ ro: 'on', n: 1 });
+    // Every connection of the pool is writable again afterwards.
+    await Promise.all(
+      [1, 2, 3, 4, 5].map((i) => db.transaction(async (tx) => tx.user.create({ data: { email: `rw${i}@example.com` } }))),
+    );
+    expect(await emails()).toHaveLength(6);
+  });
+});
+
+describe('db.session', () => {
+  test('every statement of a session runs on one connection and sees its session settings', async () => {
+    await testDb.query('CREATE SCHEMA IF NOT EXISTS session_schema');
+    await testDb.query('CREATE TABLE IF NOT EXISTS session_schema.marker (v text)');
+    await testDb.query("INSERT INTO session_schema.marker VALUES ('from session_schema')");
+    const result = await db.session(async (c) => {
+      const pids: number[] = [];
+      const pid = async (): Promise<number> => (await c.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]!.pid;
+      pids.push(await pid());
+      await c.$executeRawUnsafe('SET search_path TO session_schema, public');
+      pids.push(await pid());
+      const marker = await c.$queryRawUnsafe<{ v: string }[]>('SELECT v FROM marker');
+      await c.user.create({ data: { email: 'in-session@example.com' } });
+      // Concurrent statements inside the session still share its connection.
+      pids.push(...(await Promise.all([pid(), pid(), pid()])));
+      pids.push(await db.current().$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`.then((r) => r[0]!.pid));
+      return { pids, marker };
+    });
+    expect(new Set(result.pids).size).toBe(1);
+    expect(result.pids).toHaveLength(6);
+    expect(result.marker).toEqual([{ v: 'from session_schema' }]);
+    // Writes in a session are not in a transaction: they commit as they go.
+    expect(await emails()).toEqual(['in-session@example.com']);
+    expect(db.stats().pool.inUse).toBe(0);
+  });
+
+  test('the connection is released when the session function throws (Error and non-Error)', async () => {
+    const failure = new Error('session body failed');
+    await expect(
+      db.session(async (c) => {
+        await c.$queryRaw`SELECT 1`;
+        throw failure;
+      }),
+    ).rejects.toBe(failure);
+    expect(db.stats().pool.inUse).toBe(0);
+
+    await expect(
+      db.session(async () => {
+        throw 'a string';
+      }),
+    ).rejects.toBe('a string');
+    expect(db.stats().pool.inUse).toBe(0);
+
+    const qerr = await rejectionOf(db.session(async (c) => c.$queryRawUnsafe('SELECT * FROM no_such_table')));
+    expect(qerr).toBeInstanceOf(DatabaseQueryError);
+    expect(qerr).toMatchObject({ sqlState: '42P01' });
+    expect(db.stats().pool.inUse).toBe(0);
+  });
+
+  test('session state does not leak to the next user of that connection', async () => {
+    const one = newDb('session-test-one', { pool: { size: 1, maxOverflow: 0 }, timeouts: { statementMs: 12_345 } });
+    const settings = `SELECT pg_backend_pid() AS pid, current_setting('search_path') AS sp,
+                             current_setting('myapp.tenant', true) AS tenant, current_setting('statement_timeout') AS st,
+                             current_setting('TimeZone') AS tz`;
+    type Row = { pid: number; sp: string; tenant: string | null; st: string; tz: string };
+    const [fresh] = await one.$queryRawUnsafe<Row[]>(settings);
+    const inside = await one.session(async (c) => {
+      await c.$executeRawUnsafe('SET search_path TO pg_catalog');
+      await c.$executeRawUnsafe("SET myapp.tenant = 'tenant-42'");
+      await c.$executeRawUnsafe('SET statement_timeout = 777');
+      await c.$executeRawUnsafe("SET TimeZone = 'Asia/Kathmandu'");
+      await c.$executeRawUnsafe('CREATE TEMP TABLE session_tmp (x int)');
+      return (await c.$queryRawUnsafe<Row[]>(settings))[0];
+    });
+    expect(inside).toMatchObject({ pid: fresh!.pid, sp: 'pg_catalog', tenant: 'tenant-42', st: '777ms', tz: 'Asia/Kathmandu' });
+
+    // Same (only) connection, next user: every setting is back to what it was, the
+    // configured statement timeout included, and the temp table is gone.
+    const [after] = await one.$queryRawUnsafe<Row[]>(settings);
+    expect(after!.pid).toBe(fresh!.pid);
+    // (A custom setting, once defined on a backend, reads as '' after RESET instead of NULL.)
+    expect({ ...after, tenant: after!.tenant ?? '' }).toEqual({ ...fresh, tenant: fresh!.tenant ?? '' });
+    expect(after!.st).toBe('12345ms');
+    expect(after!.tenant ?? '').toBe('');
+    const tmp = await one.$queryRawUnsafe<{ n: number }[]>(`SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'session_tmp'`);
+    expect(tmp).toEqual([{ n: 0 }]);
+    // Ordinary model queries keep working on that connection (no stale prepared statements).
+    await one.user.create({ data: { email: 'after-session@example.com' } });
+    expect(await one.user.findMany({ select: { email: true } })).toEqual([{ email: 'after-session@example.com' }]);
+    // And so does a unit of work.
+    const inTx = await one.transaction(async (tx) => (await tx.$queryRawUnsafe<Row[]>(settings))[0]);
+    expect({ ...inTx, tenant: inTx!.tenant ?? '' }).toEqual({ ...fresh, tenant: fresh!.tenant ?? '' });
+  });
+
+  test('a unit of work inside a session runs on the session connection', async () => {
+    const pids = await db.session(async (c) => {
+      const [outer] = await c.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+      const inner = await db.transaction(async (tx) => (await tx.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]);
+      return [outer?.pid, inner?.pid];
+    });
+    expect(pids[0]).toBe(pids[1]);
+    expect(db.stats().pool.inUse).toBe(0);
+  });
+});
+
+describe('correlation id', () => {
+  test('errors raised inside a unit carry its correlation id', async () => {
+    await db.user.create({ data: { email: 'corr@example.com' } });
+    let insideErr: unknown;
+    const err = await rejectionOf(
+      db.transaction(
+        async (tx) => {
+          insideErr = await rejectionOf(tx.user.create({ data: { email: 'corr@example.com' } }));
+          throw insideErr;
+        },
+        { correlationId: 'req-123' },
+      ),
+    );
+    // The query error, as the unit's code caught it and as the caller receives it.
+    expect(insideErr).toBeInstanceOf(DatabaseQueryError);
+    expect(insideErr).toMatchObject({ correlationId: 'req-123' });
+    expect(err).toBeInstanceOf(DatalayerError);
+    expect(err).toMatchObject({ correlationId: 'req-123', sqlState: '23505' });
+
+    // A non-database throw is wrapped with it too.
+    const wrapped = await rejectionOf(
+      db.transaction(
+        async () => {
+          throw new Error('app error');
+        },
+        { correlationId: 'req-123' },
+      ),
+    );
+    expect(wrapped).toBeInstanceOf(DatabaseTransactionError);
+    expect(wrapped).toMatchObject({ correlationId: 'req-123' });
+
+    // Through the ambient client in repository code, and in a nested unit.
+    const nested = await rejectionOf(
+      db.transaction(
+        async () => db.transaction(async () => db.current().user.create({ data: { email: 'corr@example.com' } }), { nested: 'savepoint' }),
+        { correlationId: 'req-123' },
+      ),
+    );
+    expect(nested).toMatchObject({ correlationId: 'req-123', sqlState: '23505' });
+  });
+
+  test('a session carries its correlation id; units do not leak it to later work', async () => {
+    const err = await rejectionOf(db.session(async (c) => c.$queryRawUnsafe('SELECT 1/0'), { correlationId: 'sess-9' }));
+    expect(err).toMatchObject({ correlationId: 'sess-9', sqlState: '22012' });
+
+    const later = await rejectionOf(db.$queryRawUnsafe('SELECT 1/0'));
+    expect(later).toBeInstanceOf(DatabaseQueryError);
+    expect((later as DatalayerError).correlationId).toBeUndefined();
+  });
+});
+
+describe('unit timeouts', () => {
+  test('a unit that runs past timeoutMs fails with a typed error and is rolled back', async () => {
+    const err = await rejectionOf(
+      db.transaction(
+        async (tx) => {
+          await tx.user.create({ data: { email: 'slow@example.com' } });
+          await sleep(600);
+          await tx.user.create({ data: { email: 'slow2@example.com' } });
+        },
+        { timeoutMs: 250 },
+      ),
+    );
+    expect(err).toBeInstanceOf(DatabaseTransactionError);
+    expect(err).toMatchObject({ outcome: 'rolled-back' });
+    expect(await emails()).toEqual([]);
+    // The connection went back to the pool and the pool still works.
+    expect(await eventually(() => db.stats().pool.inUse === 0)).toBe(true);
+    await db.transaction(async (tx) => tx.user.create({ data: { email: 'next@example.com' } }));
+    expect(await emails()).toEqual(['next@example.com']);
+  });
+
+  test('a unit whose statement is still running at timeoutMs is rolled back too', async () => {
+    const started = Date.now();
+    const err = await rejectionOf(
+      db.transaction(
+        async (tx) => {
+          await tx.user.create({ data: { email: 'sleeper@example.com' } });
+          await tx.$queryRawUnsafe('SELECT pg_sleep(1.5)');
+          await tx.user.create({ data: { email: 'sleeper2@example.com' } });
+        },
+        { timeoutMs: 300 },
+      ),
+    );
+    expect(err).toBeInstanceOf(DatalayerError);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(await eventually(async () => (await emails()).length === 0 && db.stats().pool.inUse === 0, 5_000)).toBe(true);
+    expect(await emails()).toEqual([]);
+  });
+
+  test('maxWaitMs with an exhausted pool gives PoolTimeoutError, and the pool recovers', async () => {
+    const one = newDb('session-test-maxwait', { pool: { size: 1, maxOverflow: 0 } });
+    const held = latch();
+    const holding = latch();
+    const holder = one.transaction(async (tx) => {
+      await tx.$queryRaw`SELECT 1`;
+      holding.open();
+      await held.promise;
+    });
+    await holding.promise;
+    const started = Date.now();
+    const err = await rejectionOf(one.transaction(async (tx) => tx.user.create({ data: { email: 'never@example.com' } }), { maxWaitMs: 300, correlationId: 'req-wait' }));
+    const waited = Date.now() - started;
+    expect(err).toBeInstanceOf(PoolTimeoutError);
+    expect(err).toMatchObject({ retryable: true, correlationId: 'req-wait' });
+    expect(waited).toBeGreaterThanOrEqual(250);
+    expect(waited).toBeLessThan(5_000);
+    expect((err as PoolTimeoutError).waitedMs).toBe(300);
+    expect((err as Error).message).toMatch(/300 ms/);
+
+    held.open();
+    await holder;
+    // The waiter that gave up must not keep (or later grab and strand) the only connection.
+    await sleep(200);
+    expect(await eventually(() => one.stats().pool.inUse === 0, 3_000)).toBe(true);
+    await one.transaction(async (tx) => tx.user.create({ data: { email: 'after-timeout@example.com' } }), { maxWaitMs: 2_000 });
+    expect(await emails()).toEqual(['after-timeout@example.com']);
+  });
+});
