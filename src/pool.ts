@@ -355,9 +355,11 @@ export function guardPool(pool: PoolLike, config: DbConfig, ssl: SslPlan, monito
         // broken one needs that.
         client.release(broken ? (err as Error) : undefined);
         if (!broken) throw err;
-        if (reused && attempt === 0) {
+        if (reused && attempt <= max) {
           // The connection died while idle in the pool, so the backend that would have
-          // run this statement was already gone: run it once more on a new connection.
+          // run this statement was already gone: run it again. Several idle connections
+          // can be dead at once (a restart kills them all), hence up to `max` tries;
+          // a fresh connection's failure is never retried.
           counters.connectionsRecovered++;
           continue;
         }

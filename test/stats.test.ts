@@ -48,7 +48,8 @@ describe('stats()', () => {
     // Four statements at once: two kept connections plus the two overflow ones.
     const busy = Promise.all([1, 2, 3, 4].map(() => db.$executeRawUnsafe('SELECT pg_sleep(0.3)')));
     await waitFor(() => db.stats().pool.inUse === 4);
-    expect(await countConnections(name, testDb.name)).toBe(4);
+    // A backend shows its application_name only once its startup packet is processed.
+    await waitFor(async () => (await countConnections(name, testDb.name)) === 4);
     expect(db.stats().pool).toMatchObject({ open: 4, inUse: 4, idle: 0 });
     await busy;
     expect(db.stats().pool).toMatchObject({ open: 4, inUse: 0, idle: 4 });
