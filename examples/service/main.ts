@@ -1,0 +1,44 @@
+// Runs the service: `PORT=3000 DATABASE_URL=... node <compiled>/examples/service/main.js`
+// (see examples/README.md). On SIGTERM it stops accepting requests, lets the ones in
+// flight finish (up to 10 s), then closes the database pool and exits.
+
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import { createDb, type Db } from '../../src/index.ts';
+import { PrismaClient } from '../../src/generated/prisma/client.ts';
+import { createApp } from './app.ts';
+
+export interface RunningService {
+  db: Db<PrismaClient>;
+  server: ServerType;
+  port: number;
+  /** Stops accepting connections, drains the database work, closes the pool. */
+  stop(): Promise<void>;
+}
+
+export async function startService(options: { port?: number; db?: Db<PrismaClient> } = {}): Promise<RunningService> {
+  // Configuration from the environment (DATABASE_URL, DB_*); slow statements logged.
+  const db = options.db ?? createDb({ PrismaClient, applicationName: 'example-service', logger: console, slowQueryMs: 500 });
+  const app = createApp(db);
+  let server!: ServerType;
+  const port = await new Promise<number>((resolve) => {
+    server = serve({ fetch: app.fetch, port: options.port ?? 3000 }, (info: AddressInfo) => resolve(info.port));
+  });
+  const stop = async (): Promise<void> => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await db.close({ deadlineMs: 10_000 });
+  };
+  return { db, server, port, stop };
+}
+
+if (require.main === module) {
+  void startService({ port: Number(process.env.PORT ?? 3000) }).then((service) => {
+    console.log(`listening on http://localhost:${service.port}`);
+    const shutdown = (signal: NodeJS.Signals): void => {
+      console.log(`${signal}: shutting down`);
+      void service.stop().then(() => process.exit(0));
+    };
+    process.once('SIGTERM', shutdown);
+    process.once('SIGINT', shutdown);
+  });
+}

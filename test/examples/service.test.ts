@@ -1,0 +1,110 @@
+// The Hono service example, end to end: real HTTP on port 0, the real database.
+import { createDb } from '../../src/index';
+import { PrismaClient } from '../../src/generated/prisma/client';
+import { startService, type RunningService } from '../../examples/service/main';
+import type { ErrorBody } from '../../examples/shared/http';
+import { createTestDatabase, type TestDatabase } from '../support/db';
+
+let testDb: TestDatabase;
+let service: RunningService;
+let base: string;
+const APP = `example-service-${process.pid}`;
+const errors: string[] = [];
+let consoleError: jest.SpyInstance;
+
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+  service = await startService({ port: 0, db: createDb({ PrismaClient, url: testDb.appUrl, applicationName: APP }) });
+  base = `http://127.0.0.1:${service.port}`;
+  // The service logs 5xx failures; keep them to check what reaches the log, too.
+  consoleError = jest.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void errors.push(args.map(String).join(' ')));
+});
+afterAll(async () => {
+  consoleError?.mockRestore();
+  await service?.stop();
+  await testDb?.drop();
+});
+
+async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: unknown; id: string | null; text: string }> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { 'content-type': 'application/json', ...headers },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: JSON.parse(text) as unknown, id: res.headers.get('x-request-id'), text };
+}
+
+describe('service example', () => {
+  it('GET /health answers from db.health()', async () => {
+    const res = await call('GET', '/health');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'healthy', ssl: { active: true }, isReplica: false, serverVersion: expect.stringMatching(/^15\./) });
+  });
+
+  it('creates and reads a user, echoing the caller’s correlation id or generating one', async () => {
+    const created = await call('POST', '/users', { email: `ann-${process.pid}@example.com`, name: 'Ann' }, { 'x-request-id': 'req-123' });
+    expect(created.status).toBe(201);
+    expect(created.id).toBe('req-123');
+    const id = (created.body as { id: number }).id;
+    const read = await call('GET', `/users/${id}`);
+    expect(read.status).toBe(200);
+    expect(read.body).toMatchObject({ id, name: 'Ann' });
+    expect(read.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(await testDb.query('SELECT name FROM users WHERE id = $1', [id])).toEqual([{ name: 'Ann' }]);
+  });
+
+  it('turns a database error into a sanitized body with the correlation id', async () => {
+    const secret = `zz-${testDb.appPassword.slice(0, 8)}-VALUE`;
+    const res = await call('GET', `/users/by-code/${encodeURIComponent(secret)}`, undefined, { 'x-request-id': 'req-db-error' });
+    expect(res.status).toBe(400);
+    expect(res.id).toBe('req-db-error');
+    expect(res.body).toEqual<ErrorBody>({
+      error: { code: 'invalid-input', message: 'The request contains an invalid value.', correlationId: 'req-db-error' },
+    });
+    expect(res.text).not.toContain('VALUE');
+    expect(res.text).not.toMatch(/SELECT|users|22P02/);
+    expect(res.text).not.toContain(testDb.appPassword);
+  });
+
+  it('maps a unique violation to 409 and a broken business rule to its own status, rolling the unit back', async () => {
+    const email = `dup-${process.pid}@example.com`;
+    expect((await call('POST', '/users', { email })).status).toBe(201);
+    const dup = await call('POST', '/users', { email }, { 'x-request-id': 'req-dup' });
+    expect(dup.status).toBe(409);
+    expect(dup.body).toEqual({ error: { code: 'conflict', message: 'The resource already exists.', correlationId: 'req-dup' } });
+    expect(dup.text).not.toContain(email);
+
+    const [a, b] = await testDb.query<{ id: number }>(`INSERT INTO accounts (owner, balance) VALUES ('a', 100), ('b', 0) RETURNING id`);
+    const ok = await call('POST', '/transfers', { from: a!.id, to: b!.id, amount: 60, reference: `t1-${process.pid}` });
+    expect(ok.status).toBe(201);
+    const short = await call('POST', '/transfers', { from: a!.id, to: b!.id, amount: 60, reference: `t2-${process.pid}` }, { 'x-request-id': 'req-funds' });
+    expect(short.status).toBe(422);
+    expect(short.body).toEqual({ error: { code: 'insufficient-funds', message: 'The source account cannot cover the amount.', correlationId: 'req-funds' } });
+    const balances = await testDb.query<{ balance: number }>('SELECT balance FROM accounts WHERE id = ANY($1) ORDER BY id', [[a!.id, b!.id]]);
+    expect(balances.map((r) => r.balance)).toEqual([40, 60]);
+  });
+
+  it('answers 503 with a sanitized body when the database is unreachable', async () => {
+    const down = await startService({
+      port: 0,
+      db: createDb({ PrismaClient, url: 'postgresql://app:Sup3r-Secret@127.0.0.1:1/x', applicationName: `${APP}-down`, timeouts: { connectMs: 1000 } }),
+    });
+    try {
+      const res = await fetch(`http://127.0.0.1:${down.port}/health`);
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ status: 'unhealthy' });
+      const write = await fetch(`http://127.0.0.1:${down.port}/users`, { method: 'POST', body: JSON.stringify({ email: 'x@example.com' }), headers: { 'x-request-id': 'req-down' } });
+      const text = await write.text();
+      expect(write.status).toBe(503);
+      expect(JSON.parse(text)).toEqual({ error: { code: 'unavailable', message: 'The database is unavailable, try again shortly.', correlationId: 'req-down', retryable: true } });
+      expect(text).not.toMatch(/Sup3r-Secret|127\.0\.0\.1|ECONNREFUSED/);
+      // The log has the detail, tied to the same id, still without the password.
+      const logged = errors.find((line) => line.includes('req-down'));
+      expect(logged).toMatch(/ECONNREFUSED/);
+      expect(logged).not.toContain('Sup3r-Secret');
+    } finally {
+      await down.stop();
+    }
+  });
+});
