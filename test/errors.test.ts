@@ -1,0 +1,248 @@
+/**
+ * Every error class of the taxonomy, produced for real against the harness database
+ * (issue 4): the right class, SQLSTATE and `retryable` flag, and a message that never
+ * carries a password, a URL with credentials or a query parameter's value.
+ */
+import net from 'node:net';
+import { PrismaClient } from '../src/generated/prisma/client';
+import {
+  ConfigError,
+  createDb,
+  DatabaseConnectionError,
+  DatabaseQueryError,
+  DatabaseTransactionError,
+  DatalayerError,
+  PoolTimeoutError,
+  StatementTimeoutError,
+  type Db,
+} from '../src/index';
+import { createTestDatabase, type TestDatabase } from './support/db';
+import { latch, rejectionOf } from './support/session-helpers';
+
+/** A value that must never show up in an error message. */
+const PARAM = 'secret-param-value-42';
+
+let testDb: TestDatabase;
+let db: Db<PrismaClient>;
+const extra: Array<{ close(): Promise<void> }> = [];
+
+function newDb(options: Omit<Parameters<typeof createDb<PrismaClient>>[0], 'PrismaClient'>): Db<PrismaClient> {
+  const d = createDb({ PrismaClient, ...options });
+  extra.push(d);
+  return d;
+}
+
+beforeAll(async () => {
+  testDb = await createTestDatabase({ prefix: 'errors' });
+  db = createDb({ PrismaClient, url: testDb.url, applicationName: 'errors-test' });
+});
+
+afterAll(async () => {
+  await db?.close();
+  for (const d of extra) await d.close();
+  await testDb?.drop();
+});
+
+/** The message and its string form reveal nothing secret. */
+function expectClean(err: unknown, ...secrets: string[]): void {
+  expect(err).toBeInstanceOf(DatalayerError);
+  const texts = [(err as Error).message, String(err)];
+  for (const text of texts) {
+    for (const secret of [PARAM, testDb.password, encodeURIComponent(testDb.password), ...secrets]) {
+      expect(text).not.toContain(secret);
+    }
+    // No URL with credentials in any form.
+    expect(text).not.toMatch(/postgres(?:ql)?:\/\/[^\s/]*:[^\s/]*@/i);
+    expect(text).not.toContain(testDb.url);
+  }
+}
+
+/** A 127.0.0.1 port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+describe('query errors', () => {
+  test('unique violation: DatabaseQueryError 23505 naming the constraint, not the value', async () => {
+    await db.user.create({ data: { email: `${PARAM}@example.com` } });
+    const err = await rejectionOf(db.user.create({ data: { email: `${PARAM}@example.com`, name: PARAM } }));
+    expect(err).toBeInstanceOf(DatabaseQueryError);
+    expect(err).toMatchObject({ kind: 'query', sqlState: '23505', retryable: false, constraint: 'users_email_key' });
+    expectClean(err);
+
+    // The same inside a unit of work: the unit rolls back and surfaces the query error.
+    const inUnit = await rejectionOf(
+      db.transaction(async (tx) => {
+        await tx.user.create({ data: { email: 'other@example.com' } });
+        await tx.user.create({ data: { email: `${PARAM}@example.com` } });
+      }),
+    );
+    expect(inUnit).toBeInstanceOf(DatabaseQueryError);
+    expect(inUnit).toMatchObject({ sqlState: '23505', constraint: 'users_email_key' });
+    expectClean(inUnit);
+    expect(await db.user.count({ where: { email: 'other@example.com' } })).toBe(0);
+  });
+
+  test('raw query with a bad parameter: the quoted value is removed from the server message', async () => {
+    const err = await rejectionOf(db.$queryRawUnsafe('SELECT $1::int AS n', PARAM));
+    expect(err).toBeInstanceOf(DatabaseQueryError);
+    expect(err).toMatchObject({ sqlState: '22P02', retryable: false });
+    expect((err as Error).message).toMatch(/invalid input syntax for type integer/);
+    // The server's own text quoted the value (kept only in `cause`); the message does not.
+    expect(JSON.stringify((err as Error).cause)).toContain(PARAM);
+    expectClean(err);
+  });
+
+  test('a syntax error is a DatabaseQueryError with its SQLSTATE', async () => {
+    const err = await rejectionOf(db.$queryRawUnsafe('SELEC $1::text', PARAM));
+    expect(err).toBeInstanceOf(DatabaseQueryError);
+    expect(err).toMatchObject({ sqlState: '42601', retryable: false });
+    expectClean(err);
+  });
+
+  test('invalid query arguments (Prisma validation) keep the arguments out of the message', async () => {
+    const err = await rejectionOf(
+      db.user.create({ data: { email: PARAM, name: PARAM, notAField: PARAM } as unknown as { email: string } }),
+    );
+    expect(err).toBeInstanceOf(DatabaseQueryError);
+    expect(err).toMatchObject({ retryable: false });
+    // Prisma's own text quotes the call's arguments (kept only in `cause`).
+    expect(String(((err as Error).cause as Error).message)).toContain(PARAM);
+    expectClean(err);
+  });
+
+  test('statement timeout: StatementTimeoutError 57014, not retryable', async () => {
+    const short = newDb({ url: testDb.url, applicationName: 'errors-stmt', timeouts: { statementMs: 200 } });
+    const started = Date.now();
+    const err = await rejectionOf(short.$queryRawUnsafe('SELECT pg_sleep(1), $1::text AS p', PARAM));
+    expect(Date.now() - started).toBeLessThan(900);
+    expect(err).toBeInstanceOf(StatementTimeoutError);
+    expect(err).toMatchObject({ kind: 'statement-timeout', sqlState: '57014', retryable: false });
+    expect((err as Error).message).toMatch(/statement_timeout/);
+    expectClean(err);
+
+    // Inside a unit: the same typed error, and the unit rolled back.
+    const inUnit = await rejectionOf(
+      short.transaction(async (tx) => {
+        await tx.user.create({ data: { email: 'timeout-unit@example.com' } });
+        await tx.$queryRawUnsafe('SELECT pg_sleep(1), $1::text AS p', PARAM);
+      }),
+    );
+    expect(inUnit).toBeInstanceOf(StatementTimeoutError);
+    expectClean(inUnit);
+    expect(await db.user.count({ where: { email: 'timeout-unit@example.com' } })).toBe(0);
+  });
+});
+
+describe('pool and connection errors', () => {
+  test('pool timeout: PoolTimeoutError, retryable, after pool.timeoutMs', async () => {
+    const one = newDb({ url: testDb.url, applicationName: 'errors-pool', pool: { size: 1, maxOverflow: 0, timeoutMs: 300 } });
+    const release = latch();
+    const holding = latch();
+    const holder = one.session(async (c) => {
+      await c.$queryRaw`SELECT 1`;
+      holding.open();
+      await release.promise;
+    });
+    await holding.promise;
+    const started = Date.now();
+    const err = await rejectionOf(one.$queryRawUnsafe('SELECT $1::text AS p', PARAM));
+    const waited = Date.now() - started;
+    release.open();
+    await holder;
+    expect(err).toBeInstanceOf(PoolTimeoutError);
+    expect(err).toMatchObject({ kind: 'pool-timeout', retryable: true });
+    expect((err as PoolTimeoutError).waitedMs).toBeGreaterThanOrEqual(250);
+    expect(waited).toBeGreaterThanOrEqual(250);
+    expect(waited).toBeLessThan(3_000);
+    expectClean(err);
+    expect(one.stats().counters.poolTimeouts).toBe(1);
+    // The pool works again once the connection is back.
+    expect(await one.$queryRawUnsafe('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+  });
+
+  test('refused connection: DatabaseConnectionError, retryable, no credentials in the message', async () => {
+    const port = await closedPort();
+    const password = 'refused-pass-Zq9!';
+    const url = `postgresql://someone:${encodeURIComponent(password)}@127.0.0.1:${port}/nodb?sslmode=disable`;
+    const refused = newDb({ url, applicationName: 'errors-refused', timeouts: { connectMs: 2_000 } });
+    const err = await rejectionOf(refused.$queryRawUnsafe('SELECT $1::text AS p', PARAM));
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect(err).toMatchObject({ kind: 'connection', retryable: true });
+    expect((err as Error).message).toMatch(/ECONNREFUSED/);
+    expectClean(err, password, encodeURIComponent(password), url);
+
+    // A unit of work against it fails the same way.
+    const inUnit = await rejectionOf(refused.transaction(async (tx) => tx.$queryRawUnsafe('SELECT $1::text', PARAM), { maxWaitMs: 3_000 }));
+    expect(inUnit).toBeInstanceOf(DatabaseConnectionError);
+    expect(inUnit).toMatchObject({ retryable: true });
+    expectClean(inUnit, password, encodeURIComponent(password), url);
+  });
+
+  test('wrong password: DatabaseConnectionError 28P01, not retryable, no password in the message', async () => {
+    const wrong = 'wrong-pass-Xy7#';
+    const url = testDb.urlWith({ sslmode: 'require', sslrootcert: testDb.caFile }, { password: wrong });
+    expect(url).toContain(encodeURIComponent(wrong));
+    const bad = newDb({ url, applicationName: 'errors-badpass' });
+    const err = await rejectionOf(bad.$queryRawUnsafe('SELECT $1::text AS p', PARAM));
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect(err).toMatchObject({ kind: 'connection', sqlState: '28P01', retryable: false });
+    expect((err as Error).message).toMatch(/password authentication failed/);
+    expectClean(err, wrong, encodeURIComponent(wrong), url);
+
+    const inUnit = await rejectionOf(bad.transaction(async (tx) => tx.$queryRawUnsafe('SELECT 1')));
+    expect(inUnit).toBeInstanceOf(DatabaseConnectionError);
+    expect(inUnit).toMatchObject({ sqlState: '28P01', retryable: false });
+    expectClean(inUnit, wrong, encodeURIComponent(wrong), url);
+  });
+});
+
+describe('configuration and unit-of-work errors', () => {
+  test('ConfigError: not retryable, names the settings, never the password', () => {
+    const password = 'config-pass-Pw3$';
+    const url = `postgresql://app:${encodeURIComponent(password)}@db.example.com:5432/shop?sslmode=sometimes`;
+    let err: unknown;
+    try {
+      createDb({ PrismaClient, url, pool: { size: 0 }, env: {} });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err).toMatchObject({ kind: 'config', retryable: false });
+    const settings = (err as ConfigError).issues.map((i) => i.setting);
+    expect(settings).toEqual(expect.arrayContaining(['pool.size']));
+    expect(settings.some((s) => /sslmode/.test(s))).toBe(true);
+    expectClean(err, password, encodeURIComponent(password), url);
+    for (const issue of (err as ConfigError).issues) {
+      expect(issue.problem).not.toContain(password);
+      expect(issue.problem).not.toContain(encodeURIComponent(password));
+    }
+  });
+
+  test('DatabaseTransactionError: rolled back, retryable only for exhausted conflicts', async () => {
+    const own = await rejectionOf(
+      db.transaction(async () => {
+        throw new Error('application failure');
+      }),
+    );
+    expect(own).toBeInstanceOf(DatabaseTransactionError);
+    expect(own).toMatchObject({ kind: 'transaction', outcome: 'rolled-back', retryable: false });
+
+    const exhausted = await rejectionOf(
+      db.transaction(
+        async (tx) => {
+          await tx.$executeRawUnsafe(`SELECT $1::text, (SELECT 1 FROM pg_class LIMIT 1)`, PARAM);
+          await tx.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$`);
+        },
+        { retries: 1 },
+      ),
+    );
+    expect(exhausted).toBeInstanceOf(DatabaseTransactionError);
+    expect(exhausted).toMatchObject({ outcome: 'rolled-back', retryable: true, sqlState: '40001', attempts: 2 });
+    expectClean(exhausted);
+  });
+});
