@@ -46,7 +46,7 @@ describe('stats()', () => {
   it('pool figures match pg_stat_activity for the application name', async () => {
     expect(db.stats().pool).toEqual({ open: 0, idle: 0, inUse: 0, waiting: 0, max: 4 });
     // Four statements at once: two kept connections plus the two overflow ones.
-    const busy = Promise.all([1, 2, 3, 4].map(() => db.$executeRawUnsafe('SELECT pg_sleep(0.3)')));
+    const busy = Promise.all([1, 2, 3, 4].map(() => db.$executeRawUnsafe('SELECT pg_sleep(0.8)')));
     await waitFor(() => db.stats().pool.inUse === 4);
     // A backend shows its application_name only once its startup packet is processed.
     await waitFor(async () => (await countConnections(name, testDb.name)) === 4);
