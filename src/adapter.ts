@@ -44,6 +44,8 @@ export function createAdapter(config: DbConfig): Adapter {
   const ssl = sslPlan(config);
   const monitor = new PoolMonitor(config);
   const options = poolOptions(config, ssl);
+  // Idle connections' errors reach the monitor through guardPool's own pool listener;
+  // the adapters only add errors of connections checked out for a transaction.
   const onError = (err: Error): void => monitor.emitError(err);
 
   if (config.driver === 'pg') {
@@ -52,7 +54,7 @@ export function createAdapter(config: DbConfig): Adapter {
       Client: withConnectTimeout(pg.Client as unknown as ClientCtor, config.timeouts.connectMs),
     } as pg.PoolConfig);
     guardPool(pool as unknown as PoolLike, config, ssl, monitor);
-    const factory = new PrismaPg(pool, { onPoolError: onError, onConnectionError: onError });
+    const factory = new PrismaPg(pool, { onConnectionError: onError });
     let ended: Promise<void> | undefined;
     return { factory, monitor, close: () => (ended ??= pool.end()) };
   }
@@ -62,7 +64,7 @@ export function createAdapter(config: DbConfig): Adapter {
   const NeonClient = withConnectTimeout(neon.Client as unknown as ClientCtor, config.timeouts.connectMs, socketSettings(config));
   // Neon's proxy terminates TLS on the WebSocket (wss); the driver turns node-postgres'
   // own `ssl` off inside it (forceDisablePgSSL), so the SSL plan does not apply here.
-  const wsFactory = new PrismaNeon({ ...options, ssl: false } as never, { onPoolError: onError, onConnectionError: onError });
+  const wsFactory = new PrismaNeon({ ...options, ssl: false } as never, { onConnectionError: onError });
   const guardedWs: SqlDriverAdapterFactory = {
     provider: wsFactory.provider,
     adapterName: wsFactory.adapterName,

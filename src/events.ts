@@ -162,12 +162,10 @@ export function createOperations(config: DbConfig, monitor: PoolMonitor, logger?
     lastError = describeError(err);
   };
   // Connection-level failures the pool reports (idle sockets dying, failed connects).
-  // An idle connection's error reaches the monitor twice (pg-pool's 'error' event and
-  // the adapter's onPoolError both forward it): each listener sees each error once.
-  monitor.events.on('error', oncePerError((err) => {
+  monitor.events.on('error', (err) => {
     record(err);
     logger?.error?.({ event: 'error', kind: lastError?.kind, error: lastError?.message }, 'database error');
-  }));
+  });
 
   function enter(): () => void {
     if (admitted.getStore()) return () => {};
@@ -282,7 +280,7 @@ export function createOperations(config: DbConfig, monitor: PoolMonitor, logger?
 
     on(event, listener) {
       const target = (event === 'slowQuery' ? own : monitor.events) as unknown as EventEmitter;
-      const handler = (event === 'error' ? oncePerError(listener as (err: Error) => void) : listener) as (...args: unknown[]) => void;
+      const handler = listener as (...args: unknown[]) => void;
       target.on(event, handler);
       return () => void target.off(event, handler);
     },
@@ -360,18 +358,6 @@ export function createOperations(config: DbConfig, monitor: PoolMonitor, logger?
     },
   };
   return ops;
-}
-
-/** `listener`, called at most once per distinct error object. */
-function oncePerError(listener: (err: Error) => void): (err: Error) => void {
-  const seen = new WeakSet<object>();
-  return (err) => {
-    if (typeof err === 'object' && err !== null) {
-      if (seen.has(err)) return;
-      seen.add(err);
-    }
-    listener(err);
-  };
 }
 
 /** `target` with some members replaced; every other member still works on the original object. */

@@ -124,7 +124,7 @@ describe('events', () => {
     expect(await terminateConnections({ applicationName: name })).toBe(1);
     await waitFor(() => errors.length >= 1);
     await new Promise((r) => setTimeout(r, 100));
-    // Once per failure, although two parts of the stack report it.
+    // Once per failure.
     expect(errors).toHaveLength(1);
     expect(db.stats().lastError?.kind).not.toBeUndefined();
     expect(logger.calls.some((c) => c.level === 'error' && c.obj.event === 'error')).toBe(true);
