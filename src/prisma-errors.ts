@@ -45,11 +45,17 @@ function driverCause(e: PrismaLike): DriverCause | undefined {
 /** SQLSTATEs after which re-running the whole unit of work can succeed. */
 export const RETRYABLE_SQLSTATES = new Set(['40001', '40P01']);
 
+/**
+ * Prisma's error codes (P1xxx-P6xxx). They have the shape of a SQLSTATE too, but class
+ * P0 (PL/pgSQL: P0001 for RAISE EXCEPTION, ...) is PostgreSQL's.
+ */
+const PRISMA_CODE = /^P[1-9]\d{3}$/;
+
 function sqlStateOf(e: PrismaLike): string | undefined {
   const cause = driverCause(e);
   const fromCause = cause?.originalCode ?? cause?.code;
   if (typeof fromCause === 'string' && /^[0-9A-Z]{5}$/.test(fromCause)) return fromCause;
-  if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) return e.code;
+  if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code) && !PRISMA_CODE.test(e.code)) return e.code;
   if (e.code === 'P2034') return '40001';
   return undefined;
 }
@@ -88,7 +94,7 @@ export function toDatalayerError(err: unknown, ctx: MapContext = {}): DatalayerE
 function map(err: unknown): DatalayerError {
   if (err instanceof DatalayerError) return err;
   const e = (typeof err === 'object' && err !== null ? err : {}) as PrismaLike;
-  const prismaCode = typeof e.code === 'string' && /^P\d{4}$/.test(e.code) ? e.code : undefined;
+  const prismaCode = typeof e.code === 'string' && PRISMA_CODE.test(e.code) ? e.code : undefined;
   const sqlState = sqlStateOf(e);
   const detail = { cause: err, ...(sqlState ? { sqlState } : {}), ...(prismaCode ? { prismaCode } : {}) };
 
