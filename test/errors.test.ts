@@ -115,6 +115,21 @@ describe('query errors', () => {
     expectClean(err);
   });
 
+  test('record not found: a Prisma code is a prismaCode, never a sqlState', async () => {
+    const err = await rejectionOf(db.user.update({ where: { email: PARAM }, data: { name: 'x' } }));
+    expect(err).toBeInstanceOf(DatabaseQueryError);
+    expect(err).toMatchObject({ prismaCode: 'P2025', retryable: false });
+    expect((err as DatalayerError).sqlState).toBeUndefined();
+    expectClean(err);
+  });
+
+  test("PL/pgSQL's own SQLSTATEs (class P0) are SQLSTATEs, not Prisma codes", async () => {
+    const err = await rejectionOf(db.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'custom failure'; END $$`));
+    expect(err).toBeInstanceOf(DatabaseQueryError);
+    expect(err).toMatchObject({ sqlState: 'P0001', prismaCode: 'P2010', retryable: false });
+    expect((err as Error).message).toContain('custom failure');
+  });
+
   test('statement timeout: StatementTimeoutError 57014, not retryable', async () => {
     const short = newDb({ url: testDb.url, applicationName: 'errors-stmt', timeouts: { statementMs: 200 } });
     const started = Date.now();
