@@ -6,6 +6,7 @@ import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, terminateConnections, type TestDatabase } from './support/db';
 import { driverCase, type DriverCase } from './support/drivers';
 import { startTcpProxy } from './support/tcp-proxy';
+import { waitFor, sockets } from './support/wait';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -18,17 +19,7 @@ afterAll(async () => {
 let appSeq = 0;
 const appName = (label: string): string => `client-${label}-${process.pid}-${++appSeq}`;
 
-function sockets(): number {
-  return process.getActiveResourcesInfo().filter((r) => /TCP|TLS|Pipe/.test(r)).length;
-}
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('createDb is lazy', () => {
   it('opens no socket, starts no timer and sends no query on creation', async () => {

@@ -4,6 +4,7 @@
 import { createDb, DatabaseClosedError, type Db } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
+import { waitFor, sockets } from './support/wait';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -17,17 +18,7 @@ let seq = 0;
 const appName = (label: string): string => `close-${label}-${process.pid}-${++seq}`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function sockets(): number {
-  return process.getActiveResourcesInfo().filter((r) => /TCP|TLS|Pipe/.test(r)).length;
-}
 
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await sleep(25);
-  }
-}
 
 function open(label: string): { db: Db<PrismaClient>; name: string } {
   const name = appName(label);

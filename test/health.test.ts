@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { createDb, type Db } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, type Cluster } from './support/cluster';
+import { waitFor } from './support/wait';
 
 let cluster: Cluster;
 let db: Db<PrismaClient>;
@@ -36,13 +37,6 @@ function loggedStatements(): string[] {
     .filter((line) => line.includes(`/${APP} `) && /LOG:\s+(statement|execute [^:]*):/.test(line));
 }
 
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('db.health()', () => {
   it('is healthy with the server facts, in one round trip', async () => {

@@ -3,6 +3,7 @@
 import { createDb, DatabaseTransactionError, type Db, type DbLogger } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, terminateConnections, type TestDatabase } from './support/db';
+import { waitFor } from './support/wait';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -15,13 +16,6 @@ afterAll(async () => {
 let seq = 0;
 const appName = (label: string): string => `stats-${label}-${process.pid}-${++seq}`;
 
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** A pino-style logger that keeps every call. */
 function recordingLogger(): DbLogger & { calls: { level: string; obj: Record<string, unknown>; msg: string }[] } {
