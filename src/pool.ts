@@ -113,7 +113,7 @@ export class PoolMonitor {
     client.on('error', onError);
     let broken: Error | undefined;
     try {
-      return await pinned.run({ monitor: this, client }, fn);
+      return await pinned.run({ monitor: this, client: lend(client) }, fn);
     } catch (err) {
       if (isConnectionFailure(err)) broken = err as Error;
       throw err;
@@ -204,10 +204,19 @@ function toConnectionError(err: unknown, phase: 'connect' | 'query'): DatabaseCo
 
 const pinned = new AsyncLocalStorage<{ monitor: PoolMonitor; client: PoolClientLike }>();
 
-/** The reserved connection, lent to an adapter that will "release" it: a no-op here. */
+/**
+ * The reserved connection as the adapters see it: "release" is a no-op (the session
+ * owns it), and statements sent concurrently (a Promise.all inside the session) run one
+ * after another, as node-postgres 9 will require instead of queueing them itself.
+ */
 function lend(client: PoolClientLike): PoolClientLike {
+  let tail: Promise<unknown> = Promise.resolve();
   return {
-    query: (config, values) => client.query(config, values),
+    query: (config, values) => {
+      const run = tail.then(() => client.query(config, values));
+      tail = run.catch(() => undefined);
+      return run;
+    },
     release: () => {},
     on: (event, listener) => client.on(event, listener),
     removeListener: (event, listener) => client.removeListener(event, listener),
@@ -330,7 +339,7 @@ export function guardPool(pool: PoolLike, config: DbConfig, ssl: SslPlan, monito
   // Used by the adapters for work that needs one connection (transactions).
   const guardedConnect = async (): Promise<PoolClientLike> => {
     const pin = pinnedHere();
-    return pin ? lend(pin) : (await checkout()).client;
+    return pin ?? (await checkout()).client;
   };
 
   // Used by the adapters for every statement outside a transaction.

@@ -93,11 +93,29 @@ export function createSessions<C>(client: C & TransactionalClient, config: DbCon
   const counters = { transactions: 0, commits: 0, rollbacks: 0, retries: 0 };
   const defaults = config.transaction;
 
-  // Behind a transaction-mode pooler, startup parameters are unusable: the unit's
-  // timeouts are set for its own transaction only, in one round trip.
-  const localTimeouts = config.pooler
-    ? `SELECT set_config('statement_timeout', '${config.timeouts.statementMs}', true), set_config('lock_timeout', '${config.timeouts.lockMs}', true), set_config('idle_in_transaction_session_timeout', '${config.timeouts.idleInTransactionMs}', true)`
-    : undefined;
+  /**
+   * The unit's own settings, all in one statement right after BEGIN (nothing at all when
+   * there are none): read-only mode; behind a transaction-mode pooler, where startup
+   * parameters are unusable, the server-side timeouts; and an explicit `timeoutMs`
+   * shorter than the statement timeout, so a statement running at the unit's deadline is
+   * cancelled by the server instead of outliving the unit. `true` = local to this
+   * transaction. Values are validated numbers.
+   */
+  function preludeFor(opts: TransactionOptions): string | undefined {
+    const settings = new Map<string, string | number>();
+    if (opts.readOnly) settings.set('transaction_read_only', 'on');
+    if (config.pooler) {
+      settings.set('statement_timeout', config.timeouts.statementMs);
+      settings.set('lock_timeout', config.timeouts.lockMs);
+      settings.set('idle_in_transaction_session_timeout', config.timeouts.idleInTransactionMs);
+    }
+    const { statementMs } = config.timeouts;
+    if (opts.timeoutMs !== undefined && (statementMs === 0 || opts.timeoutMs < statementMs)) {
+      settings.set('statement_timeout', opts.timeoutMs);
+    }
+    if (settings.size === 0) return undefined;
+    return `SELECT ${[...settings].map(([name, value]) => `set_config('${name}', '${value}', true)`).join(', ')}`;
+  }
 
   /** Thrown when BEGIN failed on a connection: nothing of the unit reached the server. */
   class NotStarted extends Error {}
@@ -109,8 +127,8 @@ export function createSessions<C>(client: C & TransactionalClient, config: DbCon
       const result = await client.$transaction(
         async (tx: never) => {
           bodyStarted = true;
-          if (opts.readOnly) await (tx as TransactionalClient).$executeRawUnsafe('SET TRANSACTION READ ONLY');
-          if (localTimeouts) await (tx as TransactionalClient).$executeRawUnsafe(localTimeouts);
+          const prelude = preludeFor(opts);
+          if (prelude) await (tx as TransactionalClient).$executeRawUnsafe(prelude);
           const value = await units.run({ tx, correlationId, savepoints: 0 }, () => fn(tx as TxClient<C>));
           bodyDone = true;
           return value;
