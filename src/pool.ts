@@ -1,8 +1,9 @@
 // Pool policy. Both drivers' pools are pg-pool underneath (node-postgres' `pg.Pool`, and
 // the copy bundled in @neondatabase/serverless), so one policy serves both: the options
 // we hand pg-pool decide the bounds, and `guardPool` adds what pg-pool lacks —
-// validation of long-idle connections at checkout, one transparent retry when a reused
-// connection turns out dead, libpq's prefer/allow SSL fallback, typed errors, counters
+// validation of long-idle connections at checkout, transparent re-runs of a statement
+// that landed on a reused connection which had died while idle (bounded by the pool
+// size; never for a fresh connection), libpq's prefer/allow SSL fallback, typed errors, counters
 // and events. As in SQLAlchemy, the no-pool mode (NullPool) is a policy, not a second
 // code path: the same pool, told to close every connection on release.
 
