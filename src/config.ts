@@ -200,16 +200,21 @@ const isolation = z.enum(ISOLATION_LEVELS, { message: `must be one of ${ISOLATIO
 const nonEmpty = z.string().trim().min(1, { message: 'must not be empty' });
 const certPath = nonEmpty.refine((p) => p === 'system' || existsSync(p), { message: 'file not found' });
 
-/** PostgreSQL duration syntax (`5000`, `5s`, `1min`, `250ms`) in milliseconds. */
+const DURATION = /^(\d+)\s*(us|ms|s|min|h|d)?$/;
+const UNIT_MS = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** PostgreSQL duration syntax (`5000`, `5s`, `1min`, `250ms`; bare = ms) in milliseconds. */
+export function durationMs(text: string): number | undefined {
+  const m = DURATION.exec(text.trim());
+  if (!m) return undefined;
+  return Math.round(Number(m[1]) * UNIT_MS[(m[2] ?? 'ms') as keyof typeof UNIT_MS]);
+}
+
 const pgDuration = z
   .string()
   .trim()
-  .regex(/^\d+\s*(us|ms|s|min|h|d)?$/, { message: 'must be a duration such as 5000, 5s or 1min' })
-  .transform((v) => {
-    const m = /^(\d+)\s*(us|ms|s|min|h|d)?$/.exec(v)!;
-    const factor = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 'ms'] ?? 1;
-    return Math.round(Number(m[1]) * factor);
-  });
+  .regex(DURATION, { message: 'must be a duration such as 5000, 5s or 1min' })
+  .transform((v) => durationMs(v)!);
 
 // ---- resolution ------------------------------------------------------------------------
 

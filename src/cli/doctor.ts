@@ -5,7 +5,7 @@
 
 import type { SqlDriverAdapter } from '@prisma/driver-adapter-utils';
 import { createAdapter, type Adapter } from '../adapter.ts';
-import { isLocalHost, loadConfig, type DbConfig } from '../config.ts';
+import { durationMs, isLocalHost, loadConfig, type DbConfig } from '../config.ts';
 import { ConfigError } from '../errors.ts';
 import { describeError } from '../events.ts';
 import { describeUrl } from '../redact.ts';
@@ -315,11 +315,12 @@ function checkCapacity(config: DbConfig, row: Facts, facts: DoctorFacts, instanc
 
 /** PostgreSQL's display form of a time setting (`30s`, `1min`, `250ms`, `0`) in ms. */
 export function settingMs(value: string | null): number | undefined {
-  if (value === null) return undefined;
-  const m = /^(\d+)\s*(us|ms|s|min|h|d)?$/.exec(value.trim());
-  if (!m) return undefined;
-  const factor = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 'ms'] ?? 1;
-  return Math.round(Number(m[1]) * factor);
+  return value === null ? undefined : durationMs(value);
+}
+
+/** A role name as an SQL identifier. */
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
 }
 
 function checkTimeouts(config: DbConfig, row: Facts, facts: DoctorFacts, add: (f: Finding) => void): void {
@@ -347,6 +348,18 @@ function checkTimeouts(config: DbConfig, row: Facts, facts: DoctorFacts, add: (f
       status: 'info',
       summary: `session shows ${shown}; behind a transaction pooler the configured ones are applied per unit of work (set_config(..., true)). Client side: ${client}`,
     });
+    // Statements outside a unit of work run under the role's defaults: those must hold.
+    const unbounded = wanted.filter(([name, ms]) => ms > 0 && settingMs(server[name]) === 0);
+    if (unbounded.length > 0) {
+      add({
+        check: 'timeouts',
+        status: 'warn',
+        summary: `statements outside a unit of work run with no limit: ${unbounded.map(([name]) => `${name}=0`).join(', ')}`,
+        advice: `Set the role's defaults once (they survive transaction pooling): ${unbounded
+          .map(([name, ms]) => `ALTER ROLE ${quoteIdent(config.target.user)} SET ${name} = '${ms}ms';`)
+          .join(' ')}`,
+      });
+    }
   } else {
     const mismatched = wanted.filter(([name, ms]) => settingMs(server[name]) !== ms);
     if (mismatched.length > 0) {

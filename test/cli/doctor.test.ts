@@ -105,6 +105,21 @@ describe('doctor', () => {
     expect(finding(JSON.parse(fixed.out) as DoctorReport, 'urls').status).toBe('ok');
   });
 
+  it('behind a pooler, asks for role defaults when statements outside units would run unbounded', async () => {
+    const env = { ...goodEnv(), DB_POOLER: 'true', DIRECT_URL: testDb.appUrl };
+    const before = JSON.parse((await runCli(['doctor', '--json'], env)).out) as DoctorReport;
+    const warning = finding(before, 'timeouts');
+    expect(warning.status).toBe('warn');
+    expect(warning.advice).toContain(`ALTER ROLE "${testDb.appUser}" SET statement_timeout = '30000ms';`);
+    expect(warning.advice).toContain('lock_timeout');
+    // Scoped to this test's database so the shared server's other databases keep theirs.
+    for (const [name, value] of [['statement_timeout', '30s'], ['lock_timeout', '10s'], ['idle_in_transaction_session_timeout', '1min']]) {
+      await adminQuery(`ALTER ROLE ${testDb.appUser} IN DATABASE ${testDb.name} SET ${name} = '${value}'`);
+    }
+    const after = JSON.parse((await runCli(['doctor', '--json'], env)).out) as DoctorReport;
+    expect(after.findings.filter((f) => f.check === 'timeouts' && f.status !== 'info')).toEqual([]);
+  });
+
   it('reports an unreachable server and invalid configuration without secrets', async () => {
     const down = await runCli(['doctor'], { DATABASE_URL: 'postgresql://app:Sup3r-Secret@127.0.0.1:1/db', DB_CONNECT_TIMEOUT: '2' });
     expect(down.code).toBe(1);
