@@ -1,0 +1,204 @@
+// `npm run bench` (GitHub issue 7): the layer against raw pg, bare Prisma on the same
+// adapter, and itself in serverless mode, on a throwaway PostgreSQL 15 (TLS + SCRAM)
+// started by the test harness. Prints the tables and writes BENCHMARKS.md.
+//
+// Sizes (environment, defaults in brackets):
+//   BENCH_ROUNDS [10]            measured rounds of the sequential workloads (after BENCH_WARMUP_ROUNDS [2])
+//   BENCH_POINT_OPS [200]        point reads per variant per round (serverless: a quarter)
+//   BENCH_UNIT_OPS [100]         units of work per variant per round (serverless: a quarter)
+//   BENCH_CONCURRENT_UNITS [500] units started at once; BENCH_CONCURRENT_ROUNDS [3] (+1 warm-up)
+//   BENCH_RESTARTS [3]           server restarts under read load; BENCH_DOWN_MS [500] down time each
+//   BENCH_COLD_RUNS [7]          fresh processes per variant (+1 warm-up run)
+//   BENCH_RT_QUERIES [1000]      point reads counted for round trips; BENCH_RT_UNITS [100]
+//   BENCH_ABLATION_ROUNDS [8]    rounds of the overhead breakdown (0 = skip)
+//   BENCH_ONLY                   comma list of: point,unit,concurrency,recovery,cold,roundtrips,ablation
+//   BENCH_OUT [BENCHMARKS.md]    report path ('-' = do not write)
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { startCluster, type Cluster } from '../test/support/cluster';
+import { buildTemplate } from '../test/support/template';
+import { renderReport, type BenchResults } from './report';
+import { envInt } from './stats';
+import { makeAblation, makeVariant, layer, MAX_CONNECTIONS, type AblationKey, type Target, type UnitArgs, type Variant, type VariantKey } from './variants';
+import { coldStarts, concurrentUnits, killChildren, recovery, roundTrips, sequentialLatency, type RoundTrips } from './workloads';
+
+const ROOT = path.resolve(__dirname, '..');
+const KEYS: VariantKey[] = ['pg', 'prisma', 'layer', 'serverless'];
+const ABLATION: AblationKey[] = ['prisma', 'prisma+hook', 'prisma+adapter', 'layer'];
+const ROWS = 1000;
+const DB = 'bench';
+
+function settings() {
+  const only = (process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  return {
+    rounds: envInt('BENCH_ROUNDS', 10),
+    warmupRounds: envInt('BENCH_WARMUP_ROUNDS', 2),
+    pointOps: envInt('BENCH_POINT_OPS', 200),
+    unitOps: envInt('BENCH_UNIT_OPS', 100),
+    concurrentUnits: envInt('BENCH_CONCURRENT_UNITS', 500),
+    concurrentRounds: envInt('BENCH_CONCURRENT_ROUNDS', 3),
+    restarts: envInt('BENCH_RESTARTS', 3),
+    downMs: envInt('BENCH_DOWN_MS', 500),
+    coldRuns: envInt('BENCH_COLD_RUNS', 7),
+    rtQueries: envInt('BENCH_RT_QUERIES', 1000),
+    rtUnits: envInt('BENCH_RT_UNITS', 100),
+    ablationRounds: envInt('BENCH_ABLATION_ROUNDS', 8),
+    out: process.env.BENCH_OUT ?? 'BENCHMARKS.md',
+    runs: (name: string): boolean => only.length === 0 || only.includes(name),
+  };
+}
+export type Settings = ReturnType<typeof settings>;
+
+const log = (msg: string): void => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+
+export async function main(): Promise<number> {
+  const s = settings();
+  const began = Date.now();
+  let cluster: Cluster | undefined;
+  const open: Variant<string>[] = [];
+  let admin: pg.Client | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log(`${signal}: cleaning up`);
+    killChildren();
+    void (cluster?.destroy() ?? Promise.resolve()).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    log('starting PostgreSQL 15 (TLS, SCRAM) and building the migrated template');
+    cluster = await startCluster({
+      name: 'bench',
+      maxConnections: 150,
+      extraConf: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track_utility': 'on' },
+    });
+    await buildTemplate(cluster.info());
+    await cluster.query(`CREATE DATABASE ${DB} OWNER app TEMPLATE template_app`);
+    // The admin connection (database postgres) reads and resets the counters.
+    await cluster.query('CREATE EXTENSION pg_stat_statements');
+    await cluster.query(
+      `INSERT INTO users (email, name) SELECT 'user' || g || '@example.com', 'User ' || g FROM generate_series(1, ${ROWS}) g;
+       INSERT INTO accounts (owner, balance) SELECT 'owner ' || g, 1000000000 FROM generate_series(1, ${ROWS}) g;
+       ANALYZE`,
+      [],
+      { db: DB },
+    );
+    const [version] = await cluster.query<{ v: string }>('SELECT version() AS v');
+
+    const target: Target = {
+      host: cluster.host,
+      port: cluster.port,
+      user: cluster.appUser,
+      password: cluster.appPassword,
+      database: DB,
+      caFile: cluster.caFile,
+      ca: fs.readFileSync(cluster.caFile, 'utf8'),
+      url: cluster.url(DB, { sslmode: 'verify-full', sslrootcert: cluster.caFile }, { user: cluster.appUser }),
+    };
+    admin = new pg.Client(cluster.clientConfig('postgres', { applicationName: 'bench-admin' }));
+    admin.on('error', () => {});
+    await admin.connect();
+
+    const runId = crypto.randomBytes(3).toString('hex');
+    const unitArgs = (key: string, i: number): UnitArgs => {
+      const fromId = 1 + ((i * 7919) % ROWS);
+      return { fromId, toId: 1 + ((fromId + 1) % ROWS), amount: 1, reference: `${runId}-${key}-${i}-${crypto.randomUUID()}` };
+    };
+    const randomId = (): number => 1 + Math.floor(Math.random() * ROWS);
+
+    const variants = KEYS.map((k) => makeVariant(k, target));
+    open.push(...variants);
+    const results: BenchResults = {
+      settings: s,
+      machine: {
+        nproc: os.availableParallelism?.() ?? os.cpus().length,
+        cpu: os.cpus()[0]?.model ?? 'unknown',
+        memGb: Math.round(os.totalmem() / 2 ** 30),
+        node: process.version,
+        postgres: version?.v ?? 'unknown',
+        prisma: pkgVersion('@prisma/client'),
+        pg: pkgVersion('pg'),
+        platform: `${os.type()} ${os.release()} ${os.arch()}`,
+      },
+      labels: Object.fromEntries(variants.map((v) => [v.key, v.label])),
+      date: new Date().toISOString(),
+      durationMs: 0,
+    };
+    const perRound = (ops: number) => (v: Variant<string>) => (v.key === 'serverless' ? Math.max(1, Math.round(ops / 4)) : ops);
+
+    if (s.runs('point')) {
+      log(`point read: ${s.warmupRounds}+${s.rounds} rounds × ${s.pointOps} reads per variant`);
+      results.point = await sequentialLatency(variants, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.pointOps), op: (v) => v.pointRead(randomId()) });
+    }
+    if (s.runs('unit')) {
+      log(`unit of work: ${s.warmupRounds}+${s.rounds} rounds × ${s.unitOps} units per variant`);
+      results.unit = await sequentialLatency(variants, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.unitOps), op: (v, i) => v.unit(unitArgs(`${v.key}-seq`, i)) });
+    }
+    if (s.runs('ablation') && s.ablationRounds > 0) {
+      log(`overhead breakdown: ${s.ablationRounds} rounds (point read, unit of work)`);
+      const parts = ABLATION.map((k) => makeAblation(k, target));
+      open.push(...parts);
+      const point = await sequentialLatency(parts, { rounds: s.ablationRounds, warmupRounds: 1, opsPerRound: () => s.pointOps, op: (v) => v.pointRead(randomId()) });
+      const unit = await sequentialLatency(parts, { rounds: s.ablationRounds, warmupRounds: 1, opsPerRound: () => s.unitOps, op: (v, i) => v.unit(unitArgs(`${v.key}-abl`, i)) });
+      results.ablation = { point, unit, labels: Object.fromEntries(parts.map((v) => [v.key, v.label])) };
+      for (const p of parts) await p.close();
+      open.splice(open.length - parts.length, parts.length);
+    }
+    if (s.runs('concurrency')) {
+      log(`concurrency: ${s.concurrentUnits} units at once, ≤ ${MAX_CONNECTIONS} connections, 1+${s.concurrentRounds} rounds`);
+      results.concurrency = await concurrentUnits(variants, admin, { units: s.concurrentUnits, rounds: s.concurrentRounds, warmupRounds: 1, unitArgs });
+    }
+    if (s.runs('roundtrips')) {
+      log(`round trips: ${s.rtQueries} point reads and ${s.rtUnits} units per variant (pg_stat_statements)`);
+      const rt = new Map<string, RoundTrips>();
+      for (const v of variants) rt.set(v.key, await roundTrips(v, admin, DB, { queries: s.rtQueries, units: s.rtUnits, unitArgs }));
+      // What the stale-connection check would cost if it ran on every checkout (pool_pre_ping).
+      const ping = layer(target, 'pooled', { validateAfterIdleMs: 0 });
+      open.push(ping);
+      rt.set('layer-preping', await roundTrips(ping, admin, DB, { queries: s.rtQueries, units: s.rtUnits, unitArgs }));
+      await ping.close();
+      open.pop();
+      results.roundTrips = rt;
+    }
+    if (s.runs('cold')) {
+      log(`cold start: ${s.coldRuns} fresh processes per variant (+1 warm-up)`);
+      results.cold = await coldStarts(KEYS, target, { runs: s.coldRuns, warmupRuns: 1 });
+    }
+    if (s.runs('recovery') && s.restarts > 0) {
+      log(`recovery: ${s.restarts} restarts (down ${s.downMs} ms) under a steady read load`);
+      await admin.end().catch(() => undefined);
+      admin = undefined;
+      results.recovery = await recovery(variants, cluster, { restarts: s.restarts, downMs: s.downMs, intervalMs: 10, settleMs: 1000, timeoutMs: 15_000, ids: randomId });
+    }
+
+    results.durationMs = Date.now() - began;
+    const report = renderReport(results);
+    console.log(`\n${report.console}\n`);
+    if (s.out !== '-') {
+      const file = path.resolve(ROOT, s.out);
+      fs.writeFileSync(file, report.markdown);
+      log(`wrote ${path.relative(process.cwd(), file) || file}`);
+    }
+    log(`done in ${Math.round((Date.now() - began) / 1000)} s`);
+    return 0;
+  } finally {
+    killChildren();
+    for (const v of open) await v.close().catch(() => undefined);
+    await admin?.end().catch(() => undefined);
+    await cluster?.destroy().catch(() => undefined);
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}
+
+function pkgVersion(name: string): string {
+  try {
+    const file = require.resolve(`${name}/package.json`, { paths: [ROOT] });
+    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}

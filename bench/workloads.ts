@@ -1,0 +1,348 @@
+// The workloads. Each one runs every variant in the same run, alternating (rounds of
+// ABCD, BCDA, CDAB, … after warm-up rounds that are thrown away), so that the drift of a
+// noisy two-core machine hits every variant alike.
+import { execFile, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import pg from 'pg';
+import type { Cluster } from '../test/support/cluster';
+import { median, rotation, sleep } from './stats';
+import type { Target, UnitArgs, Variant } from './variants';
+
+// ---- sequential latency ------------------------------------------------------------------
+
+export interface LatencyResult {
+  /** Per-operation latency in ms, measured rounds only. */
+  samples: number[];
+  /** Median of each measured round (for paired, per-round ratios). */
+  roundMedians: number[];
+  errors: number;
+  firstError?: string;
+}
+
+export type Op = (v: Variant<string>, i: number) => Promise<unknown>;
+
+export async function sequentialLatency(
+  variants: Variant<string>[],
+  opts: { rounds: number; warmupRounds: number; opsPerRound: (v: Variant<string>) => number; op: Op },
+): Promise<Map<string, LatencyResult>> {
+  const results = new Map<string, LatencyResult>(variants.map((v) => [v.key, { samples: [], roundMedians: [], errors: 0 }]));
+  let i = 0;
+  for (let r = 0; r < opts.warmupRounds + opts.rounds; r++) {
+    const measured = r >= opts.warmupRounds;
+    for (const v of rotation(variants, r)) {
+      const res = results.get(v.key)!;
+      const round: number[] = [];
+      const n = opts.opsPerRound(v);
+      for (let k = 0; k < n; k++) {
+        const started = performance.now();
+        try {
+          await opts.op(v, i++);
+        } catch (err) {
+          res.errors++;
+          res.firstError ??= describe(err);
+          continue;
+        }
+        round.push(performance.now() - started);
+      }
+      if (measured) {
+        res.samples.push(...round);
+        res.roundMedians.push(median(round));
+      }
+    }
+  }
+  return results;
+}
+
+// ---- peak server connections ---------------------------------------------------------------
+
+/** Samples pg_stat_activity (client backends by application_name) until stopped; returns the peak. */
+export function connectionSampler(admin: pg.Client, appName: string, everyMs = 10): { stop(): Promise<number> } {
+  let peak = 0;
+  let running = true;
+  const sample = async (): Promise<void> => {
+    const { rows } = await admin.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name = $1`,
+      [appName],
+    );
+    peak = Math.max(peak, rows[0]?.n ?? 0);
+  };
+  const loop = (async () => {
+    while (running) {
+      await sample();
+      await sleep(everyMs);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      await sample();
+      return peak;
+    },
+  };
+}
+
+// ---- concurrent units of work --------------------------------------------------------------
+
+export interface ConcurrencyRound {
+  unitsPerSecond: number;
+  wallMs: number;
+  errors: number;
+  peakConnections: number;
+  firstError?: string;
+}
+
+export async function concurrentUnits(
+  variants: Variant[],
+  admin: pg.Client,
+  opts: { units: number; rounds: number; warmupRounds: number; unitArgs: (key: string, i: number) => UnitArgs },
+): Promise<Map<string, ConcurrencyRound[]>> {
+  const results = new Map<string, ConcurrencyRound[]>(variants.map((v) => [v.key, []]));
+  for (let r = 0; r < opts.warmupRounds + opts.rounds; r++) {
+    for (const v of rotation(variants, r)) {
+      const sampler = connectionSampler(admin, v.appName);
+      const started = performance.now();
+      const settled = await Promise.allSettled(Array.from({ length: opts.units }, (_, i) => v.unit(opts.unitArgs(`${v.key}-r${r}`, i))));
+      const wallMs = performance.now() - started;
+      const peakConnections = await sampler.stop();
+      const failed = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (r >= opts.warmupRounds) {
+        results.get(v.key)!.push({
+          unitsPerSecond: (opts.units / wallMs) * 1000,
+          wallMs,
+          errors: failed.length,
+          peakConnections,
+          ...(failed[0] ? { firstError: describe(failed[0].reason) } : {}),
+        });
+      }
+      // Let the server and the pools settle (serverless backends exiting) before the next variant.
+      await sleep(200);
+    }
+  }
+  return results;
+}
+
+// ---- recovery after a server restart -------------------------------------------------------
+
+interface ReadEvent {
+  start: number;
+  end: number;
+  ok: boolean;
+  error?: string;
+}
+
+export interface RecoveryRun {
+  /** From start() resolving to the end of the first successful read after it (ms). */
+  firstSuccessMs: number;
+  /** Errors of reads issued from stop() starting until start() resolved (the server was down). */
+  errorsWhileDown: number;
+  /** Errors of reads issued after start() resolved. */
+  errorsAfterBack: number;
+  /** A few distinct error messages of each phase. */
+  errorMessages: string[];
+  afterBackMessages: string[];
+}
+
+export interface RecoveryResult {
+  runs: RecoveryRun[];
+  reads: number;
+}
+
+/**
+ * Every variant runs a steady sequential read loop (one point read, then `intervalMs`
+ * pause) at the same time; the server is stopped (fast shutdown), left down for
+ * `downMs`, started again. Repeated `restarts` times.
+ */
+export async function recovery(
+  variants: Variant[],
+  cluster: Cluster,
+  opts: { restarts: number; downMs: number; intervalMs: number; settleMs: number; timeoutMs: number; ids: () => number },
+): Promise<{ results: Map<string, RecoveryResult>; downtimes: { stopMs: number; startMs: number }[] }> {
+  const events = new Map<string, ReadEvent[]>(variants.map((v) => [v.key, []]));
+  let running = true;
+  const loops = variants.map(async (v) => {
+    const log = events.get(v.key)!;
+    while (running) {
+      const start = performance.now();
+      try {
+        await v.pointRead(opts.ids());
+        log.push({ start, end: performance.now(), ok: true });
+      } catch (err) {
+        log.push({ start, end: performance.now(), ok: false, error: describe(err) });
+      }
+      await sleep(opts.intervalMs);
+    }
+  });
+
+  const windows: { stopAt: number; stopped: number; backAt: number; until: number }[] = [];
+  const downtimes: { stopMs: number; startMs: number }[] = [];
+  try {
+    await sleep(opts.settleMs);
+    for (let k = 0; k < opts.restarts; k++) {
+      const stopAt = performance.now();
+      await cluster.stop();
+      const stopped = performance.now();
+      await sleep(opts.downMs);
+      const startAt = performance.now();
+      await cluster.start();
+      const backAt = performance.now();
+      downtimes.push({ stopMs: stopped - stopAt, startMs: backAt - startAt });
+      // Wait until every reader has succeeded again (or the timeout), then let it run steadily.
+      const deadline = backAt + opts.timeoutMs;
+      while (performance.now() < deadline && !variants.every((v) => events.get(v.key)!.some((e) => e.ok && e.end >= backAt))) {
+        await sleep(20);
+      }
+      await sleep(opts.settleMs);
+      windows.push({ stopAt, stopped, backAt, until: performance.now() });
+    }
+  } finally {
+    running = false;
+    await Promise.all(loops);
+  }
+
+  const results = new Map<string, RecoveryResult>();
+  for (const v of variants) {
+    const log = events.get(v.key)!;
+    const runs = windows.map((w, k): RecoveryRun => {
+      const nextStop = windows[k + 1]?.stopAt ?? Infinity;
+      // While down: reads in flight at some point of the outage [stopAt, backAt).
+      const down = log.filter((e) => !e.ok && e.end >= w.stopAt && e.start < w.backAt);
+      // After back: reads issued once start() resolved and finished before the next stop.
+      const after = log.filter((e) => !e.ok && e.start >= w.backAt && e.end < nextStop);
+      const firstOk = log.find((e) => e.ok && e.end >= w.backAt);
+      return {
+        firstSuccessMs: firstOk && firstOk.end < w.until ? firstOk.end - w.backAt : NaN,
+        errorsWhileDown: down.length,
+        errorsAfterBack: after.length,
+        errorMessages: [...new Set(down.map((e) => e.error!))].slice(0, 4),
+        afterBackMessages: [...new Set(after.map((e) => e.error!))].slice(0, 4),
+      };
+    });
+    results.set(v.key, { runs, reads: log.length });
+  }
+  return { results, downtimes };
+}
+
+// ---- cold start ----------------------------------------------------------------------------
+
+export interface ColdStartSample {
+  /** Node's own start-up, before the script's first line. */
+  bootMs: number;
+  importMs: number;
+  createMs: number;
+  firstQueryMs: number;
+  /** import + create + first query. */
+  totalMs: number;
+  /** From the parent's spawn() to the child's exit. */
+  processMs: number;
+}
+
+const children = new Set<ChildProcess>();
+
+/** Kills cold-start children still running (cleanup on failure). */
+export function killChildren(): void {
+  for (const c of children) {
+    if (c.pid !== undefined && c.exitCode === null) c.kill('SIGKILL');
+  }
+}
+
+function coldStartOnce(key: string, target: Target, run: number): Promise<ColdStartSample> {
+  const script = path.join(__dirname, 'cold-start.js');
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    BENCH_HOST: target.host,
+    BENCH_PORT: String(target.port),
+    BENCH_USER: target.user,
+    BENCH_PASSWORD: target.password,
+    BENCH_DB: target.database,
+    BENCH_CA_FILE: target.caFile,
+    BENCH_URL: target.url,
+    BENCH_APP: `bench-cold-${key}-${run}`,
+  };
+  return new Promise((resolve, reject) => {
+    const spawned = performance.now();
+    const child = execFile(process.execPath, [script, key], { env, timeout: 60_000, cwd: path.resolve(__dirname, '..') }, (err, stdout, stderr) => {
+      children.delete(child);
+      const processMs = performance.now() - spawned;
+      if (err) {
+        reject(new Error(`cold start ${key} failed: ${err.message}\n${stderr}`));
+        return;
+      }
+      try {
+        const t = JSON.parse(stdout.trim().split('\n').pop()!) as { booted: number; imported: number; created: number; queried: number };
+        resolve({
+          bootMs: t.booted,
+          importMs: t.imported - t.booted,
+          createMs: t.created - t.imported,
+          firstQueryMs: t.queried - t.created,
+          totalMs: t.queried - t.booted,
+          processMs,
+        });
+      } catch (e) {
+        reject(new Error(`cold start ${key}: unreadable output ${JSON.stringify(stdout)} (${(e as Error).message})`));
+      }
+    });
+    children.add(child);
+  });
+}
+
+export async function coldStarts(keys: string[], target: Target, opts: { runs: number; warmupRuns: number }): Promise<Map<string, ColdStartSample[]>> {
+  const results = new Map<string, ColdStartSample[]>(keys.map((k) => [k, []]));
+  for (let r = 0; r < opts.warmupRuns + opts.runs; r++) {
+    for (const key of rotation(keys, r)) {
+      const sample = await coldStartOnce(key, target, r);
+      if (r >= opts.warmupRuns) results.get(key)!.push(sample);
+    }
+  }
+  return results;
+}
+
+// ---- round trips on a hot pool ---------------------------------------------------------------
+
+export interface RoundTrips {
+  perPointRead: number;
+  perUnit: number;
+  /** The statements seen for the point reads, most frequent first (text shortened). */
+  pointStatements: { query: string; calls: number }[];
+  unitStatements: { query: string; calls: number }[];
+}
+
+/**
+ * Statements the server executed, counted by pg_stat_statements for the bench database
+ * (every statement is one round trip with node-postgres' extended protocol). The variant's
+ * pool is made hot first; nothing else runs in the bench database meanwhile.
+ */
+export async function roundTrips(v: Variant<string>, admin: pg.Client, database: string, opts: { queries: number; units: number; unitArgs: (key: string, i: number) => UnitArgs }): Promise<RoundTrips> {
+  for (let i = 0; i < 20; i++) await v.pointRead((i % 100) + 1);
+  for (let i = 0; i < 5; i++) await v.unit(opts.unitArgs(`${v.key}-rt-warm`, i));
+  const count = async (): Promise<{ total: number; statements: { query: string; calls: number }[] }> => {
+    const { rows } = await admin.query<{ query: string; calls: string }>(
+      `SELECT query, calls FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) ORDER BY calls DESC`,
+      [database],
+    );
+    const statements = rows.map((r) => ({ query: r.query.replace(/\s+/g, ' ').slice(0, 90), calls: Number(r.calls) }));
+    return { total: statements.reduce((s, r) => s + r.calls, 0), statements };
+  };
+  await admin.query('SELECT pg_stat_statements_reset()');
+  for (let i = 0; i < opts.queries; i++) await v.pointRead((i % 1000) + 1);
+  const reads = await count();
+  await admin.query('SELECT pg_stat_statements_reset()');
+  for (let i = 0; i < opts.units; i++) await v.unit(opts.unitArgs(`${v.key}-rt`, i));
+  const units = await count();
+  return {
+    perPointRead: reads.total / opts.queries,
+    perUnit: units.total / opts.units,
+    pointStatements: reads.statements.slice(0, 4),
+    unitStatements: units.statements.slice(0, 8),
+  };
+}
+
+export function describe(err: unknown): string {
+  const e = err as { name?: string; message?: string; code?: string } | null;
+  let message = String(e?.message ?? err);
+  // Prisma's messages start with the call site; the reason is the last line.
+  if (/invocation/.test(message)) message = message.trim().split('\n').filter((l) => l.trim()).pop() ?? message;
+  const text = `${e?.name ?? 'Error'}${e?.code ? ` [${e.code}]` : ''}: ${message}`;
+  return text.replace(/\s+/g, ' ').slice(0, 160);
+}
