@@ -6,7 +6,7 @@ import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, terminateConnections, type TestDatabase } from './support/db';
 import { driverCase, type DriverCase } from './support/drivers';
 import { startTcpProxy } from './support/tcp-proxy';
-import { waitFor, sockets } from './support/wait';
+import { holdConnection, sockets, waitFor } from './support/async';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -130,14 +130,9 @@ describe.each(['pg', 'neon'] as const)('%s driver', (driverName) => {
       pool: { size: 1, maxOverflow: 0, timeoutMs: 400 },
       transaction: { maxWaitMs: 5000, timeoutMs: 5000 },
     });
-    let release: (() => void) | undefined;
-    const held = db.transaction(async (tx) => {
-      await tx.$queryRaw`SELECT 1`;
-      await new Promise<void>((r) => (release = r));
-    });
-    // The unit holds the only connection once its body runs (connecting alone may take
-    // a while on a loaded machine; the pool timeout must not race it).
-    await waitFor(async () => release !== undefined);
+    // Holds the only connection (connecting alone may take a while on a loaded machine;
+    // the pool timeout below must not race it).
+    const release = await holdConnection(db);
     const started = Date.now();
     const err = await db.user.count().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PoolTimeoutError);
@@ -145,8 +140,7 @@ describe.each(['pg', 'neon'] as const)('%s driver', (driverName) => {
     expect(Date.now() - started).toBeLessThan(3000);
     expect((err as PoolTimeoutError).retryable).toBe(true);
     expect(db.stats().counters.poolTimeouts).toBe(1);
-    release!();
-    await held;
+    await release();
     // The pool is fine afterwards.
     expect(await db.user.count()).toBeGreaterThanOrEqual(0);
     await db.close();

@@ -4,7 +4,7 @@
 import { createDb, DatabaseClosedError, type Db } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
-import { waitFor, sockets } from './support/wait';
+import { waitFor, sockets } from './support/async';
 
 let testDb: TestDatabase;
 beforeAll(async () => {

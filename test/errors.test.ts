@@ -17,7 +17,7 @@ import {
   type Db,
 } from '../src/index';
 import { createTestDatabase, type TestDatabase } from './support/db';
-import { latch, rejectionOf } from './support/session-helpers';
+import { holdConnection, rejectionOf } from './support/async';
 
 /** A value that must never show up in an error message. */
 const PARAM = 'secret-param-value-42';
@@ -156,19 +156,11 @@ describe('query errors', () => {
 describe('pool and connection errors', () => {
   test('pool timeout: PoolTimeoutError, retryable, after pool.timeoutMs', async () => {
     const one = newDb({ url: testDb.url, applicationName: 'errors-pool', pool: { size: 1, maxOverflow: 0, timeoutMs: 300 } });
-    const release = latch();
-    const holding = latch();
-    const holder = one.session(async (c) => {
-      await c.$queryRaw`SELECT 1`;
-      holding.open();
-      await release.promise;
-    });
-    await holding.promise;
+    const release = await holdConnection(one);
     const started = Date.now();
     const err = await rejectionOf(one.$queryRawUnsafe('SELECT $1::text AS p', PARAM));
     const waited = Date.now() - started;
-    release.open();
-    await holder;
+    await release();
     expect(err).toBeInstanceOf(PoolTimeoutError);
     expect(err).toMatchObject({ kind: 'pool-timeout', retryable: true });
     expect((err as PoolTimeoutError).waitedMs).toBeGreaterThanOrEqual(250);

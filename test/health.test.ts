@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { createDb, type Db } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, type Cluster } from './support/cluster';
-import { waitFor } from './support/wait';
+import { waitFor } from './support/async';
 
 let cluster: Cluster;
 let db: Db<PrismaClient>;

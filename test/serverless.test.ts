@@ -10,7 +10,7 @@ import { countConnections, createTestDatabase, testServer, type TestDatabase } f
 import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
 import { startNeonHttpFixture, type NeonHttpFixture } from './support/neon-http';
 import { startPgBouncer, type PgBouncer } from './support/pgbouncer';
-import { eventually, openSockets } from './support/session-helpers';
+import { eventually, sockets } from './support/async';
 
 let testDb: TestDatabase;
 /** Closed in afterAll only, after every assertion about what they left open. */
@@ -61,7 +61,7 @@ async function burst(db: Db<PrismaClient>, tag: string, during?: () => Promise<v
 describe('pg driver', () => {
   test('after 100 units of work nothing stays connected, without close()', async () => {
     const app = 'srv-pg';
-    const socketsBefore = openSockets();
+    const socketsBefore = sockets();
     const db = serverlessDb({ url: testDb.url, applicationName: app });
     let connectedDuring = 0;
     await burst(db, 'pg', async () => {
@@ -73,7 +73,7 @@ describe('pg driver', () => {
     // On the server: no backend of ours left (a closing backend takes a few ms).
     expect(await eventually(async () => (await countConnections(app, testDb.name)) === 0, 5_000)).toBe(true);
     // In the process: no socket left open.
-    expect(await eventually(() => openSockets() <= socketsBefore, 5_000)).toBe(true);
+    expect(await eventually(() => sockets() <= socketsBefore, 5_000)).toBe(true);
     // In the layer: every connection opened was closed again, none is idle in a pool.
     const { pool, counters } = db.stats();
     expect(pool).toMatchObject({ open: 0, idle: 0, inUse: 0 });
@@ -116,7 +116,7 @@ describe('through PgBouncer in transaction mode', () => {
 
   test('after 100 units of work PgBouncer has no client of ours, without close()', async () => {
     const app = 'srv-bouncer';
-    const socketsBefore = openSockets();
+    const socketsBefore = sockets();
     const url = bouncer.url(testDb.name, { sslmode: 'require', sslrootcert: bouncer.caFile, pgbouncer: 'true' });
     const db = serverlessDb({ url, applicationName: app, timeouts: { statementMs: 4_321 } });
     expect(db.config.pooler).toBe(true);
@@ -136,7 +136,7 @@ describe('through PgBouncer in transaction mode', () => {
 
     // PgBouncer holds no client connection of ours (its own server pool may stay).
     expect(await eventually(async () => (await ourClients()).length === 0, 5_000)).toBe(true);
-    expect(await eventually(() => openSockets() <= socketsBefore, 5_000)).toBe(true);
+    expect(await eventually(() => sockets() <= socketsBefore, 5_000)).toBe(true);
     expect(db.stats().pool).toMatchObject({ open: 0, inUse: 0 });
   });
 });
@@ -156,7 +156,7 @@ describe('Neon driver', () => {
 
   test('single queries go over HTTP, transactions over a short-lived WebSocket; nothing stays open', async () => {
     const app = 'srv-neon';
-    const socketsBefore = openSockets();
+    const socketsBefore = sockets();
     const db = serverlessDb({
       driver: 'neon',
       url: testDb.urlWith(),
@@ -198,6 +198,6 @@ describe('Neon driver', () => {
     expect(pool).toMatchObject({ open: 0, inUse: 0 });
     expect(counters.connectionsClosed).toBe(counters.connectionsOpened);
     // No socket left in the process (idle HTTP keep-alive sockets of fetch close within seconds).
-    expect(await eventually(() => openSockets() <= socketsBefore, 10_000, 100)).toBe(true);
+    expect(await eventually(() => sockets() <= socketsBefore, 10_000, 100)).toBe(true);
   });
 });

@@ -14,7 +14,7 @@ import {
   type Db,
 } from '../src/index';
 import { createTestDatabase, type TestDatabase } from './support/db';
-import { barrier, eventually, latch, rejectionOf, sleep } from './support/session-helpers';
+import { barrier, eventually, holdConnection, rejectionOf, sleep } from './support/async';
 
 let testDb: TestDatabase;
 let db: Db<PrismaClient>;
@@ -707,14 +707,7 @@ describe('unit timeouts', () => {
 
   test('maxWaitMs with an exhausted pool gives PoolTimeoutError, and the pool recovers', async () => {
     const one = newDb('session-test-maxwait', { pool: { size: 1, maxOverflow: 0 } });
-    const held = latch();
-    const holding = latch();
-    const holder = one.transaction(async (tx) => {
-      await tx.$queryRaw`SELECT 1`;
-      holding.open();
-      await held.promise;
-    });
-    await holding.promise;
+    const release = await holdConnection(one);
     const started = Date.now();
     const err = await rejectionOf(one.transaction(async (tx) => tx.user.create({ data: { email: 'never@example.com' } }), { maxWaitMs: 300, correlationId: 'req-wait' }));
     const waited = Date.now() - started;
@@ -725,8 +718,7 @@ describe('unit timeouts', () => {
     expect((err as PoolTimeoutError).waitedMs).toBe(300);
     expect((err as Error).message).toMatch(/300 ms/);
 
-    held.open();
-    await holder;
+    await release();
     // The waiter that gave up must not keep (or later grab and strand) the only connection.
     await sleep(200);
     expect(await eventually(() => one.stats().pool.inUse === 0, 3_000)).toBe(true);

@@ -3,7 +3,7 @@
 import { createDb, DatabaseTransactionError, type Db, type DbLogger } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, terminateConnections, type TestDatabase } from './support/db';
-import { waitFor } from './support/wait';
+import { waitFor } from './support/async';
 
 let testDb: TestDatabase;
 beforeAll(async () => {

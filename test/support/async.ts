@@ -1,4 +1,4 @@
-// Small helpers shared by the session-module tests (issue 4).
+// Timing helpers shared by the tests: rendezvous, polling, rejections, open sockets.
 
 /** Resolves with what `p` rejected with; fails the test if `p` resolves. */
 export async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
@@ -51,7 +51,30 @@ export async function eventually(probe: () => Promise<boolean> | boolean, timeou
   }
 }
 
-/** Socket handles of this process (TCP, TLS over TCP, pipes are excluded). */
-export function openSockets(): number {
+/** Socket handles of this process (TCP, TLS over TCP; pipes are excluded): what a leaked connection leaves behind. */
+export function sockets(): number {
   return process.getActiveResourcesInfo().filter((r) => /TCP|TLS/i.test(r)).length;
+}
+
+/** Polls `check` until it holds; throws after `timeoutMs` (use `eventually` to get a boolean instead). */
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000, everyMs = 25): Promise<void> {
+  if (!(await eventually(check, timeoutMs, everyMs))) throw new Error('condition not reached in time');
+}
+
+/**
+ * Starts a unit of work that holds one pooled connection until the returned function is
+ * called (which resolves once the unit has finished). Resolves when the connection is held.
+ */
+export async function holdConnection(db: { transaction(fn: () => Promise<void>): Promise<unknown> }): Promise<() => Promise<void>> {
+  const held = latch();
+  const release = latch();
+  const unit = db.transaction(async () => {
+    held.open();
+    await release.promise;
+  });
+  await Promise.race([held.promise, unit]);
+  return async () => {
+    release.open();
+    await unit;
+  };
 }
