@@ -3,14 +3,14 @@
 // started by the test harness. Prints the tables and writes BENCHMARKS.md.
 //
 // Sizes (environment, defaults in brackets):
-//   BENCH_ROUNDS [10]            measured rounds of the sequential workloads (after BENCH_WARMUP_ROUNDS [2])
-//   BENCH_POINT_OPS [200]        point reads per variant per round (serverless: a quarter)
-//   BENCH_UNIT_OPS [100]         units of work per variant per round (serverless: a quarter)
+//   BENCH_ROUNDS [20]            measured rounds of the sequential workloads (after BENCH_WARMUP_ROUNDS [2])
+//   BENCH_POINT_OPS [150]        point reads per variant per round (serverless: a quarter)
+//   BENCH_UNIT_OPS [60]          units of work per variant per round (serverless: a quarter)
 //   BENCH_CONCURRENT_UNITS [500] units started at once; BENCH_CONCURRENT_ROUNDS [3] (+1 warm-up)
 //   BENCH_RESTARTS [3]           server restarts under read load; BENCH_DOWN_MS [500] down time each
 //   BENCH_COLD_RUNS [7]          fresh processes per variant (+1 warm-up run)
 //   BENCH_RT_QUERIES [1000]      point reads counted for round trips; BENCH_RT_UNITS [100]
-//   BENCH_ABLATION_ROUNDS [8]    rounds of the overhead breakdown (0 = skip)
+//   BENCH_ABLATION_ROUNDS [12]   rounds of the overhead breakdown (0 = skip)
 //   BENCH_ONLY                   comma list of: point,unit,concurrency,recovery,cold,roundtrips,ablation
 //   BENCH_OUT [BENCHMARKS.md]    report path ('-' = do not write)
 import crypto from 'node:crypto';
@@ -23,21 +23,21 @@ import { buildTemplate } from '../test/support/template';
 import { renderReport, type BenchResults } from './report';
 import { envInt } from './stats';
 import { makeAblation, makeVariant, layer, MAX_CONNECTIONS, type AblationKey, type Target, type UnitArgs, type Variant, type VariantKey } from './variants';
-import { coldStarts, concurrentUnits, killChildren, recovery, roundTrips, sequentialLatency, type RoundTrips } from './workloads';
+import { coldStarts, concurrentUnits, killChildren, profilePointReads, recovery, roundTrips, sequentialLatency, type RoundTrips } from './workloads';
 
 const ROOT = path.resolve(__dirname, '..');
 const KEYS: VariantKey[] = ['pg', 'prisma', 'layer', 'serverless'];
-const ABLATION: AblationKey[] = ['prisma', 'prisma+hook', 'prisma+adapter', 'layer'];
+const ABLATION: AblationKey[] = ['prisma', 'prisma+hook', 'prisma+extends', 'prisma+adapter', 'layer'];
 const ROWS = 1000;
 const DB = 'bench';
 
 function settings() {
   const only = (process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   return {
-    rounds: envInt('BENCH_ROUNDS', 10),
+    rounds: envInt('BENCH_ROUNDS', 20),
     warmupRounds: envInt('BENCH_WARMUP_ROUNDS', 2),
-    pointOps: envInt('BENCH_POINT_OPS', 200),
-    unitOps: envInt('BENCH_UNIT_OPS', 100),
+    pointOps: envInt('BENCH_POINT_OPS', 150),
+    unitOps: envInt('BENCH_UNIT_OPS', 60),
     concurrentUnits: envInt('BENCH_CONCURRENT_UNITS', 500),
     concurrentRounds: envInt('BENCH_CONCURRENT_ROUNDS', 3),
     restarts: envInt('BENCH_RESTARTS', 3),
@@ -45,7 +45,7 @@ function settings() {
     coldRuns: envInt('BENCH_COLD_RUNS', 7),
     rtQueries: envInt('BENCH_RT_QUERIES', 1000),
     rtUnits: envInt('BENCH_RT_UNITS', 100),
-    ablationRounds: envInt('BENCH_ABLATION_ROUNDS', 8),
+    ablationRounds: envInt('BENCH_ABLATION_ROUNDS', 12),
     out: process.env.BENCH_OUT ?? 'BENCHMARKS.md',
     runs: (name: string): boolean => only.length === 0 || only.includes(name),
   };
@@ -143,7 +143,9 @@ export async function main(): Promise<number> {
       open.push(...parts);
       const point = await sequentialLatency(parts, { rounds: s.ablationRounds, warmupRounds: 1, opsPerRound: () => s.pointOps, op: (v) => v.pointRead(randomId()) });
       const unit = await sequentialLatency(parts, { rounds: s.ablationRounds, warmupRounds: 1, opsPerRound: () => s.unitOps, op: (v, i) => v.unit(unitArgs(`${v.key}-abl`, i)) });
-      results.ablation = { point, unit, labels: Object.fromEntries(parts.map((v) => [v.key, v.label])) };
+      const layerPart = parts.find((p) => p.key === 'layer')!;
+      const profile = await profilePointReads(layerPart, s.pointOps * 10, randomId);
+      results.ablation = { point, unit, profile, labels: Object.fromEntries(parts.map((v) => [v.key, v.label])) };
       for (const p of parts) await p.close();
       open.splice(open.length - parts.length, parts.length);
     }

@@ -2,7 +2,7 @@
 // figures, each target PASS/MISS with the margin and the reason).
 import type { Settings } from './main';
 import { fmt, median, percentile, ratio, table } from './stats';
-import type { ColdStartSample, ConcurrencyRound, LatencyResult, RecoveryResult, RoundTrips } from './workloads';
+import type { ColdStartSample, ConcurrencyRound, CpuProfileShare, LatencyResult, RecoveryResult, RoundTrips } from './workloads';
 
 export interface BenchResults {
   settings: Settings;
@@ -12,7 +12,7 @@ export interface BenchResults {
   durationMs: number;
   point?: Map<string, LatencyResult>;
   unit?: Map<string, LatencyResult>;
-  ablation?: { point: Map<string, LatencyResult>; unit: Map<string, LatencyResult>; labels: Record<string, string> };
+  ablation?: { point: Map<string, LatencyResult>; unit: Map<string, LatencyResult>; profile: CpuProfileShare; labels: Record<string, string> };
   concurrency?: Map<string, ConcurrencyRound[]>;
   recovery?: { results: Map<string, RecoveryResult>; downtimes: { stopMs: number; startMs: number }[] };
   cold?: Map<string, ColdStartSample[]>;
@@ -37,7 +37,7 @@ function latencyTable(r: Map<string, LatencyResult>, labels: Record<string, stri
   const bMed = median(b.samples);
   const bP99 = percentile(b.samples, 99);
   return table(
-    ['variant', 'n', 'median ms', 'p99 ms', 'median vs bare Prisma', 'p99 vs bare Prisma', 'per-round ratio: median (min–max)', 'errors'],
+    ['variant', 'n', 'median ms', 'p99 ms', 'median vs bare Prisma', 'p99 vs bare Prisma', 'per-round ratio: median (min–max)', 'client CPU µs/op', 'errors'],
     [...r].map(([key, v]) => {
       const rounds = v.roundMedians.map((m, i) => m / b.roundMedians[i]!);
       return [
@@ -48,6 +48,7 @@ function latencyTable(r: Map<string, LatencyResult>, labels: Record<string, stri
         `${fmt(ratio(median(v.samples), bMed), 3)}×`,
         `${fmt(ratio(percentile(v.samples, 99), bP99), 3)}×`,
         `${fmt(median(rounds), 3)}× (${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)})`,
+        fmt(median(v.cpuUsPerOp), 0),
         v.errors,
       ];
     }),
@@ -57,17 +58,28 @@ function latencyTable(r: Map<string, LatencyResult>, labels: Record<string, stri
 function breakdown(res: BenchResults, which: 'point' | 'unit'): { rows: (string | number)[][]; text: string } | undefined {
   const a = res.ablation?.[which];
   if (!a) return undefined;
-  const m = (k: string): number => median(a.get(k)!.samples);
-  const base = m('prisma');
-  const rows = [...a].map(([key, v]) => [res.ablation!.labels[key] ?? key, us(median(v.samples)), `${us(median(v.samples) - base)}`, `${fmt(ratio(median(v.samples), base), 3)}×`]);
-  const hook = m('prisma+hook') - base;
-  const adapter = m('prisma+adapter') - base;
-  const total = m('layer') - base;
+  const wall = (k: string): number => median(a.get(k)!.samples);
+  const cpu = (k: string): number => median(a.get(k)!.cpuUsPerOp);
+  const rows = [...a].map(([key, v]) => [
+    res.ablation!.labels[key] ?? key,
+    us(median(v.samples)),
+    us(median(v.samples) - wall('prisma')),
+    fmt(median(v.cpuUsPerOp), 0),
+    fmt(median(v.cpuUsPerOp) - cpu('prisma'), 0),
+  ]);
+  const d = (k: string): string => fmt(cpu(k) - cpu('prisma'), 0);
+  const w = (k: string): string => us(wall(k) - wall('prisma'));
+  const what = which === 'point' ? 'point read' : 'unit of work';
+  const spread = a.get('layer')!.roundMedians.map((m, i) => m / a.get('prisma')!.roundMedians[i]!);
   const text =
-    `Of the layer's ${us(total)} µs over bare Prisma on the ${which === 'point' ? 'point read' : 'unit of work'} in this breakdown, ` +
-    `the \`$extends\` query hook alone accounts for ${us(hook)} µs, the adapter stack (guardPool checkout + the instrumenting Proxy and timing in events.ts) for ${us(adapter)} µs, ` +
-    `and the rest (${us(total - hook - adapter)} µs) is the client extension \`$extends({ client: api })\`, the unit-of-work wrapper (close gate, AsyncLocalStorage, retry loop) and noise. ` +
-    `Single-digit-µs differences are within the noise of this machine.`;
+    `In the breakdown rounds the full layer is ${w('layer')} µs (${d('layer')} µs of client CPU) slower per ${what} than bare Prisma; ` +
+    `the partial variants differ from bare Prisma by ${w('prisma+hook')} µs (query hook only), ${w('prisma+extends')} µs (both \`$extends\` of src/client.ts) ` +
+    `and ${w('prisma+adapter')} µs (adapter stack only: guardPool checkout/retry loop in src/pool.ts, Proxy wrapper and timing in src/events.ts). ` +
+    `These deltas are of the same size as the round-to-round noise (the layer/bare ratio of single rounds ranges ${fmt(Math.min(...spread), 2)}–${fmt(Math.max(...spread), 2)}× here), ` +
+    `so they do not add up and no single piece stands out; ` +
+    (which === 'unit'
+      ? `what only the full layer has is \`db.transaction\`'s own wrapping (close gate with an AsyncLocalStorage run, the retry loop, a second AsyncLocalStorage run for the ambient client, a Proxy around each Prisma transaction), which is paid once per unit on top of the per-statement costs of the five statements.`
+      : `the layer adds a fixed few µs of JavaScript per statement (see the profile) plus one extra async hop per layer (query hook, adapter wrapper, guarded pool query), each costing a microtask turn of latency rather than CPU.`);
   return { rows, text };
 }
 
@@ -89,6 +101,18 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
     const q = ratio(layer, bare);
     const rounds = r.get('layer')!.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
     const b = breakdown(res, which);
+    const prof = res.ablation?.profile;
+    if (b && which === 'point' && prof) {
+      const own = prof.groups.find((g) => g.group.startsWith('this layer'));
+      b.text +=
+        ` A V8 CPU profile of ${prof.ops} layer point reads (sampled every 100 µs, self time by package, idle excluded) puts ${fmt((own?.share ?? 0) * 100, 1)}% ` +
+        `of the busy time (${fmt(own?.usPerOp ?? 0, 1)} µs per read) in the layer's own code; the \`$extends\` hooks run inside the @prisma/client runtime and are counted there.`;
+      sections.push(
+        `#### Where the CPU of a layer point read goes (V8 profile, ${prof.ops} reads, ${fmt(prof.busyUsPerOp, 0)} µs busy per read)\n\n` +
+          table(['code', 'share of busy time', 'µs per read'], prof.groups.map((g) => [g.group, `${fmt(g.share * 100, 1)}%`, fmt(g.usPerOp, 1)])) +
+          `\n\nThe layer's functions with the most self time (compiled line numbers in dist/): ${prof.layerFunctions.map((f) => `\`${f.fn}\` ${fmt(f.usPerOp, 1)} µs`).join(', ')}.`,
+      );
+    }
     targets.push({
       name: `Layer overhead, ${which === 'point' ? 'point read' : 'unit of work'}`,
       goal: '≤ 1.03× bare Prisma (median)',
@@ -103,7 +127,7 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
     });
     if (b) {
       sections.push(
-        `#### Overhead breakdown, ${which === 'point' ? 'point read' : 'unit of work'} (median µs, separate alternating rounds)\n\n${table(['variant', 'median µs', 'Δ vs bare µs', 'vs bare'], b.rows)}\n\n${b.text}`,
+        `#### Overhead breakdown, ${which === 'point' ? 'point read' : 'unit of work'} (median µs, separate alternating rounds)\n\n${table(['variant', 'median latency µs', 'Δ vs bare µs', 'client CPU µs/op', 'Δ CPU vs bare µs'], b.rows)}\n\n${b.text}`,
       );
     }
   }
@@ -323,12 +347,15 @@ removes the server, whatever happens. Sizes: see the header of \`bench/main.ts\`
 - **Side by side, alternating**: every sequential workload runs in rounds, the variant order rotating each round
   (ABCD, BCDA, CDAB, …); ${s.warmupRounds} warm-up rounds are discarded, then ${s.rounds} measured rounds of
   ${s.pointOps} point reads / ${s.unitOps} units per variant (serverless a quarter of that: each of its operations
-  opens a connection). Latencies are per operation (\`performance.now()\` around the awaited call); reported as
+  opens a connection). Before each batch a full GC runs and the process pauses 20 ms, so that no variant pays for
+  the previous one's garbage or the server's exiting backends. Latencies are per operation (\`performance.now()\` around the awaited call); reported as
   median and p99 (nearest rank) over all measured operations, plus the ratio to bare Prisma and the spread of the
   per-round median ratios (a paired comparison that cancels slow drift of the machine).
-- **Overhead breakdown**: bare Prisma, bare Prisma plus the layer's \`$extends\` query hook only, bare Prisma on
-  the layer's adapter stack only (guardPool + the instrumenting wrapper, from \`dist/adapter.js\`/\`dist/events.js\`),
-  and the full layer, in their own alternating rounds (${s.ablationRounds} + 1 warm-up).
+- **Overhead breakdown**: bare Prisma, bare Prisma plus the layer's \`$extends\` query hook only, plus both
+  \`$extends\` of src/client.ts, bare Prisma on the layer's adapter stack only (guardPool + the instrumenting wrapper,
+  from \`dist/adapter.js\`/\`dist/events.js\`), and the full layer, in their own alternating rounds
+  (${s.ablationRounds} + 1 warm-up); client CPU per operation from \`process.cpuUsage()\` per batch. Then a V8 CPU
+  profile (inspector, 100 µs sampling) of ${s.pointOps * 10} layer point reads attributes the busy time by package.
 - **Concurrency**: ${s.concurrentUnits} units of work started at once per variant (Promise.allSettled), one warm-up round
   then ${s.concurrentRounds} measured rounds, alternating; throughput = units / wall time (median of rounds); errors =
   rejected units; peak server connections sampled every 10 ms from \`pg_stat_activity\` (client backends with the

@@ -16,7 +16,7 @@ import { PrismaClient } from '../dist/generated/prisma/client.js';
 import { createDb } from '../dist/index.js';
 
 export type VariantKey = 'pg' | 'prisma' | 'layer' | 'serverless';
-export type AblationKey = 'prisma' | 'prisma+hook' | 'prisma+adapter' | 'layer';
+export type AblationKey = 'prisma' | 'prisma+hook' | 'prisma+extends' | 'prisma+adapter' | 'layer';
 
 /** Where and how to connect: the same server, database, role and TLS settings for every variant. */
 export interface Target {
@@ -177,12 +177,15 @@ export function makeVariant(key: VariantKey, target: Target): Variant {
 
 // ---- overhead breakdown ----------------------------------------------------------------
 
-/** Bare Prisma plus the layer's `$extends` query hook (src/client.ts buildPrisma), nothing else. */
-function prismaWithHook(target: Target): Variant<AblationKey> {
-  const name = appName('hook');
+/**
+ * Bare Prisma plus the layer's `$extends` query hook (src/client.ts buildPrisma), nothing else;
+ * with `clientExtension`, also the second `$extends({ client: … })` createDb puts on top.
+ */
+function prismaWithHook(target: Target, clientExtension: boolean): Variant<AblationKey> {
+  const name = appName(clientExtension ? 'extends' : 'hook');
   const pool = pgPool(target, name);
   const base = new PrismaClient({ adapter: new PrismaPg(pool) });
-  const prisma = base.$extends({
+  const hooked = base.$extends({
     query: {
       async $allOperations({ args, query }) {
         try {
@@ -193,9 +196,10 @@ function prismaWithHook(target: Target): Variant<AblationKey> {
       },
     },
   });
+  const prisma = clientExtension ? hooked.$extends({ client: { describe: () => 'bench' } }) : hooked;
   return {
-    key: 'prisma+hook',
-    label: 'bare Prisma + the $extends query hook',
+    key: clientExtension ? 'prisma+extends' : 'prisma+hook',
+    label: clientExtension ? 'bare Prisma + query hook + client extension (both $extends)' : 'bare Prisma + the $extends query hook',
     appName: name,
     pointRead: (id) => prisma.user.findUnique({ where: { id } }),
     unit: (args) => prisma.$transaction((tx) => prismaUnit(tx as unknown as Tx, args)),
@@ -234,7 +238,9 @@ export function makeAblation(key: AblationKey, target: Target): Variant<Ablation
     case 'prisma':
       return { ...barePrisma(target), key };
     case 'prisma+hook':
-      return prismaWithHook(target);
+      return prismaWithHook(target, false);
+    case 'prisma+extends':
+      return prismaWithHook(target, true);
     case 'prisma+adapter':
       return prismaOnLayerAdapter(target);
     case 'layer':

@@ -2,10 +2,11 @@
 // ABCD, BCDA, CDAB, … after warm-up rounds that are thrown away), so that the drift of a
 // noisy two-core machine hits every variant alike.
 import { execFile, type ChildProcess } from 'node:child_process';
+import { Session } from 'node:inspector/promises';
 import path from 'node:path';
 import pg from 'pg';
 import type { Cluster } from '../test/support/cluster';
-import { median, rotation, sleep } from './stats';
+import { collectGarbage, median, rotation, sleep } from './stats';
 import type { Target, UnitArgs, Variant } from './variants';
 
 // ---- sequential latency ------------------------------------------------------------------
@@ -15,6 +16,8 @@ export interface LatencyResult {
   samples: number[];
   /** Median of each measured round (for paired, per-round ratios). */
   roundMedians: number[];
+  /** Client-side CPU (user + system of this process) per operation in µs, one figure per measured round. */
+  cpuUsPerOp: number[];
   errors: number;
   firstError?: string;
 }
@@ -25,7 +28,7 @@ export async function sequentialLatency(
   variants: Variant<string>[],
   opts: { rounds: number; warmupRounds: number; opsPerRound: (v: Variant<string>) => number; op: Op },
 ): Promise<Map<string, LatencyResult>> {
-  const results = new Map<string, LatencyResult>(variants.map((v) => [v.key, { samples: [], roundMedians: [], errors: 0 }]));
+  const results = new Map<string, LatencyResult>(variants.map((v) => [v.key, { samples: [], roundMedians: [], cpuUsPerOp: [], errors: 0 }]));
   let i = 0;
   for (let r = 0; r < opts.warmupRounds + opts.rounds; r++) {
     const measured = r >= opts.warmupRounds;
@@ -33,6 +36,11 @@ export async function sequentialLatency(
       const res = results.get(v.key)!;
       const round: number[] = [];
       const n = opts.opsPerRound(v);
+      // Start each batch from the same state: the previous one's garbage collected, the
+      // server done with its backends (serverless connections exit after each operation).
+      collectGarbage();
+      await sleep(20);
+      const cpu = process.cpuUsage();
       for (let k = 0; k < n; k++) {
         const started = performance.now();
         try {
@@ -44,7 +52,9 @@ export async function sequentialLatency(
         }
         round.push(performance.now() - started);
       }
+      const used = process.cpuUsage(cpu);
       if (measured) {
+        res.cpuUsPerOp.push((used.user + used.system) / n);
         res.samples.push(...round);
         res.roundMedians.push(median(round));
       }
@@ -100,6 +110,7 @@ export async function concurrentUnits(
   const results = new Map<string, ConcurrencyRound[]>(variants.map((v) => [v.key, []]));
   for (let r = 0; r < opts.warmupRounds + opts.rounds; r++) {
     for (const v of rotation(variants, r)) {
+      collectGarbage();
       const sampler = connectionSampler(admin, v.appName);
       const started = performance.now();
       const settled = await Promise.allSettled(Array.from({ length: opts.units }, (_, i) => v.unit(opts.unitArgs(`${v.key}-r${r}`, i))));
@@ -345,4 +356,63 @@ export function describe(err: unknown): string {
   if (/invocation/.test(message)) message = message.trim().split('\n').filter((l) => l.trim()).pop() ?? message;
   const text = `${e?.name ?? 'Error'}${e?.code ? ` [${e.code}]` : ''}: ${message}`;
   return text.replace(/\s+/g, ' ').slice(0, 160);
+}
+
+// ---- where the CPU goes -------------------------------------------------------------------
+
+export interface CpuProfileShare {
+  ops: number;
+  /** Share of all non-idle samples whose own (self) frame is in each group. */
+  groups: { group: string; share: number; usPerOp: number }[];
+  busyUsPerOp: number;
+  /** The layer's own functions with the most self time. */
+  layerFunctions: { fn: string; usPerOp: number }[];
+}
+
+const GROUPS: [string, RegExp][] = [
+  ['this layer (dist/*.js, not generated)', new RegExp(`^file://${path.resolve(__dirname, '..', 'dist').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/(?!generated/)`)],
+  ['@prisma/client runtime (query compiler, extensions, result mapping)', /node_modules\/@prisma\/client\//],
+  ['@prisma/adapter-pg + driver-adapter-utils + debug', /node_modules\/@prisma\/(adapter-pg|driver-adapter-utils|debug)\//],
+  ['pg, pg-pool, pg-protocol', /node_modules\/(pg|pg-pool|pg-protocol|pg-types)\//],
+];
+
+/** Samples the V8 profiler while `v` runs `ops` point reads; attributes self time by package. */
+export async function profilePointReads(v: Variant<string>, ops: number, ids: () => number): Promise<CpuProfileShare> {
+  const session = new Session();
+  session.connect();
+  try {
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: 100 });
+    for (let i = 0; i < 200; i++) await v.pointRead(ids());
+    collectGarbage();
+    await session.post('Profiler.start');
+    for (let i = 0; i < ops; i++) await v.pointRead(ids());
+    const { profile } = await session.post('Profiler.stop');
+    const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
+    const deltas = profile.timeDeltas ?? [];
+    const spent = new Map<string, number>();
+    const own = new Map<string, number>();
+    let busy = 0;
+    profile.samples?.forEach((id, i) => {
+      const frame = nodes.get(id)!.callFrame;
+      if (frame.functionName === '(idle)') return;
+      const us = deltas[i] ?? 0;
+      busy += us;
+      const group = GROUPS.find(([, re]) => re.test(frame.url))?.[0] ?? 'other (node core, TLS, GC, bench loop)';
+      spent.set(group, (spent.get(group) ?? 0) + us);
+      if (group === GROUPS[0]![0]) {
+        const fn = `${frame.functionName || '(anonymous)'} (${path.basename(frame.url)}:${frame.lineNumber + 1})`;
+        own.set(fn, (own.get(fn) ?? 0) + us);
+      }
+    });
+    return {
+      ops,
+      busyUsPerOp: busy / ops,
+      groups: [...spent].sort((a, b) => b[1] - a[1]).map(([group, us]) => ({ group, share: us / busy, usPerOp: us / ops })),
+      layerFunctions: [...own].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([fn, us]) => ({ fn, usPerOp: us / ops })),
+    };
+  } finally {
+    await session.post('Profiler.disable').catch(() => undefined);
+    session.disconnect();
+  }
 }
