@@ -3,7 +3,7 @@
 // Both pools get the same policy (pool.ts). Nothing here opens a socket: pools connect
 // on the first query.
 
-import { PrismaNeon, PrismaNeonHttp } from '@prisma/adapter-neon';
+import type * as AdapterNeon from '@prisma/adapter-neon';
 import { PrismaPg } from '@prisma/adapter-pg';
 import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 import pg from 'pg';
@@ -59,6 +59,9 @@ export function createAdapter(config: DbConfig): Adapter {
     return { factory, monitor, close: () => (ended ??= pool.end()) };
   }
 
+  // Loaded only here: applications on the pg driver never load the Neon packages.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { PrismaNeon, PrismaNeonHttp } = require('@prisma/adapter-neon') as typeof AdapterNeon;
   const neon = neonModule();
   routeHttpEndpoint(config);
   const NeonClient = withConnectTimeout(neon.Client as unknown as ClientCtor, config.timeouts.connectMs, socketSettings(config));

@@ -70,6 +70,24 @@ describe('createDb is lazy', () => {
   });
 });
 
+describe('the layer API on the client', () => {
+  it('is also under $datalayer, and a model of the same name keeps its accessor', async () => {
+    // As if the schema had a `Session` model: Prisma would expose it as `db.session`.
+    class WithSessionModel extends PrismaClient {
+      get session(): string {
+        return 'the Session model';
+      }
+    }
+    const db = createDb({ PrismaClient: WithSessionModel, url: testDb.url, applicationName: appName('names') });
+    expect(db.session as unknown).toBe('the Session model');
+    const pid = await db.$datalayer.session(async (c) => (await c.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]!.pid);
+    expect(pid).toEqual(expect.any(Number));
+    // Members without a clash are on the client itself, and they are the same functions.
+    expect(db.transaction).toBe(db.$datalayer.transaction);
+    await db.close();
+  });
+});
+
 describe('getDb', () => {
   afterEach(() => resetDb());
 
