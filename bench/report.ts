@@ -73,7 +73,7 @@ function breakdown(res: BenchResults, which: 'point' | 'unit'): { rows: (string 
   const spread = a.get('layer')!.roundMedians.map((m, i) => m / a.get('prisma')!.roundMedians[i]!);
   const text =
     `In the breakdown rounds the full layer is ${w('layer')} µs (${d('layer')} µs of client CPU) slower per ${what} than bare Prisma; ` +
-    `the partial variants differ from bare Prisma by ${w('prisma+hook')} µs (query hook only), ${w('prisma+extends')} µs (both \`$extends\` of src/client.ts) ` +
+    `the partial variants differ from bare Prisma by ${w('prisma+hook')} µs (the \`$extends\` query hook of src/client.ts only) ` +
     `and ${w('prisma+adapter')} µs (adapter stack only: guardPool checkout/retry loop in src/pool.ts, Proxy wrapper and timing in src/events.ts). ` +
     `These deltas are of the same size as the round-to-round noise (the layer/bare ratio of single rounds ranges ${fmt(Math.min(...spread), 2)}–${fmt(Math.max(...spread), 2)}× here), ` +
     `so they do not add up and no single piece stands out; ` +
@@ -351,8 +351,7 @@ removes the server, whatever happens. Sizes: see the header of \`bench/main.ts\`
   the previous one's garbage or the server's exiting backends. Latencies are per operation (\`performance.now()\` around the awaited call); reported as
   median and p99 (nearest rank) over all measured operations, plus the ratio to bare Prisma and the spread of the
   per-round median ratios (a paired comparison that cancels slow drift of the machine).
-- **Overhead breakdown**: bare Prisma, bare Prisma plus the layer's \`$extends\` query hook only, plus both
-  \`$extends\` of src/client.ts, bare Prisma on the layer's adapter stack only (guardPool + the instrumenting wrapper,
+- **Overhead breakdown**: bare Prisma, bare Prisma plus the layer's \`$extends\` query hook only, bare Prisma on the layer's adapter stack only (guardPool + the instrumenting wrapper,
   from \`dist/adapter.js\`/\`dist/events.js\`), and the full layer, in their own alternating rounds
   (${s.ablationRounds} + 1 warm-up); client CPU per operation from \`process.cpuUsage()\` per batch. Then a V8 CPU
   profile (inspector, 100 µs sampling) of ${s.pointOps * 10} layer point reads attributes the busy time by package.

@@ -16,7 +16,7 @@ import { PrismaClient } from '../dist/generated/prisma/client.js';
 import { createDb } from '../dist/index.js';
 
 export type VariantKey = 'pg' | 'prisma' | 'layer' | 'serverless';
-export type AblationKey = 'prisma' | 'prisma+hook' | 'prisma+extends' | 'prisma+adapter' | 'layer';
+export type AblationKey = 'prisma' | 'prisma+hook' | 'prisma+adapter' | 'layer';
 
 /** Where and how to connect: the same server, database, role and TLS settings for every variant. */
 export interface Target {
@@ -177,15 +177,12 @@ export function makeVariant(key: VariantKey, target: Target): Variant {
 
 // ---- overhead breakdown ----------------------------------------------------------------
 
-/**
- * Bare Prisma plus the layer's `$extends` query hook (src/client.ts buildPrisma), nothing else;
- * with `clientExtension`, also the second `$extends({ client: … })` createDb puts on top.
- */
-function prismaWithHook(target: Target, clientExtension: boolean): Variant<AblationKey> {
-  const name = appName(clientExtension ? 'extends' : 'hook');
+/** Bare Prisma plus the layer's `$extends` query hook (src/client.ts buildPrisma), nothing else. */
+function prismaWithHook(target: Target): Variant<AblationKey> {
+  const name = appName('hook');
   const pool = pgPool(target, name);
   const base = new PrismaClient({ adapter: new PrismaPg(pool) });
-  const hooked = base.$extends({
+  const prisma = base.$extends({
     query: {
       async $allOperations({ args, query }) {
         try {
@@ -196,10 +193,9 @@ function prismaWithHook(target: Target, clientExtension: boolean): Variant<Ablat
       },
     },
   });
-  const prisma = clientExtension ? hooked.$extends({ client: { describe: () => 'bench' } }) : hooked;
   return {
-    key: clientExtension ? 'prisma+extends' : 'prisma+hook',
-    label: clientExtension ? 'bare Prisma + query hook + client extension (both $extends)' : 'bare Prisma + the $extends query hook',
+    key: 'prisma+hook',
+    label: 'bare Prisma + the $extends query hook',
     appName: name,
     pointRead: (id) => prisma.user.findUnique({ where: { id } }),
     unit: (args) => prisma.$transaction((tx) => prismaUnit(tx as unknown as Tx, args)),
@@ -212,7 +208,7 @@ function prismaWithHook(target: Target, clientExtension: boolean): Variant<Ablat
 
 /**
  * Bare Prisma on the layer's adapter stack: its pg Pool with guardPool (src/pool.ts) and the
- * instrumenting adapter wrapper (src/events.ts), without the `$extends` layers of client.ts.
+ * instrumenting adapter wrapper (src/events.ts), without the `$extends` query hook of client.ts.
  */
 function prismaOnLayerAdapter(target: Target): Variant<AblationKey> {
   const name = appName('adapter');
@@ -238,9 +234,7 @@ export function makeAblation(key: AblationKey, target: Target): Variant<Ablation
     case 'prisma':
       return { ...barePrisma(target), key };
     case 'prisma+hook':
-      return prismaWithHook(target, false);
-    case 'prisma+extends':
-      return prismaWithHook(target, true);
+      return prismaWithHook(target);
     case 'prisma+adapter':
       return prismaOnLayerAdapter(target);
     case 'layer':
