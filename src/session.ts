@@ -142,7 +142,9 @@ export function createSessions<C>(client: C & TransactionalClient, config: DbCon
       counters.commits++;
       return result;
     } catch (err) {
-      if (!bodyStarted && toDatalayerError(err) instanceof DatabaseConnectionError) {
+      // A connection the pool handed over, dead before BEGIN got through. (A failure to
+      // connect at all arrives already typed by the pool, which has done what it can.)
+      if (!bodyStarted && !(err instanceof DatalayerError) && toDatalayerError(err) instanceof DatabaseConnectionError) {
         throw new NotStarted('BEGIN failed', { cause: err });
       }
       counters.rollbacks++;
@@ -167,7 +169,7 @@ export function createSessions<C>(client: C & TransactionalClient, config: DbCon
     const correlationId = opts.correlationId ?? currentCorrelationId();
     const retries = opts.retries ?? defaults.retries;
     counters.transactions++;
-    let reconnected = false;
+    let reconnects = 0;
     for (let attempt = 0; ; attempt++) {
       try {
         return await runOnce(fn, opts, correlationId);
@@ -175,9 +177,10 @@ export function createSessions<C>(client: C & TransactionalClient, config: DbCon
         let err = thrown;
         if (err instanceof NotStarted) {
           // The connection died before BEGIN got through (typically: it was dropped
-          // while idle in the pool). Nothing was sent for this unit: run it once more.
-          if (!reconnected) {
-            reconnected = true;
+          // while idle in the pool, and a restart drops them all). Nothing was sent for
+          // this unit: run it again, at most once per pooled connection.
+          if (reconnects < config.pool.size + config.pool.maxOverflow) {
+            reconnects++;
             monitor.counters.connectionsRecovered++;
             attempt--;
             continue;

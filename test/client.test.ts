@@ -64,6 +64,10 @@ describe('createDb is lazy', () => {
     expect((err as Error).message).toMatch(/timeout/i);
     expect(elapsed).toBeGreaterThanOrEqual(450);
     expect(elapsed).toBeLessThan(5000);
+    // A unit of work waits one connect timeout too, not one per pooled connection.
+    const unitStarted = Date.now();
+    await expect(db.transaction(async (tx) => tx.user.count())).rejects.toBeInstanceOf(DatabaseConnectionError);
+    expect(Date.now() - unitStarted).toBeLessThan(1400);
     await db.close();
     held.forEach((s) => s.destroy());
     await new Promise((r) => silent.close(r));
