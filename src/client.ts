@@ -9,7 +9,7 @@ import { createOperations, type CloseOnSignalsOptions, type CloseOptions, type D
 import { checkHealth, type HealthOptions, type HealthReport } from './health.ts';
 import { toDatalayerError } from './prisma-errors.ts';
 import { describeUrl } from './redact.ts';
-import { LAG_QUERY, ReplicaRouter, replicaName, routeReads, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
+import { LAG_QUERY, ReplicaRouter, routeReads, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
 import { createSessions, currentCorrelationId, type Sessions, type TransactionalClient, type TransactionOptions, type TxClient } from './session.ts';
 
 /** What createDb needs to build an application's own generated Prisma client. */
@@ -100,7 +100,7 @@ function buildReplica<C>(PrismaClient: PrismaClientClass<C>, dbOptions: DbOption
   const adapter = createAdapter(config);
   const { base, mapped } = buildPrisma(PrismaClient, config, adapter.factory);
   return {
-    name: replicaName(url),
+    name: describeUrl(url),
     sessions: createSessions<C>(mapped as unknown as C & TransactionalClient, config, adapter.monitor),
     measureLag: async () => {
       let timer: NodeJS.Timeout | undefined;
@@ -154,7 +154,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     }),
     on: (event, listener) => ops.on(event, listener),
     describe: () =>
-      `${config.driver} ${config.mode} ${describeUrl(`postgresql://${config.target.host}:${config.target.port}/${config.target.database}`)} ssl=${config.ssl.mode}`,
+      `${config.driver} ${config.mode} postgresql://${config.target.host}:${config.target.port}/${config.target.database} ssl=${config.ssl.mode}`,
     config,
     close: (closeOptions) =>
       ops.close(closeOptions, async () => {

@@ -34,7 +34,6 @@ export interface PoolLike {
   readonly totalCount: number;
   readonly idleCount: number;
   readonly waitingCount: number;
-  readonly ending?: boolean;
 }
 
 export interface PoolCounters {

@@ -5,7 +5,6 @@
 // `lagCheckIntervalMs`, run only when a read is about to be routed: no background loop.
 
 import { DatabaseConnectionError, PoolTimeoutError } from './errors.ts';
-import { describeUrl } from './redact.ts';
 import { inUnitOfWork, type Sessions, type TransactionOptions, type TxClient } from './session.ts';
 
 export interface ReplicaStatus {
@@ -118,10 +117,6 @@ export const LAG_QUERY = `SELECT CASE
   WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
   ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000, 0)
 END::float8 AS lag_ms`;
-
-export function replicaName(url: string): string {
-  return describeUrl(url);
-}
 
 /**
  * Units of work with read-only routing: a read-only unit (outside any other unit) runs on

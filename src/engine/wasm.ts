@@ -39,39 +39,9 @@ import type {
 } from '@prisma/schema-engine-wasm' with { 'resolution-mode': 'import' };
 import type { SqlDriverAdapter, SqlMigrationAwareDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 
-export type {
-  ApplyMigrationsInput,
-  ApplyMigrationsOutput,
-  CreateMigrationInput,
-  CreateMigrationOutput,
-  DbExecuteParams,
-  DevDiagnosticInput,
-  DevDiagnosticOutput,
-  DiagnoseMigrationHistoryInput,
-  DiagnoseMigrationHistoryOutput,
-  DiffParams,
-  DiffResult,
-  EnsureConnectionValidityParams,
-  EvaluateDataLossInput,
-  EvaluateDataLossOutput,
-  GetDatabaseVersionInput,
-  IntrospectParams,
-  IntrospectResult,
-  IntrospectSqlParams,
-  IntrospectSqlResult,
-  MarkMigrationAppliedInput,
-  MarkMigrationRolledBackInput,
-  ResetInput,
-  SchemaPushInput,
-  SchemaPushOutput,
-};
-export type {
-  DiffTarget,
-  MigrationDirectory,
-  MigrationList,
-  SchemaFilter,
-  HistoryDiagnostic,
-} from '@prisma/schema-engine-wasm' with { 'resolution-mode': 'import' };
+// Only what the engine's callers in this package name; the engine's full type surface
+// stays in @prisma/schema-engine-wasm.
+export type { DiffParams, MigrationList, SchemaFilter } from '@prisma/schema-engine-wasm' with { 'resolution-mode': 'import' };
 
 /** TLS options handed to `pg` as-is (`pg.PoolConfig['ssl']`). */
 export type SslOptions = pg.PoolConfig['ssl'];
