@@ -1,113 +1,185 @@
-// Config → Prisma driver adapter. `pg` uses node-postgres through @prisma/adapter-pg;
-// `neon` uses @neondatabase/serverless over WebSocket through @prisma/adapter-neon.
-// Both pools get the same policy (pool.ts). Nothing here opens a socket: pools connect
-// on the first query.
+// The driver adapter the Prisma client gets: the driver's own, with what a running service
+// needs to see and control added around each call — statement counters, the slow-query
+// event, and the close gate. Plain delegating classes, no Proxy: this is the hot path.
+// Nothing here ever logs statement parameters: the adapter hands over the SQL text with
+// $1 placeholders and the values separately, and only the text is used, secrets removed.
 
-import type * as AdapterNeon from '@prisma/adapter-neon';
-import { PrismaPg } from '@prisma/adapter-pg';
-import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
-import pg from 'pg';
-import type { DbConfig } from './config.ts';
-import { toUrl } from './config.ts';
-import { neonModule, routeHttpEndpoint, socketSettings } from './neon.ts';
-import { guardPool, PoolMonitor, poolOptions, type PoolLike } from './pool.ts';
-import { sslPlan } from './ssl.ts';
+import type {
+  ConnectionInfo,
+  IsolationLevel,
+  SqlDriverAdapter,
+  SqlDriverAdapterFactory,
+  SqlQuery,
+  SqlResultSet,
+  Transaction,
+  TransactionOptions,
+} from '@prisma/driver-adapter-utils';
+import { DatabaseClosedError } from './errors.ts';
+import type { EventHub, SlowQueryInfo } from './events.ts';
+import type { DbLogger, Lifecycle } from './lifecycle.ts';
+import { redact } from './secrets.ts';
+import type { DbCounters } from './stats.ts';
 
-export interface Adapter {
-  readonly factory: SqlDriverAdapterFactory;
-  readonly monitor: PoolMonitor;
-  /** Ends the pool this layer owns (the pg pool; Neon's ends with Prisma's disconnect). */
-  close(): Promise<void>;
-}
+const MAX_SQL_LENGTH = 2_000;
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- mixin constructors must take any[]
-type ClientCtor = new (...args: any[]) => object;
+/** What the wrappers share: counting, timing and the gate. */
+export class Instrumentation {
+  constructor(
+    private readonly counters: DbCounters,
+    private readonly hub: EventHub,
+    private readonly lifecycle: Lifecycle,
+    private readonly thresholdMs: number,
+    private readonly logger: DbLogger | undefined,
+    private readonly record: (err: unknown) => void,
+  ) {}
 
-/**
- * A driver Client class whose connect timeout is its own: pg-pool hands every client
- * the pool's options, where `connectionTimeoutMillis` means the wait for a free slot.
- */
-function withConnectTimeout<C extends ClientCtor>(Base: C, connectMs: number, socket?: Record<string, unknown>): C {
-  return class extends Base {
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    constructor(...args: any[]) {
-      const config = args[0] as Record<string, unknown>;
-      // pg-pool hides the password as a non-enumerable property: a spread would drop it.
-      super({ ...config, password: config.password, connectionTimeoutMillis: connectMs });
-      // Neon: this connection's own WebSocket settings (the global neonConfig stays as is).
-      if (socket) Object.assign((this as unknown as { neonConfig: object }).neonConfig, socket);
+  /** One statement: admitted by the gate, counted, timed only when slow queries are wanted. */
+  async statement<R>(query: SqlQuery, inTransaction: boolean, run: () => Promise<R>): Promise<R> {
+    const leave = this.lifecycle.enter();
+    const started = this.thresholdMs > 0 ? performance.now() : 0;
+    this.counters.queries++;
+    try {
+      return await run();
+    } catch (err) {
+      this.counters.queryErrors++;
+      this.record(err);
+      throw err;
+    } finally {
+      leave();
+      if (this.thresholdMs > 0) this.slow(query, inTransaction, performance.now() - started);
     }
-  };
-}
-
-export function createAdapter(config: DbConfig): Adapter {
-  const ssl = sslPlan(config);
-  const monitor = new PoolMonitor(config);
-  const options = poolOptions(config, ssl);
-  // Idle connections' errors reach the monitor through guardPool's own pool listener;
-  // the adapters only add errors of connections checked out for a transaction.
-  const onError = (err: Error): void => monitor.emitError(err);
-
-  if (config.driver === 'pg') {
-    const pool = new pg.Pool({
-      ...options,
-      Client: withConnectTimeout(pg.Client as unknown as ClientCtor, config.timeouts.connectMs),
-    } as pg.PoolConfig);
-    guardPool(pool as unknown as PoolLike, config, ssl, monitor);
-    const factory = new PrismaPg(pool, { onConnectionError: onError });
-    let ended: Promise<void> | undefined;
-    return { factory, monitor, close: () => (ended ??= pool.end()) };
   }
 
-  // Loaded only here: applications on the pg driver never load the Neon packages.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { PrismaNeon, PrismaNeonHttp } = require('@prisma/adapter-neon') as typeof AdapterNeon;
-  const neon = neonModule();
-  routeHttpEndpoint(config);
-  const NeonClient = withConnectTimeout(neon.Client as unknown as ClientCtor, config.timeouts.connectMs, socketSettings(config));
-  // Neon's proxy terminates TLS on the WebSocket (wss); the driver turns node-postgres'
-  // own `ssl` off inside it (forceDisablePgSSL), so the SSL plan does not apply here.
-  const wsFactory = new PrismaNeon({ ...options, ssl: false } as never, { onConnectionError: onError });
-  const guardedWs: SqlDriverAdapterFactory = {
-    provider: wsFactory.provider,
-    adapterName: wsFactory.adapterName,
-    async connect() {
-      const adapter = await wsFactory.connect();
-      // The adapter builds its pool here; it is still empty, so every connection it
-      // ever opens gets our Client class.
-      const pool = adapter.underlyingDriver() as unknown as PoolLike & { Client: unknown };
-      pool.Client = NeonClient;
-      guardPool(pool, config, { first: false, fallback: undefined }, monitor);
-      return adapter;
-    },
-  };
-  const useHttp = config.mode === 'serverless' && config.neon.httpQueries !== false;
-  const factory = useHttp ? httpWithWsTransactions(new PrismaNeonHttp(toUrl(config), {}), guardedWs) : guardedWs;
-  return { factory, monitor, close: async () => {} };
+  private slow(query: SqlQuery, inTransaction: boolean, elapsed: number): void {
+    const durationMs = Math.round(elapsed);
+    if (durationMs < this.thresholdMs) return;
+    this.counters.slowQueries++;
+    const info: SlowQueryInfo = { sql: safeSql(query.sql), durationMs, thresholdMs: this.thresholdMs, inTransaction };
+    this.hub.emit('slowQuery', info);
+    this.logger?.warn({ event: 'slowQuery', ...info }, `slow query: ${durationMs} ms (threshold ${this.thresholdMs} ms)`);
+  }
+
+  /** The factory Prisma connects through. */
+  factory(inner: SqlDriverAdapterFactory): SqlDriverAdapterFactory {
+    return {
+      provider: inner.provider,
+      adapterName: inner.adapterName,
+      connect: async () => {
+        // After close, Prisma reconnects on the next query: hand it an adapter that refuses
+        // everything, so the caller gets DatabaseClosedError and no socket opens.
+        if (this.lifecycle.refuses()) return closedAdapter(inner);
+        return new InstrumentedAdapter(await inner.connect(), this);
+      },
+    };
+  }
+
+  admit(): () => void {
+    return this.lifecycle.enter();
+  }
 }
 
-/**
- * Serverless Neon: single statements over Neon's HTTP endpoint (no connection at all),
- * transactions over one short-lived WebSocket connection, since HTTP rejects them.
- */
-function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdapterFactory): SqlDriverAdapterFactory {
+class InstrumentedAdapter implements SqlDriverAdapter {
+  readonly provider: SqlDriverAdapter['provider'];
+  readonly adapterName: string;
+  constructor(
+    private readonly inner: SqlDriverAdapter,
+    private readonly ins: Instrumentation,
+  ) {
+    this.provider = inner.provider;
+    this.adapterName = inner.adapterName;
+  }
+  queryRaw(q: SqlQuery): Promise<SqlResultSet> {
+    return this.ins.statement(q, false, () => this.inner.queryRaw(q));
+  }
+  executeRaw(q: SqlQuery): Promise<number> {
+    return this.ins.statement(q, false, () => this.inner.executeRaw(q));
+  }
+  async executeScript(script: string): Promise<void> {
+    const leave = this.ins.admit();
+    try {
+      await this.inner.executeScript(script);
+    } finally {
+      leave();
+    }
+  }
+  /** A transaction counts as work in flight until it commits or rolls back, like a unit of work. */
+  async startTransaction(level?: IsolationLevel): Promise<Transaction> {
+    const leave = this.ins.admit();
+    try {
+      return new InstrumentedTransaction(await this.inner.startTransaction(level), this.ins, leave);
+    } catch (err) {
+      leave();
+      throw err;
+    }
+  }
+  getConnectionInfo(): ConnectionInfo {
+    return this.inner.getConnectionInfo?.() ?? { supportsRelationJoins: true };
+  }
+  dispose(): Promise<void> {
+    return this.inner.dispose();
+  }
+  /** The driver's pool, for code that needs it (as the adapters offer). */
+  underlyingDriver(): unknown {
+    return (this.inner as { underlyingDriver?: () => unknown }).underlyingDriver?.();
+  }
+}
+
+class InstrumentedTransaction implements Transaction {
+  readonly provider: Transaction['provider'];
+  readonly adapterName: string;
+  readonly options: TransactionOptions;
+  private done = false;
+  constructor(
+    private readonly inner: Transaction,
+    private readonly ins: Instrumentation,
+    private readonly leave: () => void,
+  ) {
+    this.provider = inner.provider;
+    this.adapterName = inner.adapterName;
+    this.options = inner.options;
+  }
+  queryRaw(q: SqlQuery): Promise<SqlResultSet> {
+    return this.ins.statement(q, true, () => this.inner.queryRaw(q));
+  }
+  executeRaw(q: SqlQuery): Promise<number> {
+    return this.ins.statement(q, true, () => this.inner.executeRaw(q));
+  }
+  commit(): Promise<void> {
+    return this.inner.commit().finally(() => this.finish());
+  }
+  rollback(): Promise<void> {
+    return this.inner.rollback().finally(() => this.finish());
+  }
+  createSavepoint(name: string): Promise<void> {
+    return this.inner.createSavepoint?.(name) ?? this.executeRaw({ sql: `SAVEPOINT ${name}`, args: [], argTypes: [] }).then(() => {});
+  }
+  rollbackToSavepoint(name: string): Promise<void> {
+    return this.inner.rollbackToSavepoint?.(name) ?? this.executeRaw({ sql: `ROLLBACK TO SAVEPOINT ${name}`, args: [], argTypes: [] }).then(() => {});
+  }
+  releaseSavepoint(name: string): Promise<void> {
+    return this.inner.releaseSavepoint?.(name) ?? Promise.resolve();
+  }
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.leave();
+  }
+}
+
+function closedAdapter(factory: SqlDriverAdapterFactory): SqlDriverAdapter {
+  const refuse = (): Promise<never> => Promise.reject(new DatabaseClosedError());
   return {
-    provider: http.provider,
-    adapterName: http.adapterName,
-    async connect(): Promise<SqlDriverAdapter> {
-      const [h, w] = await Promise.all([http.connect(), ws.connect()]);
-      return {
-        provider: h.provider,
-        adapterName: h.adapterName,
-        queryRaw: (q) => h.queryRaw(q),
-        executeRaw: (q) => h.executeRaw(q),
-        executeScript: (s) => w.executeScript(s),
-        startTransaction: (level) => w.startTransaction(level),
-        getConnectionInfo: () => w.getConnectionInfo?.() ?? { supportsRelationJoins: true },
-        dispose: async () => {
-          await Promise.all([h.dispose(), w.dispose()]);
-        },
-      };
-    },
+    provider: factory.provider,
+    adapterName: factory.adapterName,
+    queryRaw: refuse,
+    executeRaw: refuse,
+    executeScript: refuse,
+    startTransaction: refuse,
+    dispose: async () => {},
   };
+}
+
+function safeSql(sql: string): string {
+  const text = redact(sql);
+  return text.length > MAX_SQL_LENGTH ? `${text.slice(0, MAX_SQL_LENGTH)}…` : text;
 }

@@ -1,16 +1,20 @@
-// The client factory: config → adapter → Prisma client → units of work, assembled once.
-// Creating a Db validates the configuration and builds objects; it opens no socket,
+// The client factory: config → driver → pool → Prisma client → units of work, assembled
+// once. Creating a Db validates the configuration and builds objects; it opens no socket,
 // starts no timer and sends no query. The first query connects.
 
-import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
-import { createAdapter } from './adapter.ts';
+import { Instrumentation } from './adapter.ts';
 import { loadConfig, type DbConfig, type DbOptions, type IsolationLevel } from './config.ts';
-import { createOperations, type CloseOnSignalsOptions, type CloseOptions, type DbEvents, type DbLogger, type DbStats } from './events.ts';
+import { createDriver, type DriverHandle } from './driver/index.ts';
+import { EventHub, type DbEvents } from './events.ts';
 import { checkHealth, type HealthOptions, type HealthReport } from './health.ts';
-import { toDatalayerError } from './prisma-errors.ts';
-import { describeUrl } from './redact.ts';
+import { Lifecycle, type CloseOnSignalsOptions, type CloseOptions, type DbLogger, type Shutdown } from './lifecycle.ts';
+import type { GuardedPool } from './pool.ts';
 import { LAG_QUERY, ReplicaRouter, routeReads, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
-import { createSessions, currentCorrelationId, type Sessions, type TransactionalClient, type TransactionOptions, type TxClient } from './session.ts';
+import { describeUrl } from './secrets.ts';
+import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
+import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork } from './unit-of-work.ts';
+import { withDeadline } from './deadline.ts';
+import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 
 /** What createDb needs to build an application's own generated Prisma client. */
 export interface PrismaClientOptions {
@@ -30,31 +34,29 @@ export interface CreateDbOptions<C> extends DbOptions {
   closeOnSignals?: boolean | CloseOnSignalsOptions;
 }
 
-export type { DbStats } from './events.ts';
-
 export interface DatalayerApi<C> {
   /** Runs `fn` in a transaction: commit on success, rollback on any throw. */
-  transaction: Sessions<C>['transaction'];
+  transaction: UnitsOfWork<C>['transaction'];
   /** A read-only unit of work, on a healthy replica when there is one, else on the primary. */
   read<T>(fn: (tx: TxClient<C>) => Promise<T>, options?: Omit<TransactionOptions, 'readOnly'>): Promise<T>;
   /** Each replica: reachable, lag behind the primary, last problem. */
   replicas(): ReplicaStatus[];
   /** Runs `fn` on one reserved connection without a transaction. */
-  session: Sessions<C>['session'];
+  session: UnitsOfWork<C>['session'];
   /** The active unit of work's client, or the plain client outside one. */
   current(): TxClient<C>;
   stats(): DbStats;
-  /** One SELECT, raced against `timeoutMs`. Never throws. */
+  /** One SELECT within `timeoutMs`. Never throws. */
   health(options?: HealthOptions): Promise<HealthReport & { replicas: ReplicaStatus[] }>;
-  /** pg-pool's lifecycle events (pids only) and `slowQuery` (SQL text, never parameters). */
+  /** pg-pool's lifecycle events (pids only), typed `error`s and `slowQuery` (SQL text, never parameters). */
   on<E extends keyof DbEvents>(event: E, listener: (...args: DbEvents[E]) => void): () => void;
   /** Host, port, database, driver and mode: safe to log. */
   describe(): string;
-  /** The resolved configuration (contains the password: do not log it). */
+  /** The resolved configuration. Secrets are hidden from printing and serialising, not from code. */
   readonly config: DbConfig;
   /**
    * Refuses new work (DatabaseClosedError), waits for work in flight up to `deadlineMs`,
-   * then closes every connection. Idempotent.
+   * then destroys what is still busy and closes every connection. Idempotent. `$disconnect()` does the same.
    */
   close(options?: CloseOptions): Promise<void>;
   /** Closes on SIGTERM / SIGINT, then lets the signal take effect. Returns an unregister function. */
@@ -68,110 +70,131 @@ export interface DatalayerApi<C> {
  */
 export type Db<C> = C & DatalayerApi<C> & { readonly $datalayer: DatalayerApi<C> };
 
-interface ExtensibleClient extends TransactionalClient {
-  $extends(extension: object): unknown;
+interface PrismaLike extends TransactionalClient {
   $queryRawUnsafe(query: string, ...values: unknown[]): Promise<unknown>;
   $disconnect(): Promise<void>;
 }
 
-function buildPrisma<C>(PrismaClient: PrismaClientClass<C>, config: DbConfig, factory: SqlDriverAdapterFactory): { base: ExtensibleClient; mapped: ExtensibleClient } {
-  const base = new PrismaClient({
-    adapter: factory,
-    transactionOptions: { maxWait: config.transaction.maxWaitMs, timeout: config.transaction.timeoutMs },
-  }) as unknown as ExtensibleClient;
-  // Every query's failure becomes a typed error, inside or outside a unit of work.
-  const mapped = base.$extends({
-    query: {
-      async $allOperations({ args, query }: { args: unknown; query: (a: unknown) => Promise<unknown> }) {
-        try {
-          return await query(args);
-        } catch (err) {
-          throw toDatalayerError(err, { correlationId: currentCorrelationId() });
-        }
-      },
-    },
-  }) as ExtensibleClient;
-  return { base, mapped };
+/** One database behind one pool: what the primary and every replica are built from. */
+interface Stack<C> {
+  config: DbConfig;
+  prisma: C & PrismaLike;
+  driver: DriverHandle;
+  units: UnitOfWork<C>;
+  counters: DbCounters;
+  hub: EventHub;
+  /** Ends Prisma's engine (the original $disconnect) and the pool. */
+  end(): Promise<void>;
 }
 
-/** One replica: the primary's settings with the replica's address, its own pool and client. */
-function buildReplica<C>(PrismaClient: PrismaClientClass<C>, dbOptions: DbOptions, url: string, env: Record<string, string | undefined> | undefined): ReplicaTarget<C> {
-  const config = loadConfig({ ...dbOptions, url, replicas: [] }, env);
-  const adapter = createAdapter(config);
-  const { base, mapped } = buildPrisma(PrismaClient, config, adapter.factory);
+function buildStack<C>(PrismaClient: PrismaClientClass<C>, config: DbConfig, lifecycle: Lifecycle, logger: DbLogger | undefined, record: (err: unknown) => void): Stack<C> {
+  const counters = newCounters();
+  const hub = new EventHub();
+  const driver = createDriver(config, counters, hub);
+  const ins = new Instrumentation(counters, hub, lifecycle, config.slowQueryMs, logger, record);
+  const prisma = new PrismaClient({
+    adapter: ins.factory(driver.factory),
+    transactionOptions: { maxWait: config.transaction.maxWaitMs, timeout: config.transaction.timeoutMs },
+  }) as C & PrismaLike;
+  const disconnect = prisma.$disconnect.bind(prisma);
+  const units = new UnitOfWork<C>(prisma, config, counters, driver.pool);
+  return { config, prisma, driver, units, counters, hub, end: async () => void (await Promise.all([disconnect(), driver.close()])) };
+}
+
+function replicaTarget<C>(stack: Stack<C>, url: string): ReplicaTarget<C> {
+  const ms = stack.config.timeouts.connectMs;
   return {
     name: describeUrl(url),
-    sessions: createSessions<C>(mapped as unknown as C & TransactionalClient, config, adapter.monitor),
+    units: stack.units,
     measureLag: async () => {
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        const rows = await Promise.race([
-          base.$queryRawUnsafe(LAG_QUERY) as Promise<{ lag_ms: number | null }[]>,
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error('lag check timed out')), config.timeouts.connectMs);
-          }),
-        ]);
-        return rows[0]?.lag_ms ?? NaN;
-      } finally {
-        clearTimeout(timer);
-      }
+      const rows = (await withDeadline(stack.prisma.$queryRawUnsafe(LAG_QUERY), ms, () => new Error('lag check timed out'))) as { lag_ms: number | null }[];
+      return rows[0]?.lag_ms ?? NaN;
     },
-    close: async () => {
-      await base.$disconnect();
-      await adapter.close();
-    },
+    close: stack.end,
   };
 }
 
 export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   const { PrismaClient, env, logger, closeOnSignals, ...dbOptions } = options;
   const config = loadConfig(dbOptions, env);
-  const adapter = createAdapter(config);
-  const ops = createOperations(config, adapter.monitor, logger);
-  const { base, mapped } = buildPrisma(PrismaClient, config, ops.instrument(adapter.factory));
+  const lifecycle = new Lifecycle(logger);
+  let lastError: LastError | null = null;
+  const record = (err: unknown): void => void (lastError = describeError(err));
+  const primary = buildStack(PrismaClient, config, lifecycle, logger, record);
+  primary.hub.onFailure = (err) => {
+    record(err);
+    logger?.error?.({ event: 'error', kind: err.kind, error: lastError?.message }, 'database error');
+  };
+  const replicaStacks = config.replicaUrls.map((url) => ({ url, stack: buildStack(PrismaClient, loadConfig({ ...dbOptions, url, replicas: [] }, env), lifecycle, logger, () => {}) }));
+  const router = replicaStacks.length === 0 ? undefined : new ReplicaRouter(replicaStacks.map(({ url, stack }) => replicaTarget(stack, url)), config.replica);
+  const transaction = routeReads(primary.units.transaction, router);
+  const pools = (): GuardedPool[] => [primary, ...replicaStacks.map((r) => r.stack)].flatMap((s) => s.driver.pool() ?? []);
 
-  const sessions = createSessions<C>(mapped as unknown as C & TransactionalClient, config, adapter.monitor);
-  const router =
-    config.replicaUrls.length === 0
-      ? undefined
-      : new ReplicaRouter(
-          config.replicaUrls.map((url) => buildReplica(PrismaClient, dbOptions, url, env)),
-          config.replica,
-        );
-  const transaction = routeReads(sessions.transaction, router);
-
+  const shutdown: Shutdown = {
+    destroyBusy: () => pools().reduce((n, pool) => n + pool.destroyBusy(new Error('closed by db.close() after its deadline')), 0),
+    end: async () => void (await Promise.all([primary.end(), router?.close()])),
+    allClosed: () => allClosed(primary),
+  };
   const api: DatalayerApi<C> = {
-    transaction: ops.guard(transaction),
-    read: ops.guard((fn, readOptions) => transaction(fn, { ...readOptions, readOnly: true })),
+    transaction: lifecycle.guard(transaction) as typeof transaction,
+    read: lifecycle.guard((fn: (tx: TxClient<C>) => Promise<unknown>, readOptions?: Omit<TransactionOptions, 'readOnly'>) => transaction(fn, { ...readOptions, readOnly: true })) as DatalayerApi<C>['read'],
     replicas: () => router?.status() ?? [],
-    session: ops.guard(sessions.session),
-    current: sessions.current,
-    stats: () => ops.stats(sessions.counters),
+    session: lifecycle.guard(primary.units.session) as UnitsOfWork<C>['session'],
+    current: primary.units.current,
+    stats: () => ({ pool: primary.driver.pool()?.figures() ?? emptyFigures(config), counters: { ...primary.counters }, lastError: lastError && { ...lastError }, state: lifecycle.state }),
     health: async (healthOptions) => ({
-      ...(await checkHealth({ monitor: adapter.monitor, ready: () => base.$connect(), isClosed: () => ops.state !== 'open' }, healthOptions)),
+      ...(await checkHealth(
+        {
+          pool: async () => {
+            await primary.prisma.$connect();
+            return primary.driver.pool()!;
+          },
+          figures: () => primary.driver.pool()?.figures() ?? emptyFigures(config),
+          isClosed: () => lifecycle.state !== 'open',
+        },
+        healthOptions,
+      )),
       // What routing learned from traffic; health itself sends nothing to the replicas.
       replicas: router?.status() ?? [],
     }),
-    on: (event, listener) => ops.on(event, listener),
-    describe: () =>
-      `${config.driver} ${config.mode} postgresql://${config.target.host}:${config.target.port}/${config.target.database} ssl=${config.ssl.mode}`,
+    on: (event, listener) => primary.hub.on(event, listener),
+    describe: () => `${config.driver} ${config.mode} postgresql://${config.target.host}:${config.target.port}/${config.target.database} ssl=${config.ssl.mode}`,
     config,
-    close: (closeOptions) =>
-      ops.close(closeOptions, async () => {
-        await base.$disconnect();
-        await Promise.all([adapter.close(), router?.close()]);
-      }),
-    closeOnSignals: (signalOptions) => ops.closeOnSignals(api.close, signalOptions),
+    close: (closeOptions) => lifecycle.close(closeOptions, shutdown),
+    closeOnSignals: (signalOptions) => lifecycle.closeOnSignals(api.close, signalOptions),
   };
   if (closeOnSignals) api.closeOnSignals(closeOnSignals === true ? {} : closeOnSignals);
+  return attach(primary.prisma, api);
+}
 
-  // Attached as plain properties rather than through a Prisma client extension, which
-  // would put an extra proxy layer on every model access (measured: ~2.5% of a point read).
-  const db = mapped as unknown as Record<string, unknown>;
+function emptyFigures(config: DbConfig): DbStats['pool'] {
+  return { open: 0, idle: 0, inUse: 0, waiting: 0, max: config.pool.size + config.pool.maxOverflow };
+}
+
+/** Resolves once every connection the stack opened has closed (bounded by the caller). */
+function allClosed<C>(stack: Stack<C>): Promise<void> {
+  const left = (): number => stack.counters.connectionsOpened - stack.counters.connectionsClosed;
+  if (left() <= 0) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const off = stack.hub.on('remove', () => {
+      if (left() > 0) return;
+      off();
+      resolve();
+    });
+  });
+}
+
+/**
+ * The layer's members as plain properties of the client (a client extension would put a
+ * proxy layer on every model access), and `$disconnect` closing the pools as close() does.
+ */
+function attach<C>(prisma: C & PrismaLike, api: DatalayerApi<C>): Db<C> {
+  const db = prisma as unknown as Record<string, unknown>;
   for (const [name, member] of Object.entries(api)) {
     if (!(name in db)) db[name] = member;
   }
   db.$datalayer = api;
+  db.$disconnect = () => api.close();
   return db as unknown as Db<C>;
 }
 
@@ -179,8 +202,8 @@ const GLOBAL_KEY = Symbol.for('prisma-datalayer.db');
 type GlobalSlot = { [GLOBAL_KEY]?: unknown };
 
 /**
- * The process-wide Db. Kept on globalThis so that a development server's module
- * reloads reuse the open pool instead of leaking a new one per reload.
+ * The process-wide Db. Kept on globalThis so that a development server's module reloads
+ * reuse the open pool instead of leaking a new one per reload.
  */
 export function getDb<C>(options: CreateDbOptions<C>): Db<C> {
   const slot = globalThis as GlobalSlot;

@@ -3,10 +3,10 @@
 // problem is collected and reported at once in one ConfigError naming the setting as the
 // user wrote it. Nothing here touches the network.
 
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
-import { registerSecret } from './redact.ts';
+import { hideSecrets, registerSecret } from './secrets.ts';
 
 export type Driver = 'pg' | 'neon';
 /** `pooled` keeps connections (SQLAlchemy's QueuePool); `serverless` keeps none (NullPool). */
@@ -117,6 +117,8 @@ export interface DbConfig {
   readonly pooler: boolean;
   readonly target: ConnectionTarget;
   readonly directUrl: string | undefined;
+  /** Where each SSL value came from (`DB_SSLROOTCERT`, `DATABASE_URL parameter sslrootcert`, ...), for messages. */
+  readonly sslSources: { readonly mode: string; readonly rootCert?: string; readonly cert?: string; readonly key?: string };
   readonly ssl: {
     readonly mode: SslMode;
     readonly rootCert: string | undefined;
@@ -198,7 +200,7 @@ const driver = z.enum(['pg', 'neon'], { message: 'must be pg or neon' });
 const poolMode = z.enum(['pooled', 'serverless'], { message: 'must be pooled or serverless' });
 const isolation = z.enum(ISOLATION_LEVELS, { message: `must be one of ${ISOLATION_LEVELS.join(', ')}` });
 const nonEmpty = z.string().trim().min(1, { message: 'must not be empty' });
-const certPath = nonEmpty.refine((p) => p === 'system' || existsSync(p), { message: 'file not found' });
+const certPath = nonEmpty.refine((p) => p === 'system' || (existsSync(p) && statSync(p).isFile()), { message: 'must be the path of a readable file (or `system`); no such file, or it is a directory' });
 
 const DURATION = /^(\d+)\s*(us|ms|s|min|h|d)?$/;
 const UNIT_MS = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -223,12 +225,15 @@ type Candidate = readonly [setting: string, value: unknown, scale?: number];
 
 class Resolver {
   readonly issues: ConfigIssue[] = [];
+  /** The setting the last `take` used, for messages raised later about that value. */
+  source: string | undefined;
 
   /** The first candidate that is set wins; its value is validated under its own name. */
   take<T>(schema: z.ZodType<T, unknown>, fallback: T, ...candidates: Candidate[]): T;
   take<T>(schema: z.ZodType<T, unknown>, fallback: undefined, ...candidates: Candidate[]): T | undefined;
   take<T>(schema: z.ZodType<T, unknown>, fallback: T | undefined, ...candidates: Candidate[]): T | undefined {
     const chosen = candidates.find(([, value]) => value !== undefined && value !== '');
+    this.source = chosen?.[0];
     if (!chosen) return fallback;
     const [setting, value, scale] = chosen;
     const parsed = schema.safeParse(value);
@@ -347,19 +352,28 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
 
   // SSL. The default is libpq's `prefer` for local hosts and `require` elsewhere:
   // a remote database reached in plaintext is a misconfiguration, not a fallback.
+  const sslSources: { mode: string; rootCert?: string; cert?: string; key?: string } = { mode: 'default' };
+  const sslTake = (name: 'rootCert' | 'cert' | 'key', env: string | undefined, param: string): string | undefined => {
+    const value = r.take(certPath, undefined, [`ssl.${name}`, options.ssl?.[name]], [`DB_SSL${name.toUpperCase()}`, env], [inUrl(param), p(param)]);
+    if (r.source !== undefined) sslSources[name] = r.source;
+    return value;
+  };
+  const sslModeValue = r.take(sslMode, isLocalHost(hostName) ? 'prefer' : 'require', ['ssl.mode', options.ssl?.mode], ['DB_SSLMODE', env.DB_SSLMODE], [inUrl('sslmode'), p('sslmode')]);
+  sslSources.mode = r.source ?? 'the default for this host';
   const ssl = {
-    mode: r.take(sslMode, isLocalHost(hostName) ? 'prefer' : 'require', ['ssl.mode', options.ssl?.mode], ['DB_SSLMODE', env.DB_SSLMODE], [inUrl('sslmode'), p('sslmode')]),
-    rootCert: r.take(certPath, undefined, ['ssl.rootCert', options.ssl?.rootCert], ['DB_SSLROOTCERT', env.DB_SSLROOTCERT], [inUrl('sslrootcert'), p('sslrootcert')]),
-    cert: r.take(certPath, undefined, ['ssl.cert', options.ssl?.cert], ['DB_SSLCERT', env.DB_SSLCERT], [inUrl('sslcert'), p('sslcert')]),
-    key: r.take(certPath, undefined, ['ssl.key', options.ssl?.key], ['DB_SSLKEY', env.DB_SSLKEY], [inUrl('sslkey'), p('sslkey')]),
+    mode: sslModeValue,
+    rootCert: sslTake('rootCert', env.DB_SSLROOTCERT, 'sslrootcert'),
+    cert: sslTake('cert', env.DB_SSLCERT, 'sslcert'),
+    key: sslTake('key', env.DB_SSLKEY, 'sslkey'),
   };
   const allowInsecure = r.take(flag, false, ['ssl.allowInsecure', options.ssl?.allowInsecure], ['DB_SSL_ALLOW_INSECURE', env.DB_SSL_ALLOW_INSECURE]);
   if ((ssl.cert === undefined) !== (ssl.key === undefined)) {
-    r.fail(ssl.cert === undefined ? 'DB_SSLCERT' : 'DB_SSLKEY', 'a client certificate needs both DB_SSLCERT and DB_SSLKEY');
+    const given = ssl.cert === undefined ? sslSources.key : sslSources.cert;
+    r.fail(given ?? 'ssl', 'a client certificate needs both a certificate (sslcert) and its key (sslkey)');
   }
   const plaintextPossible = ssl.mode === 'disable' || ssl.mode === 'allow' || ssl.mode === 'prefer';
   if (env.NODE_ENV === 'production' && plaintextPossible && host !== undefined && !isLocalHost(hostName) && !allowInsecure) {
-    r.fail('DB_SSLMODE', `sslmode=${ssl.mode} allows a plaintext connection to ${hostName} in production; use require, verify-ca or verify-full, or set DB_SSL_ALLOW_INSECURE=true`);
+    r.fail(sslSources.mode, `sslmode=${ssl.mode} allows a plaintext connection to ${hostName} in production; use require, verify-ca or verify-full, or set DB_SSL_ALLOW_INSECURE=true`);
   }
 
   // Pool. Prisma's `connection_limit` is a hard cap, so it means size with no overflow.
@@ -404,12 +418,13 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
 
   if (r.issues.length > 0) throw new ConfigError(r.issues);
 
-  return Object.freeze({
+  const config: DbConfig = {
     driver: drv,
     mode,
     pooler,
-    target: { host: hostName, port, user, password, database },
+    target: hideSecrets({ host: hostName, port, user, password, database }, ['password']),
     directUrl,
+    sslSources,
     ssl,
     pool: {
       size,
@@ -427,12 +442,15 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
     slowQueryMs,
     replicaUrls,
     replica,
-  });
+  };
+  // Printing, logging or serialising the configuration never shows a secret.
+  return Object.freeze(hideSecrets(config, ['directUrl', 'replicaUrls']));
 }
 
 /** The connection as a URL (for the schema engine and the prisma CLI), password included. */
 export function toUrl(config: DbConfig, overrides: Partial<ConnectionTarget> = {}): string {
-  const t = { ...config.target, ...overrides };
+  // The password is non-enumerable (hidden from printing): a spread would drop it.
+  const t = { ...config.target, password: config.target.password, ...overrides };
   const auth = `${encodeURIComponent(t.user)}${t.password === undefined ? '' : `:${encodeURIComponent(t.password)}`}`;
   const host = t.host.includes(':') ? `[${t.host}]` : t.host;
   return `postgresql://${auth}@${host}:${t.port}/${encodeURIComponent(t.database)}`;

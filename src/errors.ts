@@ -1,20 +1,21 @@
-// The error taxonomy. Every error the layer raises is one of these classes, carries a
-// `retryable` flag, and has had secrets removed from its message before construction.
+// Every public error class of the layer, in one module (as SQLAlchemy's exc.py).
 //
-// None of these classes has a `code` property on purpose: Prisma turns any error
-// with a string `code` that a driver adapter throws into a PrismaClientKnownRequestError
-// and drops the original. Without `code`, the instance raised in the pool reaches the
-// caller unchanged. The SQLSTATE lives in `sqlState`, Prisma's code in `prismaCode`.
+// Every error carries a `retryable` flag and has had secrets removed from its message.
+// None has a `code` property on purpose: Prisma turns an error with a string `code`
+// thrown by a driver adapter into a PrismaClientKnownRequestError and drops the original.
+// Without `code`, an instance raised in the pool reaches the caller unchanged. The
+// SQLSTATE lives in `sqlState`, Prisma's code in `prismaCode`.
+//
+// Prisma's own errors (P2002, P2025, ...) are not replaced: they reach the caller as
+// Prisma raised them, so `instanceof Prisma.PrismaClientKnownRequestError`, `code` and
+// `meta` keep working. `classifyError()` (failures.ts) gives the layer's view of them.
 
-import { redact } from './redact.ts';
+import { redact } from './secrets.ts';
 
-export type ErrorKind =
-  | 'config'
-  | 'connection'
-  | 'pool-timeout'
-  | 'query'
-  | 'statement-timeout'
-  | 'transaction';
+export type ErrorKind = 'config' | 'connection' | 'pool-timeout' | 'query' | 'statement-timeout' | 'transaction';
+
+/** `rolled-back`: the database certainly did not keep the work. `unknown`: it may have committed. */
+export type TransactionOutcome = 'rolled-back' | 'unknown';
 
 export interface DatalayerErrorDetails {
   cause?: unknown;
@@ -22,6 +23,8 @@ export interface DatalayerErrorDetails {
   sqlState?: string;
   prismaCode?: string;
   correlationId?: string;
+  /** Set by a unit of work: what became of its transaction. */
+  outcome?: TransactionOutcome;
 }
 
 export abstract class DatalayerError extends Error {
@@ -30,6 +33,7 @@ export abstract class DatalayerError extends Error {
   readonly sqlState?: string;
   readonly prismaCode?: string;
   correlationId?: string;
+  outcome?: TransactionOutcome;
 
   constructor(message: string, details: DatalayerErrorDetails = {}) {
     super(redact(message), details.cause === undefined ? undefined : { cause: details.cause });
@@ -38,11 +42,12 @@ export abstract class DatalayerError extends Error {
     if (details.sqlState !== undefined) this.sqlState = details.sqlState;
     if (details.prismaCode !== undefined) this.prismaCode = details.prismaCode;
     if (details.correlationId !== undefined) this.correlationId = details.correlationId;
+    if (details.outcome !== undefined) this.outcome = details.outcome;
   }
 }
 
 export interface ConfigIssue {
-  /** The setting as the user spells it: `DB_POOL_SIZE`, `DATABASE_URL`, `pool.size`, ... */
+  /** Where the value came from, as the user spells it: `DB_POOL_SIZE`, `DATABASE_URL parameter sslmode`, `pool.size`, ... */
   setting: string;
   problem: string;
 }
@@ -53,9 +58,9 @@ export class ConfigError extends DatalayerError {
   readonly issues: readonly ConfigIssue[];
 
   constructor(issues: readonly ConfigIssue[]) {
-    const lines = issues.map((i) => `  - ${i.setting}: ${redact(i.problem)}`);
-    super(`Invalid database configuration:\n${lines.join('\n')}`);
-    this.issues = issues.map((i) => ({ setting: i.setting, problem: redact(i.problem) }));
+    const clean = issues.map((i) => ({ setting: i.setting, problem: redact(i.problem) }));
+    super(`Invalid database configuration:\n${clean.map((i) => `  - ${i.setting}: ${i.problem}`).join('\n')}`);
+    this.issues = clean;
   }
 }
 
@@ -67,16 +72,40 @@ export class DatabaseConnectionError extends DatalayerError {
   }
 }
 
+/** Which client-side deadline passed. */
+export type Deadline = 'connect' | 'statement' | 'unit' | 'health' | 'validation';
+
+/**
+ * A client-side deadline passed while the database did not answer (a black-holed
+ * network, a frozen server). The connection was destroyed, never returned to the pool.
+ */
+export class DeadlineExceededError extends DatabaseConnectionError {
+  readonly deadline: Deadline;
+  readonly timeoutMs: number;
+  constructor(deadline: Deadline, timeoutMs: number, details: DatalayerErrorDetails = {}) {
+    super(`No answer from the database within the ${deadline} deadline (${timeoutMs} ms): the connection was closed`, details);
+    this.deadline = deadline;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** Raised to work started after `db.close()`: the Db accepts nothing new. Not retryable. */
+export class DatabaseClosedError extends DatabaseConnectionError {
+  constructor(correlationId?: string) {
+    super('The database client is closed (db.close() was called): no new work is accepted', {
+      retryable: false,
+      ...(correlationId === undefined ? {} : { correlationId }),
+    });
+  }
+}
+
 /** Waited longer than the pool timeout for a free connection. */
 export class PoolTimeoutError extends DatalayerError {
   readonly kind = 'pool-timeout';
   readonly waitedMs: number;
-  constructor(waitedMs: number, details: DatalayerErrorDetails & { size?: number; max?: number } = {}) {
+  constructor(waitedMs: number, details: DatalayerErrorDetails & { max?: number } = {}) {
     const limit = details.max === undefined ? '' : ` (all ${details.max} connections in use)`;
-    super(`Timed out after ${waitedMs} ms waiting for a database connection${limit}`, {
-      retryable: true,
-      ...details,
-    });
+    super(`Timed out after ${waitedMs} ms waiting for a database connection${limit}`, { retryable: true, ...details });
     this.waitedMs = waitedMs;
   }
 }
@@ -99,22 +128,30 @@ export class StatementTimeoutError extends DatalayerError {
   }
 }
 
-export type TransactionOutcome = 'rolled-back' | 'unknown';
-
 /**
- * A unit of work failed. `outcome` says whether the database certainly rolled it back
- * or whether the connection was lost during COMMIT, so it may or may not have committed.
+ * A unit of work failed as a whole: its retries ran out, it ran past its deadline, or
+ * the connection was lost during COMMIT (`outcome: 'unknown'`: it may have committed).
  */
 export class DatabaseTransactionError extends DatalayerError {
   readonly kind = 'transaction';
-  readonly outcome: TransactionOutcome;
+  declare readonly outcome: TransactionOutcome;
   readonly attempts: number;
-  constructor(
-    message: string,
-    details: DatalayerErrorDetails & { outcome: TransactionOutcome; attempts?: number },
-  ) {
+  constructor(message: string, details: DatalayerErrorDetails & { outcome: TransactionOutcome; attempts?: number }) {
     super(message, details);
-    this.outcome = details.outcome;
     this.attempts = details.attempts ?? 1;
+  }
+}
+
+/** Any failure of deploy, status or drift. The message never contains credentials. */
+export class MigrationError extends Error {
+  /** Prisma error code (e.g. P1000 authentication, P3009 failed migration) when the engine gave one. */
+  readonly code: string | undefined;
+
+  // No `cause`: the engine's raw error may embed connection details, and inspecting an
+  // error prints its cause chain.
+  constructor(message: string, code?: string) {
+    super(redact(message));
+    this.name = 'MigrationError';
+    this.code = code;
   }
 }

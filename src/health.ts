@@ -6,9 +6,12 @@
 // startup settings) but sends its statement directly, not through Prisma: a health probe
 // every few seconds should not count as application queries or trip slow-query logging.
 
-import type { PoolClientLike, PoolFigures, PoolMonitor } from './pool.ts';
-import { isConnectionFailure } from './pool.ts';
-import { describeError } from './events.ts';
+import { withDeadline } from './deadline.ts';
+import { destroySocket } from './driver/client.ts';
+import { DeadlineExceededError } from './errors.ts';
+import { isConnectionLoss } from './failures.ts';
+import type { GuardedPool, PoolClient } from './pool.ts';
+import { describeError, type PoolFigures } from './stats.ts';
 
 export interface HealthOptions {
   /** How long to wait for the answer, connecting included. Default 5 000 ms. */
@@ -53,17 +56,11 @@ interface HealthRow {
 }
 
 export interface HealthDeps {
-  monitor: PoolMonitor;
-  /** Makes sure the pool exists (the Neon adapter creates it when Prisma connects). */
-  ready(): Promise<void>;
+  /** The layer's pool, created on demand (the Neon adapter creates it when Prisma connects). */
+  pool(): Promise<GuardedPool>;
+  figures(): PoolFigures;
   /** Set once close() has started: no new connection may be opened. */
   isClosed(): boolean;
-}
-
-class HealthTimeout extends Error {
-  constructor(ms: number) {
-    super(`health check timed out after ${ms} ms`);
-  }
 }
 
 export async function checkHealth(deps: HealthDeps, options: HealthOptions = {}): Promise<HealthReport> {
@@ -77,26 +74,16 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
     serverTime: null,
     isReplica: null,
     ssl: null,
-    pool: deps.monitor.figures(),
+    pool: deps.figures(),
     error,
   });
   if (deps.isClosed()) return unhealthy('the database client is closed');
-
   const abort = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const attempt = run(deps, abort.signal);
-  // Nobody may be listening any more once the timer has won: keep a late rejection quiet.
-  attempt.catch(() => {});
   try {
-    const row = await Promise.race([
-      attempt,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          abort.abort();
-          reject(new HealthTimeout(timeoutMs));
-        }, timeoutMs);
-      }),
-    ]);
+    const row = await withDeadline(run(deps, abort.signal), timeoutMs, () => {
+      abort.abort();
+      return new DeadlineExceededError('health', timeoutMs);
+    });
     return {
       status: 'healthy',
       latencyMs: elapsed(),
@@ -104,43 +91,35 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
       serverTime: row.server_time instanceof Date ? row.server_time.toISOString() : new Date(row.server_time).toISOString(),
       isReplica: row.is_replica,
       ssl: { active: row.ssl === true, version: row.ssl_version, cipher: row.ssl_cipher },
-      pool: deps.monitor.figures(),
+      pool: deps.figures(),
     };
   } catch (err) {
-    return unhealthy(err instanceof HealthTimeout ? err.message : describeError(err).message);
-  } finally {
-    clearTimeout(timer);
+    return unhealthy(describeError(err).message);
   }
 }
 
 /**
- * Borrows a connection and runs the statement. When the caller has given up
- * (`signal` aborted), the connection is handed back at once: a late checkout goes back
- * intact, a connection with the statement still running is destroyed, so no query is
- * left running for nobody.
+ * Borrows a connection and runs the statement. When the caller has given up (`signal`
+ * aborted), the connection is handed back at once: a late checkout goes back intact, a
+ * connection with the statement still running is destroyed, so nothing is left running.
+ * A reused connection found dead is replaced, within the pool's recovery budget.
  */
 async function run(deps: HealthDeps, signal: AbortSignal): Promise<HealthRow> {
-  await deps.ready();
-  const checkout = deps.monitor.checkout;
-  if (!checkout) throw new Error('the pool does not exist yet');
-  for (let attemptNo = 0; ; attemptNo++) {
-    const { client, reused } = await checkout();
+  const pool = await deps.pool();
+  for (let recovered = 0; ; recovered++) {
+    const { client, reused } = await pool.checkout();
     if (signal.aborted) {
       client.release();
       throw new Error('health check abandoned');
     }
     const outcome = await queryOnce(client, signal);
     if (outcome.ok) return outcome.row;
-    // Like the pool's own statements: a reused connection found dead is replaced once.
-    if (reused && attemptNo === 0 && isConnectionFailure(outcome.error) && !signal.aborted) continue;
+    if (!signal.aborted && isConnectionLoss(outcome.error) && pool.mayRecover(outcome.error, reused, recovered)) continue;
     throw outcome.error;
   }
 }
 
-async function queryOnce(
-  client: PoolClientLike,
-  signal: AbortSignal,
-): Promise<{ ok: true; row: HealthRow } | { ok: false; error: unknown }> {
+async function queryOnce(client: PoolClient, signal: AbortSignal): Promise<{ ok: true; row: HealthRow } | { ok: false; error: unknown }> {
   const onError = (): void => {};
   client.on('error', onError);
   let released = false;
@@ -152,7 +131,11 @@ async function queryOnce(
   };
   // Destroying the connection is the only way to stop waiting for a server that does
   // not answer; the statement then fails and nothing is left running.
-  const onAbort = (): void => release(new Error('health check timed out'));
+  const onAbort = (): void => {
+    const reason = new Error('health check timed out');
+    destroySocket(client, reason);
+    release(reason);
+  };
   signal.addEventListener('abort', onAbort, { once: true });
   try {
     const result = (await client.query(HEALTH_SQL)) as { rows: HealthRow[] };
@@ -160,7 +143,7 @@ async function queryOnce(
     const row = result.rows[0];
     return row ? { ok: true, row } : { ok: false, error: new Error('health query returned no row') };
   } catch (error) {
-    release(isConnectionFailure(error) ? (error as Error) : undefined);
+    release(isConnectionLoss(error) ? (error as Error) : undefined);
     return { ok: false, error };
   } finally {
     signal.removeEventListener('abort', onAbort);

@@ -5,9 +5,11 @@
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
+import { MigrationError } from './errors.ts';
+export { MigrationError };
+import { redactUrls } from './secrets.ts';
 import {
   openSchemaEngine,
-  redactUrls,
   type MigrationList,
   type SchemaEngineHandle,
   type SchemaFilter,
@@ -57,20 +59,6 @@ export interface DriftResult {
   sql: string;
   /** Human-readable summary of the same difference; '' when there is no drift. */
   summary: string;
-}
-
-/** Any failure of deploy/status/drift. The message never contains credentials. */
-export class MigrationError extends Error {
-  /** Prisma error code (e.g. P1000 authentication, P3009 failed migration) when the engine gave one. */
-  readonly code: string | undefined;
-
-  // No `cause`: the engine's raw error may embed connection details, and inspecting an error
-  // prints its cause chain.
-  constructor(message: string, code?: string) {
-    super(message);
-    this.name = 'MigrationError';
-    this.code = code;
-  }
 }
 
 const PACKAGE_ROOT = path.resolve(__dirname, '..');

@@ -1,385 +1,267 @@
 // Pool policy. Both drivers' pools are pg-pool underneath (node-postgres' `pg.Pool`, and
 // the copy bundled in @neondatabase/serverless), so one policy serves both: the options
-// we hand pg-pool decide the bounds, and `guardPool` adds what pg-pool lacks —
-// validation of long-idle connections at checkout, transparent re-runs of a statement
-// that landed on a reused connection which had died while idle (bounded by the pool
-// size; never for a fresh connection), libpq's prefer/allow SSL fallback, typed errors, counters
-// and events. As in SQLAlchemy, the no-pool mode (NullPool) is a policy, not a second
-// code path: the same pool, told to close every connection on release.
+// handed to pg-pool decide the bounds; GuardedPool adds what pg-pool lacks:
+//
+// - checkout with a deadline of its own: `pool.timeoutMs` when the caller must queue for
+//   a busy pool (PoolTimeoutError), the connect deadline when a connection is being opened;
+// - validation of long-idle connections at checkout (SQLAlchemy's pre-ping), bounded;
+// - transparent re-runs of work that landed on a pooled connection which had died while
+//   idle (retry.ts's recovery budget; never for a fresh connection, never after a deadline);
+// - libpq's prefer/allow SSL fallback, decided per connection attempt;
+// - one reserved connection for `db.session`;
+// - counters and events.
+//
+// As in SQLAlchemy, the no-pool mode (NullPool) is a policy, not a second code path: the
+// same pool, told to close every connection on release (driver/options.ts).
 
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { EventEmitter } from 'node:events';
-import type { ConnectionOptions } from 'node:tls';
 import type { DbConfig } from './config.ts';
-import { DatabaseConnectionError, PoolTimeoutError } from './errors.ts';
-import { redact } from './redact.ts';
-import { wantsSslFallback, type SslPlan } from './ssl.ts';
+import { destroySocket, type SocketHolder } from './driver/client.ts';
+import { DEADLINE_GRACE_MS, unitLimits, withDeadline } from './deadline.ts';
+import { DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
+import type { EventHub } from './events.ts';
+import { connectionError, isConnectionLoss } from './failures.ts';
+import { recoveryBudget } from './retry.ts';
+import type { SslChoice } from './ssl.ts';
+import type { DbCounters, PoolFigures } from './stats.ts';
 
 /** The part of a pg-pool client the policy uses. */
-export interface PoolClientLike {
+export interface PoolClient {
   query(config: unknown, values?: unknown): Promise<unknown>;
   release(err?: Error | boolean): void;
   on(event: 'error', listener: (err: Error) => void): unknown;
   removeListener(event: 'error', listener: (err: Error) => void): unknown;
   processID?: number | null;
+  connection?: SocketHolder['connection'];
 }
 
 /** The part of a pg-pool pool the policy uses (pg.Pool and @neondatabase/serverless Pool). */
-export interface PoolLike {
-  options: Record<string, unknown>;
-  connect(): Promise<PoolClientLike>;
-  query(config: unknown, values?: unknown): Promise<unknown>;
-  end(): Promise<void>;
+export interface RawPool {
   on(event: string, listener: (...args: never[]) => void): unknown;
+  end(): Promise<void>;
   readonly totalCount: number;
   readonly idleCount: number;
   readonly waitingCount: number;
 }
 
-export interface PoolCounters {
-  connectionsOpened: number;
-  connectionsClosed: number;
-  /** Dead or expired-while-idle connections replaced without the caller seeing an error. */
-  connectionsRecovered: number;
-  acquires: number;
-  poolTimeouts: number;
-  validations: number;
-  errors: number;
+interface Checkout {
+  client: PoolClient;
+  reused: boolean;
 }
 
-export interface PoolFigures {
-  /** Connections open now (idle + in use). */
-  open: number;
-  idle: number;
-  inUse: number;
-  /** Callers waiting for a connection. */
-  waiting: number;
-  /** The bound: size + overflow. */
-  max: number;
-}
+const pinned = new AsyncLocalStorage<{ pool: GuardedPool; client: PoolClient }>();
+const quiet = (): void => {};
 
-/** pg-pool's five lifecycle events, re-emitted with safe payloads. */
-export interface PoolEvents {
-  connect: [info: { pid: number | undefined }];
-  acquire: [info: { pid: number | undefined; reused: boolean }];
-  release: [info: { pid: number | undefined; broken: boolean }];
-  remove: [info: { pid: number | undefined }];
-  error: [error: Error];
-}
-
-/**
- * Counters and events of one Db. They outlive any single pool: the Neon adapter creates
- * its pool when Prisma connects and ends it on disconnect.
- */
-export class PoolMonitor {
-  readonly events = new EventEmitter<PoolEvents>();
-  readonly counters: PoolCounters = {
-    connectionsOpened: 0,
-    connectionsClosed: 0,
-    connectionsRecovered: 0,
-    acquires: 0,
-    poolTimeouts: 0,
-    validations: 0,
-    errors: 0,
-  };
-  private current: PoolLike | undefined;
+export class GuardedPool {
+  private readonly lastUse = new WeakMap<object, number>();
   private readonly max: number;
-  /** Set by guardPool: the checkout with validation, for `withConnection`. */
-  checkout: (() => Promise<{ client: PoolClientLike; reused: boolean }>) | undefined;
+  private readonly validateAfterMs: number;
+  /** Connections checked out right now: destroyed if close()'s deadline passes. */
+  readonly busy = new Set<PoolClient>();
 
-  constructor(config: DbConfig) {
+  constructor(
+    private readonly raw: RawPool,
+    private readonly rawConnect: () => Promise<PoolClient>,
+    private readonly config: DbConfig,
+    private readonly ssl: SslChoice,
+    private readonly counters: DbCounters,
+    private readonly hub: EventHub,
+  ) {
     this.max = config.pool.size + config.pool.maxOverflow;
-  }
-
-  attach(pool: PoolLike): void {
-    this.current = pool;
+    this.validateAfterMs = config.mode === 'serverless' ? Infinity : config.pool.validateAfterIdleMs;
+    this.listen();
   }
 
   figures(): PoolFigures {
-    const p = this.current;
-    if (!p) return { open: 0, idle: 0, inUse: 0, waiting: 0, max: this.max };
+    const p = this.raw;
     return { open: p.totalCount, idle: p.idleCount, inUse: p.totalCount - p.idleCount, waiting: p.waitingCount, max: this.max };
   }
 
-  /**
-   * Runs `fn` with one connection reserved for it: every statement the Prisma client
-   * sends inside `fn` (through this pool) goes to that connection. Session state is
-   * discarded before the connection goes back, so nothing leaks to the next user.
-   */
-  async withConnection<T>(fn: () => Promise<T>): Promise<T> {
-    if (!this.checkout) throw new Error('withConnection before the pool exists');
-    const { client } = await this.checkout();
-    const onError = (): void => {};
-    client.on('error', onError);
-    let broken: Error | undefined;
-    try {
-      return await pinned.run({ monitor: this, client: lend(client) }, fn);
-    } catch (err) {
-      if (isConnectionFailure(err)) broken = err as Error;
-      throw err;
-    } finally {
-      if (!broken) await client.query('DISCARD ALL').catch((err: Error) => (broken = err));
-      client.removeListener('error', onError);
-      client.release(broken);
+  /** pg-pool's lifecycle events: counters, safe re-emission, and the idle-error guard. */
+  private listen(): void {
+    const { counters, hub } = this;
+    const pid = (c: PoolClient): number | undefined => c.processID ?? undefined;
+    // An idle client's socket error reaches the pool's 'error' event; unheard, it would crash the process.
+    this.raw.on('error', ((err: Error) => {
+      counters.errors++;
+      hub.fail(connectionError(err, 'query'));
+    }) as never);
+    this.raw.on('connect', ((client: PoolClient) => {
+      counters.connectionsOpened++;
+      hub.emit('connect', { pid: pid(client) });
+    }) as never);
+    this.raw.on('release', ((err: Error | undefined, client: PoolClient) => {
+      this.lastUse.set(client, performance.now());
+      this.busy.delete(client);
+      hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null });
+    }) as never);
+    this.raw.on('remove', ((client: PoolClient) => {
+      counters.connectionsClosed++;
+      this.busy.delete(client);
+      hub.emit('remove', { pid: pid(client) });
+    }) as never);
+  }
+
+  /** For the adapters' transactions: the session's reserved connection, or a checked-out one. */
+  async connect(): Promise<PoolClient> {
+    return this.pinnedClient() ?? (await this.checkout()).client;
+  }
+
+  /** For the adapters' statements outside a transaction: one checkout, with recovery. */
+  async query(text: unknown, values?: unknown): Promise<unknown> {
+    const pin = this.pinnedClient();
+    if (pin) return pin.query(text, values);
+    for (let recovered = 0; ; recovered++) {
+      const { client, reused } = await this.checkout();
+      client.on('error', quiet);
+      try {
+        const result = await client.query(text, values);
+        client.removeListener('error', quiet);
+        client.release();
+        return result;
+      } catch (err) {
+        client.removeListener('error', quiet);
+        const lost = isConnectionLoss(err);
+        // pg-pool would discard the connection after any failed statement; only a lost one needs that.
+        client.release(lost ? (err as Error) : undefined);
+        if (!lost) throw err;
+        if (this.mayRecover(err, reused, recovered)) continue;
+        this.counters.errors++;
+        throw this.hub.fail(err);
+      }
     }
   }
 
-  /** Errors are re-emitted only when someone listens: an unheard 'error' would throw. */
-  emitError(err: Error): void {
-    if (this.events.listenerCount('error') > 0) this.events.emit('error', err);
+  /**
+   * A statement or unit start that hit a dead pooled connection never reached a live
+   * backend: it may run again on another one, within the recovery budget.
+   */
+  mayRecover(err: unknown, reused: boolean, recovered: number): boolean {
+    if (!reused || err instanceof DeadlineExceededError || recovered >= recoveryBudget(this.config)) return false;
+    this.counters.connectionsRecovered++;
+    return true;
   }
-}
 
-/** pg-pool options expressing the configured policy. */
-export function poolOptions(config: DbConfig, ssl: SslPlan): Record<string, unknown> {
-  const { pool, timeouts, mode } = config;
-  const common: Record<string, unknown> = {
-    host: config.target.host,
-    port: config.target.port,
-    user: config.target.user,
-    password: config.target.password,
-    database: config.target.database,
-    ssl: ssl.first,
-    max: pool.size + pool.maxOverflow,
-    // pg-pool uses this one option both for the wait in its queue and for a new
-    // connection's handshake; `checkout` sets it per call (see there).
-    connectionTimeoutMillis: pool.timeoutMs,
-    // Idle sockets must not keep a process alive that has nothing else to do.
-    allowExitOnIdle: true,
-    // Kernel TCP keepalive notices a silently vanished peer without any query of ours.
-    keepAlive: true,
-    application_name: config.applicationName,
-  };
-  if (!config.pooler) {
-    // Startup parameters: they take effect on the server from the first statement and
-    // cost no round trip. Transaction poolers reject them (see session.ts for those).
-    if (timeouts.statementMs > 0) common.statement_timeout = timeouts.statementMs;
-    if (timeouts.lockMs > 0) common.lock_timeout = timeouts.lockMs;
-    if (timeouts.idleInTransactionMs > 0) common.idle_in_transaction_session_timeout = timeouts.idleInTransactionMs;
-    if (config.serverOptions !== undefined) common.options = config.serverOptions;
-  }
-  if (mode === 'serverless') {
-    // NullPool: a connection lives for one checkout. `maxUses: 1` closes it on release
-    // (an idle timeout of 0 would mean the opposite: keep it forever).
-    return { ...common, min: 0, maxUses: 1, idleTimeoutMillis: 1 };
-  }
-  return {
-    ...common,
-    // QueuePool: `size` connections stay; the overflow above it closes once idle.
-    min: pool.size,
-    idleTimeoutMillis: pool.overflowIdleMs,
-    maxLifetimeSeconds: pool.recycleMs / 1000,
-  };
-}
-
-const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH']);
-
-/**
- * Did the connection itself fail (as opposed to the server rejecting a statement)?
- * SQLSTATE class 08 is "connection exception"; 57P01-57P03 are the server shutting
- * down or terminating the backend.
- */
-export function isConnectionFailure(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const code = (err as { code?: unknown }).code;
-  if (typeof code === 'string') {
-    if (CONNECTION_CODES.has(code) || code.startsWith('08') || /^57P0[1-3]$/.test(code)) return true;
-    if (/^[0-9A-Z]{5}$/.test(code)) return false;
-  }
-  return /Connection terminated|connection timeout|Client has encountered a connection error|socket hang up|not queryable|WebSocket|ECONNRESET|ECONNREFUSED/i.test(err.message);
-}
-
-function toConnectionError(err: unknown, phase: 'connect' | 'query'): DatabaseConnectionError {
-  const e = err as Error & { code?: unknown };
-  const sqlState = typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code) ? e.code : undefined;
-  const what = phase === 'connect' ? 'Could not connect to the database' : 'The database connection was lost';
-  // Wrong credentials or a missing database will not fix themselves on a retry.
-  const permanent = sqlState === '28P01' || sqlState === '28000' || sqlState === '3D000';
-  return new DatabaseConnectionError(`${what}: ${redact(e.message ?? String(err))}`, {
-    cause: err,
-    retryable: !permanent,
-    ...(sqlState === undefined ? {} : { sqlState }),
-  });
-}
-
-const pinned = new AsyncLocalStorage<{ monitor: PoolMonitor; client: PoolClientLike }>();
-
-/**
- * The reserved connection as the adapters see it: "release" is a no-op (the session
- * owns it), and statements sent concurrently (a Promise.all inside the session) run one
- * after another, as node-postgres 9 will require instead of queueing them itself.
- */
-function lend(client: PoolClientLike): PoolClientLike {
-  let tail: Promise<unknown> = Promise.resolve();
-  return {
-    query: (config, values) => {
-      const run = tail.then(() => client.query(config, values));
-      tail = run.catch(() => undefined);
-      return run;
-    },
-    release: () => {},
-    on: (event, listener) => client.on(event, listener),
-    removeListener: (event, listener) => client.removeListener(event, listener),
-    processID: client.processID ?? null,
-  };
-}
-
-interface ClientState {
-  releasedAt: number;
-  fresh: boolean;
-}
-
-/** Installs the policy on a freshly created pg-pool instance (ours, never a shared one). */
-export function guardPool(pool: PoolLike, config: DbConfig, ssl: SslPlan, monitor: PoolMonitor): void {
-  const { events, counters } = monitor;
-  const emitError = (err: Error): void => monitor.emitError(err);
-  monitor.attach(pool);
-  const state = new WeakMap<object, ClientState>();
-  const max = config.pool.size + config.pool.maxOverflow;
-  const validateAfter = config.mode === 'serverless' ? Infinity : config.pool.validateAfterIdleMs;
-  const pid = (c: PoolClientLike): number | undefined => c.processID ?? undefined;
-  let fallbackUsed = ssl.fallback === undefined;
-
-  // An idle client's socket error is routed by pg-pool to the pool's 'error' event;
-  // with no listener that event would crash the process.
-  pool.on('error', ((err: Error) => {
-    counters.errors++;
-    emitError(err);
-  }) as never);
-  pool.on('connect', ((client: PoolClientLike) => {
-    counters.connectionsOpened++;
-    state.set(client, { releasedAt: Date.now(), fresh: true });
-    events.emit('connect', { pid: pid(client) });
-  }) as never);
-  pool.on('release', ((err: Error | undefined, client: PoolClientLike) => {
-    const s = state.get(client);
-    if (s) s.releasedAt = Date.now();
-    events.emit('release', { pid: pid(client), broken: err !== undefined && err !== null });
-  }) as never);
-  pool.on('remove', ((client: PoolClientLike) => {
-    counters.connectionsClosed++;
-    events.emit('remove', { pid: pid(client) });
-  }) as never);
-
-  const rawConnect = pool.connect.bind(pool);
-
-  async function checkout(): Promise<{ client: PoolClientLike; reused: boolean }> {
-    const started = Date.now();
-    for (;;) {
-      let client: PoolClientLike;
+  /** A connection fit for use: validated when it sat idle long, bounded in time throughout. */
+  async checkout(): Promise<Checkout> {
+    const started = performance.now();
+    for (let sslRetries = 0; ; ) {
+      let client: PoolClient;
       try {
-        // pg-pool reads `connectionTimeoutMillis` synchronously inside connect(): as the
-        // queue timeout when it must wait (full, or an idle client is about to be handed
-        // over), as the handshake timeout when it opens a new connection. Setting it per
-        // call keeps "no free slot" (pool timeout) and "server unreachable" (connect
-        // timeout) two separate limits, as SQLAlchemy's pool_timeout / connect_timeout are.
-        const mustWait = pool.totalCount >= max || pool.idleCount > 0;
-        pool.options.connectionTimeoutMillis = mustWait ? config.pool.timeoutMs : config.timeouts.connectMs;
-        client = await rawConnect();
+        client = await this.acquire(started);
       } catch (err) {
-        if ((err as Error).message === 'timeout exceeded when trying to connect') {
-          counters.poolTimeouts++;
-          throw new PoolTimeoutError(Date.now() - started, { cause: err, max });
-        }
-        if (!fallbackUsed && wantsSslFallback(err, pool.options.ssl !== false)) {
-          // libpq's prefer/allow: the other side of the SSL choice, once per pool.
-          fallbackUsed = true;
-          pool.options.ssl = ssl.fallback as false | ConnectionOptions;
-          continue;
-        }
-        counters.errors++;
-        const typed = toConnectionError(err, 'connect');
-        emitError(typed);
-        throw typed;
+        if (err instanceof PoolTimeoutError) throw err;
+        if (sslRetries++ === 0 && this.ssl.fallBack(err)) continue;
+        this.counters.errors++;
+        throw this.hub.fail(this.connectFailure(err));
       }
-      const s = state.get(client) ?? { releasedAt: 0, fresh: false };
-      state.set(client, s);
-      const reused = !s.fresh;
-      s.fresh = false;
-      if (reused && Date.now() - s.releasedAt >= validateAfter) {
-        // Long idle: the server, a proxy or Neon's autosuspend may have dropped it.
-        counters.validations++;
-        if (!(await validate(client))) {
-          counters.connectionsRecovered++;
-          continue;
-        }
-      }
-      counters.acquires++;
-      events.emit('acquire', { pid: pid(client), reused });
+      const reused = this.lastUse.has(client);
+      if (reused && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client))) continue;
+      this.counters.acquires++;
+      this.busy.add(client);
+      this.hub.emit('acquire', { pid: client.processID ?? undefined, reused });
       return { client, reused };
     }
   }
 
-  async function validate(client: PoolClientLike): Promise<boolean> {
-    const onError = (): void => {};
-    client.on('error', onError);
-    let timer: NodeJS.Timeout | undefined;
+  /**
+   * pg-pool's own wait is unbounded here (its `connectionTimeoutMillis` is 0): the layer
+   * bounds it, by the pool timeout (or the unit's maxWaitMs) when the caller has to queue,
+   * by the connect deadline when a connection is being opened for it.
+   */
+  private async acquire(started: number): Promise<PoolClient> {
+    const queued = this.raw.totalCount >= this.max || this.raw.idleCount > 0;
+    const waitMs = unitLimits.getStore()?.maxWaitMs ?? this.config.pool.timeoutMs;
+    const limit = queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS;
+    const pending = this.rawConnect();
+    return withDeadline(pending, limit, () => {
+      // A connection handed over after we gave up goes straight back.
+      pending.then((late) => late.release(), quiet);
+      if (!queued) return connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs), 'connect');
+      this.counters.poolTimeouts++;
+      return new PoolTimeoutError(Math.round(performance.now() - started), { max: this.max });
+    });
+  }
+
+  private connectFailure(err: unknown): DatabaseConnectionError {
+    // node-postgres' own connect timeout destroys the socket with this message.
+    if (/timeout expired|due to connection timeout/.test((err as Error)?.message ?? '')) {
+      return connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs, { cause: err }), 'connect');
+    }
+    return connectionError(err, 'connect');
+  }
+
+  private async validate(client: PoolClient): Promise<boolean> {
+    this.counters.validations++;
+    client.on('error', quiet);
     try {
-      await Promise.race([
-        client.query('SELECT 1'),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error('validation timed out')), config.timeouts.connectMs);
-        }),
-      ]);
+      const ms = this.config.timeouts.connectMs;
+      await withDeadline(client.query('SELECT 1'), ms, () => new DeadlineExceededError('validation', ms));
       return true;
     } catch (err) {
-      client.release(err as Error);
+      // Long idle, and gone: the server, a proxy or Neon's autosuspend dropped it.
+      client.release(err instanceof Error ? err : new Error('validation failed'));
+      this.counters.connectionsRecovered++;
       return false;
     } finally {
-      clearTimeout(timer);
-      client.removeListener('error', onError);
+      client.removeListener('error', quiet);
     }
   }
 
-  const pinnedHere = (): PoolClientLike | undefined => {
+  private pinnedClient(): PoolClient | undefined {
     const pin = pinned.getStore();
-    return pin?.monitor === monitor ? pin.client : undefined;
-  };
+    return pin?.pool === this ? pin.client : undefined;
+  }
 
-  // Used by the adapters for work that needs one connection (transactions).
-  const guardedConnect = async (): Promise<PoolClientLike> => {
-    const pin = pinnedHere();
-    return pin ?? (await checkout()).client;
-  };
-
-  // Used by the adapters for every statement outside a transaction.
-  const guardedQuery = async (config: unknown, values?: unknown): Promise<unknown> => {
-    const pin = pinnedHere();
-    if (pin) return pin.query(config, values);
-    for (let attempt = 0; ; attempt++) {
-      const { client, reused } = await checkout();
-      // A socket error between our write and the server's answer would otherwise be
-      // emitted on a client nobody listens to.
-      const onError = (): void => {};
-      client.on('error', onError);
-      try {
-        const result = await client.query(config, values);
-        client.removeListener('error', onError);
-        client.release();
-        return result;
-      } catch (err) {
-        client.removeListener('error', onError);
-        const broken = isConnectionFailure(err);
-        // pg-pool would discard the connection after any failed statement; only a
-        // broken one needs that.
-        client.release(broken ? (err as Error) : undefined);
-        if (!broken) throw err;
-        if (reused && attempt <= max) {
-          // The connection died while idle in the pool, so the backend that would have
-          // run this statement was already gone: run it again. Several idle connections
-          // can be dead at once (a restart kills them all), hence up to `max` tries;
-          // a fresh connection's failure is never retried.
-          counters.connectionsRecovered++;
-          continue;
-        }
-        counters.errors++;
-        const typed = toConnectionError(err, 'query');
-        emitError(typed);
-        throw typed;
-      }
+  /**
+   * Runs `fn` with one connection reserved for it: every statement the Prisma client sends
+   * inside `fn` (through this pool) goes to that connection. Session state is discarded
+   * before the connection goes back, so nothing leaks to the next user.
+   */
+  async withConnection<T>(fn: () => Promise<T>): Promise<T> {
+    const { client } = await this.checkout();
+    client.on('error', quiet);
+    let broken: Error | undefined;
+    try {
+      return await pinned.run({ pool: this, client: lend(client) }, fn);
+    } catch (err) {
+      if (isConnectionLoss(err)) broken = err as Error;
+      throw err;
+    } finally {
+      if (!broken) await client.query('DISCARD ALL').catch((err: Error) => (broken = err));
+      client.removeListener('error', quiet);
+      client.release(broken);
     }
-  };
+  }
 
-  monitor.checkout = checkout;
-  Object.assign(pool, { connect: guardedConnect, query: guardedQuery });
+  /** Destroys every connection still checked out (close() after its deadline): their work fails at once. */
+  destroyBusy(reason: Error): number {
+    const n = this.busy.size;
+    for (const client of this.busy) destroySocket(client, reason);
+    return n;
+  }
+
+  end(): Promise<void> {
+    return this.raw.end();
+  }
+}
+
+/**
+ * The reserved connection as the adapters see it: "release" is a no-op (the session owns
+ * it), and statements sent concurrently (a Promise.all inside the session) run one after
+ * another, as node-postgres 9 will require instead of queueing them itself.
+ */
+function lend(client: PoolClient): PoolClient {
+  let tail: Promise<unknown> = Promise.resolve();
+  return {
+    query: (text, values) => {
+      const run = tail.then(() => client.query(text, values));
+      tail = run.catch(quiet);
+      return run;
+    },
+    release: quiet,
+    on: (event, listener) => client.on(event, listener),
+    removeListener: (event, listener) => client.removeListener(event, listener),
+    processID: client.processID ?? null,
+  };
 }

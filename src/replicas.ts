@@ -5,7 +5,7 @@
 // `lagCheckIntervalMs`, run only when a read is about to be routed: no background loop.
 
 import { DatabaseConnectionError, PoolTimeoutError } from './errors.ts';
-import { inUnitOfWork, type Sessions, type TransactionOptions, type TxClient } from './session.ts';
+import { inUnitOfWork, type TransactionOptions, type TxClient, type UnitsOfWork } from './unit-of-work.ts';
 
 export interface ReplicaStatus {
   name: string;
@@ -16,7 +16,7 @@ export interface ReplicaStatus {
 
 export interface ReplicaTarget<C> {
   name: string;
-  sessions: Sessions<C>;
+  units: UnitsOfWork<C>;
   /** Lag behind the primary in ms (0 when fully replayed). Rejects if unreachable. */
   measureLag(): Promise<number>;
   close(): Promise<void>;
@@ -123,14 +123,14 @@ END::float8 AS lag_ms`;
  * a replica; if that replica cannot be reached it is taken out of rotation and the unit
  * runs on the primary. Re-running is safe because a read-only unit wrote nothing.
  */
-export function routeReads<C>(primary: Sessions<C>['transaction'], router: ReplicaRouter<C> | undefined): Sessions<C>['transaction'] {
+export function routeReads<C>(primary: UnitsOfWork<C>['transaction'], router: ReplicaRouter<C> | undefined): UnitsOfWork<C>['transaction'] {
   if (!router || router.size === 0) return primary;
   return async <T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions = {}): Promise<T> => {
     if (opts.readOnly && !inUnitOfWork()) {
       const target = await router.pick();
       if (target) {
         try {
-          return await target.sessions.transaction(fn, opts);
+          return await target.units.transaction(fn, opts);
         } catch (err) {
           if (!(err instanceof DatabaseConnectionError || err instanceof PoolTimeoutError)) throw err;
           router.markDown(target, err);

@@ -19,7 +19,10 @@ function configError(fn: () => unknown): ConfigError {
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
     const c = loadConfig({}, { DATABASE_URL: URL_WITH_SECRET });
-    expect(c.target).toEqual({ host: 'db.example.com', port: 5432, user: 'app', password: SECRET, database: 'shop' });
+    expect(c.target).toEqual({ host: 'db.example.com', port: 5432, user: 'app', database: 'shop' });
+    // Hidden from printing and serialising, still there for code.
+    expect(c.target.password).toBe(SECRET);
+    expect(JSON.stringify(c)).not.toContain(SECRET);
     expect(c.driver).toBe('pg');
     expect(c.mode).toBe('pooled');
     expect(c.pool).toEqual({
@@ -56,7 +59,8 @@ describe('loadConfig', () => {
 
   it('builds the target from DB_HOST / DB_PORT / ... when there is no DATABASE_URL', () => {
     const c = loadConfig({}, { DB_HOST: '10.1.2.3', DB_PORT: '6543', DB_USER: 'svc', DB_PASSWORD: SECRET, DB_NAME: 'orders' });
-    expect(c.target).toEqual({ host: '10.1.2.3', port: 6543, user: 'svc', password: SECRET, database: 'orders' });
+    expect(c.target).toEqual({ host: '10.1.2.3', port: 6543, user: 'svc', database: 'orders' });
+    expect(c.target.password).toBe(SECRET);
   });
 
   it('reads the URL parameters people already use', () => {
@@ -112,7 +116,7 @@ describe('loadConfig', () => {
       ['bad statement timeout', { DATABASE_URL: URL_WITH_SECRET, DB_STATEMENT_TIMEOUT: 'soon' }, 'DB_STATEMENT_TIMEOUT'],
       ['port out of range', { DB_HOST: 'h', DB_PORT: '70000', DB_PASSWORD: SECRET }, 'DB_PORT'],
       ['missing CA file', { DATABASE_URL: URL_WITH_SECRET, DB_SSLROOTCERT: path.join(dir, 'missing.crt') }, 'DB_SSLROOTCERT'],
-      ['cert without key', { DATABASE_URL: URL_WITH_SECRET, DB_SSLCERT: realCert }, 'DB_SSLKEY'],
+      ['cert without key', { DATABASE_URL: URL_WITH_SECRET, DB_SSLCERT: realCert }, 'DB_SSLCERT'],
       ['plaintext to a remote host in production', { DATABASE_URL: URL_WITH_SECRET, DB_SSLMODE: 'disable', NODE_ENV: 'production' }, 'DB_SSLMODE'],
       ['unknown driver', { DATABASE_URL: URL_WITH_SECRET, DB_DRIVER: 'mysql' }, 'DB_DRIVER'],
       ['bad boolean', { DATABASE_URL: URL_WITH_SECRET, DB_SSL_ALLOW_INSECURE: 'maybe' }, 'DB_SSL_ALLOW_INSECURE'],

@@ -66,10 +66,8 @@ function expectSuccessfulRun(run: DemoRun): { alice: string; bob: string } {
   const bob = /^balance (bob-\S+)\s+50\.00$/m.exec(run.stdout);
   expect({ alice: alice?.[0], bob: bob?.[0] }).toEqual({ alice: expect.any(String), bob: expect.any(String) });
   expect(run.stdout).toMatch(/^transfers recorded: 1$/m);
-  expect(run.stdout).toMatch(/^rolled back: DatabaseTransactionError$/m);
-  expect(run.stdout).toMatch(/message\s+Unit of work rolled back: insufficient funds/);
-  expect(run.stdout).toMatch(/outcome\s+rolled-back \(attempts 1, retryable false\)/);
-  expect(run.stdout).toMatch(/cause\s+InsufficientFundsError/);
+  expect(run.stdout).toMatch(/^rolled back: InsufficientFundsError$/m);
+  expect(run.stdout).toMatch(/message\s+insufficient funds/);
   expect(run.stdout).toMatch(/^status\s+healthy/m);
   expect(run.stdout).toMatch(/^done$/m);
   expect(run.stderr).not.toMatch(/demo failed/);

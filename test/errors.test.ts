@@ -4,12 +4,13 @@
  * carries a password, a URL with credentials or a query parameter's value.
  */
 import net from 'node:net';
-import { PrismaClient } from '../src/generated/prisma/client';
+import { Prisma, PrismaClient } from '../src/generated/prisma/client';
 import {
   ConfigError,
   createDb,
   DatabaseConnectionError,
   DatabaseQueryError,
+  classifyError,
   DatabaseTransactionError,
   DatalayerError,
   PoolTimeoutError,
@@ -70,9 +71,13 @@ describe('query errors', () => {
   test('unique violation: DatabaseQueryError 23505 naming the constraint, not the value', async () => {
     await db.user.create({ data: { email: `${PARAM}@example.com` } });
     const err = await rejectionOf(db.user.create({ data: { email: `${PARAM}@example.com`, name: PARAM } }));
-    expect(err).toBeInstanceOf(DatabaseQueryError);
-    expect(err).toMatchObject({ kind: 'query', sqlState: '23505', retryable: false, constraint: 'users_email_key' });
-    expectClean(err);
+    // Prisma's own error, untouched: the documented `instanceof` + `code` idiom keeps working.
+    expect(err).toBeInstanceOf(Prisma.PrismaClientKnownRequestError);
+    expect(err).toMatchObject({ code: 'P2002' });
+    expect((err as Prisma.PrismaClientKnownRequestError).meta).toBeDefined();
+    expect(classifyError(err)).toBeInstanceOf(DatabaseQueryError);
+    expect(classifyError(err)).toMatchObject({ kind: 'query', sqlState: '23505', retryable: false, constraint: 'users_email_key' });
+    expectClean(classifyError(err));
 
     // The same inside a unit of work: the unit rolls back and surfaces the query error.
     const inUnit = await rejectionOf(
@@ -81,53 +86,53 @@ describe('query errors', () => {
         await tx.user.create({ data: { email: `${PARAM}@example.com` } });
       }),
     );
-    expect(inUnit).toBeInstanceOf(DatabaseQueryError);
-    expect(inUnit).toMatchObject({ sqlState: '23505', constraint: 'users_email_key' });
-    expectClean(inUnit);
+    expect(classifyError(inUnit)).toBeInstanceOf(DatabaseQueryError);
+    expect(classifyError(inUnit)).toMatchObject({ sqlState: '23505', constraint: 'users_email_key' });
+    expectClean(classifyError(inUnit));
     expect(await db.user.count({ where: { email: 'other@example.com' } })).toBe(0);
   });
 
   test('raw query with a bad parameter: the quoted value is removed from the server message', async () => {
     const err = await rejectionOf(db.$queryRawUnsafe('SELECT $1::int AS n', PARAM));
-    expect(err).toBeInstanceOf(DatabaseQueryError);
-    expect(err).toMatchObject({ sqlState: '22P02', retryable: false });
-    expect((err as Error).message).toMatch(/invalid input syntax for type integer/);
+    expect(classifyError(err)).toBeInstanceOf(DatabaseQueryError);
+    expect(classifyError(err)).toMatchObject({ sqlState: '22P02', retryable: false });
+    expect(classifyError(err).message).toMatch(/invalid input syntax for type integer/);
     // The server's own text quoted the value (kept only in `cause`); the message does not.
-    expect(JSON.stringify((err as Error).cause)).toContain(PARAM);
-    expectClean(err);
+    expect(JSON.stringify(classifyError(err).cause)).toContain(PARAM);
+    expectClean(classifyError(err));
   });
 
   test('a syntax error is a DatabaseQueryError with its SQLSTATE', async () => {
     const err = await rejectionOf(db.$queryRawUnsafe('SELEC $1::text', PARAM));
-    expect(err).toBeInstanceOf(DatabaseQueryError);
-    expect(err).toMatchObject({ sqlState: '42601', retryable: false });
-    expectClean(err);
+    expect(classifyError(err)).toBeInstanceOf(DatabaseQueryError);
+    expect(classifyError(err)).toMatchObject({ sqlState: '42601', retryable: false });
+    expectClean(classifyError(err));
   });
 
   test('invalid query arguments (Prisma validation) keep the arguments out of the message', async () => {
     const err = await rejectionOf(
       db.user.create({ data: { email: PARAM, name: PARAM, notAField: PARAM } as unknown as { email: string } }),
     );
-    expect(err).toBeInstanceOf(DatabaseQueryError);
-    expect(err).toMatchObject({ retryable: false });
+    expect(classifyError(err)).toBeInstanceOf(DatabaseQueryError);
+    expect(classifyError(err)).toMatchObject({ retryable: false });
     // Prisma's own text quotes the call's arguments (kept only in `cause`).
-    expect(String(((err as Error).cause as Error).message)).toContain(PARAM);
-    expectClean(err);
+    expect(String((classifyError(err).cause as Error).message)).toContain(PARAM);
+    expectClean(classifyError(err));
   });
 
   test('record not found: a Prisma code is a prismaCode, never a sqlState', async () => {
     const err = await rejectionOf(db.user.update({ where: { email: PARAM }, data: { name: 'x' } }));
-    expect(err).toBeInstanceOf(DatabaseQueryError);
-    expect(err).toMatchObject({ prismaCode: 'P2025', retryable: false });
-    expect((err as DatalayerError).sqlState).toBeUndefined();
-    expectClean(err);
+    expect(classifyError(err)).toBeInstanceOf(DatabaseQueryError);
+    expect(classifyError(err)).toMatchObject({ prismaCode: 'P2025', retryable: false });
+    expect(classifyError(err).sqlState).toBeUndefined();
+    expectClean(classifyError(err));
   });
 
   test("PL/pgSQL's own SQLSTATEs (class P0) are SQLSTATEs, not Prisma codes", async () => {
     const err = await rejectionOf(db.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'custom failure'; END $$`));
-    expect(err).toBeInstanceOf(DatabaseQueryError);
-    expect(err).toMatchObject({ sqlState: 'P0001', prismaCode: 'P2010', retryable: false });
-    expect((err as Error).message).toContain('custom failure');
+    expect(classifyError(err)).toBeInstanceOf(DatabaseQueryError);
+    expect(classifyError(err)).toMatchObject({ sqlState: 'P0001', prismaCode: 'P2010', retryable: false });
+    expect(classifyError(err).message).toContain('custom failure');
   });
 
   test('statement timeout: StatementTimeoutError 57014, not retryable', async () => {
@@ -138,7 +143,7 @@ describe('query errors', () => {
     expect(err).toBeInstanceOf(StatementTimeoutError);
     expect(err).toMatchObject({ kind: 'statement-timeout', sqlState: '57014', retryable: false });
     expect((err as Error).message).toMatch(/statement_timeout/);
-    expectClean(err);
+    expectClean(classifyError(err));
 
     // Inside a unit: the same typed error, and the unit rolled back.
     const inUnit = await rejectionOf(
@@ -148,7 +153,7 @@ describe('query errors', () => {
       }),
     );
     expect(inUnit).toBeInstanceOf(StatementTimeoutError);
-    expectClean(inUnit);
+    expectClean(classifyError(inUnit));
     expect(await db.user.count({ where: { email: 'timeout-unit@example.com' } })).toBe(0);
   });
 });
@@ -203,7 +208,7 @@ describe('pool and connection errors', () => {
 
     const inUnit = await rejectionOf(bad.transaction(async (tx) => tx.$queryRawUnsafe('SELECT 1')));
     expect(inUnit).toBeInstanceOf(DatabaseConnectionError);
-    expect(inUnit).toMatchObject({ sqlState: '28P01', retryable: false });
+    expect(classifyError(inUnit)).toMatchObject({ sqlState: '28P01', retryable: false });
     expectClean(inUnit, wrong, encodeURIComponent(wrong), url);
   });
 });
@@ -236,8 +241,8 @@ describe('configuration and unit-of-work errors', () => {
         throw new Error('application failure');
       }),
     );
-    expect(own).toBeInstanceOf(DatabaseTransactionError);
-    expect(own).toMatchObject({ kind: 'transaction', outcome: 'rolled-back', retryable: false });
+    // The caller's own error comes back unchanged after the rollback.
+    expect(own).toEqual(new Error('application failure'));
 
     const exhausted = await rejectionOf(
       db.transaction(

@@ -1,7 +1,7 @@
 // Read replicas for real: a streaming replica (pg_basebackup -R) of a dedicated primary.
 // Reads land on the replica, writes on the primary, a write in a read-only unit fails
 // with a typed error, a stopped or lagging replica is skipped without the caller seeing it.
-import { createDb, DatabaseQueryError, type Db } from '../src/index';
+import { createDb, DatabaseQueryError, classifyError, type Db } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, startReplica, type Cluster, type Replica } from './support/cluster';
 import { buildTemplate } from './support/template';
@@ -43,12 +43,12 @@ it('sends reads to the replica and writes to the primary', async () => {
 
 it('fails a write inside a read-only unit with a typed error', async () => {
   const err = await db.read((tx) => tx.account.create({ data: { owner: 'nope' } })).catch((e: unknown) => e);
-  expect(err).toBeInstanceOf(DatabaseQueryError);
-  expect((err as DatabaseQueryError).sqlState).toBe('25006');
+  expect(classifyError(err)).toBeInstanceOf(DatabaseQueryError);
+  expect(classifyError(err).sqlState).toBe('25006');
   // Read-only on the primary too (the flag is not only the replica's doing).
   const onPrimary = await db.transaction((tx) => tx.account.create({ data: { owner: 'nope' } }), { readOnly: true, nested: 'join' })
     .catch((e: unknown) => e);
-  expect((onPrimary as DatabaseQueryError).sqlState).toBe('25006');
+  expect(classifyError(onPrimary).sqlState).toBe('25006');
 });
 
 it('skips a lagging replica and reads from the primary', async () => {

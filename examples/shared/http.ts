@@ -7,7 +7,7 @@
 // correlation id, which finds the full (redacted) error in the server's log.
 
 import { randomUUID } from 'node:crypto';
-import { DatalayerError, redact } from '../../src/index.ts';
+import { classifyError, isDatabaseError, redact } from '../../src/index.ts';
 
 export const CORRELATION_HEADER = 'x-request-id';
 
@@ -37,24 +37,23 @@ export function toErrorResponse(err: unknown, correlationId: string): { status: 
     status,
     body: { error: { code, message, correlationId, ...(retryable === undefined ? {} : { retryable }) } },
   });
+  // A unit of work re-throws what its body threw unchanged.
   if (err instanceof HttpError) return body(err.status, err.code, err.message);
-  // A unit of work wraps what its body threw: answer for the original.
-  if (err instanceof DatalayerError && err.kind === 'transaction' && err.cause instanceof HttpError) {
-    return toErrorResponse(err.cause, correlationId);
-  }
-  if (err instanceof DatalayerError) {
-    switch (err.kind) {
+  if (isDatabaseError(err)) {
+    // Prisma's own errors (P2002, ...) and the layer's, seen through one classifier.
+    const typed = classifyError(err);
+    switch (typed.kind) {
       case 'query':
-        if (err.sqlState === '23505' || err.prismaCode === 'P2002') return body(409, 'conflict', 'The resource already exists.');
-        if (err.sqlState?.startsWith('22') || err.sqlState?.startsWith('23')) return body(400, 'invalid-input', 'The request contains an invalid value.');
+        if (typed.sqlState === '23505' || typed.prismaCode === 'P2002') return body(409, 'conflict', 'The resource already exists.');
+        if (typed.sqlState?.startsWith('22') || typed.sqlState?.startsWith('23')) return body(400, 'invalid-input', 'The request contains an invalid value.');
         return body(500, 'database-error', 'The database rejected the request.');
       case 'statement-timeout':
         return body(504, 'timeout', 'The database took too long to answer.', true);
       case 'pool-timeout':
       case 'connection':
-        return body(503, 'unavailable', 'The database is unavailable, try again shortly.', err.retryable);
+        return body(503, 'unavailable', 'The database is unavailable, try again shortly.', typed.retryable);
       case 'transaction':
-        return body(err.retryable ? 503 : 500, 'transaction-failed', 'The operation could not be completed.', err.retryable);
+        return body(typed.retryable ? 503 : 500, 'transaction-failed', 'The operation could not be completed.', typed.retryable);
       default:
         return body(500, 'internal-error', 'Something went wrong.');
     }

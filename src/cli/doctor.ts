@@ -4,11 +4,13 @@
 // difference between intent and reality into a finding with concrete advice.
 
 import type { SqlDriverAdapter } from '@prisma/driver-adapter-utils';
-import { createAdapter, type Adapter } from '../adapter.ts';
+import { createDriver, type DriverHandle } from '../driver/index.ts';
+import { EventHub } from '../events.ts';
+import { newCounters } from '../stats.ts';
 import { durationMs, isLocalHost, loadConfig, type DbConfig } from '../config.ts';
 import { ConfigError } from '../errors.ts';
-import { describeError } from '../events.ts';
-import { describeUrl } from '../redact.ts';
+import { describeError } from '../stats.ts';
+import { describeUrl } from '../secrets.ts';
 
 export type FindingStatus = 'ok' | 'info' | 'warn' | 'fail';
 
@@ -119,12 +121,12 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
   facts.target = appUrl;
   checkUrls(config, appUrl, facts, add);
 
-  let adapter: Adapter | undefined;
+  let adapter: DriverHandle | undefined;
   let connection: SqlDriverAdapter | undefined;
   let row: Facts;
   const started = performance.now();
   try {
-    adapter = createAdapter(config);
+    adapter = createDriver(config, newCounters(), new EventHub());
     connection = await adapter.factory.connect();
     const result = await connection.queryRaw({ sql: FACTS_SQL, args: [], argTypes: [] });
     const values = result.rows[0] ?? [];

@@ -7,7 +7,7 @@
 
 import { ConfigError } from '../errors.ts';
 import { MigrationError } from '../migrate.ts';
-import { redact } from '../redact.ts';
+import { redact } from '../secrets.ts';
 import { doctor, formatDoctor } from './doctor.ts';
 import { processIo, type CliIo } from './io.ts';
 import { runMigrate } from './migrate.ts';

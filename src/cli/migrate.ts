@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
 import { loadConfig, toUrl, type DbConfig } from '../config.ts';
 import { deploy, status, type MigrateOptions } from '../migrate.ts';
-import { describeUrl } from '../redact.ts';
+import { describeUrl } from '../secrets.ts';
 import { sslPlan } from '../ssl.ts';
 import type { CliIo } from './io.ts';
 

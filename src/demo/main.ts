@@ -10,12 +10,12 @@
 
 import { createDb } from '../client.ts';
 import { loadConfig, toUrl, type DbConfig, type DbOptions } from '../config.ts';
-import { DatabaseTransactionError, DatalayerError } from '../errors.ts';
+import { DatalayerError } from '../errors.ts';
 import { PrismaClient } from '../generated/prisma/client.ts';
 import { deploy, type DeployResult } from '../migrate.ts';
-import { redact } from '../redact.ts';
+import { redact } from '../secrets.ts';
 import { sslPlan } from '../ssl.ts';
-import { accountsRepository, cents, transfer, type DemoDb } from './bank.ts';
+import { accountsRepository, cents, InsufficientFundsError, transfer, type DemoDb } from './bank.ts';
 import { startEmbedded, type EmbeddedDatabase } from './embedded.ts';
 
 const log = (line = ''): void => console.log(line);
@@ -99,13 +99,11 @@ async function run(): Promise<void> {
       await transfer(db, bob.id, alice.id, 500_00, `demo-${runId}-2`);
       throw new Error('the second transfer should have been rolled back');
     } catch (err) {
-      if (!(err instanceof DatabaseTransactionError)) throw err;
-      // The unit threw after its debit UPDATE: the whole unit was rolled back.
+      // The unit threw after its debit UPDATE: the whole unit was rolled back, and its
+      // own error comes back unchanged.
+      if (!(err instanceof InsufficientFundsError)) throw err;
       log(`rolled back: ${err.name}`);
       log(`  message        ${err.message}`);
-      log(`  outcome        ${err.outcome} (attempts ${err.attempts}, retryable ${err.retryable})`);
-      log(`  cause          ${err.cause instanceof Error ? err.cause.name : String(err.cause)}`);
-      log(`  correlationId  ${err.correlationId ?? '-'}`);
     }
 
     step('Balances');

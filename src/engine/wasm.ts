@@ -6,6 +6,7 @@
 // `openSchemaEngine()` call and then reused, because wasm-bindgen keeps module-level state
 // that breaks if a second instance is started in the same process.
 
+import { redactUrls } from '../secrets.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -92,6 +93,8 @@ export interface SchemaEngineHandle {
 }
 
 /** An error thrown by the engine, normalised: `code` is Prisma's error code (P1000, P3006...) when known. */
+export { redactUrls };
+
 export class SchemaEngineError extends Error {
   readonly code: string | undefined;
   readonly meta: unknown;
@@ -356,10 +359,6 @@ function createAdapterFactory(
   };
 }
 
-/** Strips credentials from a URL-looking string so errors can be printed safely. */
-export function redactUrls(text: string): string {
-  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/gi, '$1***@');
-}
 
 /**
  * Errors raised while the engine is being constructed (the first connection) lose their

@@ -1,0 +1,57 @@
+// The one deadline helper. Every wait on the network or on other work is bounded by it,
+// so "what if the peer never answers" has one answer everywhere. Also the deadline of the
+// unit of work the caller runs in, which the driver reads for every statement it sends.
+
+import { AsyncLocalStorage } from 'node:async_hooks';
+
+/** Node's timers fire after 1 ms for anything above this (2^31 - 1 ms, about 24.8 days). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * `work`, or — when it has not settled within `ms` — a rejection with the error `expire`
+ * returns. `expire` is where the caller destroys whatever is stuck (a socket), so nothing
+ * keeps waiting behind the caller's back. A late settlement of `work` is swallowed.
+ */
+export function withDeadline<T>(work: Promise<T>, ms: number, expire: () => Error): Promise<T> {
+  if (!Number.isFinite(ms)) return work;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      work.catch(() => {});
+      reject(expire());
+    }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** Resolves true once `work` settles, or false after `ms` (never rejects). */
+export function waitAtMost(work: Promise<unknown>, ms: number): Promise<boolean> {
+  const settled = work.then(
+    () => true,
+    () => true,
+  );
+  return withDeadline(settled, ms, () => new Error('deadline')).catch(() => false);
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The running unit of work's limits: when it must be over, and how long it may wait for a connection. */
+export interface UnitLimits {
+  /** performance.now() value at which the unit's deadline passes. */
+  readonly endsAt: number;
+  readonly timeoutMs: number;
+  readonly maxWaitMs: number;
+}
+
+export const unitLimits = new AsyncLocalStorage<UnitLimits>();
+
+/** What a client-side deadline allows beyond the server-side one before the socket is given up. */
+export const DEADLINE_GRACE_MS = 750;

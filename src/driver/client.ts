@@ -1,0 +1,96 @@
+// The connection class both drivers' pools create (node-postgres' `Client`, and the copy
+// bundled in @neondatabase/serverless). pg-pool creates connections through its `Client`
+// option, the documented way to customise them; this subclass adds what a connection
+// needs while it is in use:
+//
+// - its own connect timeout (pg-pool hands every client the pool's options, where
+//   `connectionTimeoutMillis` means the wait for a free slot), covering TCP, TLS and
+//   authentication: node-postgres clears it only at the first ReadyForQuery;
+// - TCP keepalive with an initial delay derived from the configured timeouts;
+// - a client-side deadline on every statement: when the server cannot be heard (a black
+//   hole, a frozen host), the socket is destroyed and the statement fails with
+//   DeadlineExceededError. A destroyed client is never returned to the pool: pg-pool
+//   discards clients that are no longer queryable;
+// - failures typed where they happen: a lost connection becomes DatabaseConnectionError
+//   and a server-side statement timeout StatementTimeoutError. These carry no `code`, so
+//   the Prisma adapter and client pass them through unchanged. Every other server error
+//   goes on to Prisma as is, which maps it to its own error classes (P2002, ...).
+
+import type { ConnectionOptions } from 'node:tls';
+import { DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
+import { withDeadline } from '../deadline.ts';
+import { classifyError, connectionError, isConnectionLoss, sqlStateOf } from '../failures.ts';
+
+export interface StatementDeadline {
+  ms: number;
+  kind: Deadline;
+}
+
+export interface ClientPolicy {
+  connectMs: number;
+  keepAliveDelayMs: number;
+  /** The SSL side for a new connection (ssl.ts's SslChoice); absent: the pool's option. */
+  ssl?(): false | ConnectionOptions;
+  /** The deadline of a statement sent now (read from the unit of work it runs in), or none. */
+  statementDeadline(): StatementDeadline | undefined;
+  /** Per-connection settings applied after construction (Neon: WebSocket options). */
+  configure?(client: object): void;
+}
+
+/** The part of node-postgres' Client this class relies on; test/driver checks it still exists. */
+export interface PgClientShape {
+  query(config: unknown, values?: unknown, callback?: unknown): unknown;
+  connection: { stream: { destroy(err?: Error): void } };
+  processID?: number | null;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- mixin constructors must take any[]
+export type ClientClass = new (...args: any[]) => PgClientShape;
+
+export interface SocketHolder {
+  connection?: { stream?: { destroy(err?: Error): void } };
+}
+
+/** Destroys the socket under a client: whatever it was waiting for fails, and pg-pool drops it. */
+export function destroySocket(client: SocketHolder, reason: Error): void {
+  client.connection?.stream?.destroy(reason);
+}
+
+export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): ClientClass {
+  return class GuardedClient extends Base {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    constructor(...args: any[]) {
+      const config = args[0] as Record<string, unknown>;
+      // pg-pool hides the password as a non-enumerable property: a spread would drop it.
+      super({
+        ...config,
+        password: config.password,
+        connectionTimeoutMillis: policy.connectMs,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: policy.keepAliveDelayMs,
+        ...(policy.ssl === undefined ? {} : { ssl: policy.ssl() }),
+      });
+      policy.configure?.(this);
+    }
+
+    override query(config: unknown, values?: unknown, callback?: unknown): unknown {
+      // Callback style is pg-pool's own `pool.query`, which the layer's pool replaces.
+      if (typeof values === 'function' || typeof callback === 'function') return super.query(config, values, callback);
+      const sent = (super.query(config, values) as Promise<unknown>).catch(typed);
+      const deadline = policy.statementDeadline();
+      if (deadline === undefined) return sent;
+      return withDeadline(sent, deadline.ms, () => {
+        const err = new DeadlineExceededError(deadline.kind, deadline.ms);
+        destroySocket(this, err);
+        return err;
+      });
+    }
+  };
+}
+
+/** A lost connection or a server-side statement timeout as the layer's typed error. */
+function typed(err: unknown): never {
+  if (sqlStateOf(err) === '57014') throw classifyError(err) as StatementTimeoutError;
+  if (isConnectionLoss(err)) throw connectionError(err, 'query');
+  throw err;
+}

@@ -1,0 +1,40 @@
+// node-postgres through @prisma/adapter-pg. The adapter takes a `pg.Pool` instance, so the
+// layer hands it a subclass whose `connect` and `query` are the layer's pool (GuardedPool):
+// the adapter's transactions check out through `connect`, its single statements through
+// `query`. Everything else is pg-pool's own. test/driver/pg.test.ts fails when the adapter
+// stops calling these two methods.
+
+import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
+import type { DbConfig } from '../config.ts';
+import type { EventHub } from '../events.ts';
+import { GuardedPool, type PoolClient } from '../pool.ts';
+import { SslChoice, sslPlan } from '../ssl.ts';
+import type { DbCounters } from '../stats.ts';
+import { guardedClientClass, type ClientClass } from './client.ts';
+import type { DriverHandle } from './index.ts';
+import { clientPolicy, poolOptions } from './options.ts';
+
+export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub): DriverHandle {
+  const ssl = new SslChoice(sslPlan(config));
+  const Client = guardedClientClass(pg.Client as unknown as ClientClass, clientPolicy(config, ssl));
+  let guard: GuardedPool | undefined;
+
+  class LayerPool extends pg.Pool {
+    // @ts-expect-error -- the adapter uses the promise form only; the callback overloads are not offered.
+    override connect(): Promise<PoolClient> {
+      return guard!.connect();
+    }
+    // @ts-expect-error -- likewise: `query(config, values)` returning a promise.
+    override query(text: unknown, values?: unknown): Promise<unknown> {
+      return guard!.query(text, values);
+    }
+  }
+
+  const pool = new LayerPool({ ...poolOptions(config), Client } as unknown as pg.PoolConfig);
+  const rawConnect = (pg.Pool.prototype.connect as () => Promise<PoolClient>).bind(pool);
+  guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub);
+  const factory = new PrismaPg(pool as unknown as pg.Pool, { onConnectionError: (err) => void hub.fail(err) });
+  let ended: Promise<void> | undefined;
+  return { factory, pool: () => guard, close: () => (ended ??= pool.end()) };
+}

@@ -1,0 +1,223 @@
+// The one classifier of failures: whatever a driver, the server or Prisma raised, this
+// module decides whether the connection was lost, whether a retry can succeed, and which
+// of the layer's typed errors describes it. The pool, units of work, health and the
+// public `classifyError` all ask here, so the rules cannot drift apart.
+//
+// Messages are rebuilt from codes and constraint names, never copied from Prisma's text,
+// which can quote query arguments.
+
+import {
+  DatabaseConnectionError,
+  DatabaseQueryError,
+  DatabaseTransactionError,
+  DatalayerError,
+  PoolTimeoutError,
+  StatementTimeoutError,
+} from './errors.ts';
+import { redact } from './secrets.ts';
+
+/** SQLSTATEs after which re-running the whole unit of work can succeed. */
+export const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(['40001', '40P01']);
+
+const SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED']);
+/** Driver-adapter error kinds (driver-adapter-utils) that mean the connection is gone. */
+const LOST_KINDS = new Set(['ConnectionClosed', 'SocketTimeout', 'TooManyConnections', 'DatabaseNotReachable']);
+const LOST_MESSAGE = /Connection terminated|connection timeout|timeout expired|Client has encountered a connection error|socket hang up|not queryable|WebSocket|ECONNRESET|ECONNREFUSED|Couldn't connect to compute node/i;
+
+/**
+ * Failures a retry cannot fix: wrong credentials, a missing database, a startup value the
+ * server refuses, and TLS that can never succeed (certificate, host name, no SSL support).
+ */
+const PERMANENT_SQLSTATES = new Set(['28P01', '28000', '3D000', '22023', '42704']);
+const PERMANENT_TLS = /certificate|self[- ]signed|altname|Hostname\/IP does not match|does not support SSL|unable to verify|UNABLE_TO_|CERT_|ERR_TLS|wrong version number/i;
+
+interface DriverCause {
+  kind?: string;
+  originalCode?: string;
+  originalMessage?: string;
+  code?: string;
+  message?: string;
+  constraint?: { index?: string; fields?: string[] };
+}
+
+interface ErrorShape {
+  name?: string;
+  code?: unknown;
+  message?: string;
+  cause?: unknown;
+  meta?: { driverAdapterError?: { cause?: DriverCause }; target?: unknown };
+}
+
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+/** Prisma's codes (P1xxx–P6xxx); PL/pgSQL's class P0 (P0001, ...) is PostgreSQL's. */
+const PRISMA_CODE = /^P[1-9]\d{3}$/;
+
+const shape = (err: unknown): ErrorShape => (typeof err === 'object' && err !== null ? err : {}) as ErrorShape;
+
+/** The driver adapter's mapped error: inside a Prisma error's meta, or the cause of a bare DriverAdapterError. */
+function driverCause(e: ErrorShape): DriverCause | undefined {
+  const inMeta = e.meta?.driverAdapterError?.cause;
+  if (inMeta) return inMeta;
+  if (e.name === 'DriverAdapterError' && typeof e.cause === 'object' && e.cause !== null) return e.cause as DriverCause;
+  return undefined;
+}
+
+export function sqlStateOf(err: unknown): string | undefined {
+  if (err instanceof DatalayerError) return err.sqlState;
+  const e = shape(err);
+  const cause = driverCause(e);
+  const fromCause = cause?.originalCode ?? cause?.code;
+  if (typeof fromCause === 'string' && SQLSTATE.test(fromCause)) return fromCause;
+  if (typeof e.code === 'string' && SQLSTATE.test(e.code) && !PRISMA_CODE.test(e.code)) return e.code;
+  if (e.code === 'P2034') return '40001';
+  return undefined;
+}
+
+function prismaCodeOf(err: unknown): string | undefined {
+  const code = shape(err).code;
+  return typeof code === 'string' && PRISMA_CODE.test(code) ? code : undefined;
+}
+
+/**
+ * Did the connection itself fail (as opposed to the server rejecting a statement)?
+ * SQLSTATE class 08 is "connection exception"; 57P01–57P03 are the server shutting down
+ * or terminating the backend. Walks the cause chain: Prisma and the adapters wrap.
+ */
+export function isConnectionLoss(err: unknown): boolean {
+  let e: unknown = err;
+  for (let depth = 0; depth < 6 && typeof e === 'object' && e !== null; depth++) {
+    if (e instanceof DatabaseConnectionError) return true;
+    if (e instanceof DatalayerError) return false;
+    const verdict = lossVerdict(e as ErrorShape);
+    if (verdict !== undefined) return verdict;
+    e = (e as ErrorShape).cause;
+  }
+  return false;
+}
+
+function lossVerdict(e: ErrorShape): boolean | undefined {
+  const kind = driverCause(e)?.kind;
+  if (kind !== undefined && LOST_KINDS.has(kind)) return true;
+  const state = sqlStateOf(e);
+  if (state !== undefined) return state.startsWith('08') || /^57P0[1-3]$/.test(state);
+  if (typeof e.code === 'string' && SOCKET_CODES.has(e.code)) return true;
+  if (['P1001', 'P1002', 'P1017'].includes(String(e.code))) return true;
+  return typeof e.message === 'string' && LOST_MESSAGE.test(e.message) ? true : undefined;
+}
+
+/** Can a retry of the same connection attempt succeed? */
+export function isPermanentConnectFailure(err: unknown): boolean {
+  const state = sqlStateOf(err);
+  if (state !== undefined && PERMANENT_SQLSTATES.has(state)) return true;
+  const e = shape(err);
+  return PERMANENT_TLS.test(`${String(e.code ?? '')} ${e.message ?? ''}`);
+}
+
+/** Failures of opening a connection: nothing of the caller's work was sent. */
+const connectFailures = new WeakSet<object>();
+
+export function isConnectFailure(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && connectFailures.has(err);
+}
+
+/** The typed error for a failed connect (`connect`) or a connection lost mid-statement (`query`). */
+export function connectionError(err: unknown, phase: 'connect' | 'query'): DatabaseConnectionError {
+  const sqlState = sqlStateOf(err);
+  const what = phase === 'connect' ? 'Could not connect to the database' : 'The database connection was lost';
+  const text = err instanceof Error ? err.message : String(err);
+  const typed =
+    err instanceof DatabaseConnectionError
+      ? err
+      : new DatabaseConnectionError(`${what}: ${redact(text)}`, {
+          cause: err,
+          retryable: !isPermanentConnectFailure(err),
+          ...(sqlState === undefined ? {} : { sqlState }),
+        });
+  if (phase === 'connect') connectFailures.add(typed);
+  return typed;
+}
+
+/** A serialization failure or deadlock: re-running the whole unit can succeed. */
+export function isRetryableConflict(err: unknown): boolean {
+  const state = sqlStateOf(err);
+  return prismaCodeOf(err) === 'P2034' || (state !== undefined && RETRYABLE_SQLSTATES.has(state));
+}
+
+/** Quoted literals in server messages can be user data (`invalid input syntax: "..."`). */
+export function withoutLiterals(message: string): string {
+  return message.replace(/"(?:[^"\\]|\\.)*"/g, '"…"').replace(/'(?:[^'\\]|\\.)*'/g, "'…'");
+}
+
+function constraintOf(e: ErrorShape): string | undefined {
+  const c = driverCause(e)?.constraint;
+  if (c?.index) return c.index;
+  if (c?.fields?.length) return c.fields.join(', ');
+  const target = e.meta?.target;
+  if (typeof target === 'string') return target;
+  if (Array.isArray(target)) return target.join(', ');
+  return undefined;
+}
+
+/** The server's message, minus anything that may be a value: quoted literals in data errors. */
+function serverMessage(e: ErrorShape, sqlState: string | undefined): string {
+  const raw = driverCause(e)?.originalMessage ?? driverCause(e)?.message;
+  if (raw === undefined) {
+    // Prisma's own errors: the last line is the reason, the lines above quote the call.
+    const lines = (e.message ?? '').split('\n').map((l) => l.trim()).filter(Boolean);
+    return lines[lines.length - 1] ?? 'query failed';
+  }
+  return sqlState?.startsWith('22') ? withoutLiterals(raw) : raw;
+}
+
+/**
+ * The layer's typed view of any error: the same instance when it already is one, else a
+ * new DatalayerError whose `cause` is the original. Prisma's errors keep their identity
+ * where they are thrown; this is for code that wants `retryable`, `sqlState` or `kind`.
+ */
+export function classifyError(err: unknown, correlationId?: string): DatalayerError {
+  const typed = err instanceof DatalayerError ? err : classifyForeign(err);
+  // A unit of work marks the errors it lets through (Prisma's too) with its correlation id.
+  correlationId ??= (shape(err) as { correlationId?: string }).correlationId;
+  if (correlationId !== undefined && typed.correlationId === undefined) typed.correlationId = correlationId;
+  return typed;
+}
+
+function classifyForeign(err: unknown): DatalayerError {
+  const e = shape(err);
+  const prismaCode = prismaCodeOf(err);
+  const sqlState = sqlStateOf(err);
+  const detail = { cause: err, ...(sqlState ? { sqlState } : {}), ...(prismaCode ? { prismaCode } : {}) };
+  if (sqlState === '57014') {
+    const why = /statement timeout/i.test(serverMessage(e, sqlState)) ? 'statement_timeout' : 'a cancel request';
+    return new StatementTimeoutError(`Statement cancelled by ${why} [57014]`, detail);
+  }
+  if (prismaCode === 'P2024' || (prismaCode === 'P2028' && /Unable to start a transaction in the given time/i.test(e.message ?? ''))) {
+    return new PoolTimeoutError(NaN, { ...detail, retryable: true });
+  }
+  if (prismaCode === 'P2028') {
+    return new DatabaseTransactionError(`Transaction failed: ${serverMessage(e, sqlState)}`, { ...detail, outcome: 'rolled-back' });
+  }
+  if (isConnectionLoss(err)) return connectionError(err, 'query');
+  if (sqlState !== undefined || prismaCode !== undefined) {
+    const constraint = constraintOf(e);
+    const tag = [sqlState, prismaCode].filter(Boolean).join('/');
+    return new DatabaseQueryError(`${redact(serverMessage(e, sqlState))} [${tag}]`, {
+      ...detail,
+      retryable: isRetryableConflict(err),
+      ...(constraint ? { constraint } : {}),
+    });
+  }
+  if (e.name === 'PrismaClientValidationError') {
+    // Its text quotes the call's arguments; keep it only as the cause.
+    return new DatabaseQueryError('Invalid query arguments (see error.cause)', detail);
+  }
+  const text = err instanceof Error ? err.message : String(err);
+  return new DatabaseQueryError(`Query failed: ${redact(withoutLiterals(text.split('\n').filter(Boolean).pop() ?? text))}`, detail);
+}
+
+/** Did this come from the database, the driver or the layer, rather than from the caller's own code? */
+export function isDatabaseFailure(err: unknown): boolean {
+  if (err instanceof DatalayerError) return true;
+  const name = shape(err).name;
+  return typeof name === 'string' && (name.startsWith('PrismaClient') || name === 'DriverAdapterError');
+}

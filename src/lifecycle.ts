@@ -1,0 +1,138 @@
+// Shutdown: a gate in front of units of work and statements, and the close sequence.
+// Once close() starts, new work gets a DatabaseClosedError while work already running
+// (and anything it starts, such as a nested unit) carries on until the deadline; then
+// every connection still busy is destroyed and the pools end. close() always resolves
+// by its deadline plus a bounded grace period, whatever the network does.
+
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { waitAtMost } from './deadline.ts';
+import { DatabaseClosedError } from './errors.ts';
+import type { LifecycleState } from './stats.ts';
+import { describeError } from './stats.ts';
+
+export interface CloseOptions {
+  /**
+   * How long to wait for units of work and statements already running before their
+   * connections are closed under them. Default 10 000 ms.
+   */
+  deadlineMs?: number;
+}
+
+export interface CloseOnSignalsOptions extends CloseOptions {
+  /** Default SIGTERM and SIGINT. */
+  signals?: NodeJS.Signals[];
+}
+
+/** One logging call shape that pino (`warn(obj, msg)`) and console (`warn(...data)`) both accept. */
+export type LogMethod = (details: Record<string, unknown>, message: string) => void;
+
+/** A pino-style or console logger. Only `warn` is required; `error` and `info` are used when present. */
+export interface DbLogger {
+  warn: LogMethod;
+  error?: LogMethod;
+  info?: LogMethod;
+}
+
+export const DEFAULT_CLOSE_DEADLINE_MS = 10_000;
+/** After the deadline, busy connections are destroyed; this bounds the wait for the pools to finish. */
+const FORCE_GRACE_MS = 1_000;
+
+export interface Shutdown {
+  /** Destroys connections still in use; returns how many. */
+  destroyBusy(): number;
+  /** Ends every pool (and Prisma's engine). */
+  end(): Promise<void>;
+  /** Resolves once no connection is open any more. */
+  allClosed(): Promise<void>;
+}
+
+export class Lifecycle {
+  private current: LifecycleState = 'open';
+  private inFlight = 0;
+  private drained: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
+  /** Marks the async context of work admitted before close(): what it starts is admitted too. */
+  private readonly admitted = new AsyncLocalStorage<true>();
+
+  constructor(private readonly logger: DbLogger | undefined) {}
+
+  get state(): LifecycleState {
+    return this.current;
+  }
+
+  /** Is new work refused here (closed, and not part of work admitted earlier)? */
+  refuses(): boolean {
+    return this.current !== 'open' && !this.admitted.getStore();
+  }
+
+  /** Admits one piece of work; the returned function marks it done. */
+  enter(): () => void {
+    if (this.admitted.getStore()) return () => {};
+    if (this.current !== 'open') throw new DatabaseClosedError();
+    this.inFlight++;
+    return () => {
+      this.inFlight--;
+      if (this.inFlight === 0) this.drained?.();
+    };
+  }
+
+  /** Wraps a unit-of-work entry point (transaction, session) with the gate. */
+  guard<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+    return async (...args: A): Promise<R> => {
+      const leave = this.enter();
+      try {
+        return await this.admitted.run(true, () => fn(...args));
+      } finally {
+        leave();
+      }
+    };
+  }
+
+  /** Drains, then shuts down. Idempotent. */
+  close(options: CloseOptions | undefined, shutdown: Shutdown): Promise<void> {
+    return (this.closing ??= this.runClose(options?.deadlineMs ?? DEFAULT_CLOSE_DEADLINE_MS, shutdown));
+  }
+
+  private async runClose(deadlineMs: number, shutdown: Shutdown): Promise<void> {
+    this.current = 'closing';
+    this.logger?.info?.({ event: 'close', inFlight: this.inFlight, deadlineMs }, 'closing database: draining work in flight');
+    const drained = this.inFlight === 0 || (await waitAtMost(new Promise<void>((resolve) => (this.drained = resolve)), deadlineMs));
+    this.drained = undefined;
+    if (!drained) {
+      const destroyed = shutdown.destroyBusy();
+      this.logger?.warn({ event: 'close', inFlight: this.inFlight, deadlineMs, connectionsEnded: destroyed }, 'close deadline passed: closing connections still in use');
+    }
+    // pg-pool's end() resolves once its list of clients is empty, before their sockets have
+    // finished closing: wait for those too, so that "closed" means no socket left — bounded.
+    await waitAtMost(shutdown.end(), FORCE_GRACE_MS);
+    await waitAtMost(shutdown.allClosed(), FORCE_GRACE_MS);
+    this.current = 'closed';
+    this.logger?.info?.({ event: 'close', drained }, 'database closed');
+  }
+
+  /** Registers close-on-signal handlers; returns a function that removes them. */
+  closeOnSignals(close: (options: CloseOptions) => Promise<void>, options: CloseOnSignalsOptions = {}): () => void {
+    const signals = options.signals ?? ['SIGTERM', 'SIGINT'];
+    const handlers = new Map<NodeJS.Signals, () => void>();
+    const remove = (): void => {
+      for (const [signal, handler] of handlers) process.removeListener(signal, handler);
+      handlers.clear();
+    };
+    for (const signal of signals) {
+      const handler = (): void => {
+        remove();
+        this.logger?.info?.({ event: 'signal', signal }, `${signal} received: closing database`);
+        void close(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs })
+          .catch((err: unknown) => this.logger?.error?.({ event: 'close', error: describeError(err).message }, 'close failed'))
+          .finally(() => {
+            // Our listener replaced Node's default action (exit). With nobody else
+            // handling the signal, let it take effect now that the pool is closed.
+            if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+          });
+      };
+      handlers.set(signal, handler);
+      process.once(signal, handler);
+    }
+    return remove;
+  }
+}

@@ -1,0 +1,21 @@
+// When the layer re-runs work on its own, and how often. Two policies, each named once:
+//
+// - Recovery: work that landed on a pooled connection which had died while idle never
+//   reached a live backend, so it is re-run on another connection. A restart kills every
+//   idle connection at once, so the budget is one re-run per connection the pool can hold.
+//   A fresh connection's failure is never re-run: that is the server being unreachable.
+// - Conflicts: a unit of work that failed with a serialization failure or deadlock is
+//   re-run as a whole, `transaction.retries` times, with full-jitter backoff.
+
+import type { DbConfig } from './config.ts';
+
+/** How many dead pooled connections one statement, unit start or health check may skip. */
+export function recoveryBudget(config: DbConfig): number {
+  return config.pool.size + config.pool.maxOverflow;
+}
+
+/** Full-jitter exponential backoff: spreads competing retries apart. */
+export function backoffMs(attempt: number): number {
+  const cap = Math.min(1000, 25 * 2 ** attempt);
+  return Math.floor(Math.random() * cap);
+}

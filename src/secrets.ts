@@ -1,0 +1,70 @@
+// The one place secrets are removed from anything that may reach a log, an error or an
+// HTTP response, and hidden on objects a developer may print.
+//
+// Passwords are removed by their known values as well as by shape, because drivers echo
+// them in forms a pattern cannot foresee (URL-encoded, inside a DSN, in a hint).
+
+import { inspect } from 'node:util';
+
+const known = new Set<string>();
+
+/** Remember a secret so that `redact` removes it wherever it appears, in any encoding. */
+export function registerSecret(secret: string | undefined): void {
+  if (!secret || secret.length < 3) return;
+  known.add(secret);
+  known.add(encodeURIComponent(secret));
+}
+
+const URL_CREDENTIALS = /\b([a-z][a-z0-9+.-]*:\/\/)([^:/@\s]*):([^@\s]*)@/gi;
+const URL_USERINFO = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/gi;
+const KEYWORD_PASSWORD = /\b(password|passwd|pwd)(\s*[=:]\s*)('[^']*'|"[^"]*"|[^\s&;,'"]+)/gi;
+const URL_PASSWORD_PARAM = /([?&](?:password|sslpassword)=)[^&\s]+/gi;
+
+/** `text` without passwords: URL credentials, `password=` pairs and every registered secret. */
+export function redact(text: string): string {
+  let out = text
+    .replace(URL_CREDENTIALS, (_m, scheme: string, user: string) => `${scheme}${user}:***@`)
+    .replace(URL_PASSWORD_PARAM, '$1***')
+    .replace(KEYWORD_PASSWORD, '$1$2***');
+  for (const secret of known) {
+    if (out.includes(secret)) out = out.split(secret).join('***');
+  }
+  return out;
+}
+
+/** Stricter than `redact` for engine output: the whole user-info part of any URL goes. */
+export function redactUrls(text: string): string {
+  return redact(text.replace(URL_USERINFO, '$1***@'));
+}
+
+/** A URL fit for a log line: scheme, host, port and database only. */
+export function describeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.hostname}${u.port ? `:${u.port}` : ''}${u.pathname}`;
+  } catch {
+    return '<unparseable url>';
+  }
+}
+
+/**
+ * Makes each of `keys` non-enumerable on `holder` (so JSON.stringify, spreads and
+ * structured loggers skip them) and gives `holder` an inspect form that shows `****` in
+ * their place (console.log, util.inspect). Code that reads a property still gets the
+ * value — as pg-pool does with its password.
+ */
+export function hideSecrets<T extends object>(holder: T, keys: readonly (keyof T & string)[]): T {
+  for (const key of keys) {
+    Object.defineProperty(holder, key, { value: holder[key], enumerable: false, writable: false, configurable: false });
+  }
+  Object.defineProperty(holder, inspect.custom, {
+    enumerable: false,
+    value(depth: number, options: { depth?: number | null }, show: typeof inspect) {
+      const masked: Record<string, unknown> = { ...(holder as Record<string, unknown>) };
+      for (const key of keys) if (holder[key] !== undefined) masked[key] = '****';
+      if (depth < 0) return '[Object]';
+      return show(masked, { ...options, depth: options.depth == null ? null : options.depth - 1 });
+    },
+  });
+  return holder;
+}

@@ -1,0 +1,250 @@
+// Units of work: "provide a connection to a consumer, then dispose". A unit commits when
+// its function resolves and rolls back when it throws anything; it re-runs on
+// serialization failures and deadlocks; its client is ambient (AsyncLocalStorage) so
+// repository code needs no parameter threading. Its `timeoutMs` is a deadline on
+// everything it waits for — BEGIN, every statement, COMMIT — enforced on the server
+// (local statement_timeout) and, when the server cannot be heard, on the client.
+//
+// What the caller learns on failure follows the unit's state when it failed:
+//   starting  — BEGIN never got through: nothing happened (re-run on a dead pooled connection);
+//   running   — the transaction is rolled back: the error says so (`outcome: 'rolled-back'`);
+//   committing — COMMIT was sent and the connection went: it may have committed
+//               (DatabaseTransactionError, `outcome: 'unknown'`), never re-run.
+// The caller's own errors are re-thrown unchanged after the rollback.
+
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { DbConfig, IsolationLevel } from './config.ts';
+import { DEADLINE_GRACE_MS, sleep, unitLimits, type UnitLimits } from './deadline.ts';
+import { DatabaseTransactionError, DatalayerError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
+import { classifyError, isConnectFailure, isConnectionLoss, isDatabaseFailure, isRetryableConflict } from './failures.ts';
+import type { GuardedPool } from './pool.ts';
+import { backoffMs, recoveryBudget } from './retry.ts';
+import type { DbCounters } from './stats.ts';
+import { checkUnitOptions, type SessionOptions, type TransactionOptions } from './unit-options.ts';
+
+export type { SessionOptions, TransactionOptions } from './unit-options.ts';
+
+/** The members Prisma removes from the client it hands to an interactive transaction. */
+type TxDenied = '$connect' | '$disconnect' | '$on' | '$use' | '$extends' | '$transaction';
+export type TxClient<C> = Omit<C, TxDenied>;
+
+type UnitState = 'starting' | 'running' | 'committing';
+
+interface UnitContext {
+  tx: unknown;
+  correlationId: string | undefined;
+  savepoints: number;
+}
+
+/** What this module needs from the Prisma client. */
+export interface TransactionalClient {
+  $transaction<T>(fn: (tx: never) => Promise<T>, options?: { isolationLevel?: IsolationLevel; maxWait?: number; timeout?: number }): Promise<T>;
+  $executeRawUnsafe(query: string, ...values: unknown[]): Promise<number>;
+  $connect(): Promise<void>;
+}
+
+const units = new AsyncLocalStorage<UnitContext>();
+const correlations = new AsyncLocalStorage<string>();
+
+/** Is the caller inside a unit of work? */
+export function inUnitOfWork(): boolean {
+  return units.getStore() !== undefined;
+}
+
+/** The correlation id of the unit of work or session the caller is running in. */
+export function currentCorrelationId(): string | undefined {
+  return units.getStore()?.correlationId ?? correlations.getStore();
+}
+
+export interface UnitsOfWork<C> {
+  transaction<T>(fn: (tx: TxClient<C>) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  session<T>(fn: (client: TxClient<C>) => Promise<T>, options?: SessionOptions): Promise<T>;
+  current(): TxClient<C>;
+}
+
+/** Thrown when BEGIN failed on a pooled connection that was already dead: nothing reached the server. */
+class NotStarted extends Error {}
+
+export class UnitOfWork<C> implements UnitsOfWork<C> {
+  constructor(
+    private readonly client: C & TransactionalClient,
+    private readonly config: DbConfig,
+    private readonly counters: DbCounters,
+    private readonly pool: () => GuardedPool | undefined,
+  ) {}
+
+  transaction = async <T>(fn: (tx: TxClient<C>) => Promise<T>, options: TransactionOptions = {}): Promise<T> => {
+    const opts = checkUnitOptions(options);
+    const outer = units.getStore();
+    if (outer) return this.nested(outer, fn, opts);
+    const correlationId = opts.correlationId ?? currentCorrelationId();
+    const retries = opts.retries ?? this.config.transaction.retries;
+    this.counters.transactions++;
+    for (let attempt = 0, recovered = 0; ; attempt++) {
+      try {
+        return await this.runOnce(fn, opts, correlationId);
+      } catch (err) {
+        if (err instanceof NotStarted && recovered < recoveryBudget(this.config)) {
+          // The connection died before BEGIN got through: run it again on another one.
+          recovered++;
+          this.counters.connectionsRecovered++;
+          attempt--;
+          continue;
+        }
+        const cause = err instanceof NotStarted ? err.cause : err;
+        if (isDatabaseFailure(cause) && isRetryableConflict(cause) && attempt < retries) {
+          this.counters.retries++;
+          await sleep(backoffMs(attempt));
+          continue;
+        }
+        throw this.failure(cause, attempt + 1, correlationId);
+      }
+    }
+  };
+
+  /** What the caller gets: its own error unchanged, the database's typed. */
+  private failure(err: unknown, attempts: number, correlationId: string | undefined): unknown {
+    if (!isDatabaseFailure(err)) return err;
+    if (isRetryableConflict(err)) {
+      const last = classifyError(err, correlationId);
+      return new DatabaseTransactionError(`Unit of work failed after ${attempts} attempts: ${last.message}`, {
+        cause: err,
+        outcome: 'rolled-back',
+        retryable: true,
+        attempts,
+        ...(last.sqlState ? { sqlState: last.sqlState } : {}),
+        ...(last.prismaCode ? { prismaCode: last.prismaCode } : {}),
+        ...(correlationId === undefined ? {} : { correlationId }),
+      });
+    }
+    if (err instanceof DatalayerError) {
+      if (correlationId !== undefined) err.correlationId ??= correlationId;
+      return err;
+    }
+    // Prisma's own errors keep their identity (instanceof, code, meta); the correlation id rides along.
+    if (correlationId !== undefined && typeof err === 'object' && err !== null) Object.assign(err, { correlationId });
+    return err;
+  }
+
+  private async runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined): Promise<T> {
+    const unit = { state: 'starting' as UnitState };
+    const limits = this.limits(opts);
+    try {
+      const result = await unitLimits.run(limits, () =>
+        this.client.$transaction(
+          async (tx: never) => {
+            unit.state = 'running';
+            await this.prelude(tx, opts);
+            const value = await units.run({ tx, correlationId, savepoints: 0 }, () => fn(tx as TxClient<C>));
+            unit.state = 'committing';
+            return value;
+          },
+          this.prismaOptions(opts, limits),
+        ),
+      );
+      this.counters.commits++;
+      return result;
+    } catch (err) {
+      throw this.settle(err, unit.state, correlationId);
+    }
+  }
+
+  /** The error for a failure in `state`: see the header. */
+  private settle(err: unknown, state: UnitState, correlationId: string | undefined): unknown {
+    const lost = isConnectionLoss(err);
+    if (state === 'starting' && lost && !isConnectFailure(err) && !(err instanceof DeadlineExceededError)) {
+      return new NotStarted('BEGIN failed', { cause: err });
+    }
+    this.counters.rollbacks++;
+    const detail = correlationId === undefined ? {} : { correlationId };
+    if (state === 'committing' && lost) {
+      return new DatabaseTransactionError('The connection was lost during COMMIT: the transaction may or may not have committed', {
+        cause: err,
+        outcome: 'unknown',
+        retryable: false,
+        ...detail,
+      });
+    }
+    if (lost) {
+      const typed = classifyError(err, correlationId);
+      typed.outcome = 'rolled-back';
+      return typed;
+    }
+    const mapped = isDatabaseFailure(err) ? classifyError(err, correlationId) : undefined;
+    if (mapped instanceof PoolTimeoutError || (mapped instanceof DatabaseTransactionError && state !== 'committing')) return mapped;
+    return err;
+  }
+
+  private limits(opts: TransactionOptions): UnitLimits {
+    const timeoutMs = opts.timeoutMs ?? this.config.transaction.timeoutMs;
+    return { endsAt: performance.now() + timeoutMs, timeoutMs, maxWaitMs: opts.maxWaitMs ?? this.config.transaction.maxWaitMs };
+  }
+
+  /**
+   * Prisma's own wait for a connection is set past the pool's, so the pool (which knows
+   * how long it waited, and for how many connections) is the one that reports it.
+   */
+  private prismaOptions(opts: TransactionOptions, limits: UnitLimits): { maxWait: number; timeout: number; isolationLevel?: IsolationLevel } {
+    const isolationLevel = opts.isolationLevel ?? this.config.transaction.isolationLevel;
+    return {
+      maxWait: limits.maxWaitMs + this.config.timeouts.connectMs + DEADLINE_GRACE_MS,
+      timeout: limits.timeoutMs,
+      ...(isolationLevel ? { isolationLevel } : {}),
+    };
+  }
+
+  /**
+   * The unit's own settings, all in one statement right after BEGIN (nothing at all when
+   * there are none), as bind parameters: read-only mode; behind a transaction-mode pooler
+   * the server-side timeouts; and a `timeoutMs` shorter than the statement timeout, so a
+   * statement running at the unit's deadline is cancelled by the server. `true` = local.
+   */
+  private async prelude(tx: never, opts: TransactionOptions): Promise<void> {
+    const settings: [string, string][] = [];
+    if (opts.readOnly) settings.push(['transaction_read_only', 'on']);
+    const { statementMs, lockMs, idleInTransactionMs } = this.config.timeouts;
+    const local = new Map<string, number>();
+    if (this.config.pooler) {
+      local.set('statement_timeout', statementMs).set('lock_timeout', lockMs).set('idle_in_transaction_session_timeout', idleInTransactionMs);
+    }
+    if (opts.timeoutMs !== undefined && (statementMs === 0 || opts.timeoutMs < statementMs)) local.set('statement_timeout', opts.timeoutMs);
+    for (const [name, ms] of local) settings.push([name, String(ms)]);
+    if (settings.length === 0) return;
+    const calls = settings.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ');
+    await (tx as TransactionalClient).$executeRawUnsafe(`SELECT ${calls}`, ...settings.flat());
+  }
+
+  private async nested<T>(outer: UnitContext, fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions): Promise<T> {
+    if (opts.nested !== 'savepoint') return fn(outer.tx as TxClient<C>);
+    const tx = outer.tx as TransactionalClient;
+    // The name is ours (a counter), never the caller's.
+    const name = `datalayer_sp_${++outer.savepoints}`;
+    await tx.$executeRawUnsafe(`SAVEPOINT ${name}`);
+    try {
+      const value = await units.run({ ...outer, savepoints: 0 }, () => fn(outer.tx as TxClient<C>));
+      await tx.$executeRawUnsafe(`RELEASE SAVEPOINT ${name}`);
+      return value;
+    } catch (err) {
+      await tx.$executeRawUnsafe(`ROLLBACK TO SAVEPOINT ${name}`);
+      throw err;
+    }
+  }
+
+  session = async <T>(fn: (c: TxClient<C>) => Promise<T>, opts: SessionOptions = {}): Promise<T> => {
+    const outer = units.getStore();
+    if (outer) return fn(outer.tx as TxClient<C>);
+    const correlationId = opts.correlationId ?? currentCorrelationId();
+    // The Neon adapter creates its pool when Prisma connects; no query is sent here.
+    await this.client.$connect();
+    const pool = this.pool();
+    if (!pool) throw new Error('the pool does not exist after $connect');
+    const run = (): Promise<T> => pool.withConnection(() => fn(this.client as unknown as TxClient<C>));
+    try {
+      return correlationId === undefined ? await run() : await correlations.run(correlationId, run);
+    } catch (err) {
+      throw this.failure(err, 1, correlationId);
+    }
+  };
+
+  current = (): TxClient<C> => (units.getStore()?.tx ?? this.client) as TxClient<C>;
+}

@@ -1,0 +1,70 @@
+// The options of one unit of work, checked before anything is sent: each becomes part of
+// a statement or a timer, so a value that is not what it claims to be (a string carrying
+// SQL, an object whose valueOf() lies, NaN, a duration Node's timers cannot honour) is
+// refused with a ConfigError naming the option.
+
+import { ISOLATION_LEVELS, type IsolationLevel } from './config.ts';
+import { MAX_TIMER_MS } from './deadline.ts';
+import { ConfigError, type ConfigIssue } from './errors.ts';
+
+export interface TransactionOptions {
+  isolationLevel?: IsolationLevel;
+  readOnly?: boolean;
+  /** How long the unit may run, BEGIN to COMMIT, before it is rolled back. */
+  timeoutMs?: number;
+  /** How long to wait for a connection. */
+  maxWaitMs?: number;
+  /** Re-runs after 40001 / 40P01 / P2034. */
+  retries?: number;
+  /** Inside another unit: `join` it (default) or open a SAVEPOINT that can roll back alone. */
+  nested?: 'join' | 'savepoint';
+  /** Travels into every error this unit raises. */
+  correlationId?: string;
+}
+
+export interface SessionOptions {
+  correlationId?: string;
+}
+
+/** PostgreSQL's own maximum for statement_timeout (INT_MAX ms); also within Node's timers. */
+const MAX_UNIT_MS = MAX_TIMER_MS;
+
+function wholeMs(issues: ConfigIssue[], name: string, value: unknown, min: number, max: number): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    issues.push({ setting: `transaction option ${name}`, problem: `must be a whole number of milliseconds from ${min} to ${max}, e.g. 5000 (got ${describe(value)})` });
+  }
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'number') return String(value);
+  if (typeof value === 'string') return `a string of ${value.length} characters`;
+  return value === null ? 'null' : `a value of type ${typeof value}`;
+}
+
+/** The options as given, once every one of them has been checked. */
+export function checkUnitOptions(options: TransactionOptions): TransactionOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new ConfigError([{ setting: 'transaction options', problem: `must be an object (got ${describe(options)})` }]);
+  }
+  const issues: ConfigIssue[] = [];
+  wholeMs(issues, 'timeoutMs', options.timeoutMs, 1, MAX_UNIT_MS);
+  wholeMs(issues, 'maxWaitMs', options.maxWaitMs, 1, MAX_UNIT_MS);
+  if (options.retries !== undefined && (typeof options.retries !== 'number' || !Number.isInteger(options.retries) || options.retries < 0 || options.retries > 100)) {
+    issues.push({ setting: 'transaction option retries', problem: `must be a whole number from 0 to 100 (got ${describe(options.retries)})` });
+  }
+  if (options.isolationLevel !== undefined && !ISOLATION_LEVELS.includes(options.isolationLevel)) {
+    issues.push({ setting: 'transaction option isolationLevel', problem: `must be one of ${ISOLATION_LEVELS.join(', ')} (got ${describe(options.isolationLevel)})` });
+  }
+  if (options.readOnly !== undefined && typeof options.readOnly !== 'boolean') {
+    issues.push({ setting: 'transaction option readOnly', problem: `must be true or false (got ${describe(options.readOnly)})` });
+  }
+  if (options.nested !== undefined && options.nested !== 'join' && options.nested !== 'savepoint') {
+    issues.push({ setting: 'transaction option nested', problem: `must be 'join' or 'savepoint' (got ${describe(options.nested)})` });
+  }
+  if (options.correlationId !== undefined && typeof options.correlationId !== 'string') {
+    issues.push({ setting: 'transaction option correlationId', problem: `must be a string (got ${describe(options.correlationId)})` });
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return options;
+}
