@@ -138,8 +138,9 @@ describe('query errors', () => {
   test('statement timeout: StatementTimeoutError 57014, not retryable', async () => {
     const short = newDb({ url: testDb.url, applicationName: 'errors-stmt', timeouts: { statementMs: 200 } });
     const started = Date.now();
-    const err = await rejectionOf(short.$queryRawUnsafe('SELECT pg_sleep(1), $1::text AS p', PARAM));
-    expect(Date.now() - started).toBeLessThan(900);
+    // Cancelled by the server at 200 ms, long before the sleep would end.
+    const err = await rejectionOf(short.$queryRawUnsafe('SELECT pg_sleep(30), $1::text AS p', PARAM));
+    expect(Date.now() - started).toBeLessThan(10_000);
     expect(err).toBeInstanceOf(StatementTimeoutError);
     expect(err).toMatchObject({ kind: 'statement-timeout', sqlState: '57014', retryable: false });
     expect((err as Error).message).toMatch(/statement_timeout/);
@@ -149,7 +150,7 @@ describe('query errors', () => {
     const inUnit = await rejectionOf(
       short.transaction(async (tx) => {
         await tx.user.create({ data: { email: 'timeout-unit@example.com' } });
-        await tx.$queryRawUnsafe('SELECT pg_sleep(1), $1::text AS p', PARAM);
+        await tx.$queryRawUnsafe('SELECT pg_sleep(30), $1::text AS p', PARAM);
       }),
     );
     expect(inUnit).toBeInstanceOf(StatementTimeoutError);
@@ -170,7 +171,7 @@ describe('pool and connection errors', () => {
     expect(err).toMatchObject({ kind: 'pool-timeout', retryable: true });
     expect((err as PoolTimeoutError).waitedMs).toBeGreaterThanOrEqual(250);
     expect(waited).toBeGreaterThanOrEqual(250);
-    expect(waited).toBeLessThan(3_000);
+    expect(waited).toBeLessThan(5_000);
     expectClean(err);
     expect(one.stats().counters.poolTimeouts).toBe(1);
     // The pool works again once the connection is back.

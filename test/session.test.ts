@@ -683,14 +683,14 @@ describe('unit timeouts', () => {
       db.transaction(
         async (tx) => {
           await tx.user.create({ data: { email: 'sleeper@example.com' } });
-          await tx.$executeRawUnsafe('SELECT pg_sleep(2)');
+          await tx.$executeRawUnsafe('SELECT pg_sleep(30)');
           finished = true;
         },
         { timeoutMs: 300 },
       ),
     );
     // The deadline holds: the server cancels the statement, it does not run to its end.
-    expect(Date.now() - started).toBeLessThan(1500);
+    expect(Date.now() - started).toBeLessThan(10_000);
     expect(err).toBeInstanceOf(StatementTimeoutError);
     expect(finished).toBe(false);
     expect(await emails()).toEqual([]);

@@ -140,7 +140,9 @@ describe('slow queries', () => {
       url: testDb.url,
       applicationName: appName('slow'),
       logger,
-      env: { DB_SLOW_QUERY_MS: '100' },
+      // 1 s: far above what a fast statement takes on a loaded machine (the first one
+      // includes the TLS handshake: ~100 ms observed, which crossed a 100 ms threshold).
+      env: { DB_SLOW_QUERY_MS: '1000' },
     });
     const slow: { sql: string; durationMs: number; thresholdMs: number; inTransaction: boolean }[] = [];
     db.on('slowQuery', (info) => slow.push(info));
@@ -151,14 +153,15 @@ describe('slow queries', () => {
     await db.$queryRaw`SELECT pg_sleep(0.01)::text AS s, ${'FAST-PARAM'}::text AS v`;
     expect(slow).toHaveLength(0);
 
-    await db.$queryRaw`SELECT pg_sleep(0.3)::text AS s, ${'SECRET-PARAM'}::text AS v`;
+    // A sleep past the threshold is slow however fast the machine (a lower bound is safe).
+    await db.$queryRaw`SELECT pg_sleep(1.2)::text AS s, ${'SECRET-PARAM'}::text AS v`;
     expect(slow).toHaveLength(1);
-    expect(slow[0]).toMatchObject({ thresholdMs: 100, inTransaction: false });
-    expect(slow[0]!.durationMs).toBeGreaterThanOrEqual(290);
-    expect(slow[0]!.sql).toMatch(/pg_sleep\(0\.3\).*\$1/s);
+    expect(slow[0]).toMatchObject({ thresholdMs: 1000, inTransaction: false });
+    expect(slow[0]!.durationMs).toBeGreaterThanOrEqual(1190);
+    expect(slow[0]!.sql).toMatch(/pg_sleep\(1\.2\).*\$1/s);
 
     await db.transaction(async (tx) => {
-      await tx.$executeRawUnsafe('SELECT pg_sleep(0.15)');
+      await tx.$executeRawUnsafe('SELECT pg_sleep(1.1)');
     });
     expect(slow).toHaveLength(2);
     expect(slow[1]).toMatchObject({ inTransaction: true });
@@ -166,7 +169,7 @@ describe('slow queries', () => {
 
     const warnings = logger.calls.filter((c) => c.level === 'warn' && c.obj.event === 'slowQuery');
     expect(warnings).toHaveLength(2);
-    expect(warnings[0]!.msg).toMatch(/slow query: \d+ ms \(threshold 100 ms\)/);
+    expect(warnings[0]!.msg).toMatch(/slow query: \d+ ms \(threshold 1000 ms\)/);
     const everything = JSON.stringify(logger.calls);
     expect(everything).not.toContain('SECRET-PARAM');
     expect(everything).not.toContain(testDb.password);
@@ -185,11 +188,14 @@ describe('slow queries', () => {
 
   it('accept a console logger', async () => {
     const lines: unknown[][] = [];
-    const fakeConsole = { ...console, warn: (...data: unknown[]) => void lines.push(data) };
+    const infos: unknown[][] = [];
+    // info is captured too: the close messages would otherwise be printed into the test output.
+    const fakeConsole = { ...console, warn: (...data: unknown[]) => void lines.push(data), info: (...data: unknown[]) => void infos.push(data) };
     const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('console'), slowQueryMs: 50, logger: fakeConsole });
     await db.$executeRawUnsafe('SELECT pg_sleep(0.1)');
     expect(lines).toHaveLength(1);
     expect(lines[0]![0]).toMatchObject({ event: 'slowQuery', thresholdMs: 50 });
     await db.close();
+    expect(infos.some((i) => (i[0] as { event?: string }).event === 'close')).toBe(true);
   });
 });

@@ -171,7 +171,7 @@ export async function startNeonBridge(options: NeonBridgeOptions): Promise<NeonB
   if (address === null || typeof address === 'string') throw new Error('bridge: unexpected listen address');
   const port = address.port;
 
-  return {
+  const bridge: NeonBridge = {
     port,
     wsProxy: (host, pgPort) => `127.0.0.1:${port}/v2?address=${host}:${pgPort}`,
     openTunnels: () => tunnels.size,
@@ -187,4 +187,45 @@ export async function startNeonBridge(options: NeonBridgeOptions): Promise<NeonB
       await new Promise<void>((resolve, reject) => wss.close((err) => (err ? reject(err) : resolve())));
     },
   };
+  try {
+    await probe(port, options);
+    // The probe's tunnel is gone on the bridge side too before anyone counts tunnels.
+    const until = Date.now() + PROBE_DEADLINE_MS;
+    while (tunnels.size > 0) {
+      if (Date.now() > until) throw new Error('bridge: the probe tunnel did not close');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  } catch (err) {
+    await bridge.close();
+    throw err;
+  }
+  return bridge;
+}
+
+const PROBE_DEADLINE_MS = 15_000;
+
+/**
+ * Readiness, proven end to end before any test uses the bridge: 'listening' only says
+ * the WebSocket server is bound, not that a tunnel reaches PostgreSQL. The probe opens a
+ * tunnel to the default upstream and sends an SSLRequest; any answer from the server
+ * ('S'/'N' on a plain upstream, an ErrorResponse inside an upstream TLS session) shows
+ * WebSocket accept, upstream connect (and TLS) and relaying in both directions work.
+ */
+async function probe(port: number, options: NeonBridgeOptions): Promise<void> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/v2?address=${options.pgHost}:${options.pgPort}`);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`bridge: no answer through the tunnel within ${PROBE_DEADLINE_MS} ms`)), PROBE_DEADLINE_MS);
+      ws.once('open', () => ws.send(SSL_REQUEST, { binary: true }));
+      ws.once('message', () => resolve());
+      ws.once('error', reject);
+      ws.once('close', (code) => reject(new Error(`bridge: tunnel closed (${code}) before PostgreSQL answered`)));
+    });
+  } finally {
+    clearTimeout(timer);
+    ws.removeAllListeners();
+    ws.on('error', () => undefined);
+    ws.terminate();
+  }
 }

@@ -71,6 +71,43 @@ function userlistLine(user: string, password: string): string {
   return `${q(user)} ${q(password)}`;
 }
 
+const SERVING_DEADLINE_MS = 20_000;
+
+/**
+ * Readiness, proven by use: a bound port only says PgBouncer accepts TCP. Its first
+ * client login also makes it open (TLS, SCRAM) a server connection, and a failed server
+ * login is retried only after server_login_retry; a suite that starts before that has
+ * succeeded sees its first connects hang until their timeout. So a real statement must
+ * get through PgBouncer to PostgreSQL before the fixture is handed out.
+ */
+async function untilServing(port: number, target: ServerInfo): Promise<void> {
+  const deadline = Date.now() + SERVING_DEADLINE_MS;
+  for (;;) {
+    const left = deadline - Date.now();
+    const client = new Client({
+      host: target.host,
+      port,
+      user: target.superuser,
+      password: target.password,
+      database: 'postgres',
+      ssl: false,
+      application_name: 'datalayer-test-admin',
+      connectionTimeoutMillis: Math.max(left, 1),
+    });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+      return;
+    } catch (err) {
+      if (Date.now() >= deadline) throw err;
+      await sleep(100);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+}
+
 export async function startPgBouncer(target: ServerInfo, opts: PgBouncerOptions = {}): Promise<PgBouncer> {
   const dir = makeServerDir(opts.name ?? 'pgbouncer');
   const ini = path.join(dir, 'pgbouncer.ini');
@@ -189,6 +226,11 @@ export async function startPgBouncer(target: ServerInfo, opts: PgBouncerOptions 
       if (/Address already in use|bind\(\)/i.test(log) && attempt < 8) continue;
       throw new Error(`PgBouncer failed to start on port ${port}: ${error}\n--- log tail ---\n${log}`);
     }
+    const ready = proc;
+    await untilServing(port, target).catch(async (err: Error) => {
+      await stopServerProcess(ready, 'SIGKILL', 5_000);
+      throw new Error(`PgBouncer on port ${port} does not serve queries: ${err.message}\n--- log tail ---\n${tail(logFile)}`);
+    });
   } catch (err) {
     fs.rmSync(dir, { recursive: true, force: true });
     await guard.release();
