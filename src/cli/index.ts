@@ -26,8 +26,9 @@ Commands:
       --strict           Count warnings as problems.
       --json             Machine-readable report.
   migrate deploy         Apply pending migrations (DIRECT_URL if set, else DATABASE_URL).
-  migrate status         Compare prisma/migrations with the database; exit 1 if not up to date.
-      --migrations-dir D Default: ./prisma/migrations.
+  migrate status         Compare the migrations with the database; exit 1 if not up to date.
+      --migrations-dir D Default: migrations.path of ./prisma.config.ts, else
+                         ./prisma/migrations (as the prisma CLI).
       --json             Machine-readable result.
   help                   This text.
 
