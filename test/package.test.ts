@@ -19,6 +19,10 @@ const ROOT = path.resolve(__dirname, '..');
 const pkg = require('../package.json') as { name: string; version: string; devDependencies: Record<string, string> };
 const STEP_TIMEOUT_MS = 180_000;
 
+const PEERS = ['@prisma/client', '@prisma/adapter-pg', 'prisma', 'typescript', '@types/node'].map(
+  (name) => `${name}@${pkg.devDependencies[name]}`,
+);
+
 let work: string;
 let tarball: string;
 
@@ -43,8 +47,9 @@ function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = 
 }
 
 const npm = (args: string[], cwd: string, env?: NodeJS.ProcessEnv) => run('npm', args, cwd, env);
+// Both apps sit in `work`, whose node_modules they resolve (one install serves both).
 const bin = (app: string, name: string, args: string[], env?: NodeJS.ProcessEnv) =>
-  run(process.execPath, [path.join(app, 'node_modules', '.bin', name), ...args], app, env);
+  run(process.execPath, [path.join(work, 'node_modules', '.bin', name), ...args], app, env);
 
 function write(dir: string, files: Record<string, string>): void {
   for (const [file, content] of Object.entries(files)) {
@@ -60,7 +65,10 @@ beforeAll(() => {
   if (!existsSync(path.join(ROOT, 'dist', 'index.js'))) throw new Error('build first: npm run build');
   npm(['pack', '--ignore-scripts', '--pack-destination', work], ROOT);
   tarball = path.join(work, `${pkg.name}-${pkg.version}.tgz`);
-}, STEP_TIMEOUT_MS);
+  // The README's Install line (exact tested versions, from the npm cache when it has them).
+  write(work, { 'package.json': JSON.stringify({ name: 'apps', version: '1.0.0', private: true }, null, 2) });
+  npm(['install', '--prefer-offline', '--no-audit', '--no-fund', tarball, ...PEERS], work);
+}, 2 * STEP_TIMEOUT_MS);
 
 afterAll(() => {
   if (work) rmSync(work, { recursive: true, force: true });
@@ -157,9 +165,6 @@ const TSCONFIG = JSON.stringify(
   2,
 );
 
-const PEERS = ['@prisma/client', '@prisma/adapter-pg', 'prisma', 'typescript', '@types/node'].map(
-  (name) => `${name}@${pkg.devDependencies[name]}`,
-);
 
 describe.each([
   { variant: 'esm', type: 'module', generator: '' },
@@ -183,9 +188,7 @@ describe.each([
       'src/main.ts': MAIN_TS,
       'tsconfig.json': TSCONFIG,
     });
-    // The README's Install line (exact tested versions, from the npm cache when it has them).
-    npm(['install', '--prefer-offline', '--no-audit', '--no-fund', tarball, ...PEERS], app);
-  }, 2 * STEP_TIMEOUT_MS);
+  }, STEP_TIMEOUT_MS);
 
   afterAll(async () => {
     await Promise.all([devDb?.drop(), prodDb?.drop()]);
@@ -208,8 +211,34 @@ describe.each([
     const status = bin(app, 'prisma-datalayer', ['migrate', 'status', '--json'], cleanEnv({ DATABASE_URL: prodDb.appUrl }));
     expect(JSON.parse(status.stdout)).toMatchObject({ upToDate: true, applied: migrations });
 
-    run(process.execPath, [path.join(app, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '.'], app);
+    run(process.execPath, [path.join(work, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '.'], app);
     const main = run(process.execPath, [path.join('dist', 'main.js')], app, cleanEnv({ DATABASE_URL: prodDb.appUrl }));
     expect(JSON.parse(main.stdout.trim())).toEqual({ id: 1, rolledBack: true, texts: ['hello'], app: 'billing-api' });
+
+    // doctor audits the Db the app's module exports (its createDb options included), here
+    // with the target in DB_* variables only: no DATABASE_URL anywhere in the report.
+    const url = new URL(prodDb.appUrl);
+    const dbVars = {
+      DB_HOST: url.hostname,
+      DB_PORT: url.port,
+      DB_USER: decodeURIComponent(url.username),
+      DB_PASSWORD: decodeURIComponent(url.password),
+      DB_NAME: url.pathname.slice(1),
+      DB_SSLMODE: 'verify-ca',
+      DB_SSLROOTCERT: url.searchParams.get('sslrootcert')!,
+    };
+    const doctor = bin(app, 'prisma-datalayer', ['doctor', '--module', './dist/db.js', '--json'], cleanEnv(dbVars));
+    expect(doctor.stdout).not.toContain('DATABASE_URL');
+    expect(doctor.stdout).not.toContain(dbVars.DB_PASSWORD);
+    const report = JSON.parse(doctor.stdout) as {
+      ok: boolean;
+      facts: { applicationName: { configured: string; seenByServer: string }; capacity: { poolMaxPerInstance: number } };
+      findings: { check: string; summary: string }[];
+    };
+    expect(report.ok).toBe(true);
+    // 'billing-api' and 5 + 5 come from the module's createDb options, not the environment.
+    expect(report.facts.applicationName).toEqual({ configured: 'billing-api', seenByServer: 'billing-api' });
+    expect(report.facts.capacity.poolMaxPerInstance).toBe(10);
+    expect(report.findings.find((f) => f.check === 'config')?.summary).toMatch(/target from DB_HOST.*the Db exported by \.\/dist\/db\.js#db/);
   }, 6 * STEP_TIMEOUT_MS);
 });
