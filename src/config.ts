@@ -3,7 +3,8 @@
 // problem is collected and reported at once in one ConfigError naming the setting as the
 // user wrote it. Nothing here touches the network.
 
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { MAX_TIMER_MS } from './deadline.ts';
 import { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import { hideSecrets, registerSecret } from './secrets.ts';
@@ -176,31 +177,89 @@ export const SERVERLESS_MARKERS = ['VERCEL', 'AWS_LAMBDA_FUNCTION_NAME', 'NETLIF
 
 // ---- value schemas -------------------------------------------------------------------
 
-const wholeNumber = z.union([
-  z.number(),
-  z
-    .string()
-    .trim()
-    .regex(/^-?\d+$/, { message: 'must be a whole number' })
-    .transform(Number),
-]);
-const count = (min: number) =>
-  wholeNumber.pipe(z.number().int({ message: 'must be a whole number' }).min(min, { message: `must be at least ${min}` }));
-const flag = z.union([
-  z.boolean(),
-  z
-    .string()
-    .trim()
-    .toLowerCase()
-    .pipe(z.enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' }))
-    .transform((v) => v === 'true' || v === '1' || v === 'yes'),
-]);
+/** PostgreSQL's INT_MAX: the largest statement_timeout & co. it accepts (ms); also Node's largest timer. */
+const MAX_MS = MAX_TIMER_MS;
+/** A pool larger than this is a typo, not a plan: PostgreSQL's own max_connections is 100 by default. */
+const MAX_POOL = 10_000;
+
+type Schema<T> = z.ZodType<T, unknown>;
+
+/** Digits only (ASCII): `2.5`, `1e3`, `0x10`, `Infinity` and look-alike digits are refused. */
+function asWhole(value: unknown): number {
+  if (typeof value === 'number') return value;
+  return typeof value === 'string' && /^\s*-?[0-9]+\s*$/.test(value) ? Number(value) : NaN;
+}
+
+/** A whole number in [min, max]; the message states the expected form whatever went wrong. */
+function whole(min: number, max: number, unit: '' | 'milliseconds' | 'seconds' = '', example = String(Math.max(min, 1) * 5)): Schema<number> {
+  const form = `must be a whole number${unit ? ` of ${unit}` : ''}, at least ${min} and at most ${max} (e.g. ${example})`;
+  return z.unknown().transform((value, ctx) => {
+    const n = asWhole(value);
+    if (Number.isInteger(n) && n >= min && n <= max) return n;
+    ctx.addIssue({ code: 'custom', message: form });
+    return z.NEVER;
+  });
+}
+
+/** Milliseconds in code, seconds in DB_* variables and URL parameters (`scale` 1000). */
+const durationSetting =
+  (min: number, example: number) =>
+  (scale?: number): Schema<number> =>
+    scale === 1000 ? whole(min, Math.floor(MAX_MS / 1000), 'seconds', String(example / 1000)) : whole(min, MAX_MS, 'milliseconds', String(example));
+
+const flag: Schema<boolean> = z.unknown().transform((value, ctx) => {
+  if (typeof value === 'boolean') return value;
+  const text = typeof value === 'string' ? value.trim().toLowerCase() : '';
+  if (['true', '1', 'yes'].includes(text)) return true;
+  if (['false', '0', 'no'].includes(text)) return false;
+  ctx.addIssue({ code: 'custom', message: 'must be true or false (also 1/0, yes/no)' });
+  return z.NEVER;
+});
 const sslMode = z.enum(SSL_MODES, { message: `must be one of ${SSL_MODES.join(', ')}` });
 const driver = z.enum(['pg', 'neon'], { message: 'must be pg or neon' });
 const poolMode = z.enum(['pooled', 'serverless'], { message: 'must be pooled or serverless' });
 const isolation = z.enum(ISOLATION_LEVELS, { message: `must be one of ${ISOLATION_LEVELS.join(', ')}` });
-const nonEmpty = z.string().trim().min(1, { message: 'must not be empty' });
-const certPath = nonEmpty.refine((p) => p === 'system' || (existsSync(p) && statSync(p).isFile()), { message: 'must be the path of a readable file (or `system`); no such file, or it is a directory' });
+const NUL_PROBLEM = 'must not contain a NUL byte (\\0): libpq forbids it, and in the startup packet it would end the value early';
+
+/** A value that goes into the startup packet (host, user, database, application name): text, no NUL. */
+function startupValue(maxBytes?: number): Schema<string> {
+  return z.unknown().transform((value, ctx) => {
+    if (typeof value !== 'string' || value.trim() === '') {
+      ctx.addIssue({ code: 'custom', message: 'must not be empty' });
+      return z.NEVER;
+    }
+    if (value.includes('\0')) ctx.addIssue({ code: 'custom', message: NUL_PROBLEM });
+    else if (maxBytes !== undefined && Buffer.byteLength(value.trim(), 'utf8') > maxBytes) {
+      ctx.addIssue({ code: 'custom', message: `must be at most ${maxBytes} bytes in UTF-8 (PostgreSQL truncates longer names, possibly mid-character)` });
+    } else return value.trim();
+    return z.NEVER;
+  });
+}
+const nonEmpty = startupValue();
+const secret: Schema<string> = z.string().refine((v) => !v.includes('\0'), { message: NUL_PROBLEM });
+
+/** A certificate or key file: read now, so a wrong path fails at startup, not at the first connect. */
+const certPath: Schema<string> = z.unknown().transform((value, ctx) => {
+  const problem = certProblem(value);
+  if (problem === undefined) return (value as string).trim();
+  ctx.addIssue({ code: 'custom', message: problem });
+  return z.NEVER;
+});
+
+function certProblem(value: unknown): string | undefined {
+  if (typeof value !== 'string' || value.trim() === '') return 'must be the path of a PEM file, or `system`';
+  const path = value.trim();
+  if (path === 'system') return undefined;
+  if (path.includes('\0')) return NUL_PROBLEM;
+  if (!existsSync(path)) return `no such file: ${path}`;
+  if (!statSync(path).isFile()) return `is a directory, not a file: ${path}`;
+  try {
+    if (!readFileSync(path, 'utf8').includes('-----BEGIN ')) return `is not a PEM file (no -----BEGIN line): ${path}`;
+  } catch (err) {
+    return `cannot be read: ${(err as Error).message}`;
+  }
+  return undefined;
+}
 
 const DURATION = /^(\d+)\s*(us|ms|s|min|h|d)?$/;
 const UNIT_MS = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -212,16 +271,20 @@ export function durationMs(text: string): number | undefined {
   return Math.round(Number(m[1]) * UNIT_MS[(m[2] ?? 'ms') as keyof typeof UNIT_MS]);
 }
 
-const pgDuration = z
-  .string()
-  .trim()
-  .regex(DURATION, { message: 'must be a duration such as 5000, 5s or 1min' })
-  .transform((v) => durationMs(v)!);
+/** A server-side timeout: milliseconds, or PostgreSQL's duration syntax; 0 = none. */
+const serverDuration: Schema<number> = z.unknown().transform((value, ctx) => {
+  const ms = typeof value === 'string' ? durationMs(value) : asWhole(value);
+  if (ms !== undefined && Number.isInteger(ms) && ms >= 0 && ms <= MAX_MS) return ms;
+  ctx.addIssue({ code: 'custom', message: `must be a whole number of milliseconds or a duration such as 5s or 1min, at least 0 and at most ${MAX_MS} (e.g. 30000; 0 = none)` });
+  return z.NEVER;
+});
 
 // ---- resolution ------------------------------------------------------------------------
 
 type Env = Record<string, string | undefined>;
 type Candidate = readonly [setting: string, value: unknown, scale?: number];
+/** A schema, or one per unit (`scale` 1000: the candidate is in seconds). */
+type SchemaFor<T> = Schema<T> | ((scale?: number) => Schema<T>);
 
 class Resolver {
   readonly issues: ConfigIssue[] = [];
@@ -229,14 +292,14 @@ class Resolver {
   source: string | undefined;
 
   /** The first candidate that is set wins; its value is validated under its own name. */
-  take<T>(schema: z.ZodType<T, unknown>, fallback: T, ...candidates: Candidate[]): T;
-  take<T>(schema: z.ZodType<T, unknown>, fallback: undefined, ...candidates: Candidate[]): T | undefined;
-  take<T>(schema: z.ZodType<T, unknown>, fallback: T | undefined, ...candidates: Candidate[]): T | undefined {
+  take<T>(schema: SchemaFor<T>, fallback: T, ...candidates: Candidate[]): T;
+  take<T>(schema: SchemaFor<T>, fallback: undefined, ...candidates: Candidate[]): T | undefined;
+  take<T>(schema: SchemaFor<T>, fallback: T | undefined, ...candidates: Candidate[]): T | undefined {
     const chosen = candidates.find(([, value]) => value !== undefined && value !== '');
     this.source = chosen?.[0];
     if (!chosen) return fallback;
     const [setting, value, scale] = chosen;
-    const parsed = schema.safeParse(value);
+    const parsed = (typeof schema === 'function' ? schema(scale) : schema).safeParse(value);
     if (!parsed.success) {
       this.issues.push({ setting, problem: `${parsed.error.issues[0]?.message ?? 'invalid'} (got ${show(setting, value)})` });
       return fallback;
@@ -265,7 +328,7 @@ function parseUrl(setting: string, raw: string, r: Resolver): ParsedUrl | undefi
   try {
     url = new URL(raw);
   } catch {
-    r.fail(setting, 'is not a valid URL (expected postgresql://user:password@host:port/database)');
+    r.fail(setting, 'is not a valid URL (expected postgresql://user:password@host:port/database). If the password contains @, /, #, ? or %, percent-encode it (e.g. @ as %40, / as %2F, # as %23)');
     return undefined;
   }
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
@@ -277,7 +340,7 @@ function parseUrl(setting: string, raw: string, r: Resolver): ParsedUrl | undefi
     try {
       return decodeURIComponent(part);
     } catch {
-      r.fail(setting, `has a malformed percent-encoding in the ${name}`);
+      r.fail(setting, `has a malformed percent-encoding in the ${name} (write a literal % as %25)`);
       return undefined;
     }
   };
@@ -293,22 +356,44 @@ function parseUrl(setting: string, raw: string, r: Resolver): ParsedUrl | undefi
   return { target, params: url.searchParams };
 }
 
-/** Splits libpq's `options` (`-c statement_timeout=5s -c search_path=app`) into settings. */
-function parseServerOptions(raw: string): Map<string, string> {
+/**
+ * Splits libpq's `options` (`-c statement_timeout=5s -c search_path=app`) into settings.
+ * Other `name=value` tokens (Neon's `endpoint=<id>`, for clients without SNI) are kept
+ * verbatim: the proxy reads and strips them. Anything else is refused, so nothing
+ * unexpected reaches the startup packet.
+ */
+function parseServerOptions(raw: string, setting: string, r: Resolver): { settings: Map<string, string>; verbatim: string[] } {
   const settings = new Map<string, string>();
-  const tokens = raw.trim().split(/\s+/);
+  const verbatim: string[] = [];
+  if (raw.includes('\0')) {
+    r.fail(setting, NUL_PROBLEM);
+    return { settings, verbatim };
+  }
+  const tokens = raw.trim().split(/\s+/).filter(Boolean);
   for (let i = 0; i < tokens.length; i++) {
     let tok = tokens[i]!;
+    const flagged = tok === '-c' || tok.startsWith('-c') || tok.startsWith('--');
     if (tok === '-c') tok = tokens[++i] ?? '';
     else if (tok.startsWith('-c')) tok = tok.slice(2);
     else if (tok.startsWith('--')) tok = tok.slice(2);
     const eq = tok.indexOf('=');
-    if (eq > 0) settings.set(tok.slice(0, eq).replace(/-/g, '_'), tok.slice(eq + 1));
+    const name = eq > 0 ? tok.slice(0, eq).replace(/-/g, '_') : '';
+    if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) {
+      r.fail(setting, `must be -c name=value settings (got a token of ${tok.length} characters that is not one)`);
+    } else if (flagged) settings.set(name, tok.slice(eq + 1));
+    else verbatim.push(tok);
   }
-  return settings;
+  return { settings, verbatim };
 }
 
 const MANAGED_OPTIONS = ['statement_timeout', 'idle_in_transaction_session_timeout', 'lock_timeout'];
+
+/** The other half of a client certificate, spelled like the half that was given. */
+function counterpart(given: string | undefined): string {
+  const swap: Record<string, string> = { 'ssl.cert': 'ssl.key', 'ssl.key': 'ssl.cert', DB_SSLCERT: 'DB_SSLKEY', DB_SSLKEY: 'DB_SSLCERT' };
+  if (given === undefined) return 'DB_SSLKEY';
+  return swap[given] ?? given.replace(/sslcert$|sslkey$/, (m) => (m === 'sslcert' ? 'sslkey' : 'sslcert'));
+}
 
 export function isLocalHost(host: string): boolean {
   return host === 'localhost' || host.startsWith('127.') || host === '::1' || host.startsWith('/');
@@ -332,13 +417,13 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
   if (host === undefined && !r.issues.some((i) => i.setting === urlSetting)) {
     r.fail(rawUrl === undefined ? 'DATABASE_URL' : urlSetting, rawUrl === undefined ? 'is not set (nor DB_HOST)' : 'has no host');
   }
-  const port = r.take(count(1).pipe(z.number().max(65535, { message: 'must be at most 65535' })), DEFAULTS.port, ['port', options.port], ['DB_PORT', parsed ? undefined : env.DB_PORT], [urlSetting, parsed?.target.port]);
+  const port = r.take(whole(1, 65535, '', '5432'), DEFAULTS.port, ['port', options.port], ['DB_PORT', parsed ? undefined : env.DB_PORT], [urlSetting, parsed?.target.port]);
   const user = r.take(nonEmpty, 'postgres', ['user', options.user], ['DB_USER', parsed ? undefined : env.DB_USER], [urlSetting, parsed?.target.user]);
-  const password = r.take(z.string(), undefined, ['password', options.password], ['DB_PASSWORD', parsed ? undefined : env.DB_PASSWORD], [urlSetting, parsed?.target.password]);
+  const password = r.take(secret, undefined, ['password', options.password], ['DB_PASSWORD', parsed ? undefined : env.DB_PASSWORD], [urlSetting, parsed?.target.password]);
   const database = r.take(nonEmpty, user, ['database', options.database], ['DB_NAME', parsed ? undefined : env.DB_NAME], [urlSetting, parsed?.target.database]);
   registerSecret(password);
 
-  const directUrl = r.take(nonEmpty, undefined, ['directUrl', options.directUrl], ['DIRECT_URL', env.DIRECT_URL]);
+  const directUrl = r.take(z.string().min(1), undefined, ['directUrl', options.directUrl], ['DIRECT_URL', env.DIRECT_URL]);
   if (directUrl !== undefined) {
     const direct = parseUrl(options.directUrl !== undefined ? 'directUrl' : 'DIRECT_URL', directUrl, r);
     registerSecret(direct?.target.password);
@@ -353,8 +438,8 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
   // SSL. The default is libpq's `prefer` for local hosts and `require` elsewhere:
   // a remote database reached in plaintext is a misconfiguration, not a fallback.
   const sslSources: { mode: string; rootCert?: string; cert?: string; key?: string } = { mode: 'default' };
-  const sslTake = (name: 'rootCert' | 'cert' | 'key', env: string | undefined, param: string): string | undefined => {
-    const value = r.take(certPath, undefined, [`ssl.${name}`, options.ssl?.[name]], [`DB_SSL${name.toUpperCase()}`, env], [inUrl(param), p(param)]);
+  const sslTake = (name: 'rootCert' | 'cert' | 'key', variable: string, param: string): string | undefined => {
+    const value = r.take(certPath, undefined, [`ssl.${name}`, options.ssl?.[name]], [variable, env[variable]], [inUrl(param), p(param)]);
     if (r.source !== undefined) sslSources[name] = r.source;
     return value;
   };
@@ -362,14 +447,14 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
   sslSources.mode = r.source ?? 'the default for this host';
   const ssl = {
     mode: sslModeValue,
-    rootCert: sslTake('rootCert', env.DB_SSLROOTCERT, 'sslrootcert'),
-    cert: sslTake('cert', env.DB_SSLCERT, 'sslcert'),
-    key: sslTake('key', env.DB_SSLKEY, 'sslkey'),
+    rootCert: sslTake('rootCert', 'DB_SSLROOTCERT', 'sslrootcert'),
+    cert: sslTake('cert', 'DB_SSLCERT', 'sslcert'),
+    key: sslTake('key', 'DB_SSLKEY', 'sslkey'),
   };
   const allowInsecure = r.take(flag, false, ['ssl.allowInsecure', options.ssl?.allowInsecure], ['DB_SSL_ALLOW_INSECURE', env.DB_SSL_ALLOW_INSECURE]);
   if ((ssl.cert === undefined) !== (ssl.key === undefined)) {
-    const given = ssl.cert === undefined ? sslSources.key : sslSources.cert;
-    r.fail(given ?? 'ssl', 'a client certificate needs both a certificate (sslcert) and its key (sslkey)');
+    const missing = counterpart(ssl.cert === undefined ? sslSources.key : sslSources.cert);
+    r.fail(missing, `a client certificate needs both a certificate and its key: set ${missing} too`);
   }
   const plaintextPossible = ssl.mode === 'disable' || ssl.mode === 'allow' || ssl.mode === 'prefer';
   if (env.NODE_ENV === 'production' && plaintextPossible && host !== undefined && !isLocalHost(hostName) && !allowInsecure) {
@@ -377,43 +462,47 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
   }
 
   // Pool. Prisma's `connection_limit` is a hard cap, so it means size with no overflow.
-  const connectionLimit = r.take(count(1), undefined, [inUrl('connection_limit'), p('connection_limit')]);
-  const size = r.take(count(1), connectionLimit ?? DEFAULTS.poolSize, ['pool.size', options.pool?.size], ['DB_POOL_SIZE', env.DB_POOL_SIZE]);
-  const maxOverflow = r.take(count(0), connectionLimit === undefined ? DEFAULTS.maxOverflow : 0, ['pool.maxOverflow', options.pool?.maxOverflow], ['DB_MAX_OVERFLOW', env.DB_MAX_OVERFLOW]);
-  const poolTimeoutMs = r.take(count(1), DEFAULTS.poolTimeoutMs, ['pool.timeoutMs', options.pool?.timeoutMs], ['DB_POOL_TIMEOUT', env.DB_POOL_TIMEOUT, 1000], [inUrl('pool_timeout'), p('pool_timeout'), 1000]);
+  const connectionLimit = r.take(whole(1, MAX_POOL), undefined, [inUrl('connection_limit'), p('connection_limit')]);
+  const size = r.take(whole(1, MAX_POOL), connectionLimit ?? DEFAULTS.poolSize, ['pool.size', options.pool?.size], ['DB_POOL_SIZE', env.DB_POOL_SIZE]);
+  const maxOverflow = r.take(whole(0, MAX_POOL, '', '10'), connectionLimit === undefined ? DEFAULTS.maxOverflow : 0, ['pool.maxOverflow', options.pool?.maxOverflow], ['DB_MAX_OVERFLOW', env.DB_MAX_OVERFLOW]);
+  const poolTimeoutMs = r.take(durationSetting(1, 30_000), DEFAULTS.poolTimeoutMs, ['pool.timeoutMs', options.pool?.timeoutMs], ['DB_POOL_TIMEOUT', env.DB_POOL_TIMEOUT, 1000], [inUrl('pool_timeout'), p('pool_timeout'), 1000]);
   // SQLAlchemy spells "never recycle" as -1; accept it as 0.
-  const recycleRaw = r.take(wholeNumber.pipe(z.number().int().min(-1, { message: 'must be -1, 0 or more' })), DEFAULTS.recycleMs, ['pool.recycleMs', options.pool?.recycleMs], ['DB_POOL_RECYCLE', env.DB_POOL_RECYCLE, 1000]);
-  const overflowIdleMs = r.take(count(1), DEFAULTS.overflowIdleMs, ['pool.overflowIdleMs', options.pool?.overflowIdleMs]);
-  const validateAfterIdleMs = r.take(count(0), DEFAULTS.validateAfterIdleMs, ['pool.validateAfterIdleMs', options.pool?.validateAfterIdleMs]);
+  const recycleRaw = r.take((scale?: number) => (scale === 1000 ? whole(-1, Math.floor(MAX_MS / 1000), 'seconds', '1800; 0 or -1 = never') : whole(-1, MAX_MS, 'milliseconds', '1800000; 0 or -1 = never')), DEFAULTS.recycleMs, ['pool.recycleMs', options.pool?.recycleMs], ['DB_POOL_RECYCLE', env.DB_POOL_RECYCLE, 1000]);
+  const overflowIdleMs = r.take(whole(1, MAX_MS, 'milliseconds', '10000'), DEFAULTS.overflowIdleMs, ['pool.overflowIdleMs', options.pool?.overflowIdleMs]);
+  const validateAfterIdleMs = r.take(whole(0, MAX_MS, 'milliseconds', '30000'), DEFAULTS.validateAfterIdleMs, ['pool.validateAfterIdleMs', options.pool?.validateAfterIdleMs]);
 
   // Timeouts. Session settings may come inside the URL's libpq `options`.
-  const serverOpts = p('options') === undefined ? new Map<string, string>() : parseServerOptions(p('options')!);
+  const parsedOptions = parseServerOptions(p('options') ?? '', inUrl('options'), r);
+  const serverOpts = parsedOptions.settings;
   const opt = (name: string): Candidate => [`${inUrl('options')} ${name}`, serverOpts.get(name)];
-  const connectMs = r.take(count(1), DEFAULTS.connectTimeoutMs, ['timeouts.connectMs', options.timeouts?.connectMs], ['DB_CONNECT_TIMEOUT', env.DB_CONNECT_TIMEOUT, 1000], [inUrl('connect_timeout'), p('connect_timeout'), 1000]);
-  const ms = z.union([count(0), pgDuration]);
+  const connectMs = r.take(durationSetting(1, 10_000), DEFAULTS.connectTimeoutMs, ['timeouts.connectMs', options.timeouts?.connectMs], ['DB_CONNECT_TIMEOUT', env.DB_CONNECT_TIMEOUT, 1000], [inUrl('connect_timeout'), p('connect_timeout'), 1000]);
+  const ms = serverDuration;
   const statementMs = r.take(ms, DEFAULTS.statementTimeoutMs, ['timeouts.statementMs', options.timeouts?.statementMs], ['DB_STATEMENT_TIMEOUT', env.DB_STATEMENT_TIMEOUT], opt('statement_timeout'));
   const idleInTransactionMs = r.take(ms, DEFAULTS.idleInTransactionTimeoutMs, ['timeouts.idleInTransactionMs', options.timeouts?.idleInTransactionMs], ['DB_IDLE_TX_TIMEOUT', env.DB_IDLE_TX_TIMEOUT], opt('idle_in_transaction_session_timeout'));
   const lockMs = r.take(ms, DEFAULTS.lockTimeoutMs, ['timeouts.lockMs', options.timeouts?.lockMs], ['DB_LOCK_TIMEOUT', env.DB_LOCK_TIMEOUT], opt('lock_timeout'));
-  const passthrough = [...serverOpts].filter(([k]) => !MANAGED_OPTIONS.includes(k)).map(([k, v]) => `-c ${k}=${v}`);
+  const passthrough = [
+    ...[...serverOpts].filter(([k]) => !MANAGED_OPTIONS.includes(k)).map(([k, v]) => `-c ${k}=${v}`),
+    ...parsedOptions.verbatim,
+  ];
 
-  const applicationName = r.take(nonEmpty.max(63, { message: 'must be at most 63 characters (PostgreSQL truncates longer names)' }), DEFAULTS.applicationName, ['applicationName', options.applicationName], ['DB_APPLICATION_NAME', env.DB_APPLICATION_NAME], [inUrl('application_name'), p('application_name')]);
+  const applicationName = r.take(startupValue(63), DEFAULTS.applicationName, ['applicationName', options.applicationName], ['DB_APPLICATION_NAME', env.DB_APPLICATION_NAME], [inUrl('application_name'), p('application_name')]);
 
   const transaction = {
-    maxWaitMs: r.take(count(1), poolTimeoutMs, ['transaction.maxWaitMs', options.transaction?.maxWaitMs], ['DB_TX_MAX_WAIT', env.DB_TX_MAX_WAIT]),
-    timeoutMs: r.take(count(1), DEFAULTS.transactionTimeoutMs, ['transaction.timeoutMs', options.transaction?.timeoutMs], ['DB_TX_TIMEOUT', env.DB_TX_TIMEOUT]),
-    retries: r.take(count(0), DEFAULTS.transactionRetries, ['transaction.retries', options.transaction?.retries], ['DB_TX_RETRIES', env.DB_TX_RETRIES]),
+    maxWaitMs: r.take(whole(1, MAX_MS, 'milliseconds', '30000'), poolTimeoutMs, ['transaction.maxWaitMs', options.transaction?.maxWaitMs], ['DB_TX_MAX_WAIT', env.DB_TX_MAX_WAIT]),
+    timeoutMs: r.take(whole(1, MAX_MS, 'milliseconds', '15000'), DEFAULTS.transactionTimeoutMs, ['transaction.timeoutMs', options.transaction?.timeoutMs], ['DB_TX_TIMEOUT', env.DB_TX_TIMEOUT]),
+    retries: r.take(whole(0, 100, '', '3'), DEFAULTS.transactionRetries, ['transaction.retries', options.transaction?.retries], ['DB_TX_RETRIES', env.DB_TX_RETRIES]),
     isolationLevel: r.take(isolation, undefined, ['transaction.isolationLevel', options.transaction?.isolationLevel], ['DB_TX_ISOLATION', env.DB_TX_ISOLATION]),
   };
 
-  const slowQueryMs = r.take(count(0), 0, ['slowQueryMs', options.slowQueryMs], ['DB_SLOW_QUERY_MS', env.DB_SLOW_QUERY_MS]);
+  const slowQueryMs = r.take(whole(0, MAX_MS, 'milliseconds', '500'), 0, ['slowQueryMs', options.slowQueryMs], ['DB_SLOW_QUERY_MS', env.DB_SLOW_QUERY_MS]);
 
   const replicaSetting = options.replicas !== undefined ? 'replicas' : 'DATABASE_REPLICA_URL';
   const replicaUrls = (options.replicas ?? (env.DATABASE_REPLICA_URL ?? '').split(',')).map((u) => u.trim()).filter(Boolean);
   for (const replicaUrl of replicaUrls) registerSecret(parseUrl(replicaSetting, replicaUrl, r)?.target.password);
   const replica = {
-    maxLagMs: r.take(count(0), 10_000, ['replica.maxLagMs', options.replica?.maxLagMs], ['DB_REPLICA_MAX_LAG_MS', env.DB_REPLICA_MAX_LAG_MS]),
-    retryAfterMs: r.take(count(0), 5_000, ['replica.retryAfterMs', options.replica?.retryAfterMs]),
-    lagCheckIntervalMs: r.take(count(0), 2_000, ['replica.lagCheckIntervalMs', options.replica?.lagCheckIntervalMs]),
+    maxLagMs: r.take(whole(0, MAX_MS, 'milliseconds', '10000'), 10_000, ['replica.maxLagMs', options.replica?.maxLagMs], ['DB_REPLICA_MAX_LAG_MS', env.DB_REPLICA_MAX_LAG_MS]),
+    retryAfterMs: r.take(whole(0, MAX_MS, 'milliseconds', '5000'), 5_000, ['replica.retryAfterMs', options.replica?.retryAfterMs]),
+    lagCheckIntervalMs: r.take(whole(0, MAX_MS, 'milliseconds', '2000'), 2_000, ['replica.lagCheckIntervalMs', options.replica?.lagCheckIntervalMs]),
   };
 
   if (r.issues.length > 0) throw new ConfigError(r.issues);

@@ -6,8 +6,10 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 import { MigrationError } from './errors.ts';
-export { MigrationError };
 import { redactUrls } from './secrets.ts';
+export { MigrationError };
+import { isDirectory, resolveProject, type ProjectPaths } from './engine/project.ts';
+
 import {
   openSchemaEngine,
   type MigrationList,
@@ -21,10 +23,19 @@ export interface MigrateOptions {
   url: string;
   /** TLS options for every connection (the URL's sslmode is then ignored), e.g. `{ rejectUnauthorized: false }`. */
   ssl?: SslOptions;
-  /** Directory of `<timestamp>_<name>/migration.sql` folders. Default: this package's prisma/migrations. */
+  /**
+   * Directory of `<timestamp>_<name>/migration.sql` folders. Default: the application's, found
+   * as the prisma CLI finds it: `migrations.path` in `prisma.config.ts` of `projectDir`, else
+   * `migrations/` next to the schema (`./prisma/migrations`). A missing directory is an error.
+   */
   migrationsDir?: string;
-  /** Prisma schema file. Default: this package's prisma/schema.prisma. */
+  /**
+   * Prisma schema file or folder (drift only). Default: the application's, `schema` in its
+   * `prisma.config.ts`, else `./schema.prisma` or `./prisma/schema.prisma` in `projectDir`.
+   */
   schemaPath?: string;
+  /** The application's directory, where the defaults above are looked up. Default: `process.cwd()`. */
+  projectDir?: string;
   /**
    * Empty database used to replay migrations (drift only). Without it a temporary database is
    * created on the server and dropped afterwards, which needs the CREATEDB privilege.
@@ -61,7 +72,6 @@ export interface DriftResult {
   summary: string;
 }
 
-const PACKAGE_ROOT = path.resolve(__dirname, '..');
 const NO_FILTER: SchemaFilter = { externalTables: [], externalEnums: [] };
 const LOCKFILE = 'migration_lock.toml';
 const MIGRATION_FILE = 'migration.sql';
@@ -107,10 +117,9 @@ export async function status(options: MigrateOptions): Promise<MigrationStatus> 
  * Replays the migrations into a shadow database; the target database is only connected to.
  */
 export async function drift(options: MigrateOptions): Promise<DriftResult> {
-  const schemaPath = options.schemaPath ?? path.join(PACKAGE_ROOT, 'prisma', 'schema.prisma');
-  const schema = await readText(schemaPath, 'schema', options.url);
+  const files = await schemaFiles(options);
   return withEngine('drift', options, async (engine, migrations) => {
-    const to = { tag: 'schemaDatamodel' as const, files: [{ path: schemaPath, content: schema }] };
+    const to = { tag: 'schemaDatamodel' as const, files };
     const from = { tag: 'migrations' as const, ...migrations };
     const script = await engine.diff({ from, to, script: true, exitCode: true, filters: NO_FILTER });
     // exitCode 2 is the engine's own "non-empty diff" signal (`migrate diff --exit-code`).
@@ -118,6 +127,65 @@ export async function drift(options: MigrateOptions): Promise<DriftResult> {
     const summary = await engine.diff({ from, to, script: false, exitCode: null, filters: NO_FILTER });
     return { hasDrift: true, sql: script.stdout ?? '', summary: (summary.stdout ?? '').trim() };
   });
+}
+
+const projects = new WeakMap<Pick<MigrateOptions, 'projectDir'>, Promise<ProjectPaths>>();
+
+/** The application's project paths, looked up once per call and only when an option is missing. */
+function projectOf(options: Pick<MigrateOptions, 'projectDir'>): Promise<ProjectPaths> {
+  let found = projects.get(options);
+  if (found === undefined) {
+    found = resolveProject(options.projectDir ?? process.cwd());
+    projects.set(options, found);
+  }
+  return found;
+}
+
+/** The schema as the engine wants it: one file, or every `.prisma` file of a schema folder. */
+async function schemaFiles(options: MigrateOptions): Promise<{ path: string; content: string }[]> {
+  let schemaPath = options.schemaPath;
+  if (schemaPath === undefined) {
+    const project = await projectOf(options).catch((error: unknown) => {
+      throw toMigrationError('drift', error, [options.url]);
+    });
+    if (project.schemaPath === undefined) {
+      throw new MigrationError(`migrate drift failed: no Prisma schema found (${project.source}); pass schemaPath`);
+    }
+    schemaPath = project.schemaPath;
+  }
+  const paths = isDirectory(schemaPath) ? await prismaFilesIn(schemaPath) : [path.resolve(schemaPath)];
+  return Promise.all(paths.map(async (file) => ({ path: file, content: await readText(file, 'schema', options.url) })));
+}
+
+async function prismaFilesIn(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true });
+  return entries
+    .filter((entry) => entry.isFile() && entry.name.endsWith('.prisma'))
+    .map((entry) => path.join(entry.parentPath, entry.name))
+    .sort();
+}
+
+/**
+ * The migrations directory to use. It must exist: deploying "nothing" from a directory that
+ * is not there would still create `_prisma_migrations` in the target database, and usually
+ * means the command ran in the wrong directory.
+ */
+export async function migrationsDirOf(options: Pick<MigrateOptions, 'migrationsDir' | 'projectDir'>, action: string): Promise<string> {
+  if (options.migrationsDir !== undefined) {
+    const dir = path.resolve(options.migrationsDir);
+    if (!isDirectory(dir)) throw new MigrationError(`migrate ${action} failed: the migrations directory ${dir} does not exist`);
+    return dir;
+  }
+  const project = await projectOf(options).catch((error: unknown) => {
+    throw toMigrationError(action, error, []);
+  });
+  if (!isDirectory(project.migrationsDir)) {
+    throw new MigrationError(
+      `migrate ${action} failed: no migrations directory at ${project.migrationsDir} (${project.source}). ` +
+        'Run it from the application\'s directory, set migrations.path in prisma.config.ts, or pass migrationsDir',
+    );
+  }
+  return project.migrationsDir;
 }
 
 /** Reads a migrations directory exactly as the prisma CLI does before handing it to the engine. */
@@ -156,7 +224,7 @@ async function withEngine<T>(
 ): Promise<T> {
   let engine: SchemaEngineHandle | undefined;
   try {
-    const migrations = await readMigrations(options.migrationsDir ?? path.join(PACKAGE_ROOT, 'prisma', 'migrations'));
+    const migrations = await readMigrations(await migrationsDirOf(options, action));
     engine = await openSchemaEngine({
       url: options.url,
       ...(options.ssl !== undefined && { ssl: options.ssl }),

@@ -116,7 +116,7 @@ describe('loadConfig', () => {
       ['bad statement timeout', { DATABASE_URL: URL_WITH_SECRET, DB_STATEMENT_TIMEOUT: 'soon' }, 'DB_STATEMENT_TIMEOUT'],
       ['port out of range', { DB_HOST: 'h', DB_PORT: '70000', DB_PASSWORD: SECRET }, 'DB_PORT'],
       ['missing CA file', { DATABASE_URL: URL_WITH_SECRET, DB_SSLROOTCERT: path.join(dir, 'missing.crt') }, 'DB_SSLROOTCERT'],
-      ['cert without key', { DATABASE_URL: URL_WITH_SECRET, DB_SSLCERT: realCert }, 'DB_SSLCERT'],
+      ['cert without key', { DATABASE_URL: URL_WITH_SECRET, DB_SSLCERT: realCert }, 'DB_SSLKEY'],
       ['plaintext to a remote host in production', { DATABASE_URL: URL_WITH_SECRET, DB_SSLMODE: 'disable', NODE_ENV: 'production' }, 'DB_SSLMODE'],
       ['unknown driver', { DATABASE_URL: URL_WITH_SECRET, DB_DRIVER: 'mysql' }, 'DB_DRIVER'],
       ['bad boolean', { DATABASE_URL: URL_WITH_SECRET, DB_SSL_ALLOW_INSECURE: 'maybe' }, 'DB_SSL_ALLOW_INSECURE'],

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { createTestDatabase, type TestDatabase } from './support/db';
 
 const ROOT = path.resolve(__dirname, '..');
-const MAIN = path.join(ROOT, 'dist', 'demo', 'main.js');
+const MAIN = path.join(ROOT, 'demo', '.build', 'demo', 'main.js');
 const INIT_MIGRATION = '20261123113032_init';
 // PGlite needs a few seconds to start; a hang shows up as a timeout well past that.
 const CHILD_TIMEOUT_MS = 90_000;
@@ -75,14 +75,20 @@ function expectSuccessfulRun(run: DemoRun): { alice: string; bob: string } {
 }
 
 beforeAll(() => {
-  // `npm test` builds first; a bare `jest` run may not have.
+  // `npm test` builds the demo first; a bare `jest` run may not have. It is compiled with
+  // its own config (demo/tsconfig.json): the demo is not part of the package's dist/.
   if (existsSync(MAIN)) return;
-  const tsc = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
+  const tsc = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'demo'], {
     cwd: ROOT,
     encoding: 'utf8',
   });
   if (tsc.status !== 0) throw new Error(`build failed:\n${tsc.stdout}${tsc.stderr}`);
 }, 120_000);
+
+test('the demo is not part of the library build', () => {
+  expect(existsSync(path.join(ROOT, 'dist', 'demo'))).toBe(false);
+  expect(existsSync(path.join(ROOT, 'dist', 'generated'))).toBe(false);
+});
 
 test('without DATABASE_URL: embedded PGlite, migrations applied, one commit, one rollback, clean exit', async () => {
   const run = await runDemo(cleanEnv());

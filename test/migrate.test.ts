@@ -21,16 +21,24 @@ type TestDb = Awaited<ReturnType<typeof createTestDatabase>>;
 let db: TestDb;
 let options: MigrateOptions;
 let tmp: string;
+let apps: string;
 
 beforeAll(async () => {
   db = await createTestDatabase({ migrated: false });
   // TLS verified against the harness CA: the options must reach every pool the engine opens.
-  options = { url: db.url, ssl: db.ssl };
+  // The repository's own migrations and schema are named explicitly: by default deploy()
+  // and friends use the application's (the current directory's), never the package's.
+  options = { url: db.url, ssl: db.ssl, migrationsDir: MIGRATIONS, schemaPath: SCHEMA };
   tmp = mkdtempSync(path.join(os.tmpdir(), 'migrate-test-'));
+  // Applications with a prisma.config.ts live inside the repository, so that the config's
+  // `import 'prisma/config'` and the prisma package (its loader) resolve as in an app.
+  mkdirSync(path.join(ROOT, '.tmp'), { recursive: true });
+  apps = mkdtempSync(path.join(ROOT, '.tmp', 'migrate-apps-'));
 });
 
 afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
+  rmSync(apps, { recursive: true, force: true });
   await db?.drop();
 });
 
@@ -187,4 +195,81 @@ test('a missing schema file is a MigrationError naming the file', async () => {
   const schemaPath = path.join(tmp, 'does-not-exist.prisma');
   await expect(drift({ ...options, schemaPath })).rejects.toThrow(MigrationError);
   await expect(drift({ ...options, schemaPath })).rejects.toThrow(/does-not-exist\.prisma/);
+});
+
+describe("defaults: the application's migrations and schema, never the package's", () => {
+  /** An application directory with the given files (relative path → content). */
+  function app(name: string, files: Record<string, string>): string {
+    const dir = path.join(apps, name);
+    for (const [file, content] of Object.entries(files)) {
+      mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+      writeFileSync(path.join(dir, file), content);
+    }
+    mkdirSync(dir, { recursive: true });
+    return dir;
+  }
+  let fresh: TestDb;
+  beforeEach(async () => {
+    fresh = await createTestDatabase({ migrated: false, prefix: 'appmig' });
+  });
+  afterEach(async () => {
+    await fresh?.drop();
+  });
+  const base = (): MigrateOptions => ({ url: fresh.url, ssl: fresh.ssl });
+  const migrationsTable = async (target: TestDb): Promise<string | null> =>
+    (await target.query<{ t: string | null }>(`SELECT to_regclass('public._prisma_migrations')::text AS t`))[0]!.t;
+
+  test('with no migrations directory: a MigrationError naming where it looked, and nothing created', async () => {
+    {
+      const dir = app('empty', { 'package.json': '{}' });
+      const options = { ...base(), projectDir: dir };
+      for (const run of [deploy, status]) {
+        const failure = await run(options).catch((error: unknown) => error);
+        expect(failure).toBeInstanceOf(MigrationError);
+        expect((failure as Error).message).toContain(path.join(dir, 'prisma', 'migrations'));
+      }
+      await expect(drift(options)).rejects.toThrow(/no Prisma schema found/);
+      // An explicit directory that does not exist is refused the same way.
+      await expect(deploy({ ...options, migrationsDir: path.join(dir, 'nope') })).rejects.toThrow(/nope does not exist/);
+      expect(await migrationsTable(fresh)).toBeNull();
+    }
+  });
+
+  test('without a config file: ./prisma/migrations and ./prisma/schema.prisma of projectDir', async () => {
+    const dir = app('plain', { 'prisma/schema.prisma': readFileSync(SCHEMA, 'utf8') });
+    cpSync(MIGRATIONS, path.join(dir, 'prisma', 'migrations'), { recursive: true });
+    const plain = { ...base(), projectDir: dir };
+    await expect(status(plain)).resolves.toMatchObject({ applied: [], pending: committed });
+    await expect(deploy(plain)).resolves.toEqual({ applied: committed });
+    await expect(status(plain)).resolves.toMatchObject({ applied: committed, pending: [], upToDate: true });
+    await expect(drift(plain)).resolves.toMatchObject({ hasDrift: false });
+  });
+
+  test("with a prisma.config.ts: its migrations.path and schema, relative to the config file", async () => {
+    const dir = app('configured', {
+      'prisma.config.ts': [
+        "import { defineConfig } from 'prisma/config';",
+        "export default defineConfig({ schema: 'db/schema.prisma', migrations: { path: 'db/history' } });",
+        '',
+      ].join('\n'),
+      // Decoys where the defaults would look: they must not be read.
+      'prisma/schema.prisma': 'this is not a schema',
+      'db/schema.prisma': addNickname(readFileSync(SCHEMA, 'utf8')),
+    });
+    cpSync(MIGRATIONS, path.join(dir, 'db', 'history'), { recursive: true });
+    const withConfig = { ...base(), projectDir: dir };
+    await expect(deploy(withConfig)).resolves.toEqual({ applied: committed });
+    await expect(status(withConfig)).resolves.toMatchObject({ applied: committed, upToDate: true });
+    // The configured schema (with nickname) differs from what those migrations build.
+    const result = await drift(withConfig);
+    expect(result.hasDrift).toBe(true);
+    expect(result.sql).toContain('"nickname"');
+  });
+
+  test('an unloadable prisma.config.ts is a MigrationError, not a silent fallback', async () => {
+    const dir = app('broken-config', { 'prisma.config.ts': 'export default {{ not typescript', 'prisma/migrations/.keep': '' });
+    const failure = await status({ ...base(), projectDir: dir }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(MigrationError);
+    expect((failure as Error).message).toContain(path.join(dir, 'prisma.config.ts'));
+  });
 });

@@ -3,6 +3,9 @@
 // parameters), asks the server what it actually sees in one statement, and turns each
 // difference between intent and reality into a finding with concrete advice.
 
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+
 import type { SqlDriverAdapter } from '@prisma/driver-adapter-utils';
 import { createDriver, type DriverHandle } from '../driver/index.ts';
 import { EventHub } from '../events.ts';
@@ -58,6 +61,13 @@ export interface DoctorReport {
 
 export interface DoctorOptions {
   env: Record<string, string | undefined>;
+  /**
+   * The application's resolved configuration (`db.config` of the Db its module exports,
+   * see `loadDbModule`). Without it the configuration is loaded from `env` alone.
+   */
+  config?: DbConfig;
+  /** Where `config` came from, for the report (e.g. `./dist/db.js`). */
+  configFrom?: string;
   /** Application instances expected to run at once (replicas, workers, concurrent functions). */
   instances: number;
   /** Count warnings as failures. */
@@ -105,7 +115,7 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
 
   let config: DbConfig;
   try {
-    config = loadConfig({}, options.env);
+    config = options.config ?? loadConfig({}, options.env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     for (const issue of err.issues) {
@@ -113,13 +123,18 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
     }
     return finish();
   }
-  add({ check: 'config', status: 'ok', summary: 'configuration is valid' });
+  const from = provenance(config, options);
+  add({
+    check: 'config',
+    status: 'ok',
+    summary: `configuration is valid; target from ${from.target}, sslmode from ${from.sslMode}${options.configFrom ? ` (the Db exported by ${options.configFrom})` : ''}`,
+  });
 
   const appUrl = describeUrl(`postgresql://${config.target.host}:${config.target.port}/${config.target.database}`);
   facts.driver = config.driver;
   facts.mode = config.mode;
   facts.target = appUrl;
-  checkUrls(config, appUrl, facts, add);
+  checkUrls(config, appUrl, from, facts, add);
 
   let adapter: DriverHandle | undefined;
   let connection: SqlDriverAdapter | undefined;
@@ -140,7 +155,7 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
       check: 'connection',
       status: 'fail',
       summary: `could not query ${appUrl}: ${describeError(err).message}`,
-      advice: connectionAdvice(describeError(err).message, config),
+      advice: connectionAdvice(describeError(err).message, config, from),
     });
     return finish();
   } finally {
@@ -155,23 +170,23 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
     summary: `connected in ${facts.latencyMs} ms as ${row.role ?? '?'} (PostgreSQL ${row.server_version ?? '?'}, ${config.driver} driver, ${config.mode} mode)`,
   });
 
-  checkSsl(config, row, facts, options.env, add);
+  checkSsl(config, row, facts, options.env, from, add);
   checkApplicationName(config, row, facts, add);
   checkCapacity(config, row, facts, options.instances, add);
   checkTimeouts(config, row, facts, add);
-  checkServer(row, add);
+  checkServer(row, from, add);
   return finish();
 }
 
-function checkUrls(config: DbConfig, appUrl: string, facts: DoctorFacts, add: (f: Finding) => void): void {
+function checkUrls(config: DbConfig, appUrl: string, from: Provenance, facts: DoctorFacts, add: (f: Finding) => void): void {
   const direct = config.directUrl === undefined ? null : describeUrl(config.directUrl);
-  facts.urls = { app: appUrl, appThroughPooler: config.pooler, direct, migrationsUse: direct === null ? 'DATABASE_URL' : 'DIRECT_URL' };
+  facts.urls = { app: appUrl, appThroughPooler: config.pooler, direct, migrationsUse: direct === null ? from.target : from.direct };
   const route = config.pooler ? 'through a transaction-mode pooler' : 'directly (no transaction pooler)';
   if (config.pooler && direct === null) {
     add({
       check: 'urls',
       status: 'fail',
-      summary: `the application connects ${route} and DIRECT_URL is not set: migrations would run through the pooler`,
+      summary: `the application connects ${route} (target from ${from.target}) and DIRECT_URL is not set: migrations would run through the pooler`,
       advice: 'Set DIRECT_URL to the unpooled endpoint (Neon: the host without -pooler; PgBouncer: the server itself). Migrations need session state and advisory locks, which a transaction pooler does not keep.',
     });
     return;
@@ -188,12 +203,12 @@ function checkUrls(config: DbConfig, appUrl: string, facts: DoctorFacts, add: (f
   add({
     check: 'urls',
     status: 'ok',
-    summary: `application connects ${route} to ${appUrl}; migrations use ${direct === null ? `the same URL (DATABASE_URL)` : `DIRECT_URL ${direct}`}`,
+    summary: `application connects ${route} to ${appUrl}; migrations use ${direct === null ? `the same target (${from.target})` : `${from.direct} ${direct}`}`,
   });
 }
 
-function connectionAdvice(message: string, config: DbConfig): string {
-  if (/password authentication failed|28P01/i.test(message)) return 'Check the user name and password (DATABASE_URL or DB_USER / DB_PASSWORD).';
+function connectionAdvice(message: string, config: DbConfig, from: Provenance): string {
+  if (/password authentication failed|28P01/i.test(message)) return `Check the user name and password (${from.target}).`;
   if (/does not exist|3D000/i.test(message)) return `Check the database name (${config.target.database}) and that it has been created.`;
   if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|timeout|unreachable/i.test(message)) {
     return `Check that ${config.target.host}:${config.target.port} is reachable from this host (DNS, firewall, security group, the server running). The connect timeout is ${config.timeouts.connectMs} ms (DB_CONNECT_TIMEOUT).`;
@@ -202,10 +217,10 @@ function connectionAdvice(message: string, config: DbConfig): string {
     return `Check the SSL settings: sslmode=${config.ssl.mode}${config.ssl.rootCert ? `, root certificate ${config.ssl.rootCert}` : ''}. verify-full needs the server's CA (DB_SSLROOTCERT) and a host name matching the certificate.`;
   }
   if (/no pg_hba.conf entry/i.test(message)) return "The server's pg_hba.conf rejects this host, user or SSL choice: allow it there, or connect with SSL if only hostssl lines exist.";
-  return 'Check the connection settings the application uses (DATABASE_URL, DB_*).';
+  return `Check the connection settings the application uses (${from.target}).`;
 }
 
-function checkSsl(config: DbConfig, row: Facts, facts: DoctorFacts, env: Record<string, string | undefined>, add: (f: Finding) => void): void {
+function checkSsl(config: DbConfig, row: Facts, facts: DoctorFacts, env: Record<string, string | undefined>, from: Provenance, add: (f: Finding) => void): void {
   const active = row.ssl === 'true';
   facts.ssl = { active, version: row.ssl_version, cipher: row.ssl_cipher, mode: config.ssl.mode };
   if (config.driver === 'neon') {
@@ -222,11 +237,8 @@ function checkSsl(config: DbConfig, row: Facts, facts: DoctorFacts, env: Record<
     add({
       check: 'ssl',
       status: allowed ? 'warn' : 'fail',
-      summary: `SSL was not negotiated: this connection is plaintext (sslmode=${config.ssl.mode}${isLocalHost(config.target.host) ? ', local host' : ''})`,
-      advice:
-        config.ssl.mode === 'disable' || config.ssl.mode === 'allow' || config.ssl.mode === 'prefer'
-          ? `sslmode=${config.ssl.mode} let the connection fall back to plaintext. Enable SSL on the server (ssl = on) and set DB_SSLMODE=verify-full with DB_SSLROOTCERT, so a plaintext connection is refused instead.`
-          : 'The server reports no SSL for this backend: check for a proxy terminating TLS in front of it.',
+      summary: `SSL was not negotiated: this connection is plaintext (sslmode=${config.ssl.mode} from ${from.sslMode}${isLocalHost(config.target.host) ? ', local host' : ''})`,
+      advice: plaintextAdvice(config.ssl.mode, from.sslMode),
     });
     return;
   }
@@ -244,6 +256,19 @@ function checkSsl(config: DbConfig, row: Facts, facts: DoctorFacts, env: Record<
   } else {
     add({ check: 'ssl', status: 'ok', summary: `${what}; certificate and host name verified` });
   }
+}
+
+/**
+ * Why the connection is plaintext, by libpq's rules: `disable` never asks for SSL, `allow`
+ * asks for plaintext first and only tries SSL when the server refuses it, `prefer` asks for
+ * SSL first and falls back only when the server cannot do SSL. Only `prefer` is a fallback.
+ */
+function plaintextAdvice(mode: DbConfig['ssl']['mode'], source: string): string {
+  const fix = 'set sslmode=verify-full (DB_SSLMODE) with the CA (DB_SSLROOTCERT), so a plaintext connection is refused instead';
+  if (mode === 'disable') return `sslmode=disable (from ${source}) turned SSL off: the server was never asked for it. Unless this is a trusted local socket, ${fix}.`;
+  if (mode === 'allow') return `sslmode=allow (from ${source}) asks for plaintext first, and the server accepted it; the server may support SSL all the same. ${fix[0]!.toUpperCase()}${fix.slice(1)}.`;
+  if (mode === 'prefer') return `sslmode=prefer (from ${source}) asked for SSL and the server refused it, so the connection fell back to plaintext. Enable SSL on the server (ssl = on), then ${fix}.`;
+  return 'The server reports no SSL for this backend: check for a proxy terminating TLS in front of it.';
 }
 
 function checkApplicationName(config: DbConfig, row: Facts, facts: DoctorFacts, add: (f: Finding) => void): void {
@@ -386,7 +411,7 @@ function checkTimeouts(config: DbConfig, row: Facts, facts: DoctorFacts, add: (f
   }
 }
 
-function checkServer(row: Facts, add: (f: Finding) => void): void {
+function checkServer(row: Facts, from: Provenance, add: (f: Finding) => void): void {
   const major = Math.floor(Number(row.server_version_num ?? '0') / 10_000);
   if (major > 0 && major < 13) {
     add({
@@ -403,7 +428,7 @@ function checkServer(row: Facts, add: (f: Finding) => void): void {
       check: 'replica',
       status: 'warn',
       summary: 'the server is a read replica (pg_is_in_recovery): writes will fail',
-      advice: 'Point DATABASE_URL at the primary; use a replica only for read-only work.',
+      advice: `Point the application's target (${from.target}) at the primary; use a replica only for read-only work (DATABASE_REPLICA_URL).`,
     });
   }
   if (row.superuser === 'true') {
@@ -414,6 +439,97 @@ function checkServer(row: Facts, add: (f: Finding) => void): void {
       advice: 'Use a role with only the privileges the application needs: a superuser bypasses row security and permission checks and may take the reserved connection slots.',
     });
   }
+}
+
+/** Where the audited values came from, named as the user would look them up. */
+interface Provenance {
+  target: string;
+  sslMode: string;
+  direct: string;
+}
+
+function provenance(config: DbConfig, options: DoctorOptions): Provenance {
+  const env = options.env;
+  const has = (name: string): boolean => (env[name] ?? '').trim() !== '';
+  // What the environment alone would give: a Db built with options differs from it.
+  let fromEnv: DbConfig | undefined;
+  try {
+    fromEnv = options.config === undefined ? config : loadConfig({}, env);
+  } catch {
+    fromEnv = undefined;
+  }
+  const code = options.configFrom === undefined ? 'createDb options' : `createDb options in ${options.configFrom}`;
+  const sameTarget =
+    fromEnv !== undefined &&
+    (['host', 'port', 'database', 'user'] as const).every((key) => fromEnv.target[key] === config.target[key]);
+  const targetVars = ['DB_HOST', 'DB_PORT', 'DB_USER', 'DB_PASSWORD', 'DB_NAME'].filter(has);
+  const target = !sameTarget
+    ? code
+    : has('DATABASE_URL')
+      ? 'DATABASE_URL'
+      : targetVars.length > 0
+        ? targetVars.join(', ')
+        : 'the defaults (no DATABASE_URL or DB_HOST set)';
+  const urlSslMode = has('DATABASE_URL') && /[?&]sslmode=/.test(env.DATABASE_URL ?? '');
+  const sslMode =
+    fromEnv === undefined || fromEnv.ssl.mode !== config.ssl.mode
+      ? code
+      : has('DB_SSLMODE')
+        ? 'DB_SSLMODE'
+        : urlSslMode && target === 'DATABASE_URL'
+          ? 'sslmode in DATABASE_URL'
+          : `the default (${isLocalHost(config.target.host) ? 'prefer for a local host' : 'require for a remote host'})`;
+  const direct = config.directUrl !== undefined && config.directUrl === env.DIRECT_URL?.trim() ? 'DIRECT_URL' : code;
+  return { target, sslMode, direct };
+}
+
+/** The part of a Db the doctor uses: recognised by `$datalayer`, as the Db marks itself. */
+interface DbLike {
+  $datalayer: unknown;
+  config: DbConfig;
+  close?: (options?: { deadlineMs?: number }) => Promise<void>;
+}
+
+function isDb(value: unknown): value is DbLike {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    '$datalayer' in value &&
+    'config' in value &&
+    typeof (value as { config: unknown }).config === 'object'
+  );
+}
+
+/**
+ * Imports the application's module (ESM or CommonJS) and returns the Db it exports: the
+ * default export, else the one named export that is a Db (`exportName` picks among several).
+ */
+export async function loadDbModule(specifier: string, cwd: string, exportName?: string): Promise<{ db: DbLike; label: string }> {
+  const file = path.resolve(cwd, specifier);
+  const ns = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  // A CommonJS module's exports arrive as `default` (and, when detectable, as names too).
+  const exports: [string, unknown][] = Object.entries(ns);
+  const fromDefault = ns.default;
+  if (typeof fromDefault === 'object' && fromDefault !== null && !isDb(fromDefault)) {
+    for (const [name, value] of Object.entries(fromDefault)) if (!(name in ns)) exports.push([name, value]);
+  }
+  const dbs = exports.filter(([, value]) => isDb(value)) as [string, DbLike][];
+  const distinct = [...new Map(dbs.map(([name, db]) => [db, name])).entries()];
+  const chosen =
+    exportName !== undefined
+      ? dbs.find(([name]) => name === exportName)
+      : (dbs.find(([name]) => name === 'default') ?? (distinct.length === 1 ? dbs[0] : undefined));
+  if (chosen === undefined) {
+    const names = dbs.map(([name]) => name);
+    throw new Error(
+      exportName !== undefined
+        ? `${specifier} has no Db export named ${exportName}${names.length > 0 ? ` (found: ${names.join(', ')})` : ''}`
+        : names.length === 0
+          ? `${specifier} exports no Db (an object from createDb or getDb, as default export or a named export)`
+          : `${specifier} exports several Dbs (${names.join(', ')}): choose one with --export NAME`,
+    );
+  }
+  return { db: chosen[1], label: `${specifier}${chosen[0] === 'default' ? '' : `#${chosen[0]}`}` };
 }
 
 const LABEL: Record<FindingStatus, string> = { ok: 'ok  ', info: 'info', warn: 'WARN', fail: 'FAIL' };

@@ -8,7 +8,7 @@
 import { ConfigError } from '../errors.ts';
 import { MigrationError } from '../migrate.ts';
 import { redact } from '../secrets.ts';
-import { doctor, formatDoctor } from './doctor.ts';
+import { doctor, formatDoctor, loadDbModule } from './doctor.ts';
 import { processIo, type CliIo } from './io.ts';
 import { runMigrate } from './migrate.ts';
 
@@ -23,11 +23,17 @@ Commands:
                          timeouts in force and the server version.
       --instances N      Application instances running at once (default 1, or
                          DB_EXPECTED_INSTANCES).
+      --module FILE      Audit the Db that FILE exports (default export, or the export
+                         with \`$datalayer\`): its resolved configuration, createDb options
+                         included, instead of the environment alone. FILE is imported
+                         (ESM or CommonJS), e.g. ./dist/db.js; the Db is closed after.
+      --export NAME      The export to use when FILE exports several Dbs.
       --strict           Count warnings as problems.
       --json             Machine-readable report.
   migrate deploy         Apply pending migrations (DIRECT_URL if set, else DATABASE_URL).
-  migrate status         Compare prisma/migrations with the database; exit 1 if not up to date.
-      --migrations-dir D Default: ./prisma/migrations.
+  migrate status         Compare the migrations with the database; exit 1 if not up to date.
+      --migrations-dir D Default: migrations.path of ./prisma.config.ts, else
+                         ./prisma/migrations (as the prisma CLI).
       --json             Machine-readable result.
   help                   This text.
 
@@ -41,7 +47,7 @@ interface Parsed {
   flags: Map<string, string | true>;
 }
 
-const VALUE_FLAGS = new Set(['instances', 'migrations-dir']);
+const VALUE_FLAGS = new Set(['instances', 'migrations-dir', 'module', 'export']);
 const BOOLEAN_FLAGS = new Set(['json', 'strict', 'help']);
 
 function parse(argv: string[]): Parsed {
@@ -89,7 +95,23 @@ export async function main(argv: string[], io: CliIo = processIo()): Promise<num
     if (command === 'doctor') {
       if (sub !== undefined) throw new UsageError(`doctor takes no argument (got ${sub})`);
       const instances = instancesFrom(parsed.flags.get('instances'), io.env);
-      const report = await doctor({ env: io.env, instances, strict: parsed.flags.has('strict') });
+      const modulePath = parsed.flags.get('module');
+      const exportName = parsed.flags.get('export');
+      if (exportName !== undefined && modulePath === undefined) throw new UsageError('--export needs --module');
+      const strict = parsed.flags.has('strict');
+      if (typeof modulePath !== 'string') {
+        const report = await doctor({ env: io.env, instances, strict });
+        io.out(json ? `${JSON.stringify(report, null, 2)}\n` : formatDoctor(report));
+        return report.ok ? 0 : 1;
+      }
+      const { db, label } = await loadDbModule(modulePath, io.cwd, typeof exportName === 'string' ? exportName : undefined);
+      let report;
+      try {
+        report = await doctor({ env: io.env, instances, strict, config: db.config, configFrom: label });
+      } finally {
+        // The module built a Db (its pool may have connected): close it so the command exits.
+        await db.close?.({ deadlineMs: 5_000 });
+      }
       io.out(json ? `${JSON.stringify(report, null, 2)}\n` : formatDoctor(report));
       return report.ok ? 0 : 1;
     }

@@ -3,11 +3,10 @@
 // which a transaction pooler does not keep), else the application's URL; SSL as the
 // application would negotiate it.
 
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
 import { loadConfig, toUrl, type DbConfig } from '../config.ts';
-import { deploy, status, type MigrateOptions } from '../migrate.ts';
+import { deploy, migrationsDirOf, status, type MigrateOptions } from '../migrate.ts';
 import { describeUrl } from '../secrets.ts';
 import { sslPlan } from '../ssl.ts';
 import type { CliIo } from './io.ts';
@@ -45,15 +44,19 @@ async function withSsl<T>(config: DbConfig, base: MigrateOptions, run: (o: Migra
 export async function runMigrate(cmd: MigrateCommand, io: CliIo): Promise<number> {
   const config = loadConfig({}, io.env);
   const target = migrationTarget(config);
-  const local = path.resolve(io.cwd, 'prisma', 'migrations');
-  const migrationsDir = cmd.migrationsDir !== undefined ? path.resolve(io.cwd, cmd.migrationsDir) : existsSync(local) ? local : undefined;
-  const base: MigrateOptions = { url: target.url, ...(migrationsDir === undefined ? {} : { migrationsDir }) };
+  // The application's migrations (--migrations-dir, else its prisma.config.ts or
+  // ./prisma/migrations), never this package's: a missing directory is an error here.
+  const migrationsDir = await migrationsDirOf(
+    cmd.migrationsDir !== undefined ? { migrationsDir: path.resolve(io.cwd, cmd.migrationsDir) } : { projectDir: io.cwd },
+    cmd.action,
+  );
+  const base: MigrateOptions = { url: target.url, migrationsDir };
   const say = (line: string): void => {
     if (!cmd.json) io.out(`${line}\n`);
   };
 
   if (cmd.action === 'deploy') {
-    say(`Applying pending migrations from ${migrationsDir ?? "the package's prisma/migrations"} to ${target.label} ...`);
+    say(`Applying pending migrations from ${migrationsDir} to ${target.label} ...`);
     const result = await withSsl(config, base, deploy);
     if (cmd.json) io.out(`${JSON.stringify({ target: target.label, ...result })}\n`);
     else if (result.applied.length === 0) say('No pending migrations: the database is up to date.');

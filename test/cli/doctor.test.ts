@@ -133,11 +133,53 @@ describe('doctor', () => {
     expect(bad.out).not.toContain('Sup3r-Secret');
   });
 
+  it('names the real source of each value: with only DB_* variables it never mentions DATABASE_URL', async () => {
+    const url = new URL(testDb.appUrl);
+    const env = {
+      DB_HOST: url.hostname,
+      DB_PORT: url.port,
+      DB_USER: decodeURIComponent(url.username),
+      DB_PASSWORD: decodeURIComponent(url.password),
+      DB_NAME: url.pathname.slice(1),
+      DB_SSLMODE: 'verify-ca',
+      DB_SSLROOTCERT: url.searchParams.get('sslrootcert')!,
+      DB_APPLICATION_NAME: 'doctor-db-vars',
+    };
+    for (const args of [['doctor', '--json'], ['doctor']]) {
+      const run = await runCli(args, env);
+      expect(run.err).toBe('');
+      expect(run.code).toBe(0);
+      expect(run.out).not.toContain('DATABASE_URL');
+      expect(run.out).toContain('DB_HOST');
+      expect(run.out).not.toContain(testDb.appPassword);
+    }
+    const report = JSON.parse((await runCli(['doctor', '--json'], env)).out) as DoctorReport;
+    expect(finding(report, 'config').summary).toMatch(/target from DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME, sslmode from DB_SSLMODE/);
+    expect(report.facts.urls?.migrationsUse).toBe('DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME');
+  });
+
+  it('SSL advice matches what happened: disable never asked, prefer fell back', async () => {
+    // sslmode=disable against a server that has SSL: not a fallback, a choice.
+    const off = JSON.parse((await runCli(['doctor', '--json'], { ...goodEnv(), DB_SSLMODE: 'disable' })).out) as DoctorReport;
+    const offSsl = finding(off, 'ssl');
+    expect(offSsl.status).toBe('fail');
+    expect(offSsl.summary).toMatch(/sslmode=disable from DB_SSLMODE/);
+    expect(offSsl.advice).toMatch(/turned SSL off: the server was never asked for it/);
+    expect(offSsl.advice).not.toMatch(/fell back/);
+
+    // sslmode=prefer against a server without SSL: that one is a fallback.
+    const env = { DATABASE_URL: small.url('postgres', undefined, { user: small.appUser }), DB_SSLMODE: 'prefer', DB_POOL_SIZE: '2', DB_MAX_OVERFLOW: '0' };
+    const fell = finding(JSON.parse((await runCli(['doctor', '--json'], env)).out) as DoctorReport, 'ssl');
+    expect(fell.status).toBe('fail');
+    expect(fell.advice).toMatch(/asked for SSL and the server refused it, so the connection fell back to plaintext/);
+  });
+
   it('rejects wrong usage with exit code 2', async () => {
     expect((await runCli(['doctor', '--instances', '0'], goodEnv())).code).toBe(2);
     expect((await runCli(['doctor', '--bogus'], goodEnv())).code).toBe(2);
     expect((await runCli(['frobnicate'], goodEnv())).code).toBe(2);
     expect((await runCli([], goodEnv())).code).toBe(2);
+    expect((await runCli(['doctor', '--export', 'db'], goodEnv())).code).toBe(2);
     const help = await runCli(['help'], {});
     expect(help.code).toBe(0);
     expect(help.out).toMatch(/Usage: prisma-datalayer/);

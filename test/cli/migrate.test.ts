@@ -1,6 +1,7 @@
 // `prisma-datalayer migrate status|deploy` on an empty database, with the application's
 // configuration from the environment (TLS verified against the harness CA).
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 import { runCli } from './run';
@@ -24,7 +25,9 @@ describe('migrate', () => {
     // A pooled URL that migrations must not use, and the direct one they must.
     const env = { DATABASE_URL: 'postgresql://app:x@127.0.0.1:1/nowhere', DB_POOLER: 'true', DIRECT_URL: testDb.appUrl };
 
-    const before = await runCli(['migrate', 'status'], env);
+    // The repository's migrations, named explicitly (the default is the current directory's).
+    const dir = ['--migrations-dir', MIGRATIONS];
+    const before = await runCli(['migrate', 'status', ...dir], env);
     expect(before.err).toBe('');
     expect(before.code).toBe(1);
     expect(before.out).toContain(`Migration status of DIRECT_URL postgresql://127.0.0.1:${testDb.port}/${testDb.name}`);
@@ -32,7 +35,7 @@ describe('migrate', () => {
     expect(before.out).toMatch(/→ run `prisma-datalayer migrate deploy`/);
     expect(before.out).toMatch(/Not up to date\.\n$/);
 
-    const deploy = await runCli(['migrate', 'deploy'], env);
+    const deploy = await runCli(['migrate', 'deploy', ...dir], env);
     expect(deploy.err).toBe('');
     expect(deploy.code).toBe(0);
     expect(deploy.out).toContain(`Applied ${committed.length} migration`);
@@ -41,10 +44,10 @@ describe('migrate', () => {
       committed.map((migration_name) => ({ migration_name })),
     );
 
-    const again = await runCli(['migrate', 'deploy'], env);
+    const again = await runCli(['migrate', 'deploy', ...dir], env);
     expect(again.out).toMatch(/No pending migrations/);
 
-    const after = await runCli(['migrate', 'status', '--json'], env);
+    const after = await runCli(['migrate', 'status', '--json', ...dir], env);
     expect(after.code).toBe(0);
     expect(JSON.parse(after.out)).toMatchObject({ upToDate: true, pending: [], applied: committed });
     for (const run of [before, deploy, again, after]) expect(run.out + run.err).not.toContain(testDb.appPassword);
@@ -55,6 +58,23 @@ describe('migrate', () => {
     expect(run.code).toBe(1);
     expect(run.err).toMatch(/^prisma-datalayer: migrate status failed/);
     expect(run.err).not.toContain('Sup3r-Secret');
+  });
+
+  it("in a directory without migrations: exit 1 naming where it looked, and the database untouched", async () => {
+    const empty = await createTestDatabase({ migrated: false, prefix: 'climig' });
+    const cwd = mkdtempSync(path.join(os.tmpdir(), 'cli-migrate-'));
+    try {
+      for (const action of ['deploy', 'status']) {
+        const run = await runCli(['migrate', action], { DATABASE_URL: empty.appUrl }, cwd);
+        expect(run.code).toBe(1);
+        expect(run.err).toContain(`no migrations directory at ${path.join(cwd, 'prisma', 'migrations')}`);
+      }
+      const [row] = await empty.query<{ t: string | null }>(`SELECT to_regclass('public._prisma_migrations')::text AS t`);
+      expect(row?.t).toBeNull();
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+      await empty.drop();
+    }
   });
 
   it('rejects an unknown migrate action', async () => {

@@ -8,12 +8,16 @@ export interface CliRun {
   err: string;
 }
 
-export async function runCli(argv: string[], env: Record<string, string | undefined>): Promise<CliRun> {
+export async function runCli(
+  argv: string[],
+  env: Record<string, string | undefined>,
+  cwd: string = path.resolve(__dirname, '..', '..'),
+): Promise<CliRun> {
   let out = '';
   let err = '';
   const code = await main(argv, {
     env,
-    cwd: path.resolve(__dirname, '..', '..'),
+    cwd,
     out: (t) => void (out += t),
     err: (t) => void (err += t),
   });

@@ -3,8 +3,8 @@
 // `db.current()` is the open transaction's client inside a unit of work and the plain
 // client outside one, so the same function works in both places.
 
-import type { Db } from '../client.ts';
-import type { Account, PrismaClient } from '../generated/prisma/client.ts';
+import type { Db } from '../src/index.ts';
+import type { Account, PrismaClient } from '../src/generated/prisma/client.ts';
 
 export type DemoDb = Db<PrismaClient>;
 
