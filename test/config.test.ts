@@ -101,7 +101,7 @@ describe('loadConfig', () => {
   describe('bad input gives one ConfigError naming the setting, never the password', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
     const realCert = path.join(dir, 'ca.crt');
-    writeFileSync(realCert, 'not checked here');
+    writeFileSync(realCert, '-----BEGIN CERTIFICATE-----\nnot parsed by loadConfig\n-----END CERTIFICATE-----\n');
 
     const cases: Array<[string, Record<string, string | undefined>, string]> = [
       ['malformed URL', { DATABASE_URL: `postgresql://app:${SECRET}@` + 'bad host:xx/db' }, 'DATABASE_URL'],
