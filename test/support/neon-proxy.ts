@@ -143,6 +143,10 @@ export interface NeonProxy {
 
 const MiB = 1024 * 1024;
 
+/** A Neon endpoint host for tests: never resolved, `wsProxy`/`fetchEndpoint` route it to the fixture. */
+export const NEON_TEST_ENDPOINT = 'ep-quiet-sun-123456';
+export const NEON_TEST_HOST = `${NEON_TEST_ENDPOINT}.us-east-2.aws.neon.tech`;
+
 // Error texts, verbatim from the source files named in the header.
 export const NEON_ERRORS = {
   computeUnreachable: "Couldn't connect to compute node",
