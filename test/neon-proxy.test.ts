@@ -226,6 +226,25 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     expect(Date.now() - started).toBeLessThan(3_000);
   });
 
+  test('a compute wake slower than connectMs is a retryable DatabaseConnectionError within connectMs + 1 s', async () => {
+    const shared = proxy;
+    const slow = await startNeonProxy({ upstream: testServer().info(), wakeDelayMs: 15_000 });
+    proxy = slow;
+    try {
+      const db = neonDb(mode, { timeouts: { connectMs: 2_000 } });
+      await slow.suspend();
+      const started = Date.now();
+      const err = await within(20_000, rejectionOf(db.$queryRawUnsafe('SELECT 1')));
+      expect(err).toBeInstanceOf(DatabaseConnectionError);
+      expect((err as DatabaseConnectionError).retryable).toBe(true);
+      expect(Date.now() - started).toBeLessThan(3_000);
+    } finally {
+      proxy = shared;
+      for (const d of opened.splice(0)) await d.close({ deadlineMs: 5_000 }).catch(() => undefined);
+      await slow.close();
+    }
+  });
+
   const proxyErrors: Array<[NeonFailure, string, boolean]> = [
     ['compute-unreachable', NEON_ERRORS.computeUnreachable, true],
     ['rate-limit', NEON_ERRORS.rateLimit, true],
