@@ -250,7 +250,7 @@ describe.each(['pg', 'neon'] as const)('%s driver', (driverName) => {
   });
 });
 
-// pg only: the Neon driver's sockets end at the WebSocket bridge, which has no silent mode.
+// pg only: the Neon proxy fixture's blackhole() silences new connections, not established ones.
 describe('silently dropped connections (pg)', () => {
   it('replaces a connection that went silent while idle (NAT drop, suspended compute), without the caller seeing it', async () => {
     const proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });

@@ -1,11 +1,10 @@
 /**
- * Proves the Neon test fixtures with the REAL drivers, against a real PostgreSQL:
- * - WebSocket: `@neondatabase/serverless` Client/Pool and Prisma's `PrismaNeon`
- *   through test/support/neon-bridge.ts (a local wsproxy), configured per instance
- *   only — the process-wide `neonConfig` is asserted untouched.
- * - HTTP: `neon()` and `PrismaNeonHttp` through test/support/neon-http.ts (a local
- *   SQL-over-HTTP endpoint). `fetchEndpoint` is global-only in the driver, so these
- *   tests set it and restore it afterwards.
+ * Proves the Neon proxy fixture (test/support/neon-proxy.ts) with the REAL drivers and
+ * their production defaults (pipelined cleartext-password connect), against a real PostgreSQL:
+ * - WebSocket: `@neondatabase/serverless` Client/Pool and Prisma's `PrismaNeon`,
+ *   configured per instance only — the process-wide `neonConfig` is asserted untouched.
+ * - HTTP: `neon()` and `PrismaNeonHttp` through the fixture's SQL-over-HTTP endpoint.
+ *   `fetchEndpoint` is global-only in the driver, so these tests set it and restore it afterwards.
  */
 import ws from 'ws';
 import {
@@ -20,23 +19,21 @@ import {
 import { PrismaNeon, PrismaNeonHttp } from '@prisma/adapter-neon';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { createTestDatabase, type TestDatabase } from './support/db';
-import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
-import { startNeonHttpFixture, type NeonHttpFixture } from './support/neon-http';
+import { testServer } from './support/db';
+import { NEON_TEST_HOST, startNeonProxy, type NeonProxy } from './support/neon-proxy';
 
 // ---- per-instance WebSocket settings (what the library must do too) ----------------------
 type SocketSettings = Pick<
   NeonConfig,
-  'webSocketConstructor' | 'wsProxy' | 'useSecureWebSocket' | 'forceDisablePgSSL' | 'pipelineConnect' | 'pipelineTLS'
+  'webSocketConstructor' | 'wsProxy' | 'useSecureWebSocket'
 >;
 
-function socketSettings(bridge: NeonBridge): SocketSettings {
+/** Only what a loopback proxy needs; everything else (pipelineConnect 'password', forceDisablePgSSL…) stays the driver's default. */
+function socketSettings(via: NeonProxy): SocketSettings {
   return {
     webSocketConstructor: ws, // Node 20 has no global WebSocket
-    wsProxy: bridge.wsProxy,
-    useSecureWebSocket: false, // the bridge speaks ws://, not wss://
-    forceDisablePgSSL: true, // plaintext PG inside the tunnel (TLS would need subtls)
-    pipelineConnect: false, // "password" pipelining breaks SCRAM auth
-    pipelineTLS: false, // only meaningful with pure-JS TLS; Neon-only
+    wsProxy: via.wsProxy,
+    useSecureWebSocket: false, // the fixture speaks ws:// on loopback, Neon wss://
   };
 }
 
@@ -77,29 +74,24 @@ function globalNeonOpts(): Record<string, unknown> {
 }
 
 // ---- fixtures --------------------------------------------------------------------------
-// A fresh database on the harness' shared primary (TLS optional, SCRAM auth). The
-// drivers get a URL without sslmode: the bridge / HTTP fixture own the upstream TLS.
+// A fresh database on the harness' shared primary (TLS, SCRAM auth) behind the proxy. The
+// drivers get a Neon URL (the endpoint is the host's first label) without sslmode.
 let db: TestDatabase;
 let dbUrl: string;
-let bridge: NeonBridge;
-let tlsBridge: NeonBridge;
-let http: NeonHttpFixture;
+let proxy: NeonProxy;
 let globalsBefore: Record<string, unknown>;
 
 beforeAll(async () => {
   globalsBefore = globalNeonOpts();
   db = await createTestDatabase({ migrated: false, prefix: 'neon' });
-  dbUrl = db.urlWith(); // superuser, password needs URL-encoding: exercises decoding too
+  // superuser, password needs URL-encoding: exercises decoding too
+  dbUrl = db.urlWith(undefined, { host: NEON_TEST_HOST, port: 5432 });
   await db.query('CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL)');
-  bridge = await startNeonBridge({ pgHost: db.host, pgPort: db.port });
-  tlsBridge = await startNeonBridge({ pgHost: db.host, pgPort: db.port, upstreamTls: db.ssl });
-  http = await startNeonHttpFixture({ ssl: db.ssl });
+  proxy = await startNeonProxy({ upstream: testServer().info() });
 });
 
 afterAll(async () => {
-  await http?.close();
-  await tlsBridge?.close();
-  await bridge?.close();
+  await proxy?.close();
   await db?.drop();
 });
 
@@ -108,35 +100,30 @@ beforeEach(async () => {
 });
 
 // ---- WebSocket ---------------------------------------------------------------------------
-describe('WebSocket driver through the local wsproxy bridge', () => {
+describe('WebSocket driver through the Neon proxy fixture', () => {
   afterEach(() => {
     // Everything WebSocket-side is per instance: the process-wide config stays pristine.
     expect(globalNeonOpts()).toEqual(globalsBefore);
   });
 
-  test('Client with per-instance neonConfig runs a query (plain and TLS upstream)', async () => {
-    for (const [via, tls] of [
-      [bridge, false],
-      [tlsBridge, true],
-    ] as const) {
-      const ClientClass = configuredClient(socketSettings(via));
-      const client = new ClientClass(dbUrl);
-      await client.connect();
-      try {
-        const { rows } = await client.query<{ n: number; db: string; ssl: boolean }>(
-          'SELECT 41 + $1::int AS n, current_database() AS db, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
-          [1],
-        );
-        expect(rows).toEqual([{ n: 42, db: db.name, ssl: tls }]);
-      } finally {
-        await client.end();
-      }
+  test('Client with per-instance neonConfig runs a query (the proxy reaches the compute over TLS)', async () => {
+    const ClientClass = configuredClient(socketSettings(proxy));
+    const client = new ClientClass(dbUrl);
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ n: number; db: string; ssl: boolean }>(
+        'SELECT 41 + $1::int AS n, current_database() AS db, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+        [1],
+      );
+      expect(rows).toEqual([{ n: 42, db: db.name, ssl: true }]);
+    } finally {
+      await client.end();
     }
-    await waitFor(() => bridge.openTunnels() === 0 && tlsBridge.openTunnels() === 0);
+    await waitFor(() => proxy.computeConnections() === 0);
   });
 
   test('Pool runs queries and an interactive transaction (commit and rollback)', async () => {
-    const pool = configuredPool({ connectionString: dbUrl, max: 2 }, socketSettings(bridge));
+    const pool = configuredPool({ connectionString: dbUrl, max: 2 }, socketSettings(proxy));
     try {
       const results = await Promise.all([1, 2, 3].map((i) => pool.query<{ i: number }>('SELECT $1::int AS i', [i])));
       expect(results.map((r) => r.rows[0]?.i)).toEqual([1, 2, 3]);
@@ -159,11 +146,11 @@ describe('WebSocket driver through the local wsproxy bridge', () => {
     } finally {
       await pool.end();
     }
-    await waitFor(() => bridge.openTunnels() === 0);
+    await waitFor(() => proxy.computeConnections() === 0);
   });
 
   test('Prisma through PrismaNeon runs $queryRaw and an interactive $transaction', async () => {
-    const prisma = new PrismaClient({ adapter: new ConfiguredPrismaNeon({ connectionString: dbUrl }, socketSettings(bridge)) });
+    const prisma = new PrismaClient({ adapter: new ConfiguredPrismaNeon({ connectionString: dbUrl }, socketSettings(proxy)) });
     try {
       const rows = await prisma.$queryRaw<{ n: number; label: string }[]>`SELECT ${7}::int AS n, ${'via ws'}::text AS label`;
       expect(rows).toEqual([{ n: 7, label: 'via ws' }]);
@@ -179,18 +166,18 @@ describe('WebSocket driver through the local wsproxy bridge', () => {
     } finally {
       await prisma.$disconnect();
     }
-    await waitFor(() => bridge.openTunnels() === 0);
+    await waitFor(() => proxy.computeConnections() === 0);
   });
 });
 
 // ---- HTTP --------------------------------------------------------------------------------
-describe('HTTP driver through the local SQL-over-HTTP fixture', () => {
+describe('HTTP driver through the Neon proxy fixture (SQL over HTTP)', () => {
   let savedEndpoint: NeonConfig['fetchEndpoint'] | undefined;
 
   beforeAll(() => {
     // fetchEndpoint is global-only in @neondatabase/serverless 1.2.0.
     savedEndpoint = neonConfig.opts.fetchEndpoint;
-    neonConfig.fetchEndpoint = http.fetchEndpoint;
+    neonConfig.fetchEndpoint = proxy.fetchEndpoint;
   });
   afterAll(() => {
     if (savedEndpoint === undefined) delete neonConfig.opts.fetchEndpoint;
@@ -199,7 +186,7 @@ describe('HTTP driver through the local SQL-over-HTTP fixture', () => {
 
   test('parameterised query returns typed values', async () => {
     const sql = neon(dbUrl);
-    const before = http.requestCount();
+    const before = proxy.received().http;
     const at = '2024-05-06T07:08:09.123Z';
     const rows = await sql`
       SELECT ${5}::int AS i, ${'hé "quoted"'}::text AS t, ${at}::timestamptz AS ts,
@@ -216,7 +203,7 @@ describe('HTTP driver through the local SQL-over-HTTP fixture', () => {
         flag: true,
       },
     ]);
-    expect(http.requestCount()).toBe(before + 1);
+    expect(proxy.received().http).toBe(before + 1);
 
     const full = await sql.query('SELECT $1::int AS n', [3], { fullResults: true, arrayMode: true });
     expect(full).toMatchObject({ command: 'SELECT', rowCount: 1, rows: [[3]], rowAsArray: true });
@@ -269,7 +256,7 @@ describe('HTTP driver through the local SQL-over-HTTP fixture', () => {
   });
 
   test('protocol details: object rows and typed JSON when raw text output is off', async () => {
-    const res = await fetch(http.url, {
+    const res = await fetch(proxy.fetchEndpoint(NEON_TEST_HOST, 5432), {
       method: 'POST',
       headers: { 'Neon-Connection-String': dbUrl, 'Content-Type': 'application/json' },
       body: JSON.stringify({
@@ -285,19 +272,20 @@ describe('HTTP driver through the local SQL-over-HTTP fixture', () => {
       rows: [{ i: 1, b: '2', j: { k: [true] }, a: [1, null, 3], t: ['x,y', 'z'], f: 'NaN' }],
     });
 
-    const bad = await fetch(http.url, { method: 'POST', body: '{}', headers: { 'Neon-Connection-String': dbUrl } });
+    const bad = await fetch(proxy.fetchEndpoint(NEON_TEST_HOST, 5432), { method: 'POST', body: '{}', headers: { 'Neon-Connection-String': dbUrl } });
     expect(bad.status).toBe(400);
-    expect(await bad.json()).toMatchObject({ code: null, message: expect.any(String) });
+    // sql_over_http.rs: not a PostgreSQL error → code and severity are "" (not null), the rest null.
+    expect(await bad.json()).toMatchObject({ code: '', severity: '', detail: null, message: expect.stringContaining('could not parse the HTTP request body') });
   });
 
   test('Prisma through PrismaNeonHttp runs $queryRaw', async () => {
     const prisma = new PrismaClient({ adapter: new PrismaNeonHttp(dbUrl, {}) });
-    const before = http.requestCount();
+    const before = proxy.received().http;
     try {
       const rows = await prisma.$queryRaw<{ n: number; at: Date; label: string | null }[]>`
         SELECT ${11}::int AS n, ${new Date('2020-01-02T03:04:05.000Z')}::timestamptz AS at, NULL::text AS label`;
       expect(rows).toEqual([{ n: 11, at: new Date('2020-01-02T03:04:05.000Z'), label: null }]);
-      expect(http.requestCount()).toBeGreaterThan(before);
+      expect(proxy.received().http).toBeGreaterThan(before);
 
       // PrismaNeonHttp.startTransaction always rejects, so interactive and multi-query
       // batch $transaction fail before running anything (a one-query batch skips the

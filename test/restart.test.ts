@@ -4,29 +4,28 @@
 import { createDb } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, type Cluster } from './support/cluster';
-import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
+import { NEON_TEST_HOST, startNeonProxy, type NeonProxy } from './support/neon-proxy';
 import { buildTemplate } from './support/template';
 
 let cluster: Cluster;
-let bridge: NeonBridge;
+let proxy: NeonProxy;
 
 beforeAll(async () => {
   cluster = await startCluster({ name: 'restart' });
   await buildTemplate(cluster.info(), 'restart_template');
   await cluster.query('CREATE DATABASE restart_app TEMPLATE restart_template');
-  bridge = await startNeonBridge({ pgHost: cluster.host, pgPort: cluster.port });
+  proxy = await startNeonProxy({ upstream: cluster.info() });
 }, 120_000);
 afterAll(async () => {
-  await bridge?.close();
+  await proxy?.close();
   await cluster?.destroy();
 });
 
 const options = {
   pg: () => ({ url: cluster.url('restart_app', { sslmode: 'require' }) }),
   neon: () => ({
-    url: cluster.url('restart_app'),
-    driver: 'neon' as const,
-    neon: { wsProxy: bridge.wsProxy, useSecureWebSocket: false },
+    url: cluster.url('restart_app', undefined, { host: NEON_TEST_HOST, port: 5432 }),
+    neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false },
   }),
 };
 

@@ -7,8 +7,7 @@
 import { PrismaClient } from '../src/generated/prisma/client';
 import { createDb, type Db } from '../src/index';
 import { countConnections, createTestDatabase, testServer, type TestDatabase } from './support/db';
-import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
-import { startNeonHttpFixture, type NeonHttpFixture } from './support/neon-http';
+import { NEON_TEST_HOST, startNeonProxy, type NeonProxy } from './support/neon-proxy';
 import { startPgBouncer, type PgBouncer } from './support/pgbouncer';
 import { eventually, sockets } from './support/async';
 
@@ -142,57 +141,53 @@ describe('through PgBouncer in transaction mode', () => {
 });
 
 describe('Neon driver', () => {
-  let bridge: NeonBridge;
-  let http: NeonHttpFixture;
+  let proxy: NeonProxy;
   beforeAll(async () => {
-    bridge = await startNeonBridge({ pgHost: testDb.host, pgPort: testDb.port });
-    http = await startNeonHttpFixture({ ssl: testDb.ssl });
+    proxy = await startNeonProxy({ upstream: testServer().info() });
   });
   afterAll(async () => {
     for (const d of dbs.splice(0)) await d.close();
-    await http?.close();
-    await bridge?.close();
+    await proxy?.close();
   });
 
   test('single queries go over HTTP, transactions over a short-lived WebSocket; nothing stays open', async () => {
     const app = 'srv-neon';
     const socketsBefore = sockets();
     const db = serverlessDb({
-      driver: 'neon',
-      url: testDb.urlWith(),
+      url: testDb.urlWith(undefined, { host: NEON_TEST_HOST, port: 5432 }),
       applicationName: app,
-      neon: { wsProxy: bridge.wsProxy, useSecureWebSocket: false, fetchEndpoint: http.fetchEndpoint as (host: string, port: number | string) => string },
+      neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false, fetchEndpoint: proxy.fetchEndpoint },
     });
 
     // A single query: one HTTP request, no WebSocket, no connection of ours on the server.
-    const requestsBefore = http.requestCount();
+    const requestsBefore = proxy.received().http;
     expect(await db.$queryRaw<{ n: number }[]>`SELECT ${5}::int AS n`).toEqual([{ n: 5 }]);
-    expect(http.requestCount()).toBeGreaterThan(requestsBefore);
-    expect(bridge.openTunnels()).toBe(0);
+    expect(proxy.received().http).toBeGreaterThan(requestsBefore);
+    expect(proxy.computeConnections()).toBe(0);
     expect(db.stats().counters.connectionsOpened).toBe(0);
 
     // A transaction: a WebSocket tunnel while it runs, none afterwards.
     let tunnelsDuring = 0;
     let connectedDuring = 0;
-    const requestsBeforeTx = http.requestCount();
+    const requestsBeforeTx = proxy.received().http;
     await db.transaction(async (tx) => {
       await tx.user.create({ data: { email: 'neontx@example.com' } });
-      tunnelsDuring = bridge.openTunnels();
+      tunnelsDuring = proxy.computeConnections();
       connectedDuring = await countConnections(app, testDb.name);
     });
     expect(tunnelsDuring).toBe(1);
     expect(connectedDuring).toBe(1);
-    expect(http.requestCount()).toBe(requestsBeforeTx);
-    expect(await eventually(() => bridge.openTunnels() === 0, 5_000)).toBe(true);
+    expect(proxy.received().http).toBe(requestsBeforeTx);
+    expect(await eventually(() => proxy.computeConnections() === 0, 5_000)).toBe(true);
 
     // The burst: 50 transactions over WebSockets, 50 single queries over HTTP.
-    const httpBefore = http.requestCount();
+    const httpBefore = proxy.received().http;
     const opened = db.stats().counters.connectionsOpened;
     await burst(db, 'neon');
-    expect(http.requestCount() - httpBefore).toBeGreaterThanOrEqual(50);
+    expect(proxy.received().http - httpBefore).toBeGreaterThanOrEqual(50);
     expect(db.stats().counters.connectionsOpened - opened).toBeGreaterThanOrEqual(50);
 
-    expect(await eventually(() => bridge.openTunnels() === 0, 5_000)).toBe(true);
+    expect(await eventually(() => proxy.computeConnections() === 0, 5_000)).toBe(true);
     expect(await eventually(async () => (await countConnections(app, testDb.name)) === 0, 5_000)).toBe(true);
     const { pool, counters } = db.stats();
     expect(pool).toMatchObject({ open: 0, inUse: 0 });

@@ -1,9 +1,9 @@
 // The two drivers under test, as option sets for createDb: `pg` straight to the server,
-// `neon` through the real @neondatabase/serverless driver and a local wsproxy bridge
-// (the same protocol Neon's proxy speaks), so one test body checks both.
+// `neon` through the real @neondatabase/serverless driver (production defaults) and the
+// Neon proxy fixture (test/support/neon-proxy.ts), so one test body checks both.
 import type { DbOptions } from '../../src/index';
-import type { TestDatabase } from './db';
-import { startNeonBridge, type NeonBridge } from './neon-bridge';
+import { testServer, type TestDatabase } from './db';
+import { NEON_TEST_HOST, startNeonProxy, type NeonProxy } from './neon-proxy';
 
 export interface DriverCase {
   name: 'pg' | 'neon';
@@ -12,18 +12,18 @@ export interface DriverCase {
   close(): Promise<void>;
 }
 
-export async function driverCase(name: 'pg' | 'neon', db: TestDatabase): Promise<DriverCase> {
+export async function driverCase(name: 'pg' | 'neon', _db: TestDatabase): Promise<DriverCase> {
   if (name === 'pg') {
     return { name, options: (d) => ({ url: d.url }), close: async () => {} };
   }
-  const bridge: NeonBridge = await startNeonBridge({ pgHost: db.host, pgPort: db.port });
+  const proxy: NeonProxy = await startNeonProxy({ upstream: testServer().info() });
   return {
     name,
     options: (d) => ({
-      url: d.urlWith(),
-      driver: 'neon',
-      neon: { wsProxy: bridge.wsProxy, useSecureWebSocket: false },
+      // A Neon host: the layer picks the neon driver by itself, as in production.
+      url: d.urlWith(undefined, { host: NEON_TEST_HOST, port: 5432 }),
+      neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false, fetchEndpoint: proxy.fetchEndpoint },
     }),
-    close: () => bridge.close(),
+    close: () => proxy.close(),
   };
 }
