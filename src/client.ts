@@ -14,6 +14,7 @@ import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
 import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork } from './unit-of-work.ts';
 import { withDeadline } from './deadline.ts';
+import { DatabaseConnectionError } from './errors.ts';
 import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 
 /** What createDb needs to build an application's own generated Prisma client. */
@@ -118,6 +119,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   const { PrismaClient, env, logger, closeOnSignals, ...dbOptions } = options;
   const config = loadConfig(dbOptions, env);
   const lifecycle = new Lifecycle(logger);
+  if (config.driver === 'neon' && config.channelBinding === 'require') warnChannelBinding(logger);
   let lastError: LastError | null = null;
   const record = (err: unknown): void => void (lastError = describeError(err));
   const primary = buildStack(PrismaClient, config, lifecycle, logger, record);
@@ -131,7 +133,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   const pools = (): GuardedPool[] => [primary, ...replicaStacks.map((r) => r.stack)].flatMap((s) => s.driver.pool() ?? []);
 
   const shutdown: Shutdown = {
-    destroyBusy: () => pools().reduce((n, pool) => n + pool.destroyBusy(new Error('closed by db.close() after its deadline')), 0),
+    destroyBusy: () => pools().reduce((n, pool) => n + pool.destroyBusy(closedUnderWork()), 0),
     end: async () => void (await Promise.all([primary.end(), router?.close()])),
     allClosed: () => allClosed(primary),
   };
@@ -165,6 +167,22 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   };
   if (closeOnSignals) api.closeOnSignals(closeOnSignals === true ? {} : closeOnSignals);
   return attach(primary.prisma, api);
+}
+
+/** What work still running at close()'s deadline fails with: its connection was closed under it. */
+function closedUnderWork(): DatabaseConnectionError {
+  return new DatabaseConnectionError('The connection was closed by db.close() after its deadline, with this work still running', { retryable: false });
+}
+
+let channelBindingWarned = false;
+
+/** Neon's URLs carry channel_binding=require; over its WebSocket, TLS ends at the proxy, so it cannot apply. Said once. */
+function warnChannelBinding(logger: DbLogger | undefined): void {
+  if (channelBindingWarned) return;
+  channelBindingWarned = true;
+  const message = 'channel_binding=require does not apply to the neon driver: TLS ends at Neon\'s WebSocket proxy (wss), which authenticates with the password it receives';
+  if (logger) logger.warn({ event: 'config', setting: 'channel_binding' }, message);
+  else process.emitWarning(message, { code: 'PRISMA_DATALAYER_CHANNEL_BINDING' });
 }
 
 function emptyFigures(config: DbConfig): DbStats['pool'] {

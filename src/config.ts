@@ -25,6 +25,11 @@ export interface NeonOptions {
   useSecureWebSocket?: boolean;
   /** TLS to Postgres inside the WebSocket. Neon's proxy terminates TLS itself: default off. */
   pipelineTLS?: boolean;
+  /**
+   * The driver's pipelined startup: `'password'` (its default, what Neon's proxy expects) or
+   * `false`, for a self-hosted PostgreSQL (SCRAM) behind a plain WebSocket relay.
+   */
+  pipelineConnect?: 'password' | false;
   /** The SQL-over-HTTP endpoint, for serverless mode's single queries. */
   fetchEndpoint?: string | ((host: string, port: number | string, options?: unknown) => string);
   /** Single queries over HTTP in serverless mode (Neon's fastest path). Default true. */
@@ -140,6 +145,11 @@ export interface DbConfig {
     readonly idleInTransactionMs: number;
     readonly lockMs: number;
   };
+  /**
+   * libpq's channel_binding. The pg driver binds SCRAM to the TLS channel when the server
+   * offers it; over Neon's WebSocket, TLS ends at the proxy, so it cannot apply there.
+   */
+  readonly channelBinding: 'disable' | 'prefer' | 'require';
   /** Startup `options` the URL carried that are not timeouts we manage (passed through). */
   readonly serverOptions: string | undefined;
   readonly applicationName: string;
@@ -485,6 +495,7 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
     ...parsedOptions.verbatim,
   ];
 
+  const channelBinding = r.take(z.enum(['disable', 'prefer', 'require'], { message: 'must be disable, prefer or require' }), 'prefer', [inUrl('channel_binding'), p('channel_binding')], ['DB_CHANNEL_BINDING', env.DB_CHANNEL_BINDING]);
   const applicationName = r.take(startupValue(63), DEFAULTS.applicationName, ['applicationName', options.applicationName], ['DB_APPLICATION_NAME', env.DB_APPLICATION_NAME], [inUrl('application_name'), p('application_name')]);
 
   const transaction = {
@@ -524,6 +535,7 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
       validateAfterIdleMs,
     },
     timeouts: { connectMs, statementMs, idleInTransactionMs, lockMs },
+    channelBinding,
     serverOptions: passthrough.length > 0 ? passthrough.join(' ') : undefined,
     applicationName,
     transaction,

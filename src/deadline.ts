@@ -49,6 +49,8 @@ export interface UnitLimits {
   readonly endsAt: number;
   readonly timeoutMs: number;
   readonly maxWaitMs: number;
+  /** Set by the pool when it hands the unit its connection: a reused one may have died idle. */
+  reused?: boolean;
 }
 
 export const unitLimits = new AsyncLocalStorage<UnitLimits>();

@@ -25,6 +25,15 @@ const LOST_KINDS = new Set(['ConnectionClosed', 'SocketTimeout', 'TooManyConnect
 const LOST_MESSAGE = /Connection terminated|connection timeout|timeout expired|Client has encountered a connection error|socket hang up|not queryable|WebSocket|ECONNRESET|ECONNREFUSED|Couldn't connect to compute node/i;
 
 /**
+ * Neon's proxy answers with its own errors (severity ERROR, SQLSTATE XX000, or an HTTP 500
+ * over SQL-over-HTTP) before a compute backend exists: connection failures by meaning,
+ * told apart only by their text (neondatabase/neon proxy/src/compute/mod.rs,
+ * auth/mod.rs, control_plane/messages.rs).
+ */
+const NEON_TRANSIENT = /Couldn't connect to compute node|Too many connections to this endpoint|Failed to acquire permit|rate limit/i;
+const NEON_PERMANENT = /password authentication failed|Check your quotas|endpoint is disabled|exceeded the limit|Endpoint ID is not specified|Inconsistent project name/i;
+
+/**
  * Failures a retry cannot fix: wrong credentials, a missing database, a startup value the
  * server refuses, and TLS that can never succeed (certificate, host name, no SSL support).
  */
@@ -96,6 +105,7 @@ export function isConnectionLoss(err: unknown): boolean {
 }
 
 function lossVerdict(e: ErrorShape): boolean | undefined {
+  if (typeof e.message === 'string' && (NEON_TRANSIENT.test(e.message) || NEON_PERMANENT.test(e.message))) return true;
   const kind = driverCause(e)?.kind;
   if (kind !== undefined && LOST_KINDS.has(kind)) return true;
   const state = sqlStateOf(e);
@@ -110,7 +120,7 @@ export function isPermanentConnectFailure(err: unknown): boolean {
   const state = sqlStateOf(err);
   if (state !== undefined && PERMANENT_SQLSTATES.has(state)) return true;
   const e = shape(err);
-  return PERMANENT_TLS.test(`${String(e.code ?? '')} ${e.message ?? ''}`);
+  return PERMANENT_TLS.test(`${String(e.code ?? '')} ${e.message ?? ''}`) || NEON_PERMANENT.test(e.message ?? '');
 }
 
 /** Failures of opening a connection: nothing of the caller's work was sent. */

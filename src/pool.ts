@@ -20,7 +20,7 @@ import { destroySocket, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, unitLimits, withDeadline } from './deadline.ts';
 import { DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
-import { connectionError, isConnectionLoss } from './failures.ts';
+import { connectionError, isConnectionLoss, isPermanentConnectFailure } from './failures.ts';
 import { recoveryBudget } from './retry.ts';
 import type { SslChoice } from './ssl.ts';
 import type { DbCounters, PoolFigures } from './stats.ts';
@@ -104,7 +104,13 @@ export class GuardedPool {
 
   /** For the adapters' transactions: the session's reserved connection, or a checked-out one. */
   async connect(): Promise<PoolClient> {
-    return this.pinnedClient() ?? (await this.checkout()).client;
+    const pin = this.pinnedClient();
+    if (pin) return pin;
+    const { client, reused } = await this.checkout();
+    // Tells the unit of work whether a failed BEGIN may be re-run (retry.ts).
+    const unit = unitLimits.getStore();
+    if (unit) unit.reused = reused;
+    return client;
   }
 
   /** For the adapters' statements outside a transaction: one checkout, with recovery. */
@@ -137,7 +143,7 @@ export class GuardedPool {
    * backend: it may run again on another one, within the recovery budget.
    */
   mayRecover(err: unknown, reused: boolean, recovered: number): boolean {
-    if (!reused || err instanceof DeadlineExceededError || recovered >= recoveryBudget(this.config)) return false;
+    if (!reused || err instanceof DeadlineExceededError || isPermanentConnectFailure(err) || recovered >= recoveryBudget(this.config)) return false;
     this.counters.connectionsRecovered++;
     return true;
   }

@@ -14,9 +14,9 @@
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { DbConfig, IsolationLevel } from './config.ts';
-import { DEADLINE_GRACE_MS, sleep, unitLimits, type UnitLimits } from './deadline.ts';
+import { DEADLINE_GRACE_MS, MAX_TIMER_MS, sleep, unitLimits, type UnitLimits } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
-import { classifyError, isConnectFailure, isConnectionLoss, isDatabaseFailure, isRetryableConflict } from './failures.ts';
+import { classifyError, isConnectFailure, isConnectionLoss, isDatabaseFailure, isPermanentConnectFailure, isRetryableConflict } from './failures.ts';
 import type { GuardedPool } from './pool.ts';
 import { backoffMs, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
@@ -145,14 +145,14 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
       this.counters.commits++;
       return result;
     } catch (err) {
-      throw this.settle(err, unit.state, correlationId);
+      throw this.settle(err, unit.state, limits.reused === true, correlationId);
     }
   }
 
   /** The error for a failure in `state`: see the header. */
-  private settle(err: unknown, state: UnitState, correlationId: string | undefined): unknown {
+  private settle(err: unknown, state: UnitState, reused: boolean, correlationId: string | undefined): unknown {
     const lost = isConnectionLoss(err);
-    if (state === 'starting' && lost && !isConnectFailure(err) && !(err instanceof DeadlineExceededError)) {
+    if (state === 'starting' && lost && reused && !isConnectFailure(err) && !(err instanceof DeadlineExceededError) && !isPermanentConnectFailure(err)) {
       return new NotStarted('BEGIN failed', { cause: err });
     }
     this.counters.rollbacks++;
@@ -187,7 +187,8 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
   private prismaOptions(opts: TransactionOptions, limits: UnitLimits): { maxWait: number; timeout: number; isolationLevel?: IsolationLevel } {
     const isolationLevel = opts.isolationLevel ?? this.config.transaction.isolationLevel;
     return {
-      maxWait: limits.maxWaitMs + this.config.timeouts.connectMs + DEADLINE_GRACE_MS,
+      // Sums of valid durations can pass Node's timer limit (which would fire at once): capped.
+      maxWait: Math.min(MAX_TIMER_MS, limits.maxWaitMs + this.config.timeouts.connectMs + DEADLINE_GRACE_MS),
       timeout: limits.timeoutMs,
       ...(isolationLevel ? { isolationLevel } : {}),
     };

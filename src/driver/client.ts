@@ -40,7 +40,8 @@ export interface ClientPolicy {
 /** The part of node-postgres' Client this class relies on; test/driver checks it still exists. */
 export interface PgClientShape {
   query(config: unknown, values?: unknown, callback?: unknown): unknown;
-  connection: { stream: { destroy(err?: Error): void } };
+  connect(callback?: unknown): unknown;
+  connection: { stream: { destroy(err?: Error): void }; once(event: string, listener: () => void): unknown };
   processID?: number | null;
 }
 
@@ -51,8 +52,12 @@ export interface SocketHolder {
   connection?: { stream?: { destroy(err?: Error): void } };
 }
 
-/** Destroys the socket under a client: whatever it was waiting for fails, and pg-pool drops it. */
+/** Why the layer destroyed a connection: what its pending statements fail with (the driver's own error is generic). */
+const lostTo = new WeakMap<object, Error>();
+
+/** Destroys the socket under a client: whatever it was waiting for fails with `reason`, and pg-pool drops it. */
 export function destroySocket(client: SocketHolder, reason: Error): void {
+  if (!lostTo.has(client)) lostTo.set(client, reason);
   client.connection?.stream?.destroy(reason);
 }
 
@@ -73,16 +78,33 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       policy.configure?.(this);
     }
 
+    /**
+     * node-postgres clears its connect timer at the first ReadyForQuery it handles; the
+     * Neon driver's pipelined startup fakes that one as soon as the WebSocket opens, so
+     * the real answer (authentication, a waking compute) would wait unbounded. This
+     * deadline ends only at the server's first real ReadyForQuery. Listeners are added
+     * after the driver's own connect(), which clears the connection's listeners first.
+     */
+    override connect(callback?: unknown): unknown {
+      const started = super.connect(callback);
+      const expire = (): void => destroySocket(this, new DeadlineExceededError('connect', policy.connectMs));
+      const timer = setTimeout(expire, policy.connectMs);
+      const clear = (): void => clearTimeout(timer);
+      this.connection.once('readyForQuery', clear);
+      this.connection.once('end', clear);
+      return started;
+    }
+
     override query(config: unknown, values?: unknown, callback?: unknown): unknown {
       // Callback style is pg-pool's own `pool.query`, which the layer's pool replaces.
       if (typeof values === 'function' || typeof callback === 'function') return super.query(config, values, callback);
-      const sent = (super.query(config, values) as Promise<unknown>).catch(typed);
+      const sent = (super.query(config, values) as Promise<unknown>).catch((err: unknown) => typed(lostTo.get(this) ?? err));
       const deadline = policy.statementDeadline();
       if (deadline === undefined) return sent;
       return withDeadline(sent, deadline.ms, () => {
-        const err = new DeadlineExceededError(deadline.kind, deadline.ms);
-        destroySocket(this, err);
-        return err;
+        const reason = new DeadlineExceededError(deadline.kind, deadline.ms);
+        destroySocket(this, reason);
+        return reason;
       });
     }
   };

@@ -13,7 +13,11 @@
 
 import type * as AdapterNeon from '@prisma/adapter-neon';
 import type * as NeonModule from '@neondatabase/serverless';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
+import { withDeadline } from '../deadline.ts';
+import { DatabaseQueryError, DeadlineExceededError } from '../errors.ts';
+import { connectionError, isConnectionLoss } from '../failures.ts';
 import { toUrl, type DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
 import { GuardedPool, type PoolClient, type RawPool } from '../pool.ts';
@@ -39,12 +43,10 @@ export function socketSettings(config: DbConfig): Record<string, unknown> {
   // Node 20 has no global WebSocket.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   if (typeof globalThis.WebSocket !== 'function') settings.webSocketConstructor = require('ws');
-  if (n.wsProxy !== undefined) {
-    settings.wsProxy = n.wsProxy;
-    // Pipelining the startup only works with cleartext password auth, which Neon's
-    // proxy uses and a self-hosted Postgres (SCRAM) behind another proxy does not.
-    settings.pipelineConnect = false;
-  }
+  // The driver's own default (pipelined startup with a cleartext password) is what Neon's
+  // proxy expects; driver/client.ts keeps the connect deadline running through it.
+  if (n.wsProxy !== undefined) settings.wsProxy = n.wsProxy;
+  if (n.pipelineConnect !== undefined) settings.pipelineConnect = n.pipelineConnect;
   if (n.useSecureWebSocket !== undefined) settings.useSecureWebSocket = n.useSecureWebSocket;
   if (n.pipelineTLS !== undefined) settings.pipelineTLS = n.pipelineTLS;
   return settings;
@@ -103,16 +105,85 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
     },
   };
   const useHttp = config.mode === 'serverless' && config.neon.httpQueries !== false;
-  const factory = useHttp ? httpWithWsTransactions(new PrismaNeonHttp(toUrl(config), {}), ws) : ws;
+  const factory = useHttp ? httpWithWsTransactions(new PrismaNeonHttp(toUrl(config), {}), ws, config) : ws;
   // The WebSocket pool ends with Prisma's disconnect (the adapter's dispose).
   return { factory, pool: () => guard, close: async () => {} };
+}
+
+/** The abort signal of the HTTP statement being sent, for the fetch hook below. */
+const httpSignals = new AsyncLocalStorage<AbortSignal>();
+let fetchHooked = false;
+
+/**
+ * `fetchFunction` is global-only in the driver too: the hook adds the current statement's
+ * abort signal (none outside the layer's statements), so a statement past its deadline is
+ * aborted and Neon cancels the query when the client disconnects (sql_over_http.rs).
+ */
+function hookFetch(): void {
+  if (fetchHooked) return;
+  fetchHooked = true;
+  const { neonConfig } = neonModule();
+  const previous = neonConfig.fetchFunction as typeof fetch | undefined;
+  neonConfig.fetchFunction = ((url: string, init?: RequestInit) => {
+    const signal = httpSignals.getStore();
+    return (previous ?? fetch)(url, signal === undefined ? init : { ...init, signal });
+  }) as never;
+}
+
+const HTTP_STATUS = /^Server error \(HTTP status (\d+)\): ([\s\S]*)$/;
+
+/**
+ * Neon's SQL-over-HTTP failures as the layer's errors. 400 is the server's own SQL error
+ * (it keeps its SQLSTATE, for Prisma to map); 413/507 are Neon's 10 MiB limits on the
+ * request and the response; a 500 is the proxy failing to reach or start the compute
+ * (http_util.rs, error.rs), classified by its text like the WebSocket proxy's errors.
+ */
+function httpFailure(err: unknown): unknown {
+  const message = err instanceof Error ? err.message : String(err);
+  const status = HTTP_STATUS.exec(message);
+  if (status) {
+    const text = neonMessage(status[2] ?? '');
+    if (status[1] === '413' || status[1] === '507') return new DatabaseQueryError(`Neon refused the statement: ${text} [HTTP ${status[1]}]`, { cause: err });
+    return connectionError(new Error(text), 'connect');
+  }
+  // Proxy errors (auth, quota) come as a 4xx body with code "": connection failures by their text.
+  if (/^Error connecting to database/.test(message) || isConnectionLoss(err)) return connectionError(err, 'connect');
+  return err;
+}
+
+function neonMessage(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown };
+    return typeof parsed.message === 'string' ? parsed.message : body;
+  } catch {
+    return body;
+  }
+}
+
+/**
+ * One HTTP statement. Over HTTP nothing but user and database reaches the compute, so the
+ * server-side timeouts cannot be sent; the statement timeout is enforced here instead,
+ * with the connect deadline added, since one request covers a compute's wake-up and the
+ * statement alike and the client cannot tell them apart.
+ */
+function httpStatement<T>(config: DbConfig, run: () => Promise<T>): Promise<T> {
+  const { statementMs, connectMs } = config.timeouts;
+  if (statementMs === 0) return run().catch((err: unknown) => Promise.reject(httpFailure(err)));
+  const ms = connectMs + statementMs;
+  const abort = new AbortController();
+  const sent = httpSignals.run(abort.signal, run).catch((err: unknown) => Promise.reject(httpFailure(err)));
+  return withDeadline(sent, ms, () => {
+    abort.abort();
+    return new DeadlineExceededError('statement', ms);
+  });
 }
 
 /**
  * Serverless Neon: single statements over Neon's HTTP endpoint (no connection at all),
  * transactions over one short-lived WebSocket connection, since HTTP rejects them.
  */
-function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdapterFactory): SqlDriverAdapterFactory {
+function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdapterFactory, config: DbConfig): SqlDriverAdapterFactory {
+  hookFetch();
   return {
     provider: http.provider,
     adapterName: http.adapterName,
@@ -121,8 +192,8 @@ function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdap
       return {
         provider: h.provider,
         adapterName: h.adapterName,
-        queryRaw: (q) => h.queryRaw(q),
-        executeRaw: (q) => h.executeRaw(q),
+        queryRaw: (q) => httpStatement(config, () => h.queryRaw(q)),
+        executeRaw: (q) => httpStatement(config, () => h.executeRaw(q)),
         executeScript: (s) => w.executeScript(s),
         startTransaction: (level) => w.startTransaction(level),
         getConnectionInfo: () => w.getConnectionInfo?.() ?? { supportsRelationJoins: true },

@@ -31,7 +31,8 @@ export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub):
     }
   }
 
-  const pool = new LayerPool({ ...poolOptions(config), Client } as unknown as pg.PoolConfig);
+  const binding = config.channelBinding === 'disable' ? {} : { enableChannelBinding: true };
+  const pool = new LayerPool({ ...poolOptions(config), ...binding, Client } as unknown as pg.PoolConfig);
   const rawConnect = (pg.Pool.prototype.connect as () => Promise<PoolClient>).bind(pool);
   guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub);
   const factory = new PrismaPg(pool as unknown as pg.Pool, { onConnectionError: (err) => void hub.fail(err) });
