@@ -122,6 +122,21 @@ async function settledWithin(t: Tracked<unknown>, boundMs: number): Promise<{ la
   return { label: t.label, settledWithinBound: t.settledAfterMs !== undefined && t.settledAfterMs <= boundMs };
 }
 
+/**
+ * `t` settled by `boundMs` after its start. When it did not, the failure says what it
+ * did later (observed for up to 8 s more), so a failing run shows the actual behaviour.
+ */
+async function expectSettledWithin(t: Tracked<unknown>, boundMs: number): Promise<void> {
+  const result = await settledWithin(t, boundMs);
+  if (result.settledWithinBound) return;
+  await within(t.done, 8000).catch(() => undefined);
+  const later =
+    t.settledAfterMs === undefined
+      ? `still pending ${boundMs + 8000} ms after it started`
+      : `settled after ${t.settledAfterMs} ms: ${t.error === undefined ? 'resolved' : JSON.stringify(view(t.error))}`;
+  expect({ ...result, later }).toEqual({ label: t.label, settledWithinBound: true, later });
+}
+
 /** The parts of an error a caller acts on: for readable diffs when an expectation fails. */
 function view(err: unknown): Record<string, unknown> {
   if (!(err instanceof Error)) return { thrown: String(err) };
@@ -269,7 +284,7 @@ async function expectNoBackend(name: string): Promise<void> {
 /** close({ deadlineMs: 2000 }) resolves in under 3 s and no backend of the app remains. */
 async function expectPromptClose(db: Db<PrismaClient>, name: string): Promise<void> {
   const closing = track('close', db.close({ deadlineMs: 2000 }));
-  expect(await settledWithin(closing, 3000)).toEqual({ label: 'close', settledWithinBound: true });
+  await expectSettledWithin(closing, 3000);
   expect(closing.error).toBeUndefined();
   await expectNoBackend(name);
 }
@@ -319,11 +334,11 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     // Callers queued for the only slot: their deadline is the pool wait, then a connect.
     const queued = [1, 2, 3].map((i) => track(`queued read ${i}`, db.account.count()));
 
-    expect(await settledWithin(u, UNIT_TIMEOUT_MS + SLACK_MS)).toEqual({ label: 'unit', settledWithinBound: true });
+    await expectSettledWithin(u, UNIT_TIMEOUT_MS + SLACK_MS);
     expectDeadline(u.error, 'unit');
     expect((u.error as DatabaseConnectionError).retryable).toBe(true);
     for (const q of queued) {
-      expect(await settledWithin(q, POOL_TIMEOUT_MS + CONNECT_MS + SLACK_MS)).toEqual({ label: q.label, settledWithinBound: true });
+      await expectSettledWithin(q, POOL_TIMEOUT_MS + CONNECT_MS + SLACK_MS);
       expect(view(q.error)).toMatchObject({ datalayer: true });
     }
 
@@ -342,7 +357,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     const read = track('read in flight', db.$queryRawUnsafe('SELECT pg_sleep(0.5), 1 AS one'));
     await waitForActive(name, '%pg_sleep%');
     proxy.blackhole();
-    expect(await settledWithin(read, STATEMENT_MS + STATEMENT_GRACE_MS + SLACK_MS)).toEqual({ label: 'read in flight', settledWithinBound: true });
+    await expectSettledWithin(read, STATEMENT_MS + STATEMENT_GRACE_MS + SLACK_MS);
     expectDeadline(read.error, 'statement');
     // The slot was freed at once: the dead socket is not counted as in use any more.
     expect(db.stats().pool.inUse).toBe(0);
@@ -357,7 +372,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     const { db, name } = openDb(proxy, 'bh-connect', blackHoleOptions, true);
     proxy.blackhole();
     const read = track('first read, connecting', db.account.count());
-    expect(await settledWithin(read, CONNECT_MS + SLACK_MS)).toEqual({ label: 'first read, connecting', settledWithinBound: true });
+    await expectSettledWithin(read, CONNECT_MS + SLACK_MS);
     expectDeadline(read.error, 'connect');
     expect((read.error as DatabaseConnectionError).retryable).toBe(true);
 
@@ -372,7 +387,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     await db.account.count();
     proxy.blackhole();
     const health = track('health', db.health({ timeoutMs: 1000 }));
-    expect(await settledWithin(health, 1000 + SLACK_MS)).toEqual({ label: 'health', settledWithinBound: true });
+    await expectSettledWithin(health, 1000 + SLACK_MS);
     expect(health.value?.status).toBe('unhealthy');
 
     proxy.heal();
@@ -388,7 +403,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     proxy.onNextCommit(async () => proxy.blackhole()); // the COMMIT itself goes into the hole
     const unit = transfer(db, 'bh-commit', { timeoutMs: UNIT_TIMEOUT_MS });
     const u = track('unit', unit.done);
-    expect(await settledWithin(u, UNIT_TIMEOUT_MS + SLACK_MS)).toEqual({ label: 'unit', settledWithinBound: true });
+    await expectSettledWithin(u, UNIT_TIMEOUT_MS + SLACK_MS);
     expectUnknownOutcome(u.error);
     expect(proxy.commitsSeen).toBe(1); // not re-run
 
@@ -407,8 +422,30 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     proxy.blackhole();
     await expectPromptClose(db, name);
     // The caller was not left pending by the close.
-    expect(await settledWithin(read, 10_000)).toMatchObject({ settledWithinBound: true });
+    await expectSettledWithin(read, STATEMENT_MS + STATEMENT_GRACE_MS + SLACK_MS);
     expect(view(read.error)).toMatchObject({ datalayer: true });
+  }, 60_000);
+
+  it('close({ deadlineMs: 2000 }) with a unit stuck mid-work in the black hole (unit timeout 15 s) resolves in under 3 s, the unit settles rolled back, and no backend remains', async () => {
+    const proxy = await openProxy();
+    const { db, name } = openDb(proxy, 'bh-close-unit', blackHoleOptions, true);
+    await db.account.count();
+    let midway = false;
+    const unit = transfer(db, 'bh-close-unit', {
+      timeoutMs: 15_000,
+      midway: () => {
+        midway = true;
+        proxy.blackhole();
+      },
+    });
+    const u = track('unit stuck at close', unit.done);
+    expect(await eventually(() => midway, 10_000)).toBe(true);
+    await expectPromptClose(db, name);
+    // The unit was cut by the close, not left to its own 15 s.
+    await expectSettledWithin(u, Date.now() - u.started + SLACK_MS);
+    expect(view(u.error)).toMatchObject({ datalayer: true });
+    expect(await transferRow(unit.reference)).toBe(false);
+    await expectBooksBalanced();
   }, 60_000);
 });
 
