@@ -152,6 +152,12 @@ function view(err: unknown): Record<string, unknown> {
   };
 }
 
+/** A typed error of the layer (the whole view shows in the diff when it is not). */
+function expectDatalayerError(err: unknown): void {
+  const v = view(err);
+  expect(v).toEqual({ ...v, datalayer: true });
+}
+
 function expectDeadline(err: unknown, deadline: 'connect' | 'statement' | 'unit' | 'health'): void {
   const v = view(err);
   expect({ class: v.class, deadline: v.deadline }).toEqual({ class: 'DeadlineExceededError', deadline });
@@ -339,7 +345,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     expect((u.error as DatabaseConnectionError).retryable).toBe(true);
     for (const q of queued) {
       await expectSettledWithin(q, POOL_TIMEOUT_MS + CONNECT_MS + SLACK_MS);
-      expect(view(q.error)).toMatchObject({ datalayer: true });
+      expectDatalayerError(q.error);
     }
 
     proxy.heal();
@@ -443,7 +449,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     await expectPromptClose(db, name);
     // The caller was not left pending by the close.
     await expectSettledWithin(read, STATEMENT_MS + STATEMENT_GRACE_MS + SLACK_MS);
-    expect(view(read.error)).toMatchObject({ datalayer: true });
+    expectDatalayerError(read.error);
   }, 60_000);
 
   it('close({ deadlineMs: 2000 }) with a unit stuck mid-work in the black hole (unit timeout 15 s) resolves in under 3 s, the unit settles rolled back, and no backend remains', async () => {
@@ -463,7 +469,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     await expectPromptClose(db, name);
     // The unit was cut by the close, not left to its own 15 s.
     await expectSettledWithin(u, Date.now() - u.started + SLACK_MS);
-    expect(view(u.error)).toMatchObject({ datalayer: true });
+    expectDatalayerError(u.error);
     expect(await transferRow(unit.reference)).toBe(false);
     await expectBooksBalanced();
   }, 60_000);
@@ -539,6 +545,9 @@ describe('30 concurrent workers through a 20 s black hole', () => {
       pending: [...pending].map((t) => t.label).slice(0, 5),
       overdue: overdue.slice(0, 5),
     };
+    // FAULTS_VERBOSE=1 prints the picture of a passing run too.
+    // eslint-disable-next-line no-console
+    if (process.env.FAULTS_VERBOSE) console.log(outcome);
     // One assertion for everything, so a failing run shows the whole picture.
     expect(outcome).toEqual({
       ...outcome,
