@@ -307,7 +307,11 @@ async function expectFirstReadSucceeds(db: Db<PrismaClient>): Promise<void> {
   expect(read.value).toBeGreaterThanOrEqual(ACCOUNTS);
 }
 
-/** Waits (bounded) until the server shows a statement of `name` running. */
+/**
+ * Waits (bounded) until the server shows a statement of `name` running. The statements
+ * waited for sleep 1.8 s (under the 2 s statement timeout), so the black hole starts
+ * while they are certainly in flight even if this poll is slow.
+ */
 async function waitForActive(name: string, pattern: string): Promise<void> {
   const seen = await eventually(async () => {
     const rows = await adminQuery<{ n: number }>(
@@ -360,7 +364,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     const { db, name } = openDb(proxy, 'bh-read', blackHoleOptions, true);
     await db.account.count();
 
-    const read = track('read in flight', db.$queryRawUnsafe('SELECT pg_sleep(0.5), 1 AS one'));
+    const read = track('read in flight', db.$queryRawUnsafe('SELECT pg_sleep(1.8), 1 AS one'));
     await waitForActive(name, '%pg_sleep%');
     proxy.blackhole();
     await expectSettledWithin(read, STATEMENT_MS + STATEMENT_GRACE_MS + SLACK_MS);
@@ -443,7 +447,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     const proxy = await openProxy();
     const { db, name } = openDb(proxy, 'bh-close', blackHoleOptions, true);
     await db.account.count();
-    const read = track('stuck read', db.$queryRawUnsafe('SELECT pg_sleep(0.5), 1 AS one'));
+    const read = track('stuck read', db.$queryRawUnsafe('SELECT pg_sleep(1.8), 1 AS one'));
     await waitForActive(name, '%pg_sleep%');
     proxy.blackhole();
     await expectPromptClose(db, name);
