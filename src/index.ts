@@ -26,3 +26,4 @@ export { redact } from './secrets.ts';
 export type { ReplicaStatus } from './replicas.ts';
 export { deploy, drift, status } from './migrate.ts';
 export type { MigrateOptions } from './migrate.ts';
+export type { TelemetryOptions } from './telemetry.ts';

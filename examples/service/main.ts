@@ -7,6 +7,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import { createDb, type Db } from '../../src/index.ts';
 import { PrismaClient } from '../../src/generated/prisma/client.ts';
 import { createApp } from './app.ts';
+import { createMetrics, type ServiceMetrics } from './metrics.ts';
 
 export interface RunningService {
   db: Db<PrismaClient>;
@@ -16,10 +17,19 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-export async function startService(options: { port?: number; db?: Db<PrismaClient> } = {}): Promise<RunningService> {
-  // Configuration from the environment (DATABASE_URL, DB_*); slow statements logged.
-  const db = options.db ?? createDb({ PrismaClient, applicationName: 'example-service', logger: console, slowQueryMs: 500 });
-  const app = createApp(db);
+/**
+ * `metrics`: where /metrics reads from. By default the service makes its own and hands
+ * its meter provider to the Db it creates; a caller passing its own `db` passes the
+ * `metrics` whose provider that Db was given.
+ */
+export async function startService(options: { port?: number; db?: Db<PrismaClient>; metrics?: ServiceMetrics } = {}): Promise<RunningService> {
+  const metrics = options.metrics ?? createMetrics();
+  // Configuration from the environment (DATABASE_URL, DB_*); slow statements logged;
+  // pool metrics (OpenTelemetry's database conventions) to the Prometheus exporter.
+  const db =
+    options.db ??
+    createDb({ PrismaClient, applicationName: 'example-service', logger: console, slowQueryMs: 500, telemetry: { meterProvider: metrics.meterProvider } });
+  const app = createApp(db, { scrapeMetrics: metrics.scrape });
   let server!: ServerType;
   const port = await new Promise<number>((resolve) => {
     server = serve({ fetch: app.fetch, port: options.port ?? 3000 }, (info: AddressInfo) => resolve(info.port));
@@ -27,6 +37,7 @@ export async function startService(options: { port?: number; db?: Db<PrismaClien
   const stop = async (): Promise<void> => {
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await db.close({ deadlineMs: 10_000 });
+    await metrics.shutdown();
   };
   return { db, server, port, stop };
 }

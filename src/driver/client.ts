@@ -35,10 +35,15 @@ export interface ClientPolicy {
   statementDeadline(): StatementDeadline | undefined;
   /** Per-connection settings applied after construction (Neon: WebSocket options). */
   configure?(client: object): void;
+  /** Hears how long each new connection took to establish (telemetry only; absent: not timed). */
+  onConnected?(ms: number): void;
 }
+
+type ConnectCallback = (err?: Error | null) => void;
 
 /** The part of node-postgres' Client this class relies on; test/driver checks it still exists. */
 export interface PgClientShape {
+  connect(callback?: ConnectCallback): unknown;
   query(config: unknown, values?: unknown, callback?: unknown): unknown;
   connection: { stream: { destroy(err?: Error): void } };
   processID?: number | null;
@@ -71,6 +76,18 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         ...(policy.ssl === undefined ? {} : { ssl: policy.ssl() }),
       });
       policy.configure?.(this);
+    }
+
+    // pg-pool opens every connection with connect(callback): TCP, TLS and startup, timed
+    // from here to the callback. Untimed (one check) when nothing listens.
+    override connect(callback?: ConnectCallback): unknown {
+      const report = policy.onConnected;
+      if (report === undefined || typeof callback !== 'function') return super.connect(callback);
+      const started = performance.now();
+      return super.connect((err) => {
+        if (!err) report(performance.now() - started);
+        callback(err);
+      });
     }
 
     override query(config: unknown, values?: unknown, callback?: unknown): unknown {

@@ -2,6 +2,7 @@
 import { createDb } from '../../src/index';
 import { PrismaClient } from '../../src/generated/prisma/client';
 import { startService, type RunningService } from '../../examples/service/main';
+import { createMetrics } from '../../examples/service/metrics';
 import type { ErrorBody } from '../../examples/shared/http';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 
@@ -14,7 +15,12 @@ let consoleError: jest.SpyInstance;
 
 beforeAll(async () => {
   testDb = await createTestDatabase();
-  service = await startService({ port: 0, db: createDb({ PrismaClient, url: testDb.appUrl, applicationName: APP }) });
+  const metrics = createMetrics();
+  service = await startService({
+    port: 0,
+    db: createDb({ PrismaClient, url: testDb.appUrl, applicationName: APP, telemetry: { meterProvider: metrics.meterProvider } }),
+    metrics,
+  });
   base = `http://127.0.0.1:${service.port}`;
   // The service logs 5xx failures; keep them to check what reaches the log, too.
   consoleError = jest.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void errors.push(args.map(String).join(' ')));
@@ -40,6 +46,21 @@ describe('service example', () => {
     const res = await call('GET', '/health');
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: 'healthy', ssl: { active: true }, isReplica: false, serverVersion: expect.stringMatching(/^15\./) });
+  });
+
+  it('GET /metrics serves the pool metrics in Prometheus text format', async () => {
+    await call('GET', '/health');
+    const res = await fetch(`${base}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    const pool = `${testDb.host}:${testDb.port}/${testDb.name}`;
+    // The conventions' names with Prometheus' dots → underscores; a gauge-like sum per state.
+    const idle = new RegExp(`^db_client_connection_count\\{[^}]*db_client_connection_pool_name="${pool.replace(/[.]/g, '\\.')}"[^}]*db_client_connection_state="idle"[^}]*\\} (\\d+)`, 'm');
+    expect(text).toMatch(idle);
+    expect(Number(idle.exec(text)![1])).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/^# TYPE db_client_connection_wait_time(_seconds)? histogram$/m);
+    expect(text).not.toContain(testDb.appPassword);
   });
 
   it('creates and reads a user, echoing the caller’s correlation id or generating one', async () => {
