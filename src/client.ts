@@ -15,6 +15,7 @@ import { describeError, newCounters, type DbCounters, type DbStats, type LastErr
 import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
 import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork, type UnitTelemetry } from './unit-of-work.ts';
 import { withDeadline } from './deadline.ts';
+import { verify, type VerifyOptions, type VerifyReport } from './verify.ts';
 import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 
 /** What createDb needs to build an application's own generated Prisma client. */
@@ -53,6 +54,12 @@ export interface DatalayerApi<C> {
   health(options?: HealthOptions): Promise<HealthReport & { replicas: ReplicaStatus[] }>;
   /** pg-pool's lifecycle events (pids only), typed `error`s and `slowQuery` (SQL text, never parameters). */
   on<E extends keyof DbEvents>(event: E, listener: (...args: DbEvents[E]) => void): () => void;
+  /**
+   * Startup check, before taking traffic: connects within the connect timeout and checks the
+   * server version, SSL, the application name, optionally migrations and capacity. Throws one
+   * VerificationError listing every failed check with `doctor`'s advice; else the report.
+   */
+  verify(options?: VerifyOptions): Promise<VerifyReport>;
   /** Host, port, database, driver and mode: safe to log. */
   describe(): string;
   /** The resolved configuration. Secrets are hidden from printing and serialising, not from code. */
@@ -203,6 +210,9 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
       // What routing learned from traffic; health itself sends nothing to the replicas.
       replicas: router?.status() ?? [],
     }),
+    verify: lifecycle.guard((verifyOptions?: VerifyOptions) =>
+      verify({ config, env: env ?? process.env, query: (sql) => primary.prisma.$queryRawUnsafe(sql) }, verifyOptions),
+    ) as DatalayerApi<C>['verify'],
     on: (event, listener) => primary.hub.on(event, listener),
     describe: () => `${config.driver} ${config.mode} postgresql://${config.target.host}:${config.target.port}/${config.target.database} ssl=${config.ssl.mode}`,
     config,
