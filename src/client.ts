@@ -12,9 +12,11 @@ import type { GuardedPool } from './pool.ts';
 import { LAG_QUERY, ReplicaRouter, routeReads, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
 import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
-import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork } from './unit-of-work.ts';
+import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
+import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork, type UnitTelemetry } from './unit-of-work.ts';
 import { withDeadline } from './deadline.ts';
 import { DatabaseConnectionError } from './errors.ts';
+import { verify, type VerifyOptions, type VerifyReport } from './verify.ts';
 import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 
 /** What createDb needs to build an application's own generated Prisma client. */
@@ -33,6 +35,8 @@ export interface CreateDbOptions<C> extends DbOptions {
   logger?: DbLogger;
   /** Close the pool on SIGTERM / SIGINT (see `closeOnSignals()`). Default: no handler. */
   closeOnSignals?: boolean | CloseOnSignalsOptions;
+  /** OpenTelemetry: pool metrics and unit-of-work spans (see README, Observability). Nothing is measured without it. */
+  telemetry?: TelemetryOptions;
 }
 
 export interface DatalayerApi<C> {
@@ -51,6 +55,12 @@ export interface DatalayerApi<C> {
   health(options?: HealthOptions): Promise<HealthReport & { replicas: ReplicaStatus[] }>;
   /** pg-pool's lifecycle events (pids only), typed `error`s and `slowQuery` (SQL text, never parameters). */
   on<E extends keyof DbEvents>(event: E, listener: (...args: DbEvents[E]) => void): () => void;
+  /**
+   * Startup check, before taking traffic: connects within the connect timeout and checks the
+   * server version, SSL, the application name, optionally migrations and capacity. Throws one
+   * VerificationError listing every failed check with `doctor`'s advice; else the report.
+   */
+  verify(options?: VerifyOptions): Promise<VerifyReport>;
   /** Host, port, database, driver and mode: safe to log. */
   describe(): string;
   /** The resolved configuration. Secrets are hidden from printing and serialising, not from code. */
@@ -88,18 +98,54 @@ interface Stack<C> {
   end(): Promise<void>;
 }
 
-function buildStack<C>(PrismaClient: PrismaClientClass<C>, config: DbConfig, lifecycle: Lifecycle, logger: DbLogger | undefined, record: (err: unknown) => void): Stack<C> {
+/** The Db's telemetry and this pool's name in it. */
+interface StackTelemetry {
+  telemetry: Telemetry;
+  poolName: string;
+}
+
+function buildStack<C>(
+  PrismaClient: PrismaClientClass<C>,
+  config: DbConfig,
+  lifecycle: Lifecycle,
+  logger: DbLogger | undefined,
+  record: (err: unknown) => void,
+  telemetry?: StackTelemetry,
+): Stack<C> {
   const counters = newCounters();
   const hub = new EventHub();
-  const driver = createDriver(config, counters, hub);
+  const recorder = telemetry === undefined ? undefined : poolRecorder(telemetry, config, () => driver.pool());
+  const driver = createDriver(config, counters, hub, recorder);
   const ins = new Instrumentation(counters, hub, lifecycle, config.slowQueryMs, logger, record);
   const prisma = new PrismaClient({
     adapter: ins.factory(driver.factory),
     transactionOptions: { maxWait: config.transaction.maxWaitMs, timeout: config.transaction.timeoutMs },
   }) as C & PrismaLike;
   const disconnect = prisma.$disconnect.bind(prisma);
-  const units = new UnitOfWork<C>(prisma, config, counters, driver.pool);
-  return { config, prisma, driver, units, counters, hub, end: async () => void (await Promise.all([disconnect(), driver.close()])) };
+  const units = new UnitOfWork<C>(prisma, config, counters, driver.pool, telemetry && unitTelemetry(telemetry, config));
+  const end = async (): Promise<void> => {
+    await Promise.all([disconnect(), driver.close()]);
+    recorder?.detach();
+  };
+  return { config, prisma, driver, units, counters, hub, end };
+}
+
+/** Registers a pool's metrics: its figures plus the idle bounds its configuration sets. */
+function poolRecorder(t: StackTelemetry, config: DbConfig, pool: () => GuardedPool | undefined): PoolRecorder | undefined {
+  const serverless = config.mode === 'serverless';
+  return t.telemetry.pool({
+    name: t.poolName,
+    figures: () => {
+      const f = pool()?.figures() ?? emptyFigures(config);
+      // pg-pool keeps `size` connections and lets idle ones reach max; serverless keeps none.
+      return { ...f, idleMin: serverless ? 0 : config.pool.size, idleMax: serverless ? 0 : f.max };
+    },
+  });
+}
+
+function unitTelemetry(t: StackTelemetry, config: DbConfig): UnitTelemetry {
+  const { host, port, database } = config.target;
+  return { telemetry: t.telemetry, info: { poolName: t.poolName, database, serverAddress: host, serverPort: port } };
 }
 
 function replicaTarget<C>(stack: Stack<C>, url: string): ReplicaTarget<C> {
@@ -116,18 +162,25 @@ function replicaTarget<C>(stack: Stack<C>, url: string): ReplicaTarget<C> {
 }
 
 export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
-  const { PrismaClient, env, logger, closeOnSignals, ...dbOptions } = options;
+  const { PrismaClient, env, logger, closeOnSignals, telemetry: telemetryOptions, ...dbOptions } = options;
   const config = loadConfig(dbOptions, env);
   const lifecycle = new Lifecycle(logger);
   if (config.driver === 'neon' && config.channelBinding === 'require') warnChannelBinding(logger);
   let lastError: LastError | null = null;
   const record = (err: unknown): void => void (lastError = describeError(err));
-  const primary = buildStack(PrismaClient, config, lifecycle, logger, record);
+  const telemetry = createTelemetry(telemetryOptions, (message) => logger?.warn({ event: 'telemetry' }, message));
+  const named = (poolName: string): StackTelemetry | undefined => telemetry && { telemetry, poolName };
+  const poolName = telemetryOptions?.poolName;
+  const primary = buildStack(PrismaClient, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)));
   primary.hub.onFailure = (err) => {
     record(err);
     logger?.error?.({ event: 'error', kind: err.kind, error: lastError?.message }, 'database error');
   };
-  const replicaStacks = config.replicaUrls.map((url) => ({ url, stack: buildStack(PrismaClient, loadConfig({ ...dbOptions, url, replicas: [] }, env), lifecycle, logger, () => {}) }));
+  const replicaStacks = config.replicaUrls.map((url, i) => {
+    const replicaConfig = loadConfig({ ...dbOptions, url, replicas: [] }, env);
+    const name = poolName === undefined ? defaultPoolName(replicaConfig.target) : `${poolName}/replica-${i + 1}`;
+    return { url, stack: buildStack(PrismaClient, replicaConfig, lifecycle, logger, () => {}, named(name)) };
+  });
   const router = replicaStacks.length === 0 ? undefined : new ReplicaRouter(replicaStacks.map(({ url, stack }) => replicaTarget(stack, url)), config.replica);
   const transaction = routeReads(primary.units.transaction, router);
   const pools = (): GuardedPool[] => [primary, ...replicaStacks.map((r) => r.stack)].flatMap((s) => s.driver.pool() ?? []);
@@ -159,6 +212,9 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
       // What routing learned from traffic; health itself sends nothing to the replicas.
       replicas: router?.status() ?? [],
     }),
+    verify: lifecycle.guard((verifyOptions?: VerifyOptions) =>
+      verify({ config, env: env ?? process.env, query: (sql) => primary.prisma.$queryRawUnsafe(sql) }, verifyOptions),
+    ) as DatalayerApi<C>['verify'],
     on: (event, listener) => primary.hub.on(event, listener),
     describe: () => `${config.driver} ${config.mode} postgresql://${config.target.host}:${config.target.port}/${config.target.database} ssl=${config.ssl.mode}`,
     config,

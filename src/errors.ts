@@ -12,7 +12,7 @@
 
 import { redact } from './secrets.ts';
 
-export type ErrorKind = 'config' | 'connection' | 'pool-timeout' | 'query' | 'statement-timeout' | 'transaction';
+export type ErrorKind = 'config' | 'connection' | 'pool-timeout' | 'query' | 'statement-timeout' | 'transaction' | 'verification';
 
 /** `rolled-back`: the database certainly did not keep the work. `unknown`: it may have committed. */
 export type TransactionOutcome = 'rolled-back' | 'unknown';
@@ -139,6 +139,29 @@ export class DatabaseTransactionError extends DatalayerError {
   constructor(message: string, details: DatalayerErrorDetails & { outcome: TransactionOutcome; attempts?: number }) {
     super(message, details);
     this.attempts = details.attempts ?? 1;
+  }
+}
+
+/** One failed startup check of `db.verify()`, with the advice `prisma-datalayer doctor` gives for it. */
+export interface VerificationFailure {
+  /** ssl, application-name, capacity, server-version, connection, migrations. */
+  check: string;
+  summary: string;
+  advice?: string;
+}
+
+/**
+ * `db.verify()` found the database unfit for this application: every failed check at
+ * once, each with what to do about it, so a deploy stops with the whole list.
+ */
+export class VerificationError extends DatalayerError {
+  readonly kind = 'verification';
+  readonly failures: readonly VerificationFailure[];
+
+  constructor(failures: readonly VerificationFailure[], details: DatalayerErrorDetails = {}) {
+    const lines = failures.map((f) => `  - ${f.check}: ${f.summary}${f.advice ? `\n    → ${f.advice}` : ''}`);
+    super(`The database failed ${failures.length} startup check${failures.length === 1 ? '' : 's'}:\n${lines.join('\n')}`, details);
+    this.failures = failures.map((f) => ({ check: f.check, summary: redact(f.summary), ...(f.advice === undefined ? {} : { advice: redact(f.advice) }) }));
   }
 }
 

@@ -14,8 +14,9 @@ export {
   MigrationError,
   PoolTimeoutError,
   StatementTimeoutError,
+  VerificationError,
 } from './errors.ts';
-export type { ConfigIssue, Deadline, ErrorKind, TransactionOutcome } from './errors.ts';
+export type { ConfigIssue, Deadline, ErrorKind, TransactionOutcome, VerificationFailure } from './errors.ts';
 export { classifyError, isDatabaseFailure as isDatabaseError } from './failures.ts';
 export type { DbEvents, PoolEvents, SlowQueryInfo } from './events.ts';
 export type { DbCounters, DbStats, LastError, LifecycleState, PoolCounters, PoolFigures } from './stats.ts';
@@ -26,3 +27,6 @@ export { redact } from './secrets.ts';
 export type { ReplicaStatus } from './replicas.ts';
 export { deploy, drift, status } from './migrate.ts';
 export type { MigrateOptions } from './migrate.ts';
+export type { TelemetryOptions } from './telemetry.ts';
+export type { VerifyOptions, VerifyReport } from './verify.ts';
+export type { DoctorFacts, Finding, FindingStatus } from './audit.ts';

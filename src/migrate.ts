@@ -5,8 +5,11 @@
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
+import type { ConnectionOptions } from 'node:tls';
+import { toUrl, type DbConfig } from './config.ts';
 import { MigrationError } from './errors.ts';
-import { redactUrls } from './secrets.ts';
+import { describeUrl, redactUrls } from './secrets.ts';
+import { sslPlan } from './ssl.ts';
 export { MigrationError };
 import { isDirectory, resolveProject, type ProjectPaths } from './engine/project.ts';
 
@@ -274,5 +277,31 @@ function passwordOf(url: string | undefined): string | undefined {
     return password === '' ? undefined : decodeURIComponent(password);
   } catch {
     return undefined;
+  }
+}
+
+/** Where migrations run for an application's configuration: DIRECT_URL when set, else its URL. */
+export function migrationTarget(config: DbConfig): { url: string; label: string } {
+  if (config.directUrl !== undefined) return { url: config.directUrl, label: `DIRECT_URL ${describeUrl(config.directUrl)}` };
+  const url = toUrl(config);
+  return { url, label: `DATABASE_URL ${describeUrl(url)}` };
+}
+
+/** The SSL attempts libpq would make for this sslmode: prefer/allow have a second one. */
+function sslAttempts(config: DbConfig): (false | ConnectionOptions)[] {
+  const plan = sslPlan(config);
+  return plan.fallback === undefined ? [plan.first] : [plan.first, plan.fallback];
+}
+
+/** Runs `run` with the SSL side libpq would use, trying the second one for prefer/allow. */
+export async function withSsl<T>(config: DbConfig, base: MigrateOptions, run: (o: MigrateOptions) => Promise<T>): Promise<T> {
+  const attempts = sslAttempts(config);
+  for (let i = 0; ; i++) {
+    try {
+      return await run({ ...base, ssl: attempts[i] });
+    } catch (err) {
+      const other = /does not support SSL|no encryption/i.test((err as Error).message);
+      if (!other || i + 1 >= attempts.length) throw err;
+    }
   }
 }

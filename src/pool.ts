@@ -9,7 +9,8 @@
 //   idle (retry.ts's recovery budget; never for a fresh connection, never after a deadline);
 // - libpq's prefer/allow SSL fallback, decided per connection attempt;
 // - one reserved connection for `db.session`;
-// - counters and events.
+// - counters and events; with telemetry (createDb's `telemetry` option), the wait, use and
+//   timeout figures of OpenTelemetry's connection-pool metrics (telemetry.ts).
 //
 // As in SQLAlchemy, the no-pool mode (NullPool) is a policy, not a second code path: the
 // same pool, told to close every connection on release (driver/options.ts).
@@ -24,6 +25,7 @@ import { connectionError, isConnectionLoss, isPermanentConnectFailure } from './
 import { recoveryBudget } from './retry.ts';
 import type { SslChoice } from './ssl.ts';
 import type { DbCounters, PoolFigures } from './stats.ts';
+import type { PoolRecorder } from './telemetry.ts';
 
 /** The part of a pg-pool client the policy uses. */
 export interface PoolClient {
@@ -58,6 +60,8 @@ export class GuardedPool {
   private readonly validateAfterMs: number;
   /** Connections checked out right now: destroyed if close()'s deadline passes. */
   readonly busy = new Set<PoolClient>();
+  /** When each connection now checked out was handed over (telemetry's use time; only with a recorder). */
+  private readonly checkedOutAt = new WeakMap<object, number>();
 
   constructor(
     private readonly raw: RawPool,
@@ -66,6 +70,8 @@ export class GuardedPool {
     private readonly ssl: SslChoice,
     private readonly counters: DbCounters,
     private readonly hub: EventHub,
+    /** OpenTelemetry's pool instruments; undefined: nothing is measured. */
+    private readonly recorder?: PoolRecorder,
   ) {
     this.max = config.pool.size + config.pool.maxOverflow;
     this.validateAfterMs = config.mode === 'serverless' ? Infinity : config.pool.validateAfterIdleMs;
@@ -90,8 +96,11 @@ export class GuardedPool {
       counters.connectionsOpened++;
       hub.emit('connect', { pid: pid(client) });
     }) as never);
+    const recorder = this.recorder;
     this.raw.on('release', ((err: Error | undefined, client: PoolClient) => {
-      this.lastUse.set(client, performance.now());
+      const now = performance.now();
+      if (recorder !== undefined) this.recordUse(recorder, client, now);
+      this.lastUse.set(client, now);
       this.busy.delete(client);
       hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null });
     }) as never);
@@ -100,6 +109,14 @@ export class GuardedPool {
       this.busy.delete(client);
       hub.emit('remove', { pid: pid(client) });
     }) as never);
+  }
+
+  /** use_time: from checkout to release; nothing for a connection released without one (validation, late handover). */
+  private recordUse(recorder: PoolRecorder, client: PoolClient, now: number): void {
+    const at = this.checkedOutAt.get(client);
+    if (at === undefined) return;
+    this.checkedOutAt.delete(client);
+    recorder.recordUse(now - at);
   }
 
   /** For the adapters' transactions: the session's reserved connection, or a checked-out one. */
@@ -164,6 +181,12 @@ export class GuardedPool {
       const reused = this.lastUse.has(client);
       if (reused && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client))) continue;
       this.counters.acquires++;
+      if (this.recorder !== undefined) {
+        // wait_time: from the request to a usable connection (queueing, opening, validation).
+        const now = performance.now();
+        this.checkedOutAt.set(client, now);
+        this.recorder.recordWait(now - started);
+      }
       this.busy.add(client);
       this.hub.emit('acquire', { pid: client.processID ?? undefined, reused });
       return { client, reused };
@@ -185,6 +208,7 @@ export class GuardedPool {
       pending.then((late) => late.release(), quiet);
       if (!queued) return connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs), 'connect');
       this.counters.poolTimeouts++;
+      this.recorder?.recordTimeout();
       return new PoolTimeoutError(Math.round(performance.now() - started), { max: this.max });
     });
   }

@@ -20,6 +20,7 @@ import { classifyError, isConnectFailure, isConnectionLoss, isDatabaseFailure, i
 import type { GuardedPool } from './pool.ts';
 import { backoffMs, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
+import type { Telemetry, UnitInfo, UnitSpan } from './telemetry.ts';
 import { checkUnitOptions, type SessionOptions, type TransactionOptions } from './unit-options.ts';
 
 export type { SessionOptions, TransactionOptions } from './unit-options.ts';
@@ -62,6 +63,13 @@ export interface UnitsOfWork<C> {
   current(): TxClient<C>;
 }
 
+/** The unit spans of one pool (createDb's `telemetry` option with a tracer). */
+export interface UnitTelemetry {
+  telemetry: Telemetry;
+  /** The pool's name and server; isolation level and read-only are added per unit. */
+  info: UnitInfo;
+}
+
 /** Thrown when BEGIN failed on a pooled connection that was already dead: nothing reached the server. */
 class NotStarted extends Error {}
 
@@ -71,6 +79,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     private readonly config: DbConfig,
     private readonly counters: DbCounters,
     private readonly pool: () => GuardedPool | undefined,
+    private readonly telemetry?: UnitTelemetry,
   ) {}
 
   transaction = async <T>(fn: (tx: TxClient<C>) => Promise<T>, options: TransactionOptions = {}): Promise<T> => {
@@ -78,8 +87,16 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const outer = units.getStore();
     if (outer) return this.nested(outer, fn, opts);
     const correlationId = opts.correlationId ?? currentCorrelationId();
-    const retries = opts.retries ?? this.config.transaction.retries;
     this.counters.transactions++;
+    const telemetry = this.telemetry;
+    if (telemetry === undefined) return this.attempts(fn, opts, correlationId, undefined);
+    const info: UnitInfo = { ...telemetry.info, isolationLevel: opts.isolationLevel ?? this.config.transaction.isolationLevel, readOnly: opts.readOnly };
+    return telemetry.telemetry.unit(info, (span) => this.attempts(fn, opts, correlationId, span));
+  };
+
+  /** The unit's runs: re-run after a dead pooled connection or a retryable conflict. */
+  private async attempts<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined, span: UnitSpan | undefined): Promise<T> {
+    const retries = opts.retries ?? this.config.transaction.retries;
     for (let attempt = 0, recovered = 0; ; attempt++) {
       try {
         return await this.runOnce(fn, opts, correlationId);
@@ -94,13 +111,15 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
         const cause = err instanceof NotStarted ? err.cause : err;
         if (isDatabaseFailure(cause) && isRetryableConflict(cause) && attempt < retries) {
           this.counters.retries++;
-          await sleep(backoffMs(attempt));
+          const delay = backoffMs(attempt);
+          span?.retry(cause, delay);
+          await sleep(delay);
           continue;
         }
         throw this.failure(cause, attempt + 1, correlationId);
       }
     }
-  };
+  }
 
   /** What the caller gets: its own error unchanged, the database's typed. */
   private failure(err: unknown, attempts: number, correlationId: string | undefined): unknown {

@@ -4,11 +4,13 @@
 //   echoed in the response and carried by every database error of that request.
 // - Each write runs as one unit of work: all of it commits, or none of it.
 // - /health is db.health(): one SELECT with a timeout; 503 when unhealthy.
+// - /metrics is the pools' OpenTelemetry metrics in Prometheus' format (see metrics.ts).
 // - Errors become a sanitized JSON body: no SQL, no values, no hosts, no passwords.
 
 import { Hono } from 'hono';
 import type { Db } from '../../src/index.ts';
 import type { PrismaClient } from '../../src/generated/prisma/client.ts';
+import { PROMETHEUS_CONTENT_TYPE } from './metrics.ts';
 import { CORRELATION_HEADER, correlationIdFrom, HttpError, logFailure, toErrorResponse } from '../shared/http.ts';
 
 type AppEnv = { Variables: { correlationId: string } };
@@ -18,7 +20,7 @@ function parseId(raw: string): number {
   return Number(raw);
 }
 
-export function createApp(db: Db<PrismaClient>): Hono<AppEnv> {
+export function createApp(db: Db<PrismaClient>, options: { scrapeMetrics?: () => Promise<string> } = {}): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use('*', async (c, next) => {
@@ -32,6 +34,11 @@ export function createApp(db: Db<PrismaClient>): Hono<AppEnv> {
     const report = await db.health({ timeoutMs: 2000 });
     return c.json(report, report.status === 'healthy' ? 200 : 503);
   });
+
+  const { scrapeMetrics } = options;
+  if (scrapeMetrics) {
+    app.get('/metrics', async (c) => c.body(await scrapeMetrics(), 200, { 'content-type': PROMETHEUS_CONTENT_TYPE }));
+  }
 
   app.post('/users', async (c) => {
     const input = await c.req.json<{ email?: unknown; name?: unknown }>().catch(() => ({}) as { email?: unknown; name?: unknown });

@@ -4,41 +4,15 @@
 // application would negotiate it.
 
 import path from 'node:path';
-import type { ConnectionOptions } from 'node:tls';
-import { loadConfig, toUrl, type DbConfig } from '../config.ts';
-import { deploy, migrationsDirOf, status, type MigrateOptions } from '../migrate.ts';
-import { describeUrl } from '../secrets.ts';
-import { sslPlan } from '../ssl.ts';
+import { MIGRATION_ADVICE } from '../audit.ts';
+import { loadConfig } from '../config.ts';
+import { deploy, migrationsDirOf, migrationTarget, status, withSsl, type MigrateOptions } from '../migrate.ts';
 import type { CliIo } from './io.ts';
 
 export interface MigrateCommand {
   action: 'deploy' | 'status';
   migrationsDir?: string;
   json: boolean;
-}
-
-function migrationTarget(config: DbConfig): { url: string; label: string } {
-  if (config.directUrl !== undefined) return { url: config.directUrl, label: `DIRECT_URL ${describeUrl(config.directUrl)}` };
-  const url = toUrl(config);
-  return { url, label: `DATABASE_URL ${describeUrl(url)}` };
-}
-
-/** The SSL attempts libpq would make for this sslmode: prefer/allow have a second one. */
-function sslAttempts(config: DbConfig): (false | ConnectionOptions)[] {
-  const plan = sslPlan(config);
-  return plan.fallback === undefined ? [plan.first] : [plan.first, plan.fallback];
-}
-
-async function withSsl<T>(config: DbConfig, base: MigrateOptions, run: (o: MigrateOptions) => Promise<T>): Promise<T> {
-  const attempts = sslAttempts(config);
-  for (let i = 0; ; i++) {
-    try {
-      return await run({ ...base, ssl: attempts[i] });
-    } catch (err) {
-      const other = /does not support SSL|no encryption/i.test((err as Error).message);
-      if (!other || i + 1 >= attempts.length) throw err;
-    }
-  }
 }
 
 export async function runMigrate(cmd: MigrateCommand, io: CliIo): Promise<number> {
@@ -75,10 +49,10 @@ export async function runMigrate(cmd: MigrateCommand, io: CliIo): Promise<number
     if (names.length === 0) return;
     say(`  ${title}: ${names.length}\n${names.map((m) => `    - ${m}`).join('\n')}\n    → ${advice}`);
   };
-  list('pending', result.pending, 'run `prisma-datalayer migrate deploy`');
-  list('failed', result.failed, 'fix the cause, then mark it with `prisma migrate resolve --rolled-back <name>` (or --applied) and deploy again');
-  list('edited after being applied', result.edited, 'restore the applied migration.sql; put changes in a new migration');
-  list('in the database but not on disk', result.missingLocally, 'deploy from the revision that has them, or check the migrations directory');
+  list('pending', result.pending, MIGRATION_ADVICE.pending);
+  list('failed', result.failed, MIGRATION_ADVICE.failed);
+  list('edited after being applied', result.edited, MIGRATION_ADVICE.edited);
+  list('in the database but not on disk', result.missingLocally, MIGRATION_ADVICE.missingLocally);
   say(result.upToDate ? 'Up to date.' : 'Not up to date.');
   return result.upToDate ? 0 : 1;
 }

@@ -35,10 +35,15 @@ export interface ClientPolicy {
   statementDeadline(): StatementDeadline | undefined;
   /** Per-connection settings applied after construction (Neon: WebSocket options). */
   configure?(client: object): void;
+  /** Hears how long each new connection took to establish (telemetry only; absent: not timed). */
+  onConnected?(ms: number): void;
 }
+
+type ConnectCallback = (err?: Error | null) => void;
 
 /** The part of node-postgres' Client this class relies on; test/driver checks it still exists. */
 export interface PgClientShape {
+  connect(callback?: ConnectCallback): unknown;
   query(config: unknown, values?: unknown, callback?: unknown): unknown;
   connect(callback?: unknown): unknown;
   connection: { stream: { destroy(err?: Error): void }; once(event: string, listener: () => void): unknown };
@@ -84,15 +89,25 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
      * the real answer (authentication, a waking compute) would wait unbounded. This
      * deadline ends only at the server's first real ReadyForQuery. Listeners are added
      * after the driver's own connect(), which clears the connection's listeners first.
+     * With telemetry, the time from here to the connect callback (pg-pool's way) is reported.
      */
-    override connect(callback?: unknown): unknown {
-      const started = super.connect(callback);
+    override connect(callback?: ConnectCallback): unknown {
+      const report = policy.onConnected;
+      const started = report === undefined ? 0 : performance.now();
+      const timed: ConnectCallback | undefined =
+        report === undefined || typeof callback !== 'function'
+          ? callback
+          : (err) => {
+              if (!err) report(performance.now() - started);
+              callback(err);
+            };
+      const result = super.connect(timed);
       const expire = (): void => destroySocket(this, new DeadlineExceededError('connect', policy.connectMs));
       const timer = setTimeout(expire, policy.connectMs);
       const clear = (): void => clearTimeout(timer);
       this.connection.once('readyForQuery', clear);
       this.connection.once('end', clear);
-      return started;
+      return result;
     }
 
     override query(config: unknown, values?: unknown, callback?: unknown): unknown {

@@ -8,6 +8,7 @@ import type { DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
 import type { GuardedPool } from '../pool.ts';
 import type { DbCounters } from '../stats.ts';
+import type { PoolRecorder } from '../telemetry.ts';
 import { neonDriver } from './neon.ts';
 import { pgDriver } from './pg.ts';
 
@@ -19,6 +20,7 @@ export interface DriverHandle {
   close(): Promise<void>;
 }
 
-export function createDriver(config: DbConfig, counters: DbCounters, hub: EventHub): DriverHandle {
-  return config.driver === 'pg' ? pgDriver(config, counters, hub) : neonDriver(config, counters, hub);
+/** `recorder`: the pool's telemetry (createDb's `telemetry` option); absent, nothing is measured. */
+export function createDriver(config: DbConfig, counters: DbCounters, hub: EventHub, recorder?: PoolRecorder): DriverHandle {
+  return config.driver === 'pg' ? pgDriver(config, counters, hub, recorder) : neonDriver(config, counters, hub, recorder);
 }

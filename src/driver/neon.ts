@@ -23,6 +23,7 @@ import type { EventHub } from '../events.ts';
 import { GuardedPool, type PoolClient, type RawPool } from '../pool.ts';
 import { SslChoice } from '../ssl.ts';
 import type { DbCounters } from '../stats.ts';
+import type { PoolRecorder } from '../telemetry.ts';
 import { guardedClientClass, type ClientClass } from './client.ts';
 import type { DriverHandle } from './index.ts';
 import { clientPolicy, poolOptions } from './options.ts';
@@ -77,12 +78,12 @@ interface NeonPool extends RawPool {
   query(text: unknown, values?: unknown): Promise<unknown>;
 }
 
-export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub): DriverHandle {
+export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub, recorder?: PoolRecorder): DriverHandle {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { PrismaNeon, PrismaNeonHttp } = require('@prisma/adapter-neon') as typeof AdapterNeon;
   const settings = socketSettings(config);
   const configure = (client: object): void => void Object.assign((client as { neonConfig: object }).neonConfig, settings);
-  const NeonClient = guardedClientClass(neonModule().Client as unknown as ClientClass, clientPolicy(config, undefined, configure));
+  const NeonClient = guardedClientClass(neonModule().Client as unknown as ClientClass, clientPolicy(config, undefined, configure, recorder));
   routeHttpEndpoint(config);
   // Neon's proxy terminates TLS on the WebSocket (wss); the driver turns node-postgres'
   // own `ssl` off inside it (forceDisablePgSSL), so the SSL plan does not apply here.
@@ -97,7 +98,7 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
       const pool = adapter.underlyingDriver() as unknown as NeonPool;
       pool.Client = NeonClient;
       const rawConnect = pool.connect.bind(pool);
-      const current = new GuardedPool(pool, rawConnect, config, noSsl, counters, hub);
+      const current = new GuardedPool(pool, rawConnect, config, noSsl, counters, hub, recorder);
       pool.connect = () => current.connect();
       pool.query = (text, values) => current.query(text, values);
       guard = current;

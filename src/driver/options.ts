@@ -4,6 +4,7 @@
 import type { DbConfig } from '../config.ts';
 import { DEADLINE_GRACE_MS, unitLimits } from '../deadline.ts';
 import type { SslChoice } from '../ssl.ts';
+import type { PoolRecorder } from '../telemetry.ts';
 import type { ClientPolicy, StatementDeadline } from './client.ts';
 
 /** pg-pool options expressing the configured bounds; the layer's pool bounds every wait itself. */
@@ -58,7 +59,7 @@ export function serverSettings(config: DbConfig): Record<string, number> {
 }
 
 /** The per-connection policy (driver/client.ts) for this configuration. */
-export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, configure?: (client: object) => void): ClientPolicy {
+export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, configure?: (client: object) => void, recorder?: PoolRecorder): ClientPolicy {
   const { connectMs, statementMs } = config.timeouts;
   return {
     connectMs,
@@ -67,6 +68,7 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     keepAliveDelayMs: Math.min(30_000, Math.max(1_000, connectMs)),
     ...(ssl === undefined ? {} : { ssl: () => ssl.ssl }),
     ...(configure === undefined ? {} : { configure }),
+    ...(recorder === undefined ? {} : { onConnected: (ms: number) => recorder.recordCreate(ms) }),
     statementDeadline(): StatementDeadline | undefined {
       const unit = unitLimits.getStore();
       if (unit) return { ms: Math.max(0, unit.endsAt - performance.now()) + DEADLINE_GRACE_MS, kind: 'unit' };

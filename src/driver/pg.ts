@@ -11,13 +11,14 @@ import type { EventHub } from '../events.ts';
 import { GuardedPool, type PoolClient } from '../pool.ts';
 import { SslChoice, sslPlan } from '../ssl.ts';
 import type { DbCounters } from '../stats.ts';
+import type { PoolRecorder } from '../telemetry.ts';
 import { guardedClientClass, type ClientClass } from './client.ts';
 import type { DriverHandle } from './index.ts';
 import { clientPolicy, poolOptions } from './options.ts';
 
-export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub): DriverHandle {
+export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub, recorder?: PoolRecorder): DriverHandle {
   const ssl = new SslChoice(sslPlan(config));
-  const Client = guardedClientClass(pg.Client as unknown as ClientClass, clientPolicy(config, ssl));
+  const Client = guardedClientClass(pg.Client as unknown as ClientClass, clientPolicy(config, ssl, undefined, recorder));
   let guard: GuardedPool | undefined;
 
   class LayerPool extends pg.Pool {
@@ -34,7 +35,7 @@ export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub):
   const binding = config.channelBinding === 'disable' ? {} : { enableChannelBinding: true };
   const pool = new LayerPool({ ...poolOptions(config), ...binding, Client } as unknown as pg.PoolConfig);
   const rawConnect = (pg.Pool.prototype.connect as () => Promise<PoolClient>).bind(pool);
-  guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub);
+  guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub, recorder);
   const factory = new PrismaPg(pool as unknown as pg.Pool, { onConnectionError: (err) => void hub.fail(err) });
   let ended: Promise<void> | undefined;
   return { factory, pool: () => guard, close: () => (ended ??= pool.end()) };

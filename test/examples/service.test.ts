@@ -2,8 +2,13 @@
 import { createDb } from '../../src/index';
 import { PrismaClient } from '../../src/generated/prisma/client';
 import { startService, type RunningService } from '../../examples/service/main';
+import { createMetrics } from '../../examples/service/metrics';
 import type { ErrorBody } from '../../examples/shared/http';
 import { createTestDatabase, type TestDatabase } from '../support/db';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { buildExamples, ROOT } from '../support/build';
 
 let testDb: TestDatabase;
 let service: RunningService;
@@ -14,7 +19,12 @@ let consoleError: jest.SpyInstance;
 
 beforeAll(async () => {
   testDb = await createTestDatabase();
-  service = await startService({ port: 0, db: createDb({ PrismaClient, url: testDb.appUrl, applicationName: APP }) });
+  const metrics = createMetrics();
+  service = await startService({
+    port: 0,
+    db: createDb({ PrismaClient, url: testDb.appUrl, applicationName: APP, telemetry: { meterProvider: metrics.meterProvider } }),
+    metrics,
+  });
   base = `http://127.0.0.1:${service.port}`;
   // The service logs 5xx failures; keep them to check what reaches the log, too.
   consoleError = jest.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void errors.push(args.map(String).join(' ')));
@@ -40,6 +50,21 @@ describe('service example', () => {
     const res = await call('GET', '/health');
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: 'healthy', ssl: { active: true }, isReplica: false, serverVersion: expect.stringMatching(/^15\./) });
+  });
+
+  it('GET /metrics serves the pool metrics in Prometheus text format', async () => {
+    await call('GET', '/health');
+    const res = await fetch(`${base}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    const pool = `${testDb.host}:${testDb.port}/${testDb.name}`;
+    // The conventions' names with Prometheus' dots → underscores; a gauge-like sum per state.
+    const idle = new RegExp(`^db_client_connection_count\\{[^}]*db_client_connection_pool_name="${pool.replace(/[.]/g, '\\.')}"[^}]*db_client_connection_state="idle"[^}]*\\} (\\d+)`, 'm');
+    expect(text).toMatch(idle);
+    expect(Number(idle.exec(text)![1])).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/^# TYPE db_client_connection_wait_time(_seconds)? histogram$/m);
+    expect(text).not.toContain(testDb.appPassword);
   });
 
   it('creates and reads a user, echoing the caller’s correlation id or generating one', async () => {
@@ -86,8 +111,10 @@ describe('service example', () => {
   });
 
   it('answers 503 with a sanitized body when the database is unreachable', async () => {
+    // The database goes away after startup (the startup check would refuse to start).
     const down = await startService({
       port: 0,
+      verify: false,
       db: createDb({ PrismaClient, url: 'postgresql://app:Sup3r-Secret@127.0.0.1:1/x', applicationName: `${APP}-down`, timeouts: { connectMs: 1000 } }),
     });
     try {
@@ -107,4 +134,50 @@ describe('service example', () => {
       await down.stop();
     }
   });
+});
+
+/** A loopback port nothing listens on: a database server that is down. */
+function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+describe('service example, started as a program', () => {
+  it('with the database down: no listening, exit 1, and the advice for the failed check', async () => {
+    const build = buildExamples();
+    try {
+      const env: NodeJS.ProcessEnv = {};
+      for (const [key, value] of Object.entries(process.env)) if (key !== 'DATABASE_URL' && key !== 'DIRECT_URL' && !key.startsWith('DB_')) env[key] = value;
+      const port = await closedPort();
+      Object.assign(env, { DATABASE_URL: `postgresql://app:s3cret-pw@127.0.0.1:${port}/app?sslmode=disable`, DB_CONNECT_TIMEOUT: '3000', PORT: '0' });
+      const child = spawn(process.execPath, [path.join(build.dir, 'examples', 'service', 'main.js')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => void (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => void (err += d.toString()));
+      const code = await new Promise<number | null>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          child.kill('SIGKILL');
+          reject(new Error(`the service did not exit within 60 s\n${out}\n${err}`));
+        }, 60_000);
+        child.once('exit', (c) => {
+          clearTimeout(timer);
+          resolve(c);
+        });
+      });
+      expect({ code, out }).toEqual({ code: 1, out: expect.not.stringContaining('listening') });
+      expect(err).toMatch(/failed 1 startup check/);
+      expect(err).toMatch(/- connection: could not query the database/);
+      expect(err).toContain(`→ Check that 127.0.0.1:${port} is reachable from this host`);
+      expect(err).not.toContain('s3cret-pw');
+    } finally {
+      build.remove();
+    }
+  }, 120_000);
 });

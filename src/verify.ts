@@ -1,0 +1,158 @@
+// `db.verify()`: one call at startup, before the application takes traffic, that checks the
+// database is the one this configuration expects — reachable within the connect timeout,
+// a recent enough server, SSL in force when the sslmode requires it, the application name
+// visible, optionally every committed migration applied and the pools of all instances
+// within max_connections. The checks and their advice are `doctor`'s (audit.ts); here the
+// ones that make running unsafe fail, all reported at once in one VerificationError.
+
+import {
+  checkApplicationName,
+  checkCapacity,
+  checkServerVersion,
+  checkSsl,
+  connectionAdvice,
+  FACTS_SQL,
+  MIGRATION_ADVICE,
+  provenance,
+  SUPPORTED_MAJOR,
+  toFacts,
+  type DoctorFacts,
+  type Facts,
+  type Finding,
+} from './audit.ts';
+import type { DbConfig } from './config.ts';
+import { DEADLINE_GRACE_MS, withDeadline } from './deadline.ts';
+import { ConfigError, DeadlineExceededError, VerificationError, type ConfigIssue } from './errors.ts';
+import { migrationTarget, status, withSsl, type MigrationStatus } from './migrate.ts';
+import { describeError } from './stats.ts';
+
+export interface VerifyOptions {
+  /** Lowest PostgreSQL major version accepted. Default 13 (the oldest still supported upstream). */
+  minServerVersion?: number;
+  /**
+   * Check that every committed migration is applied (`migrate status`, against DIRECT_URL
+   * when set). `true`: the application's migrations directory, found from the current
+   * directory as `migrate` finds it; or name it.
+   */
+  migrations?: boolean | { migrationsDir?: string; projectDir?: string };
+  /** Instances of the application running at once: pool max × instances must fit max_connections minus the reserved slots. */
+  instances?: number;
+}
+
+export interface VerifyReport {
+  /** Every check made, passed ones and warnings (which do not fail verify) included. */
+  findings: Finding[];
+  facts: DoctorFacts;
+  /** With `migrations`: the status of the migrations. */
+  migrations?: MigrationStatus;
+}
+
+/** What verify needs from a Db. */
+export interface VerifyTarget {
+  config: DbConfig;
+  env: Record<string, string | undefined>;
+  /** One statement on the Db's own pool (so its startup parameters and SSL are the ones seen). */
+  query(sql: string): Promise<unknown>;
+}
+
+const REQUIRED_SSL = new Set(['require', 'verify-ca', 'verify-full']);
+
+export async function verify(target: VerifyTarget, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const checked = checkOptions(options);
+  const { config, env } = target;
+  const from = provenance(config, { env, config });
+  const findings: Finding[] = [];
+  const facts: DoctorFacts = {};
+  const add = (f: Finding): void => void findings.push(f);
+
+  let row: Facts;
+  try {
+    row = await readFacts(target);
+  } catch (err) {
+    const message = describeError(err).message;
+    add({ check: 'connection', status: 'fail', summary: `could not query the database: ${message}`, advice: connectionAdvice(message, config, from) });
+    return settle(findings, facts, undefined, err);
+  }
+  facts.serverVersion = row.server_version ?? undefined;
+  checkServerVersion(row, add, checked.minServerVersion, 'fail');
+  checkSsl(config, row, facts, env, from, (f) => add(sslVerdict(config, f)));
+  checkApplicationName(config, row, facts, (f) => add(f.check === 'application-name' && f.status === 'warn' ? { ...f, status: 'fail' } : f));
+  if (checked.instances !== undefined) checkCapacity(config, row, facts, checked.instances, add);
+  const migrations = checked.migrations === undefined ? undefined : await checkMigrations(config, checked.migrations, add);
+  return settle(findings, facts, migrations);
+}
+
+/** The facts row through the Db's pool, bounded: the pool bounds the connect, this the whole. */
+async function readFacts(target: VerifyTarget): Promise<Facts> {
+  const { connectMs, statementMs } = target.config.timeouts;
+  const limitMs = connectMs + (statementMs > 0 ? statementMs : connectMs) + DEADLINE_GRACE_MS;
+  const rows = (await withDeadline(target.query(FACTS_SQL), limitMs, () => new DeadlineExceededError('connect', limitMs))) as Record<string, unknown>[];
+  const first = rows[0] ?? {};
+  return toFacts((name) => first[name]);
+}
+
+/**
+ * Plaintext fails verify only when the configuration demands SSL (require, verify-*);
+ * under prefer/allow/disable it is what was configured, and stays doctor's warning.
+ */
+function sslVerdict(config: DbConfig, f: Finding): Finding {
+  if (f.status !== 'fail' || config.driver === 'neon' || REQUIRED_SSL.has(config.ssl.mode)) return f;
+  return { ...f, status: 'warn' };
+}
+
+async function checkMigrations(config: DbConfig, where: { migrationsDir?: string; projectDir?: string }, add: (f: Finding) => void): Promise<MigrationStatus | undefined> {
+  let result: MigrationStatus;
+  try {
+    result = await withSsl(config, { url: migrationTarget(config).url, ...where }, status);
+  } catch (err) {
+    add({ check: 'migrations', status: 'fail', summary: `could not read the migration status: ${describeError(err).message}`, advice: 'Check the migrations directory and DIRECT_URL (`prisma-datalayer migrate status`).' });
+    return undefined;
+  }
+  const list = (names: string[]): string => names.join(', ');
+  if (result.pending.length > 0) {
+    add({ check: 'migrations', status: 'fail', summary: `${result.pending.length} committed migration${result.pending.length === 1 ? ' is' : 's are'} not applied: ${list(result.pending)}`, advice: MIGRATION_ADVICE.pending });
+  }
+  if (result.failed.length > 0) add({ check: 'migrations', status: 'fail', summary: `failed migrations: ${list(result.failed)}`, advice: MIGRATION_ADVICE.failed });
+  if (result.edited.length > 0) add({ check: 'migrations', status: 'warn', summary: `edited after being applied: ${list(result.edited)}`, advice: MIGRATION_ADVICE.edited });
+  if (result.missingLocally.length > 0) add({ check: 'migrations', status: 'warn', summary: `in the database but not on disk: ${list(result.missingLocally)}`, advice: MIGRATION_ADVICE.missingLocally });
+  if (result.pending.length === 0 && result.failed.length === 0) add({ check: 'migrations', status: 'ok', summary: `${result.applied.length} migrations applied, none pending` });
+  return result;
+}
+
+function settle(findings: Finding[], facts: DoctorFacts, migrations: MigrationStatus | undefined, cause?: unknown): VerifyReport {
+  const failed = findings.filter((f) => f.status === 'fail');
+  if (failed.length > 0) {
+    throw new VerificationError(failed.map(({ check, summary, advice }) => ({ check, summary, ...(advice === undefined ? {} : { advice }) })), cause === undefined ? {} : { cause });
+  }
+  return { findings, facts, ...(migrations === undefined ? {} : { migrations }) };
+}
+
+interface CheckedOptions {
+  minServerVersion: number;
+  instances: number | undefined;
+  migrations: { migrationsDir?: string; projectDir?: string } | undefined;
+}
+
+/** Bad options are a programming error: ConfigError before anything is sent. */
+function checkOptions(options: VerifyOptions): CheckedOptions {
+  const issues: ConfigIssue[] = [];
+  const whole = (name: string, value: unknown, fallback: number | undefined): number | undefined => {
+    if (value === undefined) return fallback;
+    if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 10_000) return value;
+    issues.push({ setting: `verify ${name}`, problem: `expected a whole number from 1 to 10000, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}` });
+    return fallback;
+  };
+  const minServerVersion = whole('minServerVersion', options.minServerVersion, SUPPORTED_MAJOR)!;
+  const instances = whole('instances', options.instances, undefined);
+  const m = options.migrations;
+  let migrations: CheckedOptions['migrations'];
+  if (m === true) migrations = {};
+  else if (typeof m === 'object' && m !== null) {
+    for (const key of ['migrationsDir', 'projectDir'] as const) {
+      if (m[key] !== undefined && typeof m[key] !== 'string') issues.push({ setting: `verify migrations.${key}`, problem: 'expected a directory path (string)' });
+    }
+    migrations = { ...(m.migrationsDir === undefined ? {} : { migrationsDir: m.migrationsDir }), ...(m.projectDir === undefined ? {} : { projectDir: m.projectDir }) };
+  } else if (m !== undefined && m !== false) issues.push({ setting: 'verify migrations', problem: 'expected true, false or { migrationsDir }' });
+  if (issues.length > 0) throw new ConfigError(issues);
+  return { minServerVersion, instances, migrations };
+}

@@ -1,0 +1,152 @@
+// `db.verify()` (issue 17) against real servers: a healthy setup passes and reports what
+// it checked; a stopped server, a server without SSL under sslmode=require, a pending
+// migration, a too-old server and a fleet too large for max_connections each fail, all
+// at once in one VerificationError carrying the advice `doctor` gives for the same problem.
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { DoctorReport } from '../src/cli/index';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { ConfigError, createDb, VerificationError, type Db } from '../src/index';
+import { rejectionOf } from './support/async';
+import { runCli } from './cli/run';
+import { startCluster, type Cluster } from './support/cluster';
+import { createTestDatabase, type TestDatabase } from './support/db';
+
+const MIGRATIONS = path.resolve(__dirname, '..', 'prisma', 'migrations');
+const EXTRA = '20990101000000_verify_extra';
+
+let testDb: TestDatabase;
+let plain: Cluster;
+let withExtra: string;
+const dbs: Array<Db<PrismaClient>> = [];
+
+beforeAll(async () => {
+  [testDb, plain] = await Promise.all([createTestDatabase({ prefix: 'verify' }), startCluster({ name: 'verify-plain', ssl: false })]);
+  // The committed migrations plus one the database has never seen.
+  withExtra = mkdtempSync(path.join(os.tmpdir(), 'verify-migrations-'));
+  cpSync(MIGRATIONS, withExtra, { recursive: true });
+  mkdirSync(path.join(withExtra, EXTRA));
+  writeFileSync(path.join(withExtra, EXTRA, 'migration.sql'), 'CREATE TABLE verify_extra (id integer PRIMARY KEY);\n');
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.all(dbs.splice(0).map((db) => db.close()));
+  await Promise.all([testDb?.drop(), plain?.destroy()]);
+  if (withExtra) rmSync(withExtra, { recursive: true, force: true });
+});
+
+/** A Db configured from an environment, as an application (and doctor) would load it. */
+function dbFromEnv(env: Record<string, string>): Db<PrismaClient> {
+  const db = createDb({ PrismaClient, env });
+  dbs.push(db);
+  return db;
+}
+
+async function verificationError(p: Promise<unknown>): Promise<VerificationError> {
+  const err = await rejectionOf(p);
+  expect(err).toBeInstanceOf(VerificationError);
+  return err as VerificationError;
+}
+
+/** doctor's findings for the same environment. */
+async function doctorFindings(env: Record<string, string>): Promise<DoctorReport['findings']> {
+  const run = await runCli(['doctor', '--json'], env);
+  return (JSON.parse(run.out) as DoctorReport).findings;
+}
+
+describe('db.verify()', () => {
+  it('passes on a healthy setup and reports what it checked', async () => {
+    const db = dbFromEnv({ DATABASE_URL: testDb.appUrl, DB_APPLICATION_NAME: 'verify-ok' });
+    const report = await db.verify({ migrations: { migrationsDir: MIGRATIONS }, instances: 2 });
+    expect(report.findings.filter((f) => f.status === 'fail')).toEqual([]);
+    const checks = new Map(report.findings.map((f) => [f.check, f.status]));
+    expect(Object.fromEntries(checks)).toMatchObject({ 'server-version': 'ok', ssl: 'ok', 'application-name': 'ok', capacity: 'ok', migrations: 'ok' });
+    expect(report.facts).toMatchObject({ serverVersion: expect.stringMatching(/^15\./), ssl: { active: true }, applicationName: { configured: 'verify-ok', seenByServer: 'verify-ok' } });
+    expect(report.migrations).toMatchObject({ pending: [], failed: [], upToDate: true });
+    expect(report.migrations!.applied.length).toBeGreaterThan(0);
+    // It warmed the pool rather than opening a side connection.
+    expect(db.stats().pool.open).toBeGreaterThanOrEqual(1);
+    expect(JSON.stringify(report)).not.toContain(testDb.appPassword);
+  });
+
+  it('a stopped server: one connection failure, with the advice doctor gives, within the connect timeout', async () => {
+    const env = { DATABASE_URL: plain.url('postgres', { sslmode: 'disable' }), DB_APPLICATION_NAME: 'verify-stopped', DB_CONNECT_TIMEOUT: '3000' };
+    await plain.stop();
+    try {
+      const db = dbFromEnv(env);
+      const started = performance.now();
+      const err = await verificationError(db.verify({ migrations: { migrationsDir: MIGRATIONS } }));
+      expect(performance.now() - started).toBeLessThan(20_000);
+      expect(err.kind).toBe('verification');
+      expect(err.failures.map((f) => f.check)).toEqual(['connection']);
+      expect(err.failures[0]!.advice).toMatch(/reachable/);
+      const doctor = (await doctorFindings(env)).find((f) => f.check === 'connection');
+      expect(doctor?.status).toBe('fail');
+      expect(err.failures[0]!.advice).toBe(doctor!.advice);
+      expect(err.message).toContain(doctor!.advice!);
+      expect(err.message).not.toContain(plain.password);
+    } finally {
+      await plain.start();
+    }
+  }, 60_000);
+
+  it('a server without SSL under sslmode=require fails, with doctor\'s SSL advice', async () => {
+    const env = { DATABASE_URL: plain.url('postgres', { sslmode: 'require' }), DB_APPLICATION_NAME: 'verify-nossl' };
+    const db = dbFromEnv(env);
+    const err = await verificationError(db.verify());
+    expect(err.failures).toHaveLength(1);
+    expect(err.failures[0]!.summary).toMatch(/SSL/);
+    expect(err.failures[0]!.advice).toMatch(/sslmode=require/);
+    const doctor = (await doctorFindings(env)).find((f) => f.status === 'fail');
+    expect(err.failures[0]!.advice).toBe(doctor?.advice);
+  });
+
+  it('the same server under sslmode=disable passes: plaintext is what was configured (a warning only)', async () => {
+    const db = dbFromEnv({ DATABASE_URL: plain.url('postgres', { sslmode: 'disable' }), DB_APPLICATION_NAME: 'verify-disable' });
+    const report = await db.verify();
+    expect(report.findings.find((f) => f.check === 'ssl')).toMatchObject({ status: 'warn' });
+    expect(report.facts.ssl).toMatchObject({ active: false, mode: 'disable' });
+  });
+
+  it('a pending migration fails, named, with migrate status\'s advice', async () => {
+    const db = dbFromEnv({ DATABASE_URL: testDb.appUrl, DB_APPLICATION_NAME: 'verify-pending' });
+    const err = await verificationError(db.verify({ migrations: { migrationsDir: withExtra } }));
+    expect(err.failures).toEqual([{ check: 'migrations', summary: expect.stringContaining(EXTRA), advice: 'run `prisma-datalayer migrate deploy`' }]);
+    // Nothing was applied by checking.
+    expect(await testDb.query("SELECT to_regclass('verify_extra') AS t")).toEqual([{ t: null }]);
+  }, 60_000);
+
+  it('lists every failed check at once: server version, capacity and a pending migration', async () => {
+    const env = { DATABASE_URL: testDb.appUrl, DB_APPLICATION_NAME: 'verify-many' };
+    const db = dbFromEnv(env);
+    const err = await verificationError(db.verify({ minServerVersion: 99, instances: 10_000, migrations: { migrationsDir: withExtra } }));
+    expect(err.failures.map((f) => f.check)).toEqual(['server-version', 'capacity', 'migrations']);
+    for (const f of err.failures) {
+      expect(err.message).toContain(f.summary);
+      expect(err.message).toContain(f.advice!);
+    }
+    expect(err.failures[0]!.summary).toMatch(/older than the required 99/);
+    // The capacity advice is doctor's, word for word, for the same instance count.
+    const run = await runCli(['doctor', '--json', '--instances', '10000'], env);
+    const doctor = (JSON.parse(run.out) as DoctorReport).findings.find((f) => f.check === 'capacity');
+    expect(doctor?.status).toBe('fail');
+    expect(err.failures[1]!.advice).toBe(doctor!.advice);
+  }, 60_000);
+
+  it('refuses invalid options before connecting', async () => {
+    const db = dbFromEnv({ DATABASE_URL: plain.url('postgres', { sslmode: 'disable' }) });
+    for (const bad of [{ instances: 0 }, { minServerVersion: Number.NaN }, { migrations: 'yes' }] as never[]) {
+      const err = await rejectionOf(db.verify(bad));
+      expect(err).toBeInstanceOf(ConfigError);
+    }
+    expect(db.stats().counters.connectionsOpened).toBe(0);
+  });
+
+  it('after close: DatabaseClosedError, nothing checked', async () => {
+    const db = dbFromEnv({ DATABASE_URL: testDb.appUrl });
+    await db.close();
+    const err = await rejectionOf(db.verify());
+    expect((err as Error).name).toBe('DatabaseClosedError');
+  });
+});
