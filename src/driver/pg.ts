@@ -22,9 +22,11 @@ export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub, 
   let guard: GuardedPool | undefined;
 
   class LayerPool extends pg.Pool {
-    // @ts-expect-error -- the adapter uses the promise form only; the callback overloads are not offered.
-    override connect(): Promise<PoolClient> {
-      return guard!.connect();
+    // @ts-expect-error -- the adapter uses the promise form; the callback form is served too.
+    override connect(callback?: (err: Error | undefined, client?: PoolClient, done?: () => void) => void): Promise<PoolClient> | void {
+      const connected = guard!.connect();
+      if (callback === undefined) return connected;
+      connected.then((client) => callback(undefined, client, () => client.release()), (err: Error) => callback(err));
     }
     // @ts-expect-error -- likewise: `query(config, values)` returning a promise.
     override query(text: unknown, values?: unknown): Promise<unknown> {

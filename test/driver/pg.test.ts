@@ -1,0 +1,75 @@
+/**
+ * What src/driver/pg.ts and src/driver/client.ts rely on in node-postgres, pg-pool and
+ * @prisma/adapter-pg. Each test fails when a driver changes underneath the layer: the
+ * adapter must keep calling the pool's `query` for single statements and `connect` for
+ * transactions, pg-pool must keep creating connections through its `Client` option, and a
+ * connection must keep its socket at `connection.stream` and its ReadyForQuery event.
+ */
+import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
+import { createTestDatabase, type TestDatabase } from '../support/db';
+
+let testDb: TestDatabase;
+beforeAll(async () => {
+  testDb = await createTestDatabase({ prefix: 'driverpg' });
+});
+afterAll(async () => {
+  await testDb?.drop();
+});
+
+test('@prisma/adapter-pg sends single statements through pool.query and transactions through pool.connect', async () => {
+  const calls: string[] = [];
+  class Spy extends pg.Pool {
+    // @ts-expect-error -- pg-pool's own query() calls connect(callback); the adapter calls connect()
+    override connect(callback?: never): Promise<pg.PoolClient> | void {
+      if (callback) return super.connect(callback);
+      calls.push('connect');
+      return super.connect();
+    }
+    // @ts-expect-error -- likewise
+    override query(config: unknown, values?: unknown): Promise<unknown> {
+      calls.push('query');
+      return super.query(config as string, values as unknown[]);
+    }
+  }
+  const pool = new Spy({ ...testDb.ssl ? { ssl: testDb.ssl } : {}, host: testDb.host, port: testDb.port, user: testDb.user, password: testDb.password, database: testDb.name, max: 2 });
+  const adapter = await new PrismaPg(pool as unknown as pg.Pool).connect();
+  try {
+    await adapter.queryRaw({ sql: 'SELECT 1', args: [], argTypes: [] });
+    expect(calls).toEqual(['query']);
+    const tx = await adapter.startTransaction();
+    await tx.queryRaw({ sql: 'SELECT 2', args: [], argTypes: [] });
+    await tx.commit();
+    expect(calls).toEqual(['query', 'connect']);
+  } finally {
+    await adapter.dispose();
+    await pool.end();
+  }
+});
+
+test("pg-pool creates connections through its Client option; a connection's socket and ReadyForQuery are where the layer looks", async () => {
+  const created: object[] = [];
+  class Recording extends pg.Client {
+    constructor(config: pg.ClientConfig) {
+      super(config);
+      created.push(this);
+    }
+  }
+  const pool = new pg.Pool({ ssl: testDb.ssl, host: testDb.host, port: testDb.port, user: testDb.user, password: testDb.password, database: testDb.name, max: 1, Client: Recording as unknown as typeof pg.Client });
+  try {
+    const client = await pool.connect();
+    expect(created).toEqual([client]);
+    const internals = client as unknown as { connection: { stream: { destroy: () => void }; once: unknown } };
+    client.on('error', () => {});
+    expect(typeof internals.connection.stream.destroy).toBe('function');
+    expect(typeof internals.connection.once).toBe('function');
+    // Destroying the socket fails what is pending and pg-pool drops the connection on release.
+    const pending = client.query('SELECT pg_sleep(5)');
+    internals.connection.stream.destroy();
+    await expect(pending).rejects.toThrow();
+    client.release(new Error('destroyed'));
+    expect(pool.totalCount).toBe(0);
+  } finally {
+    await pool.end();
+  }
+});
