@@ -197,21 +197,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     session: lifecycle.guard(primary.units.session) as UnitsOfWork<C>['session'],
     current: primary.units.current,
     stats: () => ({ pool: primary.driver.pool()?.figures() ?? emptyFigures(config), counters: { ...primary.counters }, lastError: lastError && { ...lastError }, state: lifecycle.state }),
-    health: async (healthOptions) => ({
-      ...(await checkHealth(
-        {
-          pool: async () => {
-            await primary.prisma.$connect();
-            return primary.driver.pool()!;
-          },
-          figures: () => primary.driver.pool()?.figures() ?? emptyFigures(config),
-          isClosed: () => lifecycle.state !== 'open',
-        },
-        healthOptions,
-      )),
-      // What routing learned from traffic; health itself sends nothing to the replicas.
-      replicas: router?.status() ?? [],
-    }),
+    health: (healthOptions) => healthOf(primary, lifecycle, router, healthOptions),
     verify: lifecycle.guard((verifyOptions?: VerifyOptions) =>
       verify({ config, env: env ?? process.env, query: (sql) => primary.prisma.$queryRawUnsafe(sql) }, verifyOptions),
     ) as DatalayerApi<C>['verify'],
@@ -223,6 +209,24 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   };
   if (closeOnSignals) api.closeOnSignals(closeOnSignals === true ? {} : closeOnSignals);
   return attach(primary.prisma, api);
+}
+
+/** db.health(): the primary's pool, plus what read routing learned of the replicas from traffic. */
+async function healthOf<C>(primary: Stack<C>, lifecycle: Lifecycle, router: ReplicaRouter<C> | undefined, options?: HealthOptions): Promise<HealthReport & { replicas: ReplicaStatus[] }> {
+  const figures = (): DbStats['pool'] => primary.driver.pool()?.figures() ?? emptyFigures(primary.config);
+  const report = await checkHealth(
+    {
+      pool: async () => {
+        await primary.prisma.$connect();
+        return primary.driver.pool()!;
+      },
+      figures,
+      isClosed: () => lifecycle.state !== 'open',
+    },
+    options,
+  );
+  // Health itself sends nothing to the replicas.
+  return { ...report, replicas: router?.status() ?? [] };
 }
 
 /** What work still running at close()'s deadline fails with: its connection was closed under it. */

@@ -6,9 +6,9 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 import type { ConnectionOptions } from 'node:tls';
-import { toUrl, type DbConfig } from './config.ts';
+import { loadConfig, toUrl, type DbConfig } from './config.ts';
 import { MigrationError } from './errors.ts';
-import { describeUrl, redactUrls } from './secrets.ts';
+import { describeUrl, redactUrls, registerUrlSecret } from './secrets.ts';
 import { sslPlan } from './ssl.ts';
 export { MigrationError };
 import { isDirectory, resolveProject, type ProjectPaths } from './engine/project.ts';
@@ -225,6 +225,9 @@ async function withEngine<T>(
   options: MigrateOptions,
   work: (engine: SchemaEngineHandle, migrations: MigrationList) => Promise<T>,
 ): Promise<T> {
+  // The URL's sslmode with libpq's meaning (ssl.ts), as createDb and the CLI read it;
+  // node-postgres would read `require` as verify-full.
+  if (options.ssl === undefined) return withSsl(urlConfig(action, options.url), options, (o) => withEngine(action, o, work));
   let engine: SchemaEngineHandle | undefined;
   try {
     const migrations = await readMigrations(await migrationsDirOf(options, action));
@@ -238,6 +241,14 @@ async function withEngine<T>(
     throw toMigrationError(action, error, [options.url, options.shadowDatabaseUrl]);
   } finally {
     await engine?.close();
+  }
+}
+
+function urlConfig(action: string, url: string): DbConfig {
+  try {
+    return loadConfig({ url }, {});
+  } catch (error) {
+    throw toMigrationError(action, error, [url]);
   }
 }
 
@@ -261,23 +272,8 @@ function toMigrationError(action: string, error: unknown, urls: (string | undefi
 
 /** Removes URL credentials by shape and the passwords of the given URLs by value. */
 function scrub(text: string, urls: (string | undefined)[]): string {
-  let out = redactUrls(text);
-  for (const url of urls) {
-    const password = passwordOf(url);
-    if (password === undefined || password.length < 3) continue;
-    for (const form of new Set([password, encodeURIComponent(password)])) out = out.split(form).join('***');
-  }
-  return out;
-}
-
-function passwordOf(url: string | undefined): string | undefined {
-  if (url === undefined) return undefined;
-  try {
-    const password = new URL(url).password;
-    return password === '' ? undefined : decodeURIComponent(password);
-  } catch {
-    return undefined;
-  }
+  for (const url of urls) registerUrlSecret(url);
+  return redactUrls(text);
 }
 
 /** Where migrations run for an application's configuration: DIRECT_URL when set, else its URL. */

@@ -15,6 +15,17 @@ export function registerSecret(secret: string | undefined): void {
   known.add(encodeURIComponent(secret));
 }
 
+/** Remember the password of a connection URL (a malformed URL has nothing to remember). */
+export function registerUrlSecret(url: string | undefined): void {
+  if (url === undefined) return;
+  try {
+    const password = new URL(url).password;
+    if (password !== '') registerSecret(decodeURIComponent(password));
+  } catch {
+    // Not a URL, or a malformed escape: redaction by shape still applies.
+  }
+}
+
 const URL_CREDENTIALS = /\b([a-z][a-z0-9+.-]*:\/\/)([^:/@\s]*):([^@\s]*)@/gi;
 const URL_USERINFO = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/gi;
 const KEYWORD_PASSWORD = /\b(password|passwd|pwd)(\s*[=:]\s*)('[^']*'|"[^"]*"|[^\s&;,'"]+)/gi;

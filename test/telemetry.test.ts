@@ -88,6 +88,8 @@ const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpan
 const prismaInstrumentation = new PrismaInstrumentation({ enabled: false });
 
 let testDb: TestDatabase;
+/** The test database as node-postgres options (a URL's sslmode would make pg print its sslmode warning). */
+const pgConfig = (): pg.PoolConfig => ({ host: testDb.host, port: testDb.port, user: testDb.user, password: testDb.password, database: testDb.name, ssl: testDb.ssl });
 
 beforeAll(async () => {
   context.setGlobalContextManager(contextManager.enable());
@@ -151,7 +153,7 @@ function instrumentedPool(name: string, options: TelemetryOptions, max: number):
       }) as ConnectCallback);
     }
   }
-  const pool = new pg.Pool({ connectionString: testDb.url, max, min: 0, connectionTimeoutMillis: 60_000, Client: TimedClient, application_name: name });
+  const pool = new pg.Pool({ ...pgConfig(), max, min: 0, connectionTimeoutMillis: 60_000, Client: TimedClient, application_name: name });
   pool.on('error', () => {});
   const registered = telemetry.pool({
     name,
@@ -306,7 +308,7 @@ describe('unit-of-work spans (the module alone)', () => {
   it('records attempts, outcome and a retry event for a real serialization failure', async () => {
     const telemetry = createTelemetry({ tracerProvider })!;
     const id = await newAccount(100);
-    const pool = new pg.Pool({ connectionString: testDb.url, max: 2 });
+    const pool = new pg.Pool({ ...pgConfig(), max: 2 });
     pool.on('error', () => {});
     try {
       let runs = 0;
@@ -367,7 +369,7 @@ describe('unit-of-work spans (the module alone)', () => {
 
   it("is the active span while the unit runs, so Prisma's spans nest under it and carry no parameter values", async () => {
     const telemetry = createTelemetry({ tracerProvider })!;
-    const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: testDb.url }) });
+    const prisma = new PrismaClient({ adapter: new PrismaPg(pgConfig()) });
     const secret = `owner-${Math.random().toString(36).slice(2)}`;
     try {
       await telemetry.unit({ poolName: 'p' }, () => prisma.$transaction((tx) => tx.account.findMany({ where: { owner: secret } })));

@@ -9,11 +9,11 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 
 import type pg from 'pg';
+import { redactUrls, registerUrlSecret } from '../secrets.ts';
 
 import {
   engineVersion,
   openSchemaEngine,
-  redactUrls,
   toSchemaEngineError,
   type DiffParams,
   type MigrationList,
@@ -122,28 +122,18 @@ function fatal(message: string): void {
   process.exitCode = 1;
 }
 
-/** Passwords of the datasource URLs, removed from everything this process prints. */
+/** Passwords of the datasource URLs, removed from everything this process prints (secrets.ts). */
 class Secrets {
-  private readonly values: string[] = [];
-
   constructor(datasource: DatasourceArg | undefined) {
-    for (const url of [datasource?.url, datasource?.shadowDatabaseUrl, datasource?.directUrl]) this.add(url);
+    for (const url of [datasource?.url, datasource?.shadowDatabaseUrl, datasource?.directUrl]) registerUrlSecret(url);
   }
 
   add(url: string | undefined): void {
-    if (url === undefined) return;
-    try {
-      const password = decodeURIComponent(new URL(url).password);
-      if (password.length >= 3) this.values.push(password, encodeURIComponent(password));
-    } catch {
-      // Not a URL: nothing to remember.
-    }
+    registerUrlSecret(url);
   }
 
   scrub(text: string): string {
-    let out = redactUrls(text);
-    for (const value of this.values) out = out.split(value).join('***');
-    return out;
+    return redactUrls(text);
   }
 }
 

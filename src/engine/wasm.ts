@@ -93,8 +93,6 @@ export interface SchemaEngineHandle {
 }
 
 /** An error thrown by the engine, normalised: `code` is Prisma's error code (P1000, P3006...) when known. */
-export { redactUrls };
-
 export class SchemaEngineError extends Error {
   readonly code: string | undefined;
   readonly meta: unknown;
