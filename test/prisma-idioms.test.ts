@@ -1,0 +1,73 @@
+/**
+ * Issue 15: an existing Prisma app's error handling keeps its meaning on the layer. Written
+ * the way Prisma's docs write the idiom (`instanceof Prisma.PrismaClientKnownRequestError`
+ * and `e.code`), inside and outside units of work, plus the app's own error class thrown
+ * through db.transaction, and $disconnect closing the pools.
+ */
+import { Prisma, PrismaClient } from '../src/generated/prisma/client';
+import { createDb, DatabaseClosedError, type Db } from '../src/index';
+import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
+
+class NotFoundError extends Error {}
+
+/** An HTTP error handler as apps write it against bare Prisma. */
+function statusOf(e: unknown): number {
+  if (e instanceof NotFoundError) return 404;
+  if (e instanceof Prisma.PrismaClientKnownRequestError) {
+    if (e.code === 'P2002') return 409;
+    if (e.code === 'P2025') return 404;
+  }
+  return 500;
+}
+
+let testDb: TestDatabase;
+let db: Db<PrismaClient>;
+const APP = 'prisma-idioms-test';
+
+beforeAll(async () => {
+  testDb = await createTestDatabase({ prefix: 'idioms' });
+  db = createDb({ PrismaClient, url: testDb.url, applicationName: APP });
+});
+afterAll(async () => {
+  await db?.close();
+  await testDb?.drop();
+});
+
+test('P2002 on create is a PrismaClientKnownRequestError with code and meta: 409, outside and inside a unit', async () => {
+  await db.user.create({ data: { email: 'taken@example.com' } });
+  const outside = await db.user.create({ data: { email: 'taken@example.com' } }).catch((e: unknown) => e);
+  expect(statusOf(outside)).toBe(409);
+  expect((outside as Prisma.PrismaClientKnownRequestError).meta).toBeDefined();
+  const inside = await db.transaction((tx) => tx.user.create({ data: { email: 'taken@example.com' } })).catch((e: unknown) => e);
+  expect(statusOf(inside)).toBe(409);
+});
+
+test('P2025 on delete of a missing row: 404, outside and inside a unit', async () => {
+  const outside = await db.user.delete({ where: { email: 'nobody@example.com' } }).catch((e: unknown) => e);
+  expect(statusOf(outside)).toBe(404);
+  const inside = await db.transaction((tx) => tx.user.delete({ where: { email: 'nobody@example.com' } })).catch((e: unknown) => e);
+  expect(statusOf(inside)).toBe(404);
+});
+
+test("the app's own error class thrown inside db.transaction arrives unchanged, after the rollback", async () => {
+  const thrown = new NotFoundError('no such order');
+  const err = await db
+    .transaction(async (tx) => {
+      await tx.user.create({ data: { email: 'rolled-back@example.com' } });
+      throw thrown;
+    })
+    .catch((e: unknown) => e);
+  expect(err).toBe(thrown);
+  expect(statusOf(err)).toBe(404);
+  expect(await db.user.count({ where: { email: 'rolled-back@example.com' } })).toBe(0);
+});
+
+test('$disconnect() closes the pools as close() does: no connection of the app stays open', async () => {
+  const own = createDb({ PrismaClient, url: testDb.url, applicationName: `${APP}-disc`, pool: { size: 3 } });
+  await Promise.all([own.user.count(), own.user.count(), own.user.count()]);
+  expect(await countConnections(`${APP}-disc`)).toBeGreaterThan(0);
+  await own.$disconnect();
+  expect(own.stats().state).toBe('closed');
+  expect(await countConnections(`${APP}-disc`)).toBe(0);
+  await expect(own.user.count()).rejects.toBeInstanceOf(DatabaseClosedError);
+});
