@@ -90,28 +90,14 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
   facts.target = appUrl;
   checkUrls(config, appUrl, from, facts, add);
 
-  let adapter: DriverHandle | undefined;
-  let connection: SqlDriverAdapter | undefined;
-  let row: Facts;
   const started = performance.now();
-  try {
-    adapter = createDriver(config, newCounters(), new EventHub());
-    connection = await adapter.factory.connect();
-    const result = await connection.queryRaw({ sql: FACTS_SQL, args: [], argTypes: [] });
-    const values = result.rows[0] ?? [];
-    row = toFacts((name) => values[result.columnNames.indexOf(name)]);
-  } catch (err) {
-    add({
-      check: 'connection',
-      status: 'fail',
-      summary: `could not query ${appUrl}: ${describeError(err).message}`,
-      advice: connectionAdvice(describeError(err).message, config, from),
-    });
+  const queried = await queryFacts(config);
+  if (!queried.ok) {
+    const message = describeError(queried.error).message;
+    add({ check: 'connection', status: 'fail', summary: `could not query ${appUrl}: ${message}`, advice: connectionAdvice(message, config, from) });
     return finish();
-  } finally {
-    await connection?.dispose().catch(() => {});
-    await adapter?.close().catch(() => {});
   }
+  const row = queried.row;
   facts.latencyMs = Math.round(performance.now() - started);
   facts.serverVersion = row.server_version ?? undefined;
   add({
@@ -127,6 +113,24 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
   checkServerVersion(row, add);
   checkRole(row, from, add);
   return finish();
+}
+
+/** One round trip on a connection built exactly as the application's would be. */
+async function queryFacts(config: DbConfig): Promise<{ ok: true; row: Facts } | { ok: false; error: unknown }> {
+  let adapter: DriverHandle | undefined;
+  let connection: SqlDriverAdapter | undefined;
+  try {
+    adapter = createDriver(config, newCounters(), new EventHub());
+    connection = await adapter.factory.connect();
+    const result = await connection.queryRaw({ sql: FACTS_SQL, args: [], argTypes: [] });
+    const values = result.rows[0] ?? [];
+    return { ok: true, row: toFacts((name) => values[result.columnNames.indexOf(name)]) };
+  } catch (error) {
+    return { ok: false, error };
+  } finally {
+    await connection?.dispose().catch(() => {});
+    await adapter?.close().catch(() => {});
+  }
 }
 
 function checkUrls(config: DbConfig, appUrl: string, from: Provenance, facts: DoctorFacts, add: (f: Finding) => void): void {

@@ -288,39 +288,17 @@ async function withShadowSchema<T>(
   return call(engine);
 }
 
-async function serveRpc(args: Args, secrets: Secrets): Promise<number> {
-  const baseDir = baseDirOf(args);
-  const schemaFiles = args.datamodels.map((file) => ({ path: file, content: readFileSync(file, 'utf8') }));
-  const engines = new Map<string, Promise<SchemaEngineHandle>>();
+function send(message: Record<string, Json | undefined>): void {
+  process.stdout.write(`${JSON.stringify(message)}\n`);
+}
 
-  const engineFor = (url: string): Promise<SchemaEngineHandle> => {
-    let engine = engines.get(url);
-    if (!engine) {
-      secrets.add(url);
-      const isMain = url === args.datasource?.url;
-      engine = sslFor(url, baseDir).then((ssl) =>
-        openSchemaEngine({
-          url,
-          ssl,
-          ...(isMain && { schemaFiles }),
-          ...(isMain && args.datasource?.shadowDatabaseUrl && { shadowDatabaseUrl: args.datasource.shadowDatabaseUrl }),
-          log: (line) => process.stderr.write(`${secrets.scrub(line)}\n`),
-        }),
-      );
-      // A failed open is reported to that request only; the next one retries.
-      engine.catch(() => engines.delete(url));
-      engines.set(url, engine);
-    }
-    return engine;
-  };
+type EngineFor = (url: string) => Promise<SchemaEngineHandle>;
+
+/** The engine's JSON-RPC methods, as the prisma CLI calls them: a flat table. */
+function rpcMethods(args: Args, baseDir: string, secrets: Secrets, engineFor: EngineFor): Record<string, (params: unknown) => Promise<unknown>> {
   const mainEngine = (): Promise<SchemaEngineHandle> => engineFor(requireUrl(args.datasource));
-
   let printId = 0;
-  const send = (message: Record<string, Json | undefined>): void => {
-    process.stdout.write(`${JSON.stringify(message)}\n`);
-  };
-
-  const methods: Record<string, (params: unknown) => Promise<unknown>> = {
+  return {
     applyMigrations: async (p) => (await mainEngine()).applyMigrations(p as never),
     createMigration: async (p) => withShadowSchema(await mainEngine(), p, (e) => e.createMigration(p as never)),
     devDiagnostic: async (p) => (await mainEngine()).devDiagnostic(p as never),
@@ -369,7 +347,11 @@ async function serveRpc(args: Args, secrets: Secrets): Promise<number> {
     },
   };
 
-  const handle = async (request: RpcRequest): Promise<void> => {
+}
+
+/** Answers one request: the method's result, or the engine's error with secrets removed. */
+function rpcHandler(methods: Record<string, (params: unknown) => Promise<unknown>>, secrets: Secrets): (request: RpcRequest) => Promise<void> {
+  return async (request: RpcRequest): Promise<void> => {
     if (request.method === undefined) return; // A response, e.g. the CLI's ack of `print`.
     const id = request.id ?? null;
     const method = methods[request.method];
@@ -395,6 +377,52 @@ async function serveRpc(args: Args, secrets: Secrets): Promise<number> {
       });
     }
   };
+
+}
+
+/** One engine per URL, opened on first use; a failed open is retried by the next request. */
+function engineCache(
+  args: Args,
+  baseDir: string,
+  secrets: Secrets,
+  schemaFiles: { path: string; content: string }[],
+  engines: Map<string, Promise<SchemaEngineHandle>>,
+): EngineFor {
+  return (url: string): Promise<SchemaEngineHandle> => {
+    let engine = engines.get(url);
+    if (!engine) {
+      secrets.add(url);
+      const isMain = url === args.datasource?.url;
+      engine = sslFor(url, baseDir).then((ssl) =>
+        openSchemaEngine({
+          url,
+          ssl,
+          ...(isMain && { schemaFiles }),
+          ...(isMain && args.datasource?.shadowDatabaseUrl && { shadowDatabaseUrl: args.datasource.shadowDatabaseUrl }),
+          log: (line) => process.stderr.write(`${secrets.scrub(line)}\n`),
+        }),
+      );
+      // A failed open is reported to that request only; the next one retries.
+      engine.catch(() => engines.delete(url));
+      engines.set(url, engine);
+    }
+    return engine;
+  };
+}
+
+async function serveRpc(args: Args, secrets: Secrets): Promise<number> {
+  const baseDir = baseDirOf(args);
+  const schemaFiles = args.datamodels.map((file) => ({ path: file, content: readFileSync(file, 'utf8') }));
+  const engines = new Map<string, Promise<SchemaEngineHandle>>();
+
+  const engineFor = engineCache(args, baseDir, secrets, schemaFiles, engines);
+
+  let printId = 0;
+  const send = (message: Record<string, Json | undefined>): void => {
+    process.stdout.write(`${JSON.stringify(message)}\n`);
+  };
+
+  const handle = rpcHandler(rpcMethods(args, baseDir, secrets, engineFor), secrets);
 
   // One request at a time: the engine's methods take `&mut self` and must not interleave.
   let queue: Promise<void> = Promise.resolve();

@@ -436,6 +436,11 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
     throw toSchemaEngineError(error);
   }
 
+  return engineHandle(engine, closeAdapters);
+}
+
+/** The engine's methods with errors normalised, and a close that frees it once. */
+function engineHandle(engine: WasmSchemaEngine, closeAdapters: () => Promise<void>): SchemaEngineHandle {
   // Calls stay on `engine` (no extracted method references): wasm-bindgen needs `this`.
   const run = async <T>(call: () => Promise<T>): Promise<T> => {
     try {
