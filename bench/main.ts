@@ -27,7 +27,7 @@ import { coldStarts, concurrentUnits, killChildren, profilePointReads, recovery,
 
 const ROOT = path.resolve(__dirname, '..');
 const KEYS: VariantKey[] = ['pg', 'prisma', 'layer', 'serverless'];
-const ABLATION: AblationKey[] = ['prisma', 'prisma+hook', 'prisma+adapter', 'layer'];
+const ABLATION: AblationKey[] = ['prisma', 'prisma+driver', 'prisma+instrumented', 'layer'];
 const ROWS = 1000;
 const DB = 'bench';
 

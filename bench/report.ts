@@ -73,13 +73,13 @@ function breakdown(res: BenchResults, which: 'point' | 'unit'): { rows: (string 
   const spread = a.get('layer')!.roundMedians.map((m, i) => m / a.get('prisma')!.roundMedians[i]!);
   const text =
     `In the breakdown rounds the full layer is ${w('layer')} µs (${d('layer')} µs of client CPU) slower per ${what} than bare Prisma; ` +
-    `the partial variants differ from bare Prisma by ${w('prisma+hook')} µs (the \`$extends\` query hook of src/client.ts only) ` +
-    `and ${w('prisma+adapter')} µs (adapter stack only: guardPool checkout/retry loop in src/pool.ts, Proxy wrapper and timing in src/events.ts). ` +
+    `the partial variants differ from bare Prisma by ${w('prisma+driver')} µs (the layer's driver only: GuardedPool checkout/recovery in src/pool.ts, the guarded Client's statement deadline and typed errors in src/driver/client.ts) ` +
+    `and ${w('prisma+instrumented')} µs (plus the instrumenting adapter of src/adapter.ts: counters, close gate, slow-query timing). ` +
     `These deltas are of the same size as the round-to-round noise (the layer/bare ratio of single rounds ranges ${fmt(Math.min(...spread), 2)}–${fmt(Math.max(...spread), 2)}× here), ` +
-    `so they do not add up and no single piece stands out; ` +
+    `so they do not add up exactly; ` +
     (which === 'unit'
-      ? `what only the full layer has is \`db.transaction\`'s own wrapping (close gate with an AsyncLocalStorage run, the retry loop, a second AsyncLocalStorage run for the ambient client, a Proxy around each Prisma transaction), which is paid once per unit on top of the per-statement costs of the five statements.`
-      : `the layer adds a fixed few µs of JavaScript per statement (see the profile) plus one extra async hop per layer (query hook, adapter wrapper, guarded pool query), each costing a microtask turn of latency rather than CPU.`);
+      ? `what only the full layer has is \`db.transaction\`'s own wrapping (close gate, option check, retry loop, the unit's limits and ambient client in AsyncLocalStorage), paid once per unit on top of the per-statement costs.`
+      : `what only the full layer has for a point read is nothing: \`db.user\` is the Prisma client itself.`);
   return { rows, text };
 }
 
@@ -106,7 +106,7 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
       const own = prof.groups.find((g) => g.group.startsWith('this layer'));
       b.text +=
         ` A V8 CPU profile of ${prof.ops} layer point reads (sampled every 100 µs, self time by package, idle excluded) puts ${fmt((own?.share ?? 0) * 100, 1)}% ` +
-        `of the busy time (${fmt(own?.usPerOp ?? 0, 1)} µs per read) in the layer's own code; the \`$extends\` hooks run inside the @prisma/client runtime and are counted there.`;
+        `of the busy time (${fmt(own?.usPerOp ?? 0, 1)} µs per read) in the layer's own code.`;
       sections.push(
         `#### Where the CPU of a layer point read goes (V8 profile, ${prof.ops} reads, ${fmt(prof.busyUsPerOp, 0)} µs busy per read)\n\n` +
           table(['code', 'share of busy time', 'µs per read'], prof.groups.map((g) => [g.group, `${fmt(g.share * 100, 1)}%`, fmt(g.usPerOp, 1)])) +
@@ -351,8 +351,8 @@ removes the server, whatever happens. Sizes: see the header of \`bench/main.ts\`
   the previous one's garbage or the server's exiting backends. Latencies are per operation (\`performance.now()\` around the awaited call); reported as
   median and p99 (nearest rank) over all measured operations, plus the ratio to bare Prisma and the spread of the
   per-round median ratios (a paired comparison that cancels slow drift of the machine).
-- **Overhead breakdown**: bare Prisma, bare Prisma plus the layer's \`$extends\` query hook only, bare Prisma on the layer's adapter stack only (guardPool + the instrumenting wrapper,
-  from \`dist/adapter.js\`/\`dist/events.js\`), and the full layer, in their own alternating rounds
+- **Overhead breakdown**: bare Prisma, bare Prisma on the layer's driver only (\`createDriver\` from \`dist/driver/\`:
+  GuardedPool + guarded Client), the same plus the instrumenting adapter (\`dist/adapter.js\`), and the full layer, in their own alternating rounds
   (${s.ablationRounds} + 1 warm-up); client CPU per operation from \`process.cpuUsage()\` per batch. Then a V8 CPU
   profile (inspector, 100 µs sampling) of ${s.pointOps * 10} layer point reads attributes the busy time by package.
 - **Concurrency**: ${s.concurrentUnits} units of work started at once per variant (Promise.allSettled), one warm-up round
