@@ -13,6 +13,7 @@ export {
   DeadlineExceededError,
   MigrationError,
   PoolTimeoutError,
+  ScopeEndedError,
   StatementTimeoutError,
 } from './errors.ts';
 export type { ConfigIssue, Deadline, ErrorKind, TransactionOutcome } from './errors.ts';
@@ -22,6 +23,7 @@ export type { DbCounters, DbStats, LastError, LifecycleState, PoolCounters, Pool
 export type { CloseOnSignalsOptions, CloseOptions, DbLogger, LogMethod } from './lifecycle.ts';
 export type { HealthOptions, HealthReport } from './health.ts';
 export type { SessionOptions, TransactionOptions, TxClient } from './unit-of-work.ts';
+export type { ScopeOptions } from './scope.ts';
 export { redact } from './secrets.ts';
 export type { ReplicaStatus } from './replicas.ts';
 export { deploy, drift, status } from './migrate.ts';

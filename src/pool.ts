@@ -22,6 +22,7 @@ import { DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from
 import type { EventHub } from './events.ts';
 import { connectionError, isConnectionLoss } from './failures.ts';
 import { recoveryBudget } from './retry.ts';
+import { currentScope } from './scope.ts';
 import type { SslChoice } from './ssl.ts';
 import type { DbCounters, PoolFigures } from './stats.ts';
 
@@ -31,6 +32,8 @@ export interface PoolClient {
   release(err?: Error | boolean): void;
   on(event: 'error', listener: (err: Error) => void): unknown;
   removeListener(event: 'error', listener: (err: Error) => void): unknown;
+  /** node-postgres' Client emits 'end' once its socket has closed (scope.ts waits for it). */
+  once?(event: 'end', listener: () => void): unknown;
   processID?: number | null;
   connection?: SocketHolder['connection'];
 }
@@ -44,7 +47,7 @@ export interface RawPool {
   readonly waitingCount: number;
 }
 
-interface Checkout {
+export interface Checkout {
   client: PoolClient;
   reused: boolean;
 }
@@ -104,7 +107,13 @@ export class GuardedPool {
 
   /** For the adapters' transactions: the session's reserved connection, or a checked-out one. */
   async connect(): Promise<PoolClient> {
-    return this.pinnedClient() ?? (await this.checkout()).client;
+    return this.pinnedClient() ?? (await this.take()).client;
+  }
+
+  /** A connection for the caller's work: from its db.scope() when it runs in one (scope.ts). */
+  private take(): Promise<Checkout> {
+    const scope = currentScope();
+    return scope === undefined ? this.checkout() : scope.take(this);
   }
 
   /** For the adapters' statements outside a transaction: one checkout, with recovery. */
@@ -112,7 +121,7 @@ export class GuardedPool {
     const pin = this.pinnedClient();
     if (pin) return pin.query(text, values);
     for (let recovered = 0; ; recovered++) {
-      const { client, reused } = await this.checkout();
+      const { client, reused } = await this.take();
       client.on('error', quiet);
       try {
         const result = await client.query(text, values);
@@ -219,7 +228,7 @@ export class GuardedPool {
    * before the connection goes back, so nothing leaks to the next user.
    */
   async withConnection<T>(fn: () => Promise<T>): Promise<T> {
-    const { client } = await this.checkout();
+    const { client } = await this.take();
     client.on('error', quiet);
     let broken: Error | undefined;
     try {
