@@ -26,5 +26,5 @@ export type { SessionOptions, TransactionOptions, TxClient } from './unit-of-wor
 export type { ScopeOptions } from './scope.ts';
 export { redact } from './secrets.ts';
 export type { ReplicaStatus } from './replicas.ts';
-export { deploy, drift, status } from './migrate.ts';
-export type { MigrateOptions } from './migrate.ts';
+export { deploy, drift, status } from './migrate-entry.ts';
+export type { DeployResult, DriftResult, MigrateOptions, MigrationStatus } from './migrate.ts';
