@@ -94,25 +94,23 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
     ['point', 'Point read by primary key (sequential)', res.point],
     ['unit', 'Unit of work: read, update, insert in one transaction (sequential)', res.unit],
   ] as const) {
-    if (!r) continue;
+    const b = breakdown(res, which);
+    const prof = res.ablation?.profile;
+    const profileSection = b && which === 'point' && prof ? profileText(prof, b) : undefined;
+    const breakdownSection = b
+      ? `#### Overhead breakdown, ${which === 'point' ? 'point read' : 'unit of work'} (median µs, separate alternating rounds)\n\n${table(['variant', 'median latency µs', 'Δ vs bare µs', 'client CPU µs/op', 'Δ CPU vs bare µs'], b.rows)}\n\n${b.text}`
+      : undefined;
+    if (!r) {
+      // BENCH_ONLY=ablation: the breakdown and the profile alone.
+      sections.push(...[profileSection, breakdownSection].filter((x): x is string => x !== undefined));
+      continue;
+    }
     sections.push(`### ${title}\n\n${latencyTable(r, L)}`);
     const layer = median(r.get('layer')!.samples);
     const bare = median(r.get('prisma')!.samples);
     const q = ratio(layer, bare);
     const rounds = r.get('layer')!.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
-    const b = breakdown(res, which);
-    const prof = res.ablation?.profile;
-    if (b && which === 'point' && prof) {
-      const own = prof.groups.find((g) => g.group.startsWith('this layer'));
-      b.text +=
-        ` A V8 CPU profile of ${prof.ops} layer point reads (sampled every 100 µs, self time by package, idle excluded) puts ${fmt((own?.share ?? 0) * 100, 1)}% ` +
-        `of the busy time (${fmt(own?.usPerOp ?? 0, 1)} µs per read) in the layer's own code.`;
-      sections.push(
-        `#### Where the CPU of a layer point read goes (V8 profile, ${prof.ops} reads, ${fmt(prof.busyUsPerOp, 0)} µs busy per read)\n\n` +
-          table(['code', 'share of busy time', 'µs per read'], prof.groups.map((g) => [g.group, `${fmt(g.share * 100, 1)}%`, fmt(g.usPerOp, 1)])) +
-          `\n\nThe layer's functions with the most self time (compiled line numbers in dist/): ${prof.layerFunctions.map((f) => `\`${f.fn}\` ${fmt(f.usPerOp, 1)} µs`).join(', ')}.`,
-      );
-    }
+    if (profileSection) sections.push(profileSection);
     targets.push({
       name: `Layer overhead, ${which === 'point' ? 'point read' : 'unit of work'}`,
       goal: '≤ 1.03× bare Prisma (median)',
@@ -125,11 +123,7 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
             why: b?.text ?? 'Run with BENCH_ABLATION_ROUNDS > 0 for the breakdown.',
           }),
     });
-    if (b) {
-      sections.push(
-        `#### Overhead breakdown, ${which === 'point' ? 'point read' : 'unit of work'} (median µs, separate alternating rounds)\n\n${table(['variant', 'median latency µs', 'Δ vs bare µs', 'client CPU µs/op', 'Δ CPU vs bare µs'], b.rows)}\n\n${b.text}`,
-      );
-    }
+    if (breakdownSection) sections.push(breakdownSection);
   }
 
   // ---- concurrency
@@ -392,6 +386,19 @@ ${analysis}
 ${sections.join('\n\n')}
 `;
   return { console: consoleText, markdown };
+}
+
+/** The V8 profile of layer point reads; appends its summary to the breakdown's text. */
+function profileText(prof: CpuProfileShare, b: { text: string }): string {
+  const own = prof.groups.find((g) => g.group.startsWith('this layer'));
+  b.text +=
+    ` A V8 CPU profile of ${prof.ops} layer point reads (sampled every 100 µs, self time by package, idle excluded) puts ${fmt((own?.share ?? 0) * 100, 1)}% ` +
+    `of the busy time (${fmt(own?.usPerOp ?? 0, 1)} µs per read) in the layer's own code.`;
+  return (
+    `#### Where the CPU of a layer point read goes (V8 profile, ${prof.ops} reads, ${fmt(prof.busyUsPerOp, 0)} µs busy per read)\n\n` +
+    table(['code', 'share of busy time', 'µs per read'], prof.groups.map((g) => [g.group, `${fmt(g.share * 100, 1)}%`, fmt(g.usPerOp, 1)])) +
+    `\n\nThe layer's functions with the most self time (compiled line numbers in dist/): ${prof.layerFunctions.map((f) => `\`${f.fn}\` ${fmt(f.usPerOp, 1)} µs`).join(', ')}.`
+  );
 }
 
 function errorList(lines: string[], title = 'Errors seen (first of each)'): string {
