@@ -242,3 +242,36 @@ export function makeAblation(key: AblationKey, target: Target): Variant<Ablation
       return { ...layer(target, 'pooled'), key };
   }
 }
+
+// ---- serverless handlers: inside db.scope vs outside ---------------------------------------
+
+export type HandlerKey = 'scope' | 'no-scope';
+
+/** A 5-statement handler (3 reads, 1 update, 1 count) of one serverless Db, run inside db.scope or not. */
+export interface HandlerVariant extends Variant<HandlerKey> {
+  /** Connections this Db has opened so far (its stats counter). */
+  opened(): number;
+}
+
+export function serverlessHandler(target: Target, key: HandlerKey): HandlerVariant {
+  const name = appName(key);
+  const db = createDb({ PrismaClient, url: target.url, mode: 'serverless', pool: { size: 5, maxOverflow: MAX_CONNECTIONS - 5 }, applicationName: name, env: {} });
+  const five = async (id: number): Promise<void> => {
+    await db.user.findUnique({ where: { id } });
+    await db.account.findUnique({ where: { id } });
+    await db.account.update({ where: { id }, data: { balance: { decrement: 1 } } });
+    await db.transfer.count({ where: { fromId: id } });
+    await db.user.findMany({ where: { id: { gte: id } }, take: 3 });
+  };
+  const handler = db.handler(five);
+  const invoke = (id: number): Promise<void> => (key === 'scope' ? handler(id) : five(id));
+  return {
+    key,
+    label: key === 'scope' ? "5-statement handler inside db.scope (mode: 'serverless')" : "the same 5 statements outside a scope (mode: 'serverless')",
+    appName: name,
+    pointRead: invoke,
+    unit: (args) => invoke(args.fromId),
+    opened: () => db.stats().counters.connectionsOpened,
+    close: () => db.close(),
+  };
+}
