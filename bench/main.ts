@@ -29,7 +29,7 @@ import { renderReport, type BenchResults } from './report';
 import { envInt, sleep } from './stats';
 import { startPgBouncer } from '../test/support/pgbouncer';
 import { makeAblation, makeVariant, layer, serverlessHandler, MAX_CONNECTIONS, type AblationKey, type Target, type UnitArgs, type Variant, type VariantKey } from './variants';
-import { coldStarts, concurrentUnits, fleet, killChildren, profilePointReads, recovery, roundTrips, scopedHandlers, sequentialLatency, type FleetResult, type RoundTrips } from './workloads';
+import { coldStarts, concurrentUnits, fleet, killChildren, profileOps, recovery, roundTrips, scopedHandlers, sequentialLatency, type FleetResult, type RoundTrips } from './workloads';
 
 const ROOT = path.resolve(__dirname, '..');
 const KEYS: VariantKey[] = ['pg', 'prisma', 'layer', 'serverless'];
@@ -164,8 +164,9 @@ export async function main(): Promise<number> {
       const point = await sequentialLatency(parts, { rounds: s.ablationRounds, warmupRounds: 1, opsPerRound: () => s.pointOps, op: (v) => v.pointRead(randomId()) });
       const unit = await sequentialLatency(parts, { rounds: s.ablationRounds, warmupRounds: 1, opsPerRound: () => s.unitOps, op: (v, i) => v.unit(unitArgs(`${v.key}-abl`, i)) });
       const layerPart = parts.find((p) => p.key === 'layer')!;
-      const profile = await profilePointReads(layerPart, s.pointOps * 10, randomId);
-      results.ablation = { point, unit, profile, labels: Object.fromEntries(parts.map((v) => [v.key, v.label])) };
+      const profile = await profileOps(s.pointOps * 10, () => layerPart.pointRead(randomId()));
+      const unitProfile = await profileOps(s.unitOps * 10, (i) => layerPart.unit(unitArgs('layer-prof', i + 1000)));
+      results.ablation = { point, unit, profile, unitProfile, labels: Object.fromEntries(parts.map((v) => [v.key, v.label])) };
       for (const p of parts) await p.close();
       open.splice(open.length - parts.length, parts.length);
     }

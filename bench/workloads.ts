@@ -376,17 +376,17 @@ const GROUPS: [string, RegExp][] = [
   ['pg, pg-pool, pg-protocol', /node_modules\/(pg|pg-pool|pg-protocol|pg-types)\//],
 ];
 
-/** Samples the V8 profiler while `v` runs `ops` point reads; attributes self time by package. */
-export async function profilePointReads(v: Variant<string>, ops: number, ids: () => number): Promise<CpuProfileShare> {
+/** Samples the V8 profiler while `op` runs `ops` times (after 200 unmeasured); attributes self time by package. */
+export async function profileOps(ops: number, op: (i: number) => Promise<unknown>): Promise<CpuProfileShare> {
   const session = new Session();
   session.connect();
   try {
     await session.post('Profiler.enable');
     await session.post('Profiler.setSamplingInterval', { interval: 100 });
-    for (let i = 0; i < 200; i++) await v.pointRead(ids());
+    for (let i = 0; i < 200; i++) await op(-1 - i);
     collectGarbage();
     await session.post('Profiler.start');
-    for (let i = 0; i < ops; i++) await v.pointRead(ids());
+    for (let i = 0; i < ops; i++) await op(i);
     const { profile } = await session.post('Profiler.stop');
     const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
     const deltas = profile.timeDeltas ?? [];
@@ -409,7 +409,7 @@ export async function profilePointReads(v: Variant<string>, ops: number, ids: ()
       ops,
       busyUsPerOp: busy / ops,
       groups: [...spent].sort((a, b) => b[1] - a[1]).map(([group, us]) => ({ group, share: us / busy, usPerOp: us / ops })),
-      layerFunctions: [...own].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([fn, us]) => ({ fn, usPerOp: us / ops })),
+      layerFunctions: [...own].sort((a, b) => b[1] - a[1]).slice(0, 10).map(([fn, us]) => ({ fn, usPerOp: us / ops })),
     };
   } finally {
     await session.post('Profiler.disable').catch(() => undefined);

@@ -87,13 +87,31 @@ export class Lifecycle {
 
   /** Wraps a unit-of-work entry point (transaction, session) with the gate. */
   guard<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
-    return async (...args: A): Promise<R> => {
-      const leave = this.enter();
+    // Not an async function: one `then` instead of an async frame and an await per unit.
+    return (...args: A): Promise<R> => {
+      let leave: () => void;
+      let work: Promise<R>;
       try {
-        return await this.admitted.run(true, () => fn(...args));
-      } finally {
-        leave();
+        leave = this.enter();
+      } catch (err) {
+        return Promise.reject(err as Error);
       }
+      try {
+        work = this.admitted.run(true, () => fn(...args));
+      } catch (err) {
+        leave();
+        return Promise.reject(err as Error);
+      }
+      return work.then(
+        (value) => {
+          leave();
+          return value;
+        },
+        (err: unknown) => {
+          leave();
+          throw err;
+        },
+      );
     };
   }
 
