@@ -462,7 +462,7 @@ removes the server, whatever happens. Sizes: see the header of \`bench/main.ts\`
   of it; ${s.fleetProcs} separate \`node bench/fleet-worker.js\` processes, each a cold Db running ${s.fleetConcurrency} invocations at
   once, ${s.fleetInvocations} after another in each slot, all processes started together once every one is ready. First in serverless mode
   through PgBouncer, then in pooled mode (size 5 + overflow 10 per process) straight to the server.
-- **Noise**: a 2-core machine running PostgreSQL, the client and the sampler together. Differences of a few
+- **Noise**: a 2-core machine running PostgreSQL, the client and the sampler together, and shared with other work (other sessions' builds and test runs) while the bench runs. Differences of a few
   percent on sub-millisecond medians are at the edge of what one run can resolve; the per-round ratio range
   shows how much a single round can move.
 
