@@ -56,6 +56,8 @@ interface Held {
   /** Resolves when the socket has closed. */
   readonly closed: Promise<void>;
   isClosed: boolean;
+  /** Handed back to the pool for good. */
+  dropped: boolean;
 }
 
 export class ConnectionScope {
@@ -91,6 +93,9 @@ export class ConnectionScope {
     const closed = new Promise<void>((resolve) => {
       raw.once?.('end', () => {
         held.isClosed = true;
+        // Closed under the scope while idle (db.close() past its deadline, the server
+        // going away): give it back now, so the pool can count it closed and end.
+        if (!held.inUse) this.drop(held, new Error('the connection closed while the scope kept it'));
         resolve();
       });
     });
@@ -106,7 +111,7 @@ export class ConnectionScope {
         return raw.connection;
       },
     };
-    held = { pool, raw, client, inUse: true, closed, isClosed: false };
+    held = { pool, raw, client, inUse: true, closed, isClosed: false, dropped: false };
     return held;
   }
 
@@ -119,6 +124,8 @@ export class ConnectionScope {
 
   /** Hands the connection back to the pool for good (serverless: the pool closes it). */
   private drop(held: Held, err?: Error | boolean): void {
+    if (held.dropped) return;
+    held.dropped = true;
     const at = this.held.indexOf(held);
     if (at >= 0) this.held.splice(at, 1);
     held.raw.removeListener('error', quiet);

@@ -5,9 +5,11 @@
  * by the layer (connectionsOpened) and by the server (pg_stat_activity).
  */
 import { PrismaClient } from '../src/generated/prisma/client';
-import { ConfigError, createDb, DeadlineExceededError, ScopeEndedError, type Db } from '../src/index';
+import { ConfigError, createDb, DatabaseConnectionError, DeadlineExceededError, ScopeEndedError, type Db } from '../src/index';
 import { eventually, latch, rejectionOf, sleep, sockets } from './support/async';
 import { adminQuery, countConnections, createTestDatabase, type TestDatabase } from './support/db';
+import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
+import { startNeonHttpFixture, type NeonHttpFixture } from './support/neon-http';
 
 let testDb: TestDatabase;
 const dbs: Array<Db<PrismaClient>> = [];
@@ -210,6 +212,26 @@ describe('serverless mode', () => {
     }
   });
 
+  test('db.close() while a scope keeps its connection: close waits up to its deadline, then the connection is closed under the scope', async () => {
+    const { db, app } = makeDb('serverless');
+    const proceed = latch();
+    const scoped = db.scope(async () => {
+      await db.$queryRaw`SELECT 1`;
+      await proceed.promise;
+      return db.user.count();
+    });
+    scoped.catch(() => {});
+    expect(await eventually(async () => (await countConnections(app, testDb.name)) === 1, 5_000)).toBe(true);
+    const started = performance.now();
+    await db.close({ deadlineMs: 300 });
+    // close() did not wait for the scope beyond its deadline (plus its bounded grace).
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(await noneLeft(db, app)).toBe(true);
+    proceed.open();
+    expect(await rejectionOf(scoped)).toBeInstanceOf(DatabaseConnectionError);
+    expect(db.stats().pool).toMatchObject({ open: 0, inUse: 0 });
+  });
+
   test('invalid timeoutMs is refused with a ConfigError before anything runs', async () => {
     const { db } = makeDb('serverless');
     let ran = false;
@@ -220,6 +242,52 @@ describe('serverless mode', () => {
     }
     expect(ran).toBe(false);
     expect(opened(db)).toBe(0);
+  });
+});
+
+describe('Neon driver, serverless mode', () => {
+  let bridge: NeonBridge;
+  let http: NeonHttpFixture;
+  beforeAll(async () => {
+    bridge = await startNeonBridge({ pgHost: testDb.host, pgPort: testDb.port });
+    http = await startNeonHttpFixture({ ssl: testDb.ssl });
+  });
+  afterAll(async () => {
+    await http?.close();
+    await bridge?.close();
+  });
+
+  test('single statements in a scope stay on HTTP; its units share one WebSocket connection, closed at the end', async () => {
+    const app = `scope-neon-${++seq}`;
+    const db = createDb({
+      PrismaClient,
+      driver: 'neon',
+      mode: 'serverless',
+      url: testDb.urlWith(),
+      applicationName: app,
+      env: {},
+      neon: { wsProxy: bridge.wsProxy, useSecureWebSocket: false, fetchEndpoint: http.fetchEndpoint as (host: string, port: number | string) => string },
+    });
+    dbs.push(db);
+    let tunnelsDuring = -1;
+    const requestsBefore = http.requestCount();
+    await db.scope(async () => {
+      await db.$queryRaw`SELECT 1`;
+      await db.user.count();
+      expect(opened(db)).toBe(0);
+      for (let i = 0; i < 3; i++) {
+        await db.transaction(async (tx) => {
+          await tx.user.create({ data: { email: `neon-scope-${i}@example.com` } });
+        });
+      }
+      tunnelsDuring = bridge.openTunnels();
+    });
+    expect(http.requestCount() - requestsBefore).toBeGreaterThanOrEqual(2);
+    expect(tunnelsDuring).toBe(1);
+    expect(opened(db)).toBe(1);
+    expect(await eventually(() => bridge.openTunnels() === 0, 5_000)).toBe(true);
+    expect(await noneLeft(db, app)).toBe(true);
+    expect(await db.user.count({ where: { email: { startsWith: 'neon-scope-' } } })).toBe(3);
   });
 });
 
