@@ -34,7 +34,7 @@ async function main() {
   } else if (variant === 'prisma') {
     const pg = require('pg');
     const { PrismaPg } = require('@prisma/adapter-pg');
-    const { PrismaClient } = require('../dist/generated/prisma/client.js');
+    const { PrismaClient } = require('./.build/generated/prisma/client.js');
     imported = performance.now();
     const pool = new pg.Pool(poolConfig());
     const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
@@ -45,7 +45,7 @@ async function main() {
     await pool.end();
   } else if (variant === 'layer' || variant === 'serverless') {
     const { createDb } = require('../dist/index.js');
-    const { PrismaClient } = require('../dist/generated/prisma/client.js');
+    const { PrismaClient } = require('./.build/generated/prisma/client.js');
     imported = performance.now();
     const db = createDb({
       PrismaClient,

@@ -11,8 +11,13 @@
 //   BENCH_COLD_RUNS [7]          fresh processes per variant (+1 warm-up run)
 //   BENCH_RT_QUERIES [1000]      point reads counted for round trips; BENCH_RT_UNITS [100]
 //   BENCH_ABLATION_ROUNDS [12]   rounds of the overhead breakdown (0 = skip)
-//   BENCH_ONLY                   comma list of: point,unit,concurrency,recovery,cold,roundtrips,ablation
+//   BENCH_SCOPE_OPS [20]         5-statement handlers per variant per round, serverless, inside / outside db.scope;
+//                                BENCH_SCOPE_ROUNDS [6] measured rounds (+1 warm-up)
+//   BENCH_FLEET_PROCS [20]       fleet: separate node processes; BENCH_FLEET_CONCURRENCY [10] invocations at once
+//                                in each; BENCH_FLEET_INVOCATIONS [20] sequential invocations per slot
+//   BENCH_ONLY                   comma list of: point,unit,concurrency,recovery,cold,roundtrips,ablation,scope,fleet
 //   BENCH_OUT [BENCHMARKS.md]    report path ('-' = do not write)
+//   BENCH_JSON                   also write every target (name, goal, measured value, pass) as JSON to this file
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -21,13 +26,14 @@ import pg from 'pg';
 import { startCluster, type Cluster } from '../test/support/cluster';
 import { buildTemplate } from '../test/support/template';
 import { renderReport, type BenchResults } from './report';
-import { envInt } from './stats';
-import { makeAblation, makeVariant, layer, MAX_CONNECTIONS, type AblationKey, type Target, type UnitArgs, type Variant, type VariantKey } from './variants';
-import { coldStarts, concurrentUnits, killChildren, profilePointReads, recovery, roundTrips, sequentialLatency, type RoundTrips } from './workloads';
+import { envInt, sleep } from './stats';
+import { startPgBouncer } from '../test/support/pgbouncer';
+import { makeAblation, makeVariant, layer, serverlessHandler, MAX_CONNECTIONS, type AblationKey, type Target, type UnitArgs, type Variant, type VariantKey } from './variants';
+import { coldStarts, concurrentUnits, fleet, killChildren, profileOps, recovery, roundTrips, scopedHandlers, sequentialLatency, type FleetResult, type RoundTrips } from './workloads';
 
 const ROOT = path.resolve(__dirname, '..');
 const KEYS: VariantKey[] = ['pg', 'prisma', 'layer', 'serverless'];
-const ABLATION: AblationKey[] = ['prisma', 'prisma+hook', 'prisma+adapter', 'layer'];
+const ABLATION: AblationKey[] = ['prisma', 'prisma+driver', 'prisma+instrumented', 'layer'];
 const ROWS = 1000;
 const DB = 'bench';
 
@@ -46,7 +52,13 @@ function settings() {
     rtQueries: envInt('BENCH_RT_QUERIES', 1000),
     rtUnits: envInt('BENCH_RT_UNITS', 100),
     ablationRounds: envInt('BENCH_ABLATION_ROUNDS', 12),
+    scopeOps: envInt('BENCH_SCOPE_OPS', 20),
+    scopeRounds: envInt('BENCH_SCOPE_ROUNDS', 6),
+    fleetProcs: envInt('BENCH_FLEET_PROCS', 20),
+    fleetConcurrency: envInt('BENCH_FLEET_CONCURRENCY', 10),
+    fleetInvocations: envInt('BENCH_FLEET_INVOCATIONS', 20),
     out: process.env.BENCH_OUT ?? 'BENCHMARKS.md',
+    json: process.env.BENCH_JSON,
     runs: (name: string): boolean => only.length === 0 || only.includes(name),
   };
 }
@@ -137,6 +149,14 @@ export async function main(): Promise<number> {
       log(`unit of work: ${s.warmupRounds}+${s.rounds} rounds × ${s.unitOps} units per variant`);
       results.unit = await sequentialLatency(variants, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.unitOps), op: (v, i) => v.unit(unitArgs(`${v.key}-seq`, i)) });
     }
+    if (s.runs('scope')) {
+      log(`serverless handlers: 1+${s.scopeRounds} rounds × ${s.scopeOps} five-statement invocations, inside db.scope and outside`);
+      const handlers = [serverlessHandler(target, 'scope'), serverlessHandler(target, 'no-scope')];
+      open.push(...handlers);
+      results.scope = await scopedHandlers(handlers, admin, { rounds: s.scopeRounds, warmupRounds: 1, ops: s.scopeOps, ids: randomId });
+      for (const h of handlers) await h.close();
+      open.splice(open.length - handlers.length, handlers.length);
+    }
     if (s.runs('ablation') && s.ablationRounds > 0) {
       log(`overhead breakdown: ${s.ablationRounds} rounds (point read, unit of work)`);
       const parts = ABLATION.map((k) => makeAblation(k, target));
@@ -144,8 +164,9 @@ export async function main(): Promise<number> {
       const point = await sequentialLatency(parts, { rounds: s.ablationRounds, warmupRounds: 1, opsPerRound: () => s.pointOps, op: (v) => v.pointRead(randomId()) });
       const unit = await sequentialLatency(parts, { rounds: s.ablationRounds, warmupRounds: 1, opsPerRound: () => s.unitOps, op: (v, i) => v.unit(unitArgs(`${v.key}-abl`, i)) });
       const layerPart = parts.find((p) => p.key === 'layer')!;
-      const profile = await profilePointReads(layerPart, s.pointOps * 10, randomId);
-      results.ablation = { point, unit, profile, labels: Object.fromEntries(parts.map((v) => [v.key, v.label])) };
+      const profile = await profileOps(s.pointOps * 10, () => layerPart.pointRead(randomId()));
+      const unitProfile = await profileOps(s.unitOps * 10, (i) => layerPart.unit(unitArgs('layer-prof', i + 1000)));
+      results.ablation = { point, unit, profile, unitProfile, labels: Object.fromEntries(parts.map((v) => [v.key, v.label])) };
       for (const p of parts) await p.close();
       open.splice(open.length - parts.length, parts.length);
     }
@@ -169,6 +190,10 @@ export async function main(): Promise<number> {
       log(`cold start: ${s.coldRuns} fresh processes per variant (+1 warm-up)`);
       results.cold = await coldStarts(KEYS, target, { runs: s.coldRuns, warmupRuns: 1 });
     }
+    if (s.runs('fleet') && s.fleetProcs > 0) {
+      log(`fleet: ${s.fleetProcs} processes × ${s.fleetConcurrency} concurrent invocations × ${s.fleetInvocations}, serverless through PgBouncer and pooled without it`);
+      results.fleet = await runFleet(s);
+    }
     if (s.runs('recovery') && s.restarts > 0) {
       log(`recovery: ${s.restarts} restarts (down ${s.downMs} ms) under a steady read load`);
       await admin.end().catch(() => undefined);
@@ -184,6 +209,17 @@ export async function main(): Promise<number> {
       fs.writeFileSync(file, report.markdown);
       log(`wrote ${path.relative(process.cwd(), file) || file}`);
     }
+    if (s.json) {
+      const file = path.resolve(process.cwd(), s.json);
+      const summary = {
+        date: results.date,
+        durationMs: results.durationMs,
+        machine: results.machine,
+        targets: report.targets.map((t) => ({ name: t.name, goal: t.goal, measured: t.measured, value: t.value ?? null, result: t.pass === undefined ? 'n/a' : t.pass ? 'pass' : 'miss' })),
+      };
+      fs.writeFileSync(file, `${JSON.stringify(summary, null, 2)}\n`);
+      log(`wrote ${path.relative(process.cwd(), file) || file}`);
+    }
     log(`done in ${Math.round((Date.now() - began) / 1000)} s`);
     return 0;
   } finally {
@@ -193,6 +229,42 @@ export async function main(): Promise<number> {
     await cluster?.destroy().catch(() => undefined);
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
+  }
+}
+
+/**
+ * The fleet on a server of its own with max_connections 100: serverless mode through
+ * PgBouncer in transaction mode (default_pool_size 20), then pooled mode straight to the server.
+ */
+async function runFleet(s: Settings): Promise<FleetResult[]> {
+  const server = await startCluster({ name: 'bench-fleet', maxConnections: 100 });
+  let admin: pg.Client | undefined;
+  let bouncer: Awaited<ReturnType<typeof startPgBouncer>> | undefined;
+  try {
+    await buildTemplate(server.info());
+    await server.query(`CREATE DATABASE ${DB} OWNER app TEMPLATE template_app`);
+    await server.query(
+      `INSERT INTO users (email, name) SELECT 'user' || g || '@example.com', 'User ' || g FROM generate_series(1, ${ROWS}) g;
+       INSERT INTO accounts (owner, balance) SELECT 'owner ' || g, 1000000000 FROM generate_series(1, ${ROWS}) g;
+       ANALYZE`,
+      [],
+      { db: DB },
+    );
+    bouncer = await startPgBouncer(server.info(), { name: 'bench-fleet-bouncer', poolMode: 'transaction', defaultPoolSize: 20, maxClientConn: 2000 });
+    admin = new pg.Client(server.clientConfig('postgres', { applicationName: 'bench-fleet-admin' }));
+    admin.on('error', () => {});
+    await admin.connect();
+    const common = { procs: s.fleetProcs, concurrency: s.fleetConcurrency, invocations: s.fleetInvocations, rows: ROWS, admin, database: DB, timeoutMs: 300_000 };
+    const viaBouncer = bouncer.url(DB, { sslmode: 'require', sslrootcert: bouncer.caFile, pgbouncer: 'true' }, { user: server.appUser });
+    const direct = server.url(DB, { sslmode: 'verify-full', sslrootcert: server.caFile }, { user: server.appUser });
+    const results = [await fleet({ ...common, url: viaBouncer, mode: 'serverless', via: 'PgBouncer (transaction mode, default_pool_size 20)' })];
+    await sleep(1000);
+    results.push(await fleet({ ...common, url: direct, mode: 'pooled', via: 'straight to the server (no pooler)' }));
+    return results;
+  } finally {
+    await admin?.end().catch(() => undefined);
+    await bouncer?.stop().catch(() => undefined);
+    await server.destroy().catch(() => undefined);
   }
 }
 

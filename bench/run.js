@@ -5,7 +5,8 @@
 // type-checks with tsconfig.bench.json first), so they run from their own location and
 // the harness' paths (REPO_ROOT, prisma/migrations, src/migrate.ts) stay right.
 // What is measured is never transpiled here: the variants load the compiled build
-// (dist/index.js, dist/generated/prisma/client.js) and node_modules as an application would.
+// (dist/index.js, the test schema's client compiled to bench/.build/generated) and
+// node_modules as an application would.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');

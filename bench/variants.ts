@@ -6,17 +6,21 @@
 //   serverless  this package, no pool:      createDb({ ..., mode: 'serverless' })
 //
 // plus, for the overhead breakdown only, bare Prisma with one piece of the layer added.
-// Everything measured comes from the compiled build (dist/) and node_modules.
+// Everything measured comes from the compiled build (dist/, and the test schema's client
+// compiled to bench/.build by tsconfig.bench-client.json) and node_modules.
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
-import { createAdapter } from '../dist/adapter.js';
+import { Instrumentation } from '../dist/adapter.js';
 import { loadConfig } from '../dist/config.js';
-import { createOperations } from '../dist/events.js';
-import { PrismaClient } from '../dist/generated/prisma/client.js';
+import { createDriver } from '../dist/driver/index.js';
+import { EventHub } from '../dist/events.js';
 import { createDb } from '../dist/index.js';
+import { Lifecycle } from '../dist/lifecycle.js';
+import { newCounters } from '../dist/stats.js';
+import { PrismaClient } from './.build/generated/prisma/client.js';
 
 export type VariantKey = 'pg' | 'prisma' | 'layer' | 'serverless';
-export type AblationKey = 'prisma' | 'prisma+hook' | 'prisma+adapter' | 'layer';
+export type AblationKey = 'prisma' | 'prisma+driver' | 'prisma+instrumented' | 'layer';
 
 /** Where and how to connect: the same server, database, role and TLS settings for every variant. */
 export interface Target {
@@ -177,54 +181,51 @@ export function makeVariant(key: VariantKey, target: Target): Variant {
 
 // ---- overhead breakdown ----------------------------------------------------------------
 
-/** Bare Prisma plus the layer's `$extends` query hook (src/client.ts buildPrisma), nothing else. */
-function prismaWithHook(target: Target): Variant<AblationKey> {
-  const name = appName('hook');
-  const pool = pgPool(target, name);
-  const base = new PrismaClient({ adapter: new PrismaPg(pool) });
-  const prisma = base.$extends({
-    query: {
-      async $allOperations({ args, query }) {
-        try {
-          return await query(args);
-        } catch (err) {
-          throw err instanceof Error ? err : new Error(String(err));
-        }
-      },
-    },
-  });
-  return {
-    key: 'prisma+hook',
-    label: 'bare Prisma + the $extends query hook',
-    appName: name,
-    pointRead: (id) => prisma.user.findUnique({ where: { id } }),
-    unit: (args) => prisma.$transaction((tx) => prismaUnit(tx as unknown as Tx, args)),
-    async close() {
-      await base.$disconnect();
-      await pool.end();
-    },
-  };
+/** The layer's pieces for one configuration, as client.ts buildStack assembles them. */
+function layerParts(target: Target, name: string) {
+  const config = loadConfig({ url: target.url, pool: { size: 5, maxOverflow: MAX_CONNECTIONS - 5 }, applicationName: name }, {});
+  const counters = newCounters();
+  const hub = new EventHub();
+  const driver = createDriver(config, counters, hub);
+  return { config, counters, hub, driver };
 }
 
 /**
- * Bare Prisma on the layer's adapter stack: its pg Pool with guardPool (src/pool.ts) and the
- * instrumenting adapter wrapper (src/events.ts), without the `$extends` query hook of client.ts.
+ * Bare Prisma on the layer's driver only (src/driver: GuardedPool checkout/recovery, the
+ * guarded Client's statement deadline and typed errors), without the instrumentation.
  */
-function prismaOnLayerAdapter(target: Target): Variant<AblationKey> {
-  const name = appName('adapter');
-  const config = loadConfig({ url: target.url, pool: { size: 5, maxOverflow: MAX_CONNECTIONS - 5 }, applicationName: name }, {});
-  const adapter = createAdapter(config);
-  const ops = createOperations(config, adapter.monitor);
-  const prisma = new PrismaClient({ adapter: ops.instrument(adapter.factory) });
+function prismaOnLayerDriver(target: Target): Variant<AblationKey> {
+  const name = appName('driver');
+  const { driver } = layerParts(target, name);
+  const prisma = new PrismaClient({ adapter: driver.factory });
   return {
-    key: 'prisma+adapter',
-    label: "bare Prisma on the layer's adapter (guardPool + instrument)",
+    key: 'prisma+driver',
+    label: "bare Prisma on the layer's driver (GuardedPool + guarded Client)",
     appName: name,
     pointRead: (id) => prisma.user.findUnique({ where: { id } }),
     unit: (args) => prisma.$transaction((tx) => prismaUnit(tx, args)),
     async close() {
       await prisma.$disconnect();
-      await adapter.close();
+      await driver.close();
+    },
+  };
+}
+
+/** The same plus the instrumenting adapter (src/adapter.ts): what createDb builds, without db.transaction. */
+function prismaInstrumented(target: Target): Variant<AblationKey> {
+  const name = appName('instrumented');
+  const { config, counters, hub, driver } = layerParts(target, name);
+  const ins = new Instrumentation(counters, hub, new Lifecycle(undefined), config.slowQueryMs, undefined, () => {});
+  const prisma = new PrismaClient({ adapter: ins.factory(driver.factory) });
+  return {
+    key: 'prisma+instrumented',
+    label: "bare Prisma on the layer's driver + instrumentation (adapter.ts)",
+    appName: name,
+    pointRead: (id) => prisma.user.findUnique({ where: { id } }),
+    unit: (args) => prisma.$transaction((tx) => prismaUnit(tx, args)),
+    async close() {
+      await prisma.$disconnect();
+      await driver.close();
     },
   };
 }
@@ -233,11 +234,44 @@ export function makeAblation(key: AblationKey, target: Target): Variant<Ablation
   switch (key) {
     case 'prisma':
       return { ...barePrisma(target), key };
-    case 'prisma+hook':
-      return prismaWithHook(target);
-    case 'prisma+adapter':
-      return prismaOnLayerAdapter(target);
+    case 'prisma+driver':
+      return prismaOnLayerDriver(target);
+    case 'prisma+instrumented':
+      return prismaInstrumented(target);
     case 'layer':
       return { ...layer(target, 'pooled'), key };
   }
+}
+
+// ---- serverless handlers: inside db.scope vs outside ---------------------------------------
+
+export type HandlerKey = 'scope' | 'no-scope';
+
+/** A 5-statement handler (3 reads, 1 update, 1 count) of one serverless Db, run inside db.scope or not. */
+export interface HandlerVariant extends Variant<HandlerKey> {
+  /** Connections this Db has opened so far (its stats counter). */
+  opened(): number;
+}
+
+export function serverlessHandler(target: Target, key: HandlerKey): HandlerVariant {
+  const name = appName(key);
+  const db = createDb({ PrismaClient, url: target.url, mode: 'serverless', pool: { size: 5, maxOverflow: MAX_CONNECTIONS - 5 }, applicationName: name, env: {} });
+  const five = async (id: number): Promise<void> => {
+    await db.user.findUnique({ where: { id } });
+    await db.account.findUnique({ where: { id } });
+    await db.account.update({ where: { id }, data: { balance: { decrement: 1 } } });
+    await db.transfer.count({ where: { fromId: id } });
+    await db.user.findMany({ where: { id: { gte: id } }, take: 3 });
+  };
+  const handler = db.handler(five);
+  const invoke = (id: number): Promise<void> => (key === 'scope' ? handler(id) : five(id));
+  return {
+    key,
+    label: key === 'scope' ? "5-statement handler inside db.scope (mode: 'serverless')" : "the same 5 statements outside a scope (mode: 'serverless')",
+    appName: name,
+    pointRead: invoke,
+    unit: (args) => invoke(args.fromId),
+    opened: () => db.stats().counters.connectionsOpened,
+    close: () => db.close(),
+  };
 }

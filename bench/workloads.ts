@@ -1,13 +1,13 @@
 // The workloads. Each one runs every variant in the same run, alternating (rounds of
 // ABCD, BCDA, CDAB, … after warm-up rounds that are thrown away), so that the drift of a
 // noisy two-core machine hits every variant alike.
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { Session } from 'node:inspector/promises';
 import path from 'node:path';
 import pg from 'pg';
 import type { Cluster } from '../test/support/cluster';
 import { collectGarbage, median, rotation, sleep } from './stats';
-import type { Target, UnitArgs, Variant } from './variants';
+import type { HandlerVariant, Target, UnitArgs, Variant } from './variants';
 
 // ---- sequential latency ------------------------------------------------------------------
 
@@ -376,17 +376,17 @@ const GROUPS: [string, RegExp][] = [
   ['pg, pg-pool, pg-protocol', /node_modules\/(pg|pg-pool|pg-protocol|pg-types)\//],
 ];
 
-/** Samples the V8 profiler while `v` runs `ops` point reads; attributes self time by package. */
-export async function profilePointReads(v: Variant<string>, ops: number, ids: () => number): Promise<CpuProfileShare> {
+/** Samples the V8 profiler while `op` runs `ops` times (after 200 unmeasured); attributes self time by package. */
+export async function profileOps(ops: number, op: (i: number) => Promise<unknown>): Promise<CpuProfileShare> {
   const session = new Session();
   session.connect();
   try {
     await session.post('Profiler.enable');
     await session.post('Profiler.setSamplingInterval', { interval: 100 });
-    for (let i = 0; i < 200; i++) await v.pointRead(ids());
+    for (let i = 0; i < 200; i++) await op(-1 - i);
     collectGarbage();
     await session.post('Profiler.start');
-    for (let i = 0; i < ops; i++) await v.pointRead(ids());
+    for (let i = 0; i < ops; i++) await op(i);
     const { profile } = await session.post('Profiler.stop');
     const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
     const deltas = profile.timeDeltas ?? [];
@@ -409,10 +409,171 @@ export async function profilePointReads(v: Variant<string>, ops: number, ids: ()
       ops,
       busyUsPerOp: busy / ops,
       groups: [...spent].sort((a, b) => b[1] - a[1]).map(([group, us]) => ({ group, share: us / busy, usPerOp: us / ops })),
-      layerFunctions: [...own].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([fn, us]) => ({ fn, usPerOp: us / ops })),
+      layerFunctions: [...own].sort((a, b) => b[1] - a[1]).slice(0, 10).map(([fn, us]) => ({ fn, usPerOp: us / ops })),
     };
   } finally {
     await session.post('Profiler.disable').catch(() => undefined);
     session.disconnect();
+  }
+}
+
+// ---- serverless handlers: inside db.scope vs outside ----------------------------------------
+
+export interface ScopeResult {
+  latency: Map<string, LatencyResult>;
+  /** Connections opened per invocation (the Db's connectionsOpened over `ops` invocations). */
+  perInvocation: Map<string, number>;
+  /** Peak server connections (pg_stat_activity) while those invocations ran one after another. */
+  peak: Map<string, number>;
+  /** Server connections of the variant left 2 s after its last invocation. */
+  left: Map<string, number>;
+}
+
+export async function scopedHandlers(
+  variants: HandlerVariant[],
+  admin: pg.Client,
+  opts: { rounds: number; warmupRounds: number; ops: number; ids: () => number },
+): Promise<ScopeResult> {
+  const latency = await sequentialLatency(variants, { rounds: opts.rounds, warmupRounds: opts.warmupRounds, opsPerRound: () => opts.ops, op: (v) => v.pointRead(opts.ids()) });
+  const perInvocation = new Map<string, number>();
+  const peak = new Map<string, number>();
+  const left = new Map<string, number>();
+  for (const v of variants) {
+    const sampler = connectionSampler(admin, v.appName, 5);
+    const before = v.opened();
+    for (let i = 0; i < opts.ops; i++) await v.pointRead(opts.ids());
+    perInvocation.set(v.key, (v.opened() - before) / opts.ops);
+    peak.set(v.key, await sampler.stop());
+    await sleep(2000);
+    const { rows } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name = $1`, [v.appName]);
+    left.set(v.key, rows[0]?.n ?? -1);
+  }
+  return { latency, perInvocation, peak, left };
+}
+
+// ---- a fleet of processes ----------------------------------------------------------------------
+
+export interface FleetResult {
+  mode: 'serverless' | 'pooled';
+  via: string;
+  procs: number;
+  concurrency: number;
+  invocations: number;
+  latencies: number[];
+  errors: number;
+  firstErrors: string[];
+  /** Peak client backends on the server in the bench database (sampled every 10 ms). */
+  peakServerConnections: number;
+  /** Connections the processes opened (to PgBouncer or the server), summed. */
+  opened: number;
+  wallMs: number;
+}
+
+interface WorkerReport {
+  latencies: number[];
+  errors: number;
+  firstError?: string;
+  wallMs: number;
+  opened: number;
+}
+
+/** Server connections to `database` (client backends), peak until stopped. */
+function databaseSampler(admin: pg.Client, database: string, everyMs = 10): { stop(): Promise<number> } {
+  let peak = 0;
+  let running = true;
+  const sample = async (): Promise<void> => {
+    const { rows } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname = $1`, [database]);
+    peak = Math.max(peak, rows[0]?.n ?? 0);
+  };
+  const loop = (async () => {
+    while (running) {
+      await sample().catch(() => undefined);
+      await sleep(everyMs);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+/**
+ * `procs` separate node processes (bench/fleet-worker.js), each a cold instance of the
+ * layer with `concurrency` invocations at once, started together once every one is ready.
+ */
+export async function fleet(
+  opts: { url: string; mode: 'serverless' | 'pooled'; via: string; procs: number; concurrency: number; invocations: number; rows: number; admin: pg.Client; database: string; timeoutMs: number },
+): Promise<FleetResult> {
+  const script = path.join(__dirname, 'fleet-worker.js');
+  const workers = Array.from({ length: opts.procs }, (_, i) => {
+    const child = spawn(process.execPath, [script], {
+      cwd: path.resolve(__dirname, '..'),
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        BENCH_URL: opts.url,
+        BENCH_APP: `bench-fleet-${opts.mode}-${i}`,
+        FLEET_MODE: opts.mode,
+        FLEET_CONCURRENCY: String(opts.concurrency),
+        FLEET_INVOCATIONS: String(opts.invocations),
+        FLEET_ROWS: String(opts.rows),
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    children.add(child);
+    let out = '';
+    let err = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const exited = new Promise<WorkerReport>((resolve, reject) => {
+      child.on('exit', (code) => {
+        children.delete(child);
+        const line = out.trim().split('\n').pop() ?? '';
+        if (code !== 0 || !line.startsWith('{')) reject(new Error(`fleet worker ${i} exited ${code}: ${err.slice(-500)}`));
+        else resolve(JSON.parse(line) as WorkerReport);
+      });
+    });
+    exited.catch(() => undefined);
+    const ready = async (): Promise<void> => {
+      const until = Date.now() + opts.timeoutMs;
+      while (!out.includes('ready\n')) {
+        if (Date.now() > until || child.exitCode !== null) throw new Error(`fleet worker ${i} not ready: ${err.slice(-500)}`);
+        await sleep(20);
+      }
+    };
+    return { child, exited, ready };
+  });
+  try {
+    await Promise.all(workers.map((w) => w.ready()));
+    const sampler = databaseSampler(opts.admin, opts.database);
+    const started = performance.now();
+    for (const w of workers) w.child.stdin!.write('go\n');
+    let timer: NodeJS.Timeout | undefined;
+    const reports = await Promise.race([
+      Promise.all(workers.map((w) => w.exited)),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`fleet did not finish within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    const wallMs = performance.now() - started;
+    const peakServerConnections = await sampler.stop();
+    return {
+      mode: opts.mode,
+      via: opts.via,
+      procs: opts.procs,
+      concurrency: opts.concurrency,
+      invocations: opts.invocations,
+      latencies: reports.flatMap((r) => r.latencies),
+      errors: reports.reduce((n, r) => n + r.errors, 0),
+      firstErrors: [...new Set(reports.flatMap((r) => (r.firstError ? [r.firstError] : [])))].slice(0, 3),
+      peakServerConnections,
+      opened: reports.reduce((n, r) => n + r.opened, 0),
+      wallMs,
+    };
+  } finally {
+    for (const w of workers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
   }
 }

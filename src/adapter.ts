@@ -33,21 +33,36 @@ export class Instrumentation {
     private readonly record: (err: unknown) => void,
   ) {}
 
-  /** One statement: admitted by the gate, counted, timed only when slow queries are wanted. */
-  async statement<R>(query: SqlQuery, inTransaction: boolean, run: () => Promise<R>): Promise<R> {
-    const leave = this.lifecycle.enter();
-    const started = this.thresholdMs > 0 ? performance.now() : 0;
-    this.counters.queries++;
+  /**
+   * One statement: admitted by the gate, counted, timed only when slow queries are wanted.
+   * Plain synchronous code around the driver's promise, plus one `then`: no async
+   * function, no AsyncLocalStorage run (this is every statement's path).
+   */
+  statement<R>(query: SqlQuery, inTransaction: boolean, run: () => Promise<R>): Promise<R> {
+    let leave: () => void;
+    let pending: Promise<R>;
     try {
-      return await run();
+      leave = this.lifecycle.enter();
+      this.counters.queries++;
+      pending = run();
     } catch (err) {
-      this.counters.queryErrors++;
-      this.record(err);
-      throw err;
-    } finally {
-      leave();
-      if (this.thresholdMs > 0) this.slow(query, inTransaction, performance.now() - started);
+      return Promise.reject(err as Error);
     }
+    const started = this.thresholdMs > 0 ? performance.now() : 0;
+    return pending.then(
+      (value) => {
+        leave();
+        if (started !== 0) this.slow(query, inTransaction, performance.now() - started);
+        return value;
+      },
+      (err: unknown) => {
+        this.counters.queryErrors++;
+        this.record(err);
+        leave();
+        if (started !== 0) this.slow(query, inTransaction, performance.now() - started);
+        throw err;
+      },
+    );
   }
 
   private slow(query: SqlQuery, inTransaction: boolean, elapsed: number): void {

@@ -10,6 +10,7 @@ import { checkHealth, type HealthOptions, type HealthReport } from './health.ts'
 import { Lifecycle, type CloseOnSignalsOptions, type CloseOptions, type DbLogger, type Shutdown } from './lifecycle.ts';
 import type { GuardedPool } from './pool.ts';
 import { LAG_QUERY, ReplicaRouter, routeReads, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
+import { scopes, type ScopeOptions } from './scope.ts';
 import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
 import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
@@ -50,6 +51,14 @@ export interface DatalayerApi<C> {
   session: UnitsOfWork<C>['session'];
   /** The active unit of work's client, or the plain client outside one. */
   current(): TxClient<C>;
+  /**
+   * Runs `fn` as one invocation (scope.ts): in serverless mode its statements, units and
+   * sessions share one connection, opened on first use and closed when `fn` ends,
+   * resolved, thrown or past `timeoutMs`. Statements sent after the end are refused.
+   */
+  scope<T>(fn: () => Promise<T>, options?: ScopeOptions): Promise<T>;
+  /** `fn` with a scope per call: `export default db.handler(async (req) => …)`. */
+  handler<A extends unknown[], R>(fn: (...args: A) => Promise<R>, options?: ScopeOptions): (...args: A) => Promise<R>;
   stats(): DbStats;
   /** One SELECT within `timeoutMs`. Never throws. */
   health(options?: HealthOptions): Promise<HealthReport & { replicas: ReplicaStatus[] }>;
@@ -183,6 +192,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   });
   const router = replicaStacks.length === 0 ? undefined : new ReplicaRouter(replicaStacks.map(({ url, stack }) => replicaTarget(stack, url)), config.replica);
   const transaction = routeReads(primary.units.transaction, router);
+  const scoped = scopes(config.mode === 'serverless');
   const pools = (): GuardedPool[] => [primary, ...replicaStacks.map((r) => r.stack)].flatMap((s) => s.driver.pool() ?? []);
 
   const shutdown: Shutdown = {
@@ -196,6 +206,8 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     replicas: () => router?.status() ?? [],
     session: lifecycle.guard(primary.units.session) as UnitsOfWork<C>['session'],
     current: primary.units.current,
+    scope: lifecycle.guard(scoped.scope) as DatalayerApi<C>['scope'],
+    handler: (fn, handlerOptions) => (...args) => api.scope(() => fn(...args), handlerOptions),
     stats: () => ({ pool: primary.driver.pool()?.figures() ?? emptyFigures(config), counters: { ...primary.counters }, lastError: lastError && { ...lastError }, state: lifecycle.state }),
     health: (healthOptions) => healthOf(primary, lifecycle, router, healthOptions),
     verify: lifecycle.guard((verifyOptions?: VerifyOptions) =>

@@ -73,7 +73,7 @@ export class DatabaseConnectionError extends DatalayerError {
 }
 
 /** Which client-side deadline passed. */
-export type Deadline = 'connect' | 'statement' | 'unit' | 'health' | 'validation';
+export type Deadline = 'connect' | 'statement' | 'unit' | 'health' | 'validation' | 'scope';
 
 /**
  * A client-side deadline passed while the database did not answer (a black-holed
@@ -96,6 +96,16 @@ export class DatabaseClosedError extends DatabaseConnectionError {
       retryable: false,
       ...(correlationId === undefined ? {} : { correlationId }),
     });
+  }
+}
+
+/**
+ * Raised to a statement sent after its db.scope() had ended (the function did not await
+ * it), and to a statement still running then: the scope's connections are closed with it.
+ */
+export class ScopeEndedError extends DatabaseConnectionError {
+  constructor() {
+    super('The db.scope() this statement belongs to has ended: await every statement inside the scope', { retryable: false });
   }
 }
 

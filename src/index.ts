@@ -13,6 +13,7 @@ export {
   DeadlineExceededError,
   MigrationError,
   PoolTimeoutError,
+  ScopeEndedError,
   StatementTimeoutError,
   VerificationError,
 } from './errors.ts';
@@ -23,10 +24,11 @@ export type { DbCounters, DbStats, LastError, LifecycleState, PoolCounters, Pool
 export type { CloseOnSignalsOptions, CloseOptions, DbLogger, LogMethod } from './lifecycle.ts';
 export type { HealthOptions, HealthReport } from './health.ts';
 export type { SessionOptions, TransactionOptions, TxClient } from './unit-of-work.ts';
+export type { ScopeOptions } from './scope.ts';
 export { redact } from './secrets.ts';
 export type { ReplicaStatus } from './replicas.ts';
-export { deploy, drift, status } from './migrate.ts';
-export type { MigrateOptions } from './migrate.ts';
+export { deploy, drift, status } from './migrate-entry.ts';
+export type { DeployResult, DriftResult, MigrateOptions, MigrationStatus } from './migrate.ts';
 export type { TelemetryOptions } from './telemetry.ts';
 export type { VerifyOptions, VerifyReport } from './verify.ts';
 export type { DoctorFacts, Finding, FindingStatus } from './audit.ts';

@@ -34,6 +34,7 @@ export interface DbLogger {
 }
 
 export const DEFAULT_CLOSE_DEADLINE_MS = 10_000;
+const noop = (): void => {};
 /** After the deadline, busy connections are destroyed; this bounds the wait for the pools to finish. */
 const FORCE_GRACE_MS = 1_000;
 
@@ -65,26 +66,52 @@ export class Lifecycle {
     return this.current !== 'open' && !this.admitted.getStore();
   }
 
-  /** Admits one piece of work; the returned function marks it done. */
+  /**
+   * Admits one piece of work; the returned function marks it done. While open (every
+   * statement's path) this is a counter and a shared function: the async context is read
+   * only once close() has begun, to let work admitted earlier finish what it started.
+   */
   enter(): () => void {
-    if (this.admitted.getStore()) return () => {};
-    if (this.current !== 'open') throw new DatabaseClosedError();
-    this.inFlight++;
-    return () => {
-      this.inFlight--;
-      if (this.inFlight === 0) this.drained?.();
-    };
+    if (this.current === 'open') {
+      this.inFlight++;
+      return this.leave;
+    }
+    if (this.admitted.getStore()) return noop;
+    throw new DatabaseClosedError();
   }
+
+  private readonly leave = (): void => {
+    this.inFlight--;
+    if (this.inFlight === 0) this.drained?.();
+  };
 
   /** Wraps a unit-of-work entry point (transaction, session) with the gate. */
   guard<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
-    return async (...args: A): Promise<R> => {
-      const leave = this.enter();
+    // Not an async function: one `then` instead of an async frame and an await per unit.
+    return (...args: A): Promise<R> => {
+      let leave: () => void;
+      let work: Promise<R>;
       try {
-        return await this.admitted.run(true, () => fn(...args));
-      } finally {
-        leave();
+        leave = this.enter();
+      } catch (err) {
+        return Promise.reject(err as Error);
       }
+      try {
+        work = this.admitted.run(true, () => fn(...args));
+      } catch (err) {
+        leave();
+        return Promise.reject(err as Error);
+      }
+      return work.then(
+        (value) => {
+          leave();
+          return value;
+        },
+        (err: unknown) => {
+          leave();
+          throw err;
+        },
+      );
     };
   }
 

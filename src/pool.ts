@@ -18,11 +18,12 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { DbConfig } from './config.ts';
 import { destroySocket, type SocketHolder } from './driver/client.ts';
-import { DEADLINE_GRACE_MS, unitLimits, withDeadline } from './deadline.ts';
+import { DEADLINE_GRACE_MS, MAX_TIMER_MS, unitLimits, withDeadline } from './deadline.ts';
 import { DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
 import { connectionError, isConnectionLoss, isPermanentConnectFailure } from './failures.ts';
 import { recoveryBudget } from './retry.ts';
+import { currentScope } from './scope.ts';
 import type { SslChoice } from './ssl.ts';
 import type { DbCounters, PoolFigures } from './stats.ts';
 import type { PoolRecorder } from './telemetry.ts';
@@ -33,6 +34,8 @@ export interface PoolClient {
   release(err?: Error | boolean): void;
   on(event: 'error', listener: (err: Error) => void): unknown;
   removeListener(event: 'error', listener: (err: Error) => void): unknown;
+  /** node-postgres' Client emits 'end' once its socket has closed (scope.ts waits for it). */
+  once?(event: 'end', listener: () => void): unknown;
   processID?: number | null;
   connection?: SocketHolder['connection'];
 }
@@ -46,10 +49,13 @@ export interface RawPool {
   readonly waitingCount: number;
 }
 
-interface Checkout {
+export interface Checkout {
   client: PoolClient;
   reused: boolean;
 }
+
+/** pg-pool's `connect` in its callback form (one promise fewer than its promise form). */
+export type RawConnect = (callback: (err: Error | undefined, client?: PoolClient) => void) => void;
 
 const pinned = new AsyncLocalStorage<{ pool: GuardedPool; client: PoolClient }>();
 const quiet = (): void => {};
@@ -65,7 +71,7 @@ export class GuardedPool {
 
   constructor(
     private readonly raw: RawPool,
-    private readonly rawConnect: () => Promise<PoolClient>,
+    private readonly rawConnect: RawConnect,
     private readonly config: DbConfig,
     private readonly ssl: SslChoice,
     private readonly counters: DbCounters,
@@ -94,6 +100,10 @@ export class GuardedPool {
     }) as never);
     this.raw.on('connect', ((client: PoolClient) => {
       counters.connectionsOpened++;
+      // For the connection's whole life: a socket error while it is checked out (pg-pool
+      // listens only while it is idle) must not crash the process; the statement or unit
+      // using it gets the error, and the pool discards the connection on release.
+      client.on('error', quiet);
       hub.emit('connect', { pid: pid(client) });
     }) as never);
     const recorder = this.recorder;
@@ -102,7 +112,7 @@ export class GuardedPool {
       if (recorder !== undefined) this.recordUse(recorder, client, now);
       this.lastUse.set(client, now);
       this.busy.delete(client);
-      hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null });
+      if (hub.wants('release')) hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null });
     }) as never);
     this.raw.on('remove', ((client: PoolClient) => {
       counters.connectionsClosed++;
@@ -123,27 +133,30 @@ export class GuardedPool {
   async connect(): Promise<PoolClient> {
     const pin = this.pinnedClient();
     if (pin) return pin;
-    const { client, reused } = await this.checkout();
+    const { client, reused } = await this.take();
     // Tells the unit of work whether a failed BEGIN may be re-run (retry.ts).
     const unit = unitLimits.getStore();
     if (unit) unit.reused = reused;
     return client;
   }
 
+  /** A connection for the caller's work: from its db.scope() when it runs in one (scope.ts). */
+  private take(): Promise<Checkout> {
+    const scope = currentScope();
+    return scope === undefined ? this.checkout() : scope.take(this);
+  }
+
   /** For the adapters' statements outside a transaction: one checkout, with recovery. */
   async query(text: unknown, values?: unknown): Promise<unknown> {
     const pin = this.pinnedClient();
-    if (pin) return pin.query(text, values);
+    if (pin) return await pin.query(text, values);
     for (let recovered = 0; ; recovered++) {
-      const { client, reused } = await this.checkout();
-      client.on('error', quiet);
+      const { client, reused } = await this.take();
       try {
         const result = await client.query(text, values);
-        client.removeListener('error', quiet);
         client.release();
         return result;
       } catch (err) {
-        client.removeListener('error', quiet);
         const lost = isConnectionLoss(err);
         // pg-pool would discard the connection after any failed statement; only a lost one needs that.
         client.release(lost ? (err as Error) : undefined);
@@ -179,7 +192,7 @@ export class GuardedPool {
         throw this.hub.fail(this.connectFailure(err));
       }
       const reused = this.lastUse.has(client);
-      if (reused && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client))) continue;
+      if (reused && this.validateAfterMs !== Infinity && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client))) continue;
       this.counters.acquires++;
       if (this.recorder !== undefined) {
         // wait_time: from the request to a usable connection (queueing, opening, validation).
@@ -188,7 +201,7 @@ export class GuardedPool {
         this.recorder.recordWait(now - started);
       }
       this.busy.add(client);
-      this.hub.emit('acquire', { pid: client.processID ?? undefined, reused });
+      if (this.hub.wants('acquire')) this.hub.emit('acquire', { pid: client.processID ?? undefined, reused });
       return { client, reused };
     }
   }
@@ -196,20 +209,36 @@ export class GuardedPool {
   /**
    * pg-pool's own wait is unbounded here (its `connectionTimeoutMillis` is 0): the layer
    * bounds it, by the pool timeout (or the unit's maxWaitMs) when the caller has to queue,
-   * by the connect deadline when a connection is being opened for it.
+   * by the connect deadline when a connection is being opened for it. One promise, settled
+   * by pg-pool's callback or by the timer, whichever comes first.
    */
-  private async acquire(started: number): Promise<PoolClient> {
+  private acquire(started: number): Promise<PoolClient> {
     const queued = this.raw.totalCount >= this.max || this.raw.idleCount > 0;
     const waitMs = unitLimits.getStore()?.maxWaitMs ?? this.config.pool.timeoutMs;
-    const limit = queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS;
-    const pending = this.rawConnect();
-    return withDeadline(pending, limit, () => {
-      // A connection handed over after we gave up goes straight back.
-      pending.then((late) => late.release(), quiet);
-      if (!queued) return connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs), 'connect');
-      this.counters.poolTimeouts++;
-      this.recorder?.recordTimeout();
-      return new PoolTimeoutError(Math.round(performance.now() - started), { max: this.max });
+    const limit = Math.min(Math.max(queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS, 0), MAX_TIMER_MS);
+    return new Promise<PoolClient>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        if (!queued) {
+          reject(connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs), 'connect'));
+          return;
+        }
+        this.counters.poolTimeouts++;
+        this.recorder?.recordTimeout();
+        reject(new PoolTimeoutError(Math.round(performance.now() - started), { max: this.max }));
+      }, limit);
+      this.rawConnect((err, client) => {
+        if (settled) {
+          // A connection handed over after we gave up goes straight back.
+          client?.release();
+          return;
+        }
+        settled = true;
+        clearTimeout(timer);
+        if (err || !client) reject(err ?? new Error('pg-pool handed over no connection'));
+        else resolve(client);
+      });
     });
   }
 
@@ -249,7 +278,7 @@ export class GuardedPool {
    * before the connection goes back, so nothing leaks to the next user.
    */
   async withConnection<T>(fn: () => Promise<T>): Promise<T> {
-    const { client } = await this.checkout();
+    const { client } = await this.take();
     client.on('error', quiet);
     let broken: Error | undefined;
     try {

@@ -18,7 +18,7 @@
 
 import type { ConnectionOptions } from 'node:tls';
 import { DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
-import { withDeadline } from '../deadline.ts';
+import { MAX_TIMER_MS } from '../deadline.ts';
 import { classifyError, connectionError, isConnectionLoss, sqlStateOf } from '../failures.ts';
 
 export interface StatementDeadline {
@@ -110,24 +110,43 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       return result;
     }
 
+    /**
+     * One promise per statement, as node-postgres' own: its callback form is used and the
+     * deadline timer (when there is one) settles the same promise, so the layer adds no
+     * promise hop to a statement. The timer rejects at once and destroys the socket.
+     */
     override query(config: unknown, values?: unknown, callback?: unknown): unknown {
       // Callback style is pg-pool's own `pool.query`, which the layer's pool replaces.
       if (typeof values === 'function' || typeof callback === 'function') return super.query(config, values, callback);
-      const sent = (super.query(config, values) as Promise<unknown>).catch((err: unknown) => typed(lostTo.get(this) ?? err));
       const deadline = policy.statementDeadline();
-      if (deadline === undefined) return sent;
-      return withDeadline(sent, deadline.ms, () => {
-        const reason = new DeadlineExceededError(deadline.kind, deadline.ms);
-        destroySocket(this, reason);
-        return reason;
+      return new Promise((resolve, reject) => {
+        let settled = false;
+        const timer =
+          deadline === undefined
+            ? undefined
+            : setTimeout(() => {
+                settled = true;
+                const err = new DeadlineExceededError(deadline.kind, deadline.ms);
+                destroySocket(this, err);
+                reject(err);
+              }, Math.min(Math.max(deadline.ms, 0), MAX_TIMER_MS));
+        super.query(config, values, (err: unknown, result: unknown) => {
+          if (settled) return;
+          settled = true;
+          if (timer !== undefined) clearTimeout(timer);
+          if (err) reject(typed(lostTo.get(this) ?? err));
+          else resolve(result);
+        });
       });
     }
   };
 }
 
-/** A lost connection or a server-side statement timeout as the layer's typed error. */
-function typed(err: unknown): never {
-  if (sqlStateOf(err) === '57014') throw classifyError(err) as StatementTimeoutError;
-  if (isConnectionLoss(err)) throw connectionError(err, 'query');
-  throw err;
+/** A lost connection or a server-side statement timeout as the layer's typed error; anything else as is. */
+function typed(err: unknown): unknown {
+  if (sqlStateOf(err) === '57014') return classifyError(err) as StatementTimeoutError;
+  if (isConnectionLoss(err)) return connectionError(err, 'query');
+  // As node-postgres does: a stack that leads back to the caller, not to the socket's read.
+  if (err instanceof Error) Error.captureStackTrace(err);
+  return err;
 }

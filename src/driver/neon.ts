@@ -20,7 +20,7 @@ import { DatabaseQueryError, DeadlineExceededError } from '../errors.ts';
 import { connectionError, isConnectionLoss } from '../failures.ts';
 import { toUrl, type DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
-import { GuardedPool, type PoolClient, type RawPool } from '../pool.ts';
+import { GuardedPool, type PoolClient, type RawConnect, type RawPool } from '../pool.ts';
 import { SslChoice } from '../ssl.ts';
 import type { DbCounters } from '../stats.ts';
 import type { PoolRecorder } from '../telemetry.ts';
@@ -97,7 +97,8 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
       const adapter = await wsFactory.connect();
       const pool = adapter.underlyingDriver() as unknown as NeonPool;
       pool.Client = NeonClient;
-      const rawConnect = pool.connect.bind(pool);
+      const connect = pool.connect as unknown as (cb: unknown) => void;
+      const rawConnect: RawConnect = (callback) => void connect.call(pool, callback);
       const current = new GuardedPool(pool, rawConnect, config, noSsl, counters, hub, recorder);
       pool.connect = () => current.connect();
       pool.query = (text, values) => current.query(text, values);

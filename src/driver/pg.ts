@@ -8,7 +8,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import type { DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
-import { GuardedPool, type PoolClient } from '../pool.ts';
+import { GuardedPool, type PoolClient, type RawConnect } from '../pool.ts';
 import { SslChoice, sslPlan } from '../ssl.ts';
 import type { DbCounters } from '../stats.ts';
 import type { PoolRecorder } from '../telemetry.ts';
@@ -36,7 +36,7 @@ export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub, 
 
   const binding = config.channelBinding === 'disable' ? {} : { enableChannelBinding: true };
   const pool = new LayerPool({ ...poolOptions(config), ...binding, Client } as unknown as pg.PoolConfig);
-  const rawConnect = (pg.Pool.prototype.connect as () => Promise<PoolClient>).bind(pool);
+  const rawConnect: RawConnect = (callback) => void (pg.Pool.prototype.connect as (cb: unknown) => void).call(pool, callback);
   guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub, recorder);
   const factory = new PrismaPg(pool as unknown as pg.Pool, { onConnectionError: (err) => void hub.fail(err) });
   let ended: Promise<void> | undefined;

@@ -1,20 +1,24 @@
 // The serverless handler example behind a real HTTP server (as a platform would call it),
-// against the real database: no connection survives an invocation.
+// against the real database: one connection per invocation, none survives it.
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { resetDb } from '../../src/index';
-import { handler } from '../../examples/serverless/handler';
+import type * as Example from '../../examples/serverless/handler';
 import { countConnections, createTestDatabase, type TestDatabase } from '../support/db';
 
 let testDb: TestDatabase;
 let server: ServerType;
 let base: string;
+let example: typeof Example;
 const saved = { DATABASE_URL: process.env.DATABASE_URL };
+const opened = (): number => example.db.stats().counters.connectionsOpened;
 
 beforeAll(async () => {
   testDb = await createTestDatabase();
-  // The handler reads its configuration from the environment, as on a platform.
+  // The handler reads its configuration from the environment when it is loaded, as on a platform.
   process.env.DATABASE_URL = testDb.appUrl;
+  example = await import('../../examples/serverless/handler.ts');
+  const { handler } = example;
   const port = await new Promise<number>((resolve) => {
     server = serve({ fetch: handler, port: 0 }, (info: AddressInfo) => resolve(info.port));
   });
@@ -28,18 +32,27 @@ afterAll(async () => {
 });
 
 describe('serverless handler example', () => {
-  it('creates and finds a user; no connection is left open after each invocation', async () => {
+  it('creates and finds a user; one connection per invocation, none left open after it', async () => {
     const email = `sls-${process.pid}@example.com`;
+    let before = opened();
     const created = await fetch(base, { method: 'POST', body: JSON.stringify({ email, name: 'Sam' }), headers: { 'x-request-id': 'inv-1' } });
     expect(created.status).toBe(201);
     expect(created.headers.get('x-request-id')).toBe('inv-1');
     expect(await created.json()).toMatchObject({ email, name: 'Sam' });
+    expect(opened() - before).toBe(1);
     expect(await countConnections('example-serverless', testDb.name)).toBe(0);
 
+    before = opened();
     const found = await fetch(`${base}?email=${encodeURIComponent(email)}`);
     expect(found.status).toBe(200);
     expect(await found.json()).toMatchObject({ email });
+    expect(opened() - before).toBe(1);
     expect(await countConnections('example-serverless', testDb.name)).toBe(0);
+
+    // An invocation that sends no statement opens no connection.
+    before = opened();
+    expect((await fetch(`${base}?email=`)).status).toBe(400);
+    expect(opened()).toBe(before);
 
     const missing = await fetch(`${base}?email=nobody@example.com`);
     expect(missing.status).toBe(404);

@@ -1,0 +1,316 @@
+/**
+ * Invocation scopes (issue 16): `db.scope(fn)` / `db.handler(fn)` in serverless mode open
+ * one connection per invocation — however many statements, units and sessions run in it —
+ * and close it when the scope ends: resolved, thrown, or past its deadline. Counted twice:
+ * by the layer (connectionsOpened) and by the server (pg_stat_activity).
+ */
+import { PrismaClient } from '../src/generated/prisma/client';
+import { ConfigError, createDb, DatabaseConnectionError, DeadlineExceededError, ScopeEndedError, type Db } from '../src/index';
+import { eventually, latch, rejectionOf, sleep, sockets } from './support/async';
+import { adminQuery, countConnections, createTestDatabase, type TestDatabase } from './support/db';
+import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
+import { startNeonHttpFixture, type NeonHttpFixture } from './support/neon-http';
+
+let testDb: TestDatabase;
+const dbs: Array<Db<PrismaClient>> = [];
+let seq = 0;
+
+function makeDb(mode: 'serverless' | 'pooled'): { db: Db<PrismaClient>; app: string } {
+  const app = `scope-${mode}-${++seq}`;
+  const db = createDb({ PrismaClient, url: testDb.appUrl, mode, applicationName: app, env: {} });
+  dbs.push(db);
+  return { db, app };
+}
+
+const opened = (db: Db<PrismaClient>): number => db.stats().counters.connectionsOpened;
+const noneLeft = async (db: Db<PrismaClient>, app: string): Promise<boolean> =>
+  eventually(async () => (await countConnections(app, testDb.name)) === 0 && db.stats().pool.open === 0, 5_000);
+
+beforeAll(async () => {
+  testDb = await createTestDatabase({ prefix: 'scope' });
+});
+
+afterAll(async () => {
+  for (const d of dbs) await d.close();
+  await testDb?.drop();
+});
+
+/** Five statements of different kinds, as a handler would send them. */
+async function fiveStatements(db: Db<PrismaClient>, tag: string): Promise<void> {
+  const user = await db.user.create({ data: { email: `${tag}@example.com` } });
+  await db.user.findUnique({ where: { id: user.id } });
+  await db.user.update({ where: { id: user.id }, data: { name: tag } });
+  await db.$queryRaw`SELECT 1`;
+  expect(await db.user.count({ where: { email: `${tag}@example.com` } })).toBe(1);
+}
+
+describe('serverless mode', () => {
+  test('5 statements, a unit of work and a session inside one scope open exactly one connection, closed at the end', async () => {
+    const { db, app } = makeDb('serverless');
+    const socketsBefore = sockets();
+    const before = opened(db);
+    let serverSaw = -1;
+    const result = await db.scope(async () => {
+      await fiveStatements(db, 'one-conn');
+      await db.transaction(async (tx) => {
+        const u = await tx.user.create({ data: { email: 'one-conn-tx@example.com' } });
+        await tx.user.update({ where: { id: u.id }, data: { name: 'in unit' } });
+      });
+      await db.session(async (c) => c.$executeRawUnsafe('SELECT 1'));
+      serverSaw = await countConnections(app, testDb.name);
+      return 'done';
+    });
+    expect(result).toBe('done');
+    expect(serverSaw).toBe(1);
+    expect(opened(db) - before).toBe(1);
+    // Nothing left: not on the server, not in the pool, not in the process.
+    expect(await noneLeft(db, app)).toBe(true);
+    expect(db.stats().counters.connectionsClosed).toBe(db.stats().counters.connectionsOpened);
+    expect(await eventually(() => sockets() <= socketsBefore, 5_000)).toBe(true);
+    // The unit committed on the scope's connection.
+    expect(await db.user.count({ where: { email: 'one-conn-tx@example.com', name: 'in unit' } })).toBe(1);
+  });
+
+  test('outside a scope the same 5 statements open one connection each', async () => {
+    const { db, app } = makeDb('serverless');
+    const before = opened(db);
+    await fiveStatements(db, 'no-scope');
+    expect(opened(db) - before).toBe(5);
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
+  test('a scope that sends nothing opens nothing', async () => {
+    const { db } = makeDb('serverless');
+    expect(await db.scope(async () => 42)).toBe(42);
+    expect(opened(db)).toBe(0);
+  });
+
+  test('the connection is closed when the function throws, and the error is the caller’s own', async () => {
+    const { db, app } = makeDb('serverless');
+    const own = new Error('handler failed');
+    const before = opened(db);
+    const err = await rejectionOf(
+      db.scope(async () => {
+        await fiveStatements(db, 'throws');
+        throw own;
+      }),
+    );
+    expect(err).toBe(own);
+    expect(opened(db) - before).toBe(1);
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
+  test('a failed statement and a rolled-back unit inside the scope keep using its one connection', async () => {
+    const { db, app } = makeDb('serverless');
+    const before = opened(db);
+    await db.scope(async () => {
+      await db.user.create({ data: { email: 'scope-dup@example.com' } });
+      await expect(db.user.create({ data: { email: 'scope-dup@example.com' } })).rejects.toMatchObject({ code: 'P2002' });
+      await expect(
+        db.transaction(async (tx) => {
+          await tx.user.create({ data: { email: 'scope-rolled-back@example.com' } });
+          throw new Error('roll back');
+        }),
+      ).rejects.toThrow('roll back');
+      expect(await db.user.count({ where: { email: 'scope-rolled-back@example.com' } })).toBe(0);
+    });
+    expect(opened(db) - before).toBe(1);
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
+  test('past timeoutMs the scope rejects with DeadlineExceededError and its connection is closed under the running statement', async () => {
+    const { db, app } = makeDb('serverless');
+    const socketsBefore = sockets();
+    const started = performance.now();
+    let statement: Promise<unknown> | undefined;
+    const err = await rejectionOf(
+      db.scope(
+        async () => {
+          statement = db.$queryRaw`SELECT pg_sleep(3)`;
+          await statement;
+        },
+        { timeoutMs: 300 },
+      ),
+    );
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    expect((err as DeadlineExceededError).deadline).toBe('scope');
+    // The deadline ended it, not the statement (3 s).
+    expect(performance.now() - started).toBeLessThan(2_900);
+    expect(await rejectionOf(statement!)).toBeDefined();
+    // The process let go at once; the server's backend notices the closed socket when
+    // its statement ends (nothing cancels a running statement on the server but its own timeout).
+    expect(db.stats().pool).toMatchObject({ open: 0, inUse: 0 });
+    expect(await eventually(() => sockets() <= socketsBefore, 2_000)).toBe(true);
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
+  test('a statement the function did not await is ended with the scope; one sent after the end is refused and opens nothing', async () => {
+    const { db, app } = makeDb('serverless');
+    const ended = latch();
+    let floating: Promise<unknown> | undefined;
+    let late: Promise<unknown> | undefined;
+    await db.scope(async () => {
+      await db.$queryRaw`SELECT 1`;
+      floating = db.$queryRaw`SELECT pg_sleep(2)`;
+      floating.catch(() => {});
+      // Registered in the scope, run after the scope has ended.
+      late = ended.promise.then(() => db.user.count());
+      late.catch(() => {});
+      // The floating statement is running on the server when the scope ends.
+      const running = async (): Promise<boolean> =>
+        (await adminQuery(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE '%pg_sleep%'`, [app])).length === 1;
+      expect(await eventually(running, 5_000)).toBe(true);
+    });
+    const afterEnd = opened(db);
+    ended.open();
+    expect(await rejectionOf(floating!)).toBeDefined();
+    expect(await rejectionOf(late!)).toBeInstanceOf(ScopeEndedError);
+    expect(opened(db)).toBe(afterEnd);
+    expect(afterEnd).toBe(1);
+    expect(db.stats().pool).toMatchObject({ open: 0, inUse: 0 });
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
+  test('units run in parallel inside a scope each get their own connection; a statement never lands in another unit’s transaction', async () => {
+    const { db, app } = makeDb('serverless');
+    const before = opened(db);
+    const [rolledBack, outside] = await db.scope(async () =>
+      Promise.allSettled([
+        db.transaction(async (tx) => {
+          await tx.user.create({ data: { email: 'par-rolled-back@example.com' } });
+          await sleep(200);
+          throw new Error('roll back');
+        }),
+        (async () => {
+          await sleep(50);
+          return db.user.create({ data: { email: 'par-outside@example.com' } });
+        })(),
+      ]),
+    );
+    const openedInScope = opened(db) - before;
+    expect(rolledBack.status).toBe('rejected');
+    expect(outside.status).toBe('fulfilled');
+    expect(await db.user.count({ where: { email: 'par-outside@example.com' } })).toBe(1);
+    expect(await db.user.count({ where: { email: 'par-rolled-back@example.com' } })).toBe(0);
+    expect(openedInScope).toBeLessThanOrEqual(2);
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
+  test('db.handler: arguments and result pass through, one connection per invocation, none between', async () => {
+    const { db, app } = makeDb('serverless');
+    const handle = db.handler(async (email: string, name: string) => {
+      const u = await db.user.create({ data: { email, name } });
+      await db.user.update({ where: { id: u.id }, data: { name: `${name}!` } });
+      return db.user.findUniqueOrThrow({ where: { id: u.id } });
+    });
+    for (let i = 0; i < 3; i++) {
+      const before = opened(db);
+      const u = await handle(`handler-${i}@example.com`, `h${i}`);
+      expect(u).toMatchObject({ email: `handler-${i}@example.com`, name: `h${i}!` });
+      expect(opened(db) - before).toBe(1);
+      expect(await noneLeft(db, app)).toBe(true);
+    }
+  });
+
+  test('db.close() while a scope keeps its connection: close waits up to its deadline, then the connection is closed under the scope', async () => {
+    const { db, app } = makeDb('serverless');
+    const proceed = latch();
+    const scoped = db.scope(async () => {
+      await db.$queryRaw`SELECT 1`;
+      await proceed.promise;
+      return db.user.count();
+    });
+    scoped.catch(() => {});
+    expect(await eventually(async () => (await countConnections(app, testDb.name)) === 1, 5_000)).toBe(true);
+    const started = performance.now();
+    await db.close({ deadlineMs: 300 });
+    // close() did not wait for the scope beyond its deadline (plus its bounded grace).
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(await noneLeft(db, app)).toBe(true);
+    proceed.open();
+    expect(await rejectionOf(scoped)).toBeInstanceOf(DatabaseConnectionError);
+    expect(db.stats().pool).toMatchObject({ open: 0, inUse: 0 });
+  });
+
+  test('invalid timeoutMs is refused with a ConfigError before anything runs', async () => {
+    const { db } = makeDb('serverless');
+    let ran = false;
+    for (const timeoutMs of [0, -1, NaN, 1.5, '100' as unknown as number]) {
+      const err = await rejectionOf(db.scope(async () => void (ran = true), { timeoutMs }));
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).issues[0]?.setting).toBe('scope option timeoutMs');
+    }
+    expect(ran).toBe(false);
+    expect(opened(db)).toBe(0);
+  });
+});
+
+describe('Neon driver, serverless mode', () => {
+  let bridge: NeonBridge;
+  let http: NeonHttpFixture;
+  beforeAll(async () => {
+    bridge = await startNeonBridge({ pgHost: testDb.host, pgPort: testDb.port });
+    http = await startNeonHttpFixture({ ssl: testDb.ssl });
+  });
+  afterAll(async () => {
+    await http?.close();
+    await bridge?.close();
+  });
+
+  test('single statements in a scope stay on HTTP; its units share one WebSocket connection, closed at the end', async () => {
+    const app = `scope-neon-${++seq}`;
+    const db = createDb({
+      PrismaClient,
+      driver: 'neon',
+      mode: 'serverless',
+      url: testDb.urlWith(),
+      applicationName: app,
+      env: {},
+      neon: { wsProxy: bridge.wsProxy, useSecureWebSocket: false, fetchEndpoint: http.fetchEndpoint as (host: string, port: number | string) => string },
+    });
+    dbs.push(db);
+    let tunnelsDuring = -1;
+    const requestsBefore = http.requestCount();
+    await db.scope(async () => {
+      await db.$queryRaw`SELECT 1`;
+      await db.user.count();
+      expect(opened(db)).toBe(0);
+      for (let i = 0; i < 3; i++) {
+        await db.transaction(async (tx) => {
+          await tx.user.create({ data: { email: `neon-scope-${i}@example.com` } });
+        });
+      }
+      tunnelsDuring = bridge.openTunnels();
+    });
+    expect(http.requestCount() - requestsBefore).toBeGreaterThanOrEqual(2);
+    expect(tunnelsDuring).toBe(1);
+    expect(opened(db)).toBe(1);
+    expect(await eventually(() => bridge.openTunnels() === 0, 5_000)).toBe(true);
+    expect(await noneLeft(db, app)).toBe(true);
+    expect(await db.user.count({ where: { email: { startsWith: 'neon-scope-' } } })).toBe(3);
+  });
+});
+
+describe('pooled mode', () => {
+  test('a scope borrows from the warm pool and keeps nothing for itself; the pool stays open after it', async () => {
+    const { db } = makeDb('pooled');
+    await db.user.count();
+    const warm = opened(db);
+    await db.scope(async () => fiveStatements(db, 'pooled-scope'));
+    // Sequential statements reuse the pool's connections: nothing new had to open.
+    expect(opened(db)).toBe(warm);
+    expect(db.stats().pool.inUse).toBe(0);
+    expect(db.stats().pool.open).toBeGreaterThan(0);
+  });
+
+  test('statements sent after the scope ended are refused in pooled mode too', async () => {
+    const { db } = makeDb('pooled');
+    let late: Promise<unknown> | undefined;
+    await db.scope(async () => {
+      late = sleep(100).then(() => db.user.count());
+      late.catch(() => {});
+    });
+    expect(await rejectionOf(late!)).toBeInstanceOf(ScopeEndedError);
+    expect(db.stats().pool.inUse).toBe(0);
+  });
+});
