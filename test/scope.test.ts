@@ -7,9 +7,8 @@
 import { PrismaClient } from '../src/generated/prisma/client';
 import { ConfigError, createDb, DatabaseConnectionError, DeadlineExceededError, ScopeEndedError, type Db } from '../src/index';
 import { eventually, latch, rejectionOf, sleep, sockets } from './support/async';
-import { adminQuery, countConnections, createTestDatabase, type TestDatabase } from './support/db';
-import { startNeonBridge, type NeonBridge } from './support/neon-bridge';
-import { startNeonHttpFixture, type NeonHttpFixture } from './support/neon-http';
+import { adminQuery, countConnections, createTestDatabase, testServer, type TestDatabase } from './support/db';
+import { startNeonProxy, type NeonProxy } from './support/neon-proxy';
 
 let testDb: TestDatabase;
 const dbs: Array<Db<PrismaClient>> = [];
@@ -246,31 +245,27 @@ describe('serverless mode', () => {
 });
 
 describe('Neon driver, serverless mode', () => {
-  let bridge: NeonBridge;
-  let http: NeonHttpFixture;
+  let proxy: NeonProxy;
   beforeAll(async () => {
-    bridge = await startNeonBridge({ pgHost: testDb.host, pgPort: testDb.port });
-    http = await startNeonHttpFixture({ ssl: testDb.ssl });
+    proxy = await startNeonProxy({ upstream: testServer().info() });
   });
   afterAll(async () => {
-    await http?.close();
-    await bridge?.close();
+    await proxy?.close();
   });
 
   test('single statements in a scope stay on HTTP; its units share one WebSocket connection, closed at the end', async () => {
     const app = `scope-neon-${++seq}`;
     const db = createDb({
       PrismaClient,
-      driver: 'neon',
       mode: 'serverless',
-      url: testDb.urlWith(),
+      url: testDb.urlWith(undefined, { user: testDb.appUser, password: testDb.appPassword, host: 'ep-scope-test-123456.us-east-2.aws.neon.tech', port: 5432 }),
       applicationName: app,
       env: {},
-      neon: { wsProxy: bridge.wsProxy, useSecureWebSocket: false, fetchEndpoint: http.fetchEndpoint as (host: string, port: number | string) => string },
+      neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false, fetchEndpoint: proxy.fetchEndpoint },
     });
     dbs.push(db);
-    let tunnelsDuring = -1;
-    const requestsBefore = http.requestCount();
+    let computeDuring = -1;
+    const before = proxy.received();
     await db.scope(async () => {
       await db.$queryRaw`SELECT 1`;
       await db.user.count();
@@ -280,12 +275,13 @@ describe('Neon driver, serverless mode', () => {
           await tx.user.create({ data: { email: `neon-scope-${i}@example.com` } });
         });
       }
-      tunnelsDuring = bridge.openTunnels();
+      computeDuring = proxy.received().ws - before.ws;
     });
-    expect(http.requestCount() - requestsBefore).toBeGreaterThanOrEqual(2);
-    expect(tunnelsDuring).toBe(1);
+    expect(proxy.received().http - before.http).toBeGreaterThanOrEqual(2);
+    // One WebSocket for the scope's three units.
+    expect(computeDuring).toBe(1);
     expect(opened(db)).toBe(1);
-    expect(await eventually(() => bridge.openTunnels() === 0, 5_000)).toBe(true);
+    expect(await eventually(() => proxy.computeConnections() === 0, 5_000)).toBe(true);
     expect(await noneLeft(db, app)).toBe(true);
     expect(await db.user.count({ where: { email: { startsWith: 'neon-scope-' } } })).toBe(3);
   });
