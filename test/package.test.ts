@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import os from 'node:os';
 import path from 'node:path';
 
-import { createTestDatabase, type TestDatabase } from './support/db';
+import { createTestDatabase, dbVarsFrom, type TestDatabase } from './support/db';
 
 const ROOT = path.resolve(__dirname, '..');
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -218,16 +218,7 @@ describe.each([
 
     // doctor audits the Db the app's module exports (its createDb options included), here
     // with the target in DB_* variables only: no DATABASE_URL anywhere in the report.
-    const url = new URL(prodDb.appUrl);
-    const dbVars = {
-      DB_HOST: url.hostname,
-      DB_PORT: url.port,
-      DB_USER: decodeURIComponent(url.username),
-      DB_PASSWORD: decodeURIComponent(url.password),
-      DB_NAME: url.pathname.slice(1),
-      DB_SSLMODE: 'verify-ca',
-      DB_SSLROOTCERT: url.searchParams.get('sslrootcert')!,
-    };
+    const dbVars = dbVarsFrom(prodDb.appUrl);
     const doctor = bin(app, 'prisma-datalayer', ['doctor', '--module', './dist/db.js', '--json'], cleanEnv(dbVars));
     expect(doctor.stdout).not.toContain('DATABASE_URL');
     expect(doctor.stdout).not.toContain(dbVars.DB_PASSWORD);

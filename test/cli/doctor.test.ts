@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import type { DoctorReport } from '../../src/cli/index';
 import { startCluster, type Cluster } from '../support/cluster';
-import { adminQuery, createTestDatabase, type TestDatabase } from '../support/db';
+import { adminQuery, createTestDatabase, dbVarsFrom, type TestDatabase } from '../support/db';
 import { runCli } from './run';
 
 let testDb: TestDatabase;
@@ -134,17 +134,7 @@ describe('doctor', () => {
   });
 
   it('names the real source of each value: with only DB_* variables it never mentions DATABASE_URL', async () => {
-    const url = new URL(testDb.appUrl);
-    const env = {
-      DB_HOST: url.hostname,
-      DB_PORT: url.port,
-      DB_USER: decodeURIComponent(url.username),
-      DB_PASSWORD: decodeURIComponent(url.password),
-      DB_NAME: url.pathname.slice(1),
-      DB_SSLMODE: 'verify-ca',
-      DB_SSLROOTCERT: url.searchParams.get('sslrootcert')!,
-      DB_APPLICATION_NAME: 'doctor-db-vars',
-    };
+    const env = { ...dbVarsFrom(testDb.appUrl), DB_APPLICATION_NAME: 'doctor-db-vars' };
     for (const args of [['doctor', '--json'], ['doctor']]) {
       const run = await runCli(args, env);
       expect(run.err).toBe('');

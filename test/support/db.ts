@@ -166,3 +166,17 @@ export async function createTestDatabase(opts: { migrated?: boolean; prefix?: st
     },
   };
 }
+
+/** A harness URL as the DB_* variables (sslmode verify-ca with its CA), for tests of DB_*-only configuration. */
+export function dbVarsFrom(appUrl: string): Record<string, string> {
+  const url = new URL(appUrl);
+  return {
+    DB_HOST: url.hostname,
+    DB_PORT: url.port,
+    DB_USER: decodeURIComponent(url.username),
+    DB_PASSWORD: decodeURIComponent(url.password),
+    DB_NAME: url.pathname.slice(1),
+    DB_SSLMODE: 'verify-ca',
+    DB_SSLROOTCERT: url.searchParams.get('sslrootcert')!,
+  };
+}
