@@ -26,7 +26,7 @@ function parseArgs(argv) {
 }
 
 function prepare() {
-  for (const script of ['build', 'typecheck']) {
+  for (const script of ['build', 'build:demo', 'typecheck']) {
     const r = spawnSync('npm', ['run', script, '--silent'], { cwd: ROOT, stdio: 'inherit' });
     if (r.status !== 0) {
       console.error(`test:repeat: npm run ${script} failed (exit ${r.status})`);
