@@ -417,11 +417,6 @@ async function serveRpc(args: Args, secrets: Secrets): Promise<number> {
 
   const engineFor = engineCache(args, baseDir, secrets, schemaFiles, engines);
 
-  let printId = 0;
-  const send = (message: Record<string, Json | undefined>): void => {
-    process.stdout.write(`${JSON.stringify(message)}\n`);
-  };
-
   const handle = rpcHandler(rpcMethods(args, baseDir, secrets, engineFor), secrets);
 
   // One request at a time: the engine's methods take `&mut self` and must not interleave.
