@@ -5,6 +5,7 @@
 // into a finding with concrete advice, so both tell the user the same thing.
 
 import { durationMs, isLocalHost, loadConfig, type DbConfig } from './config.ts';
+import { quoteIdent } from './sql.ts';
 
 export type FindingStatus = 'ok' | 'info' | 'warn' | 'fail';
 
@@ -220,10 +221,6 @@ export function settingMs(value: string | null): number | undefined {
   return value === null ? undefined : durationMs(value);
 }
 
-/** A role name as an SQL identifier. */
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
 
 export function checkTimeouts(config: DbConfig, row: Facts, facts: DoctorFacts, add: (f: Finding) => void): void {
   const server = {

@@ -10,7 +10,7 @@ import { checkHealth, type HealthOptions, type HealthReport } from './health.ts'
 import { Lifecycle, type CloseOnSignalsOptions, type CloseOptions, type DbLogger, type Shutdown } from './lifecycle.ts';
 import type { GuardedPool } from './pool.ts';
 import { LAG_QUERY, ReplicaRouter, routeReads, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
-import { scopes, type ScopeOptions } from './scope.ts';
+import { runScope, type ScopeOptions } from './scope.ts';
 import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
 import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
@@ -192,7 +192,6 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   });
   const router = replicaStacks.length === 0 ? undefined : new ReplicaRouter(replicaStacks.map(({ url, stack }) => replicaTarget(stack, url)), config.replica);
   const transaction = routeReads(primary.units.transaction, router);
-  const scoped = scopes(config.mode === 'serverless');
   const pools = (): GuardedPool[] => [primary, ...replicaStacks.map((r) => r.stack)].flatMap((s) => s.driver.pool() ?? []);
 
   const shutdown: Shutdown = {
@@ -206,7 +205,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     replicas: () => router?.status() ?? [],
     session: lifecycle.guard(primary.units.session) as UnitsOfWork<C>['session'],
     current: primary.units.current,
-    scope: lifecycle.guard(scoped.scope) as DatalayerApi<C>['scope'],
+    scope: lifecycle.guard(<T>(fn: () => Promise<T>, scopeOptions?: ScopeOptions) => runScope(config.mode === 'serverless', fn, scopeOptions)) as DatalayerApi<C>['scope'],
     handler: (fn, handlerOptions) => (...args) => api.scope(() => fn(...args), handlerOptions),
     stats: () => ({ pool: primary.driver.pool()?.figures() ?? emptyFigures(config), counters: { ...primary.counters }, lastError: lastError && { ...lastError }, state: lifecycle.state }),
     health: (healthOptions) => healthOf(primary, lifecycle, router, healthOptions),

@@ -120,13 +120,10 @@ async function run(deps: HealthDeps, signal: AbortSignal): Promise<HealthRow> {
 }
 
 async function queryOnce(client: PoolClient, signal: AbortSignal): Promise<{ ok: true; row: HealthRow } | { ok: false; error: unknown }> {
-  const onError = (): void => {};
-  client.on('error', onError);
   let released = false;
   const release = (err?: Error): void => {
     if (released) return;
     released = true;
-    client.removeListener('error', onError);
     client.release(err);
   };
   // Destroying the connection is the only way to stop waiting for a server that does

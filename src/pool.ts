@@ -19,10 +19,10 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { DbConfig } from './config.ts';
 import { destroySocket, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, unitLimits, withDeadline } from './deadline.ts';
-import { DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
+import { DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
-import { connectionError, isConnectionLoss, isPermanentConnectFailure } from './failures.ts';
-import { recoveryBudget } from './retry.ts';
+import { connectionError, isConnectionLoss } from './failures.ts';
+import { diedWhileIdle, recoveryBudget } from './retry.ts';
 import { currentScope } from './scope.ts';
 import type { SslChoice } from './ssl.ts';
 import type { DbCounters, PoolFigures } from './stats.ts';
@@ -173,7 +173,7 @@ export class GuardedPool {
    * backend: it may run again on another one, within the recovery budget.
    */
   mayRecover(err: unknown, reused: boolean, recovered: number): boolean {
-    if (!reused || err instanceof DeadlineExceededError || isPermanentConnectFailure(err) || recovered >= recoveryBudget(this.config)) return false;
+    if (!diedWhileIdle(err, reused) || recovered >= recoveryBudget(this.config)) return false;
     this.counters.connectionsRecovered++;
     return true;
   }
@@ -189,7 +189,7 @@ export class GuardedPool {
         if (err instanceof PoolTimeoutError) throw err;
         if (sslRetries++ === 0 && this.ssl.fallBack(err)) continue;
         this.counters.errors++;
-        throw this.hub.fail(this.connectFailure(err));
+        throw this.hub.fail(connectionError(err, 'connect'));
       }
       const reused = this.lastUse.has(client);
       if (reused && this.validateAfterMs !== Infinity && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client))) continue;
@@ -242,17 +242,8 @@ export class GuardedPool {
     });
   }
 
-  private connectFailure(err: unknown): DatabaseConnectionError {
-    // node-postgres' own connect timeout destroys the socket with this message.
-    if (/timeout expired|due to connection timeout/.test((err as Error)?.message ?? '')) {
-      return connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs, { cause: err }), 'connect');
-    }
-    return connectionError(err, 'connect');
-  }
-
   private async validate(client: PoolClient): Promise<boolean> {
     this.counters.validations++;
-    client.on('error', quiet);
     try {
       const ms = this.config.timeouts.connectMs;
       await withDeadline(client.query('SELECT 1'), ms, () => new DeadlineExceededError('validation', ms));
@@ -262,8 +253,6 @@ export class GuardedPool {
       client.release(err instanceof Error ? err : new Error('validation failed'));
       this.counters.connectionsRecovered++;
       return false;
-    } finally {
-      client.removeListener('error', quiet);
     }
   }
 
@@ -279,7 +268,6 @@ export class GuardedPool {
    */
   async withConnection<T>(fn: () => Promise<T>): Promise<T> {
     const { client } = await this.take();
-    client.on('error', quiet);
     let broken: Error | undefined;
     try {
       return await pinned.run({ pool: this, client: lend(client) }, fn);
@@ -288,7 +276,6 @@ export class GuardedPool {
       throw err;
     } finally {
       if (!broken) await client.query('DISCARD ALL').catch((err: Error) => (broken = err));
-      client.removeListener('error', quiet);
       client.release(broken);
     }
   }

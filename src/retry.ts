@@ -8,6 +8,18 @@
 //   re-run as a whole, `transaction.retries` times, with full-jitter backoff.
 
 import type { DbConfig } from './config.ts';
+import { DeadlineExceededError } from './errors.ts';
+import { isConnectFailure, isConnectionLoss, isPermanentConnectFailure } from './failures.ts';
+
+/**
+ * Did this work fail because the pooled connection it got had died while idle, so that it
+ * never reached a live backend and may run again on another one? Never for a fresh
+ * connection or a failed connect (the server is unreachable), a deadline (the peer may be
+ * slow, not gone) or a failure a retry cannot fix.
+ */
+export function diedWhileIdle(err: unknown, reused: boolean): boolean {
+  return reused && isConnectionLoss(err) && !isConnectFailure(err) && !(err instanceof DeadlineExceededError) && !isPermanentConnectFailure(err);
+}
 
 /** How many dead pooled connections one statement, unit start or health check may skip. */
 export function recoveryBudget(config: DbConfig): number {

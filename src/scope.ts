@@ -24,7 +24,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { MAX_TIMER_MS, waitAtMost, withDeadline } from './deadline.ts';
 import { destroySocket } from './driver/client.ts';
-import { ConfigError, DeadlineExceededError, ScopeEndedError } from './errors.ts';
+import { ConfigError, DeadlineExceededError, ScopeEndedError, type ConfigIssue } from './errors.ts';
+import { wholeOption } from './unit-options.ts';
 import type { Checkout, GuardedPool, PoolClient } from './pool.ts';
 
 export interface ScopeOptions {
@@ -39,7 +40,6 @@ export interface ScopeOptions {
 const CLOSE_WAIT_MS = 1_000;
 
 const active = new AsyncLocalStorage<ConnectionScope>();
-const quiet = (): void => {};
 
 /** The scope the caller runs in, if any. */
 export function currentScope(): ConnectionScope | undefined {
@@ -86,9 +86,8 @@ export class ConnectionScope {
   }
 
   private hold(pool: GuardedPool, raw: PoolClient): Held {
-    // A socket error while the scope keeps the connection idle must not crash the
-    // process (pg-pool listens only while the connection is in the pool).
-    raw.on('error', quiet);
+    // A socket error while the scope keeps it idle cannot crash the process: the pool gave
+    // every connection a listener for its whole life (pool.ts listen()).
     let held!: Held;
     const closed = new Promise<void>((resolve) => {
       raw.once?.('end', () => {
@@ -128,7 +127,6 @@ export class ConnectionScope {
     held.dropped = true;
     const at = this.held.indexOf(held);
     if (at >= 0) this.held.splice(at, 1);
-    held.raw.removeListener('error', quiet);
     held.raw.release(err);
   }
 
@@ -166,26 +164,18 @@ export class ConnectionScope {
   }
 }
 
-/** `db.scope` and `db.handler` for one Db. */
-export function scopes(serverless: boolean): {
-  scope<T>(fn: () => Promise<T>, options?: ScopeOptions): Promise<T>;
-} {
-  return {
-    scope: <T>(fn: () => Promise<T>, options: ScopeOptions = {}): Promise<T> => {
-      // A scope inside a scope is the outer one: one invocation, one set of connections.
-      const timeoutMs = checkTimeout((options ?? {}).timeoutMs);
-      if (currentScope()) return fn();
-      return new ConnectionScope(serverless).run(fn, timeoutMs);
-    },
-  };
+/** `db.scope(fn, options)`: `serverless` keeps the scope's connections between its statements. */
+export function runScope<T>(serverless: boolean, fn: () => Promise<T>, options: ScopeOptions = {}): Promise<T> {
+  const timeoutMs = checkTimeout(options.timeoutMs);
+  // A scope inside a scope is the outer one: one invocation, one set of connections.
+  if (currentScope()) return fn();
+  return new ConnectionScope(serverless).run(fn, timeoutMs);
 }
 
-/** Checked before anything runs, like a unit's options (unit-options.ts). */
+/** Checked before anything runs, like a unit's options. */
 function checkTimeout(ms: unknown): number | undefined {
-  if (ms === undefined) return undefined;
-  if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 1 || ms > MAX_TIMER_MS) {
-    const got = typeof ms === 'number' ? String(ms) : ms === null ? 'null' : `a value of type ${typeof ms}`;
-    throw new ConfigError([{ setting: 'scope option timeoutMs', problem: `must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS}, e.g. 10000 (got ${got})` }]);
-  }
-  return ms;
+  const issues: ConfigIssue[] = [];
+  wholeOption(issues, 'scope option timeoutMs', ms, 1, MAX_TIMER_MS, 'milliseconds', '10000');
+  if (issues.length > 0) throw new ConfigError(issues);
+  return ms as number | undefined;
 }

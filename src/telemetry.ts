@@ -316,7 +316,7 @@ function unitAttributes(info: UnitInfo): Attributes {
  * else the error's class name. Never the message, which can quote values (a unique
  * violation repeats the key).
  */
-function describeError(err: unknown): { errorType: string; sqlState: string | undefined } {
+function errorAttributes(err: unknown): { errorType: string; sqlState: string | undefined } {
   const e = err as { name?: unknown } | null | undefined;
   const sqlState = sqlStateOf(err);
   const name = typeof e?.name === 'string' && e.name !== '' ? e.name : '_OTHER';
@@ -336,7 +336,7 @@ async function runUnit<T>(tracer: Tracer, info: UnitInfo, fn: (span: UnitSpan) =
     let attempts = 1;
     const handle: UnitSpan = {
       retry: (error, backoffMs) => {
-        const { errorType, sqlState } = describeError(error);
+        const { errorType, sqlState } = errorAttributes(error);
         span.addEvent(RETRY_EVENT, {
           [ATTR.attempts]: attempts,
           [ATTR.errorType]: errorType,
@@ -351,7 +351,7 @@ async function runUnit<T>(tracer: Tracer, info: UnitInfo, fn: (span: UnitSpan) =
       span.setAttributes({ [ATTR.attempts]: attempts, [ATTR.outcome]: 'committed' });
       return value;
     } catch (err) {
-      const { errorType, sqlState } = describeError(err);
+      const { errorType, sqlState } = errorAttributes(err);
       span.setAttributes({
         [ATTR.attempts]: attempts,
         [ATTR.outcome]: outcomeOf(err),

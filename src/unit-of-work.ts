@@ -15,10 +15,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, sleep, unitLimits, type UnitLimits } from './deadline.ts';
-import { DatabaseTransactionError, DatalayerError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
-import { classifyError, isConnectFailure, isConnectionLoss, isDatabaseFailure, isPermanentConnectFailure, isRetryableConflict } from './failures.ts';
+import { DatabaseTransactionError, DatalayerError, PoolTimeoutError } from './errors.ts';
+import { classifyError, isConnectionLoss, isDatabaseFailure, isRetryableConflict } from './failures.ts';
 import type { GuardedPool } from './pool.ts';
-import { backoffMs, recoveryBudget } from './retry.ts';
+import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
 import type { Telemetry, UnitInfo, UnitSpan } from './telemetry.ts';
 import { checkUnitOptions, type SessionOptions, type TransactionOptions } from './unit-options.ts';
@@ -170,10 +170,10 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
 
   /** The error for a failure in `state`: see the header. */
   private settle(err: unknown, state: UnitState, reused: boolean, correlationId: string | undefined): unknown {
-    const lost = isConnectionLoss(err);
-    if (state === 'starting' && lost && reused && !isConnectFailure(err) && !(err instanceof DeadlineExceededError) && !isPermanentConnectFailure(err)) {
+    if (state === 'starting' && diedWhileIdle(err, reused)) {
       return new NotStarted('BEGIN failed', { cause: err });
     }
+    const lost = isConnectionLoss(err);
     this.counters.rollbacks++;
     const detail = correlationId === undefined ? {} : { correlationId };
     if (state === 'committing' && lost) {

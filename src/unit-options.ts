@@ -29,10 +29,14 @@ export interface SessionOptions {
 /** PostgreSQL's own maximum for statement_timeout (INT_MAX ms); also within Node's timers. */
 const MAX_UNIT_MS = MAX_TIMER_MS;
 
-function wholeMs(issues: ConfigIssue[], name: string, value: unknown, min: number, max: number): void {
+/**
+ * The check every option of a call takes (units of work, scopes, verify): a whole number in
+ * [min, max], a real number — not a string, NaN or an object whose valueOf() says so.
+ */
+export function wholeOption(issues: ConfigIssue[], setting: string, value: unknown, min: number, max: number, unit = 'milliseconds', example = '5000'): void {
   if (value === undefined) return;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    issues.push({ setting: `transaction option ${name}`, problem: `must be a whole number of milliseconds from ${min} to ${max}, e.g. 5000 (got ${describe(value)})` });
+    issues.push({ setting, problem: `must be a whole number${unit ? ` of ${unit}` : ''} from ${min} to ${max}, e.g. ${example} (got ${describe(value)})` });
   }
 }
 
@@ -48,11 +52,9 @@ export function checkUnitOptions(options: TransactionOptions): TransactionOption
     throw new ConfigError([{ setting: 'transaction options', problem: `must be an object (got ${describe(options)})` }]);
   }
   const issues: ConfigIssue[] = [];
-  wholeMs(issues, 'timeoutMs', options.timeoutMs, 1, MAX_UNIT_MS);
-  wholeMs(issues, 'maxWaitMs', options.maxWaitMs, 1, MAX_UNIT_MS);
-  if (options.retries !== undefined && (typeof options.retries !== 'number' || !Number.isInteger(options.retries) || options.retries < 0 || options.retries > 100)) {
-    issues.push({ setting: 'transaction option retries', problem: `must be a whole number from 0 to 100 (got ${describe(options.retries)})` });
-  }
+  wholeOption(issues, 'transaction option timeoutMs', options.timeoutMs, 1, MAX_UNIT_MS);
+  wholeOption(issues, 'transaction option maxWaitMs', options.maxWaitMs, 1, MAX_UNIT_MS);
+  wholeOption(issues, 'transaction option retries', options.retries, 0, 100, '', '3');
   if (options.isolationLevel !== undefined && !ISOLATION_LEVELS.includes(options.isolationLevel)) {
     issues.push({ setting: 'transaction option isolationLevel', problem: `must be one of ${ISOLATION_LEVELS.join(', ')} (got ${describe(options.isolationLevel)})` });
   }

@@ -24,6 +24,7 @@ import type { DbConfig } from './config.ts';
 import { DEADLINE_GRACE_MS, withDeadline } from './deadline.ts';
 import { ConfigError, DeadlineExceededError, VerificationError, type ConfigIssue } from './errors.ts';
 import { migrationTarget, status, withSsl, type MigrationStatus } from './migrate.ts';
+import { wholeOption } from './unit-options.ts';
 import { describeError } from './stats.ts';
 
 export interface VerifyOptions {
@@ -136,14 +137,10 @@ interface CheckedOptions {
 /** Bad options are a programming error: ConfigError before anything is sent. */
 function checkOptions(options: VerifyOptions): CheckedOptions {
   const issues: ConfigIssue[] = [];
-  const whole = (name: string, value: unknown, fallback: number | undefined): number | undefined => {
-    if (value === undefined) return fallback;
-    if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 10_000) return value;
-    issues.push({ setting: `verify ${name}`, problem: `expected a whole number from 1 to 10000, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}` });
-    return fallback;
-  };
-  const minServerVersion = whole('minServerVersion', options.minServerVersion, SUPPORTED_MAJOR)!;
-  const instances = whole('instances', options.instances, undefined);
+  wholeOption(issues, 'verify minServerVersion', options.minServerVersion, 1, 10_000, '', '13');
+  wholeOption(issues, 'verify instances', options.instances, 1, 10_000, '', '3');
+  const minServerVersion = options.minServerVersion ?? SUPPORTED_MAJOR;
+  const instances = options.instances;
   const m = options.migrations;
   let migrations: CheckedOptions['migrations'];
   if (m === true) migrations = {};

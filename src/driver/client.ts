@@ -75,7 +75,8 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       super({
         ...config,
         password: config.password,
-        connectionTimeoutMillis: policy.connectMs,
+        // The connect deadline is this class's own (connect() below): one timer, one error.
+        connectionTimeoutMillis: 0,
         keepAlive: true,
         keepAliveInitialDelayMillis: policy.keepAliveDelayMs,
         ...(policy.ssl === undefined ? {} : { ssl: policy.ssl() }),
@@ -84,8 +85,8 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
     }
 
     /**
-     * node-postgres clears its connect timer at the first ReadyForQuery it handles; the
-     * Neon driver's pipelined startup fakes that one as soon as the WebSocket opens, so
+     * The connect deadline (node-postgres' own timer is off). node-postgres would end its
+     * timer at the first ReadyForQuery it handles; the Neon driver's pipelined startup fakes that one as soon as the WebSocket opens, so
      * the real answer (authentication, a waking compute) would wait unbounded. This
      * deadline ends only at the server's first real ReadyForQuery. Listeners are added
      * after the driver's own connect(), which clears the connection's listeners first.
@@ -94,14 +95,15 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
     override connect(callback?: ConnectCallback): unknown {
       const report = policy.onConnected;
       const started = report === undefined ? 0 : performance.now();
-      const timed: ConnectCallback | undefined =
-        report === undefined || typeof callback !== 'function'
+      // A connect the deadline cut fails with DeadlineExceededError, not the driver's generic error.
+      const done: ConnectCallback | undefined =
+        typeof callback !== 'function'
           ? callback
           : (err) => {
-              if (!err) report(performance.now() - started);
-              callback(err);
+              if (!err && report !== undefined) report(performance.now() - started);
+              callback(err ? (lostTo.get(this) ?? err) : err);
             };
-      const result = super.connect(timed);
+      const result = super.connect(done);
       const expire = (): void => destroySocket(this, new DeadlineExceededError('connect', policy.connectMs));
       const timer = setTimeout(expire, policy.connectMs);
       const clear = (): void => clearTimeout(timer);

@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 
 import type pg from 'pg';
 import { redactUrls, registerUrlSecret } from '../secrets.ts';
+import { quoteIdent } from '../sql.ts';
 
 import {
   engineVersion,
@@ -231,9 +232,6 @@ async function runCliCommand(command: string, args: Args, secrets: Secrets): Pro
   }
 }
 
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
 
 async function createDatabase(url: string, ssl: SslOptions): Promise<string> {
   await withMaintenanceClient(url, ssl, (client, name) => client.query(`CREATE DATABASE ${quoteIdent(name)}`));

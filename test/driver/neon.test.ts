@@ -12,7 +12,6 @@ test("NeonPool's constructor replaces a Client option with the driver's own", ()
   class Mine {}
   const pool = new Pool({ connectionString: 'postgresql://u:p@ep-x-1.us-east-2.aws.neon.tech/db', Client: Mine } as never) as unknown as { Client: unknown };
   expect(pool.Client).not.toBe(Mine);
-  void pool;
 });
 
 test('the Neon adapter exposes the pool it queries (underlyingDriver), and uses its query and connect', async () => {
