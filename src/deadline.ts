@@ -2,7 +2,7 @@
 // so "what if the peer never answers" has one answer everywhere. Also the deadline of the
 // unit of work the caller runs in, which the driver reads for every statement it sends.
 
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { ContextSlot } from './context.ts';
 
 /** Node's timers fire after 1 ms for anything above this (2^31 - 1 ms, about 24.8 days). */
 export const MAX_TIMER_MS = 2_147_483_647;
@@ -53,7 +53,7 @@ export interface UnitLimits {
   reused?: boolean;
 }
 
-export const unitLimits = new AsyncLocalStorage<UnitLimits>();
+export const unitLimits = new ContextSlot<UnitLimits>();
 
 /** What a client-side deadline allows beyond the server-side one before the socket is given up. */
 export const DEADLINE_GRACE_MS = 750;

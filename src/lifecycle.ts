@@ -4,7 +4,7 @@
 // every connection still busy is destroyed and the pools end. close() always resolves
 // by its deadline plus a bounded grace period, whatever the network does.
 
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { ContextSlot } from './context.ts';
 import { waitAtMost } from './deadline.ts';
 import { DatabaseClosedError } from './errors.ts';
 import type { LifecycleState } from './stats.ts';
@@ -38,6 +38,13 @@ const noop = (): void => {};
 /** After the deadline, busy connections are destroyed; this bounds the wait for the pools to finish. */
 const FORCE_GRACE_MS = 1_000;
 
+/** The lifecycles (one per Db) that admitted the caller's work, innermost first. */
+interface Admission {
+  readonly by: Lifecycle;
+  readonly outer: Admission | undefined;
+}
+const admissions = new ContextSlot<Admission>();
+
 export interface Shutdown {
   /** Destroys connections still in use; returns how many. */
   destroyBusy(): number;
@@ -52,9 +59,6 @@ export class Lifecycle {
   private inFlight = 0;
   private drained: (() => void) | undefined;
   private closing: Promise<void> | undefined;
-  /** Marks the async context of work admitted before close(): what it starts is admitted too. */
-  private readonly admitted = new AsyncLocalStorage<true>();
-
   constructor(private readonly logger: DbLogger | undefined) {}
 
   get state(): LifecycleState {
@@ -63,7 +67,13 @@ export class Lifecycle {
 
   /** Is new work refused here (closed, and not part of work admitted earlier)? */
   refuses(): boolean {
-    return this.current !== 'open' && !this.admitted.getStore();
+    return this.current !== 'open' && !this.admitted();
+  }
+
+  /** Does the caller's work belong to work this lifecycle admitted (before close(), or not)? What it starts is admitted too. */
+  private admitted(): boolean {
+    for (let a = admissions.get(); a !== undefined; a = a.outer) if (a.by === this) return true;
+    return false;
   }
 
   /**
@@ -76,7 +86,7 @@ export class Lifecycle {
       this.inFlight++;
       return this.leave;
     }
-    if (this.admitted.getStore()) return noop;
+    if (this.admitted()) return noop;
     throw new DatabaseClosedError();
   }
 
@@ -97,7 +107,7 @@ export class Lifecycle {
         return Promise.reject(err as Error);
       }
       try {
-        work = this.admitted.run(true, () => fn(...args));
+        work = admissions.run({ by: this, outer: admissions.get() }, () => fn(...args));
       } catch (err) {
         leave();
         return Promise.reject(err as Error);

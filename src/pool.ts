@@ -15,7 +15,7 @@
 // As in SQLAlchemy, the no-pool mode (NullPool) is a policy, not a second code path: the
 // same pool, told to close every connection on release (driver/options.ts).
 
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
 import { destroySocket, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, unitLimits, withDeadline } from './deadline.ts';
@@ -57,7 +57,7 @@ export interface Checkout {
 /** pg-pool's `connect` in its callback form (one promise fewer than its promise form). */
 export type RawConnect = (callback: (err: Error | undefined, client?: PoolClient) => void) => void;
 
-const pinned = new AsyncLocalStorage<{ pool: GuardedPool; client: PoolClient }>();
+const pinned = new ContextSlot<{ pool: GuardedPool; client: PoolClient }>();
 const quiet = (): void => {};
 
 export class GuardedPool {
@@ -135,7 +135,7 @@ export class GuardedPool {
     if (pin) return pin;
     const { client, reused } = await this.take();
     // Tells the unit of work whether a failed BEGIN may be re-run (retry.ts).
-    const unit = unitLimits.getStore();
+    const unit = unitLimits.get();
     if (unit) unit.reused = reused;
     return client;
   }
@@ -214,7 +214,7 @@ export class GuardedPool {
    */
   private acquire(started: number): Promise<PoolClient> {
     const queued = this.raw.totalCount >= this.max || this.raw.idleCount > 0;
-    const waitMs = unitLimits.getStore()?.maxWaitMs ?? this.config.pool.timeoutMs;
+    const waitMs = unitLimits.get()?.maxWaitMs ?? this.config.pool.timeoutMs;
     const limit = Math.min(Math.max(queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS, 0), MAX_TIMER_MS);
     return new Promise<PoolClient>((resolve, reject) => {
       let settled = false;
@@ -257,7 +257,7 @@ export class GuardedPool {
   }
 
   private pinnedClient(): PoolClient | undefined {
-    const pin = pinned.getStore();
+    const pin = pinned.get();
     return pin?.pool === this ? pin.client : undefined;
   }
 

@@ -21,7 +21,7 @@
 // request's non-database work would starve other requests); the end and the timeout apply
 // the same way — refusal afterwards, busy connections destroyed.
 
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { ContextSlot } from './context.ts';
 import { MAX_TIMER_MS, waitAtMost, withDeadline } from './deadline.ts';
 import { destroySocket } from './driver/client.ts';
 import { ConfigError, DeadlineExceededError, ScopeEndedError, type ConfigIssue } from './errors.ts';
@@ -39,11 +39,11 @@ export interface ScopeOptions {
 /** How long the end of a scope waits for its connections' sockets to close. */
 const CLOSE_WAIT_MS = 1_000;
 
-const active = new AsyncLocalStorage<ConnectionScope>();
+const active = new ContextSlot<ConnectionScope>();
 
 /** The scope the caller runs in, if any. */
 export function currentScope(): ConnectionScope | undefined {
-  return active.getStore();
+  return active.get();
 }
 
 /** One connection taken by a scope. */

@@ -12,7 +12,7 @@
 //               (DatabaseTransactionError, `outcome: 'unknown'`), never re-run.
 // The caller's own errors are re-thrown unchanged after the rollback.
 
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, sleep, unitLimits, type UnitLimits } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, PoolTimeoutError } from './errors.ts';
@@ -44,17 +44,17 @@ export interface TransactionalClient {
   $connect(): Promise<void>;
 }
 
-const units = new AsyncLocalStorage<UnitContext>();
-const correlations = new AsyncLocalStorage<string>();
+const units = new ContextSlot<UnitContext>();
+const correlations = new ContextSlot<string>();
 
 /** Is the caller inside a unit of work? */
 export function inUnitOfWork(): boolean {
-  return units.getStore() !== undefined;
+  return units.get() !== undefined;
 }
 
 /** The correlation id of the unit of work or session the caller is running in. */
 export function currentCorrelationId(): string | undefined {
-  return units.getStore()?.correlationId ?? correlations.getStore();
+  return units.get()?.correlationId ?? correlations.get();
 }
 
 export interface UnitsOfWork<C> {
@@ -84,7 +84,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
 
   transaction = async <T>(fn: (tx: TxClient<C>) => Promise<T>, options: TransactionOptions = {}): Promise<T> => {
     const opts = checkUnitOptions(options);
-    const outer = units.getStore();
+    const outer = units.get();
     if (outer) return this.nested(outer, fn, opts);
     const correlationId = opts.correlationId ?? currentCorrelationId();
     this.counters.transactions++;
@@ -251,7 +251,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
   }
 
   session = async <T>(fn: (c: TxClient<C>) => Promise<T>, opts: SessionOptions = {}): Promise<T> => {
-    const outer = units.getStore();
+    const outer = units.get();
     if (outer) return fn(outer.tx as TxClient<C>);
     const correlationId = opts.correlationId ?? currentCorrelationId();
     // The Neon adapter creates its pool when Prisma connects; no query is sent here.
@@ -266,5 +266,5 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     }
   };
 
-  current = (): TxClient<C> => (units.getStore()?.tx ?? this.client) as TxClient<C>;
+  current = (): TxClient<C> => (units.get()?.tx ?? this.client) as TxClient<C>;
 }

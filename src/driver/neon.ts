@@ -13,8 +13,8 @@
 
 import type * as AdapterNeon from '@prisma/adapter-neon';
 import type * as NeonModule from '@neondatabase/serverless';
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
+import { ContextSlot } from '../context.ts';
 import { withDeadline } from '../deadline.ts';
 import { DatabaseQueryError, DeadlineExceededError } from '../errors.ts';
 import { connectionError, isConnectionLoss } from '../failures.ts';
@@ -113,7 +113,7 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
 }
 
 /** The abort signal of the HTTP statement being sent, for the fetch hook below. */
-const httpSignals = new AsyncLocalStorage<AbortSignal>();
+const httpSignals = new ContextSlot<AbortSignal>();
 let fetchHooked = false;
 
 /**
@@ -127,7 +127,7 @@ function hookFetch(): void {
   const { neonConfig } = neonModule();
   const previous = neonConfig.fetchFunction as typeof fetch | undefined;
   neonConfig.fetchFunction = ((url: string, init?: RequestInit) => {
-    const signal = httpSignals.getStore();
+    const signal = httpSignals.get();
     return (previous ?? fetch)(url, signal === undefined ? init : { ...init, signal });
   }) as never;
 }

@@ -70,7 +70,7 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     ...(configure === undefined ? {} : { configure }),
     ...(recorder === undefined ? {} : { onConnected: (ms: number) => recorder.recordCreate(ms) }),
     statementDeadline(): StatementDeadline | undefined {
-      const unit = unitLimits.getStore();
+      const unit = unitLimits.get();
       if (unit) return { ms: Math.max(0, unit.endsAt - performance.now()) + DEADLINE_GRACE_MS, kind: 'unit' };
       return statementMs > 0 ? { ms: statementMs + DEADLINE_GRACE_MS, kind: 'statement' } : undefined;
     },

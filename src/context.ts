@@ -1,0 +1,36 @@
+// The ambient context of the caller's work: the unit of work it runs in, that unit's
+// deadline, its session's connection, its db.scope(), the gate that admitted it. All of
+// it lives in ONE AsyncLocalStorage, each concern in a slot of its own.
+//
+// Why one: on Node 20 every AsyncLocalStorage that has ever run a store copies its value
+// onto every promise the process creates from then on (a symbol-keyed load and store per
+// instance, megamorphic). With seven instances that was about a third of a million CPU
+// instructions per Prisma unit of work (callgrind, `npm run bench`'s instruction counts):
+// more than the rest of the layer together. One instance costs what any application
+// using AsyncLocalStorage already pays.
+
+import { AsyncLocalStorage } from 'node:async_hooks';
+
+/** The values of every slot, indexed by slot number; never changed once stored. */
+type Store = readonly unknown[];
+
+const storage = new AsyncLocalStorage<Store>();
+let slots = 0;
+
+/** One ambient value, visible to everything `run` starts (statements, timers, promises). */
+export class ContextSlot<T> {
+  private readonly index = slots++;
+
+  /** The value for the caller's async context, or undefined outside any `run` of this slot. */
+  get(): T | undefined {
+    return storage.getStore()?.[this.index] as T | undefined;
+  }
+
+  /** Runs `fn` with `value` in this slot; the other slots keep the caller's values. */
+  run<R>(value: T, fn: () => R): R {
+    const outer = storage.getStore();
+    const store = outer === undefined ? [] : outer.slice();
+    store[this.index] = value;
+    return storage.run(store, fn);
+  }
+}
