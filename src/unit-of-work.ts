@@ -82,8 +82,14 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     private readonly telemetry?: UnitTelemetry,
   ) {}
 
-  transaction = async <T>(fn: (tx: TxClient<C>) => Promise<T>, options: TransactionOptions = {}): Promise<T> => {
-    const opts = checkUnitOptions(options);
+  // Not an async function: the unit's promise is its attempts' own, one hop fewer.
+  transaction = <T>(fn: (tx: TxClient<C>) => Promise<T>, options: TransactionOptions = {}): Promise<T> => {
+    let opts: TransactionOptions;
+    try {
+      opts = checkUnitOptions(options);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     const outer = units.get();
     if (outer) return this.nested(outer, fn, opts);
     const correlationId = opts.correlationId ?? currentCorrelationId();
@@ -145,27 +151,27 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     return err;
   }
 
-  private async runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined): Promise<T> {
+  /** One run: BEGIN, the unit's settings, `fn`, COMMIT. A plain promise chain: no async frame of its own. */
+  private runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined): Promise<T> {
     const unit = { state: 'starting' as UnitState };
     const limits = this.limits(opts);
-    try {
-      const result = await unitLimits.run(limits, () =>
-        this.client.$transaction(
-          async (tx: never) => {
-            unit.state = 'running';
-            await this.prelude(tx, opts);
-            const value = await units.run({ tx, correlationId, savepoints: 0 }, () => fn(tx as TxClient<C>));
-            unit.state = 'committing';
-            return value;
-          },
-          this.prismaOptions(opts, limits),
-        ),
-      );
-      this.counters.commits++;
-      return result;
-    } catch (err) {
-      throw this.settle(err, unit.state, limits.reused === true, correlationId);
-    }
+    const prelude = this.prelude(opts);
+    const body = async (tx: never): Promise<T> => {
+      unit.state = 'running';
+      if (prelude !== undefined) await (tx as TransactionalClient).$executeRawUnsafe(prelude.sql, ...prelude.values);
+      const value = await units.run({ tx, correlationId, savepoints: 0 }, () => fn(tx as TxClient<C>));
+      unit.state = 'committing';
+      return value;
+    };
+    return unitLimits.run(limits, () => this.client.$transaction(body, this.prismaOptions(opts, limits))).then(
+      (result) => {
+        this.counters.commits++;
+        return result;
+      },
+      (err: unknown) => {
+        throw this.settle(err, unit.state, limits.reused === true, correlationId);
+      },
+    );
   }
 
   /** The error for a failure in `state`: see the header. */
@@ -214,12 +220,13 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
   }
 
   /**
-   * The unit's own settings, all in one statement right after BEGIN (nothing at all when
+   * The unit's own settings, all in one statement right after BEGIN (none at all when
    * there are none), as bind parameters: read-only mode; behind a transaction-mode pooler
    * the server-side timeouts; and a `timeoutMs` shorter than the statement timeout, so a
    * statement running at the unit's deadline is cancelled by the server. `true` = local.
    */
-  private async prelude(tx: never, opts: TransactionOptions): Promise<void> {
+  private prelude(opts: TransactionOptions): { sql: string; values: string[] } | undefined {
+    if (!opts.readOnly && !this.config.pooler && opts.timeoutMs === undefined) return undefined;
     const settings: [string, string][] = [];
     if (opts.readOnly) settings.push(['transaction_read_only', 'on']);
     const { statementMs, lockMs, idleInTransactionMs } = this.config.timeouts;
@@ -229,9 +236,9 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     }
     if (opts.timeoutMs !== undefined && (statementMs === 0 || opts.timeoutMs < statementMs)) local.set('statement_timeout', opts.timeoutMs);
     for (const [name, ms] of local) settings.push([name, String(ms)]);
-    if (settings.length === 0) return;
+    if (settings.length === 0) return undefined;
     const calls = settings.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ');
-    await (tx as TransactionalClient).$executeRawUnsafe(`SELECT ${calls}`, ...settings.flat());
+    return { sql: `SELECT ${calls}`, values: settings.flat() };
   }
 
   private async nested<T>(outer: UnitContext, fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions): Promise<T> {
