@@ -15,9 +15,13 @@
 //                                BENCH_SCOPE_ROUNDS [6] measured rounds (+1 warm-up)
 //   BENCH_FLEET_PROCS [20]       fleet: separate node processes; BENCH_FLEET_CONCURRENCY [10] invocations at once
 //                                in each; BENCH_FLEET_INVOCATIONS [20] sequential invocations per slot
-//   BENCH_ONLY                   comma list of: point,unit,concurrency,recovery,cold,roundtrips,ablation,scope,fleet
+//   BENCH_IR_RUNS [2]            CPU instruction counts (callgrind): fresh processes per variant; BENCH_IR_POINT_WARM [500],
+//                                BENCH_IR_POINT_OPS [600], BENCH_IR_UNIT_WARM [300], BENCH_IR_UNIT_OPS [200];
+//                                BENCH_IR_NODES: more node binaries to count under, comma-separated (e.g. a Node 24)
+//   BENCH_ONLY                   comma list of: point,unit,concurrency,recovery,cold,roundtrips,ablation,scope,fleet,instructions
 //   BENCH_OUT [BENCHMARKS.md]    report path ('-' = do not write)
 //   BENCH_JSON                   also write every target (name, goal, measured value, pass) as JSON to this file
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -29,10 +33,12 @@ import { renderReport, type BenchResults } from './report';
 import { envInt, sleep } from './stats';
 import { startPgBouncer } from '../test/support/pgbouncer';
 import { makeAblation, makeVariant, layer, serverlessHandler, MAX_CONNECTIONS, type AblationKey, type Target, type UnitArgs, type Variant, type VariantKey } from './variants';
-import { coldStarts, concurrentUnits, fleet, killChildren, profileOps, recovery, roundTrips, scopedHandlers, sequentialLatency, type FleetResult, type RoundTrips } from './workloads';
+import { coldStarts, concurrentUnits, instructionCounts, fleet, killChildren, profileOps, recovery, roundTrips, scopedHandlers, sequentialLatency, type FleetResult, type RoundTrips } from './workloads';
 
 const ROOT = path.resolve(__dirname, '..');
 const KEYS: VariantKey[] = ['pg', 'prisma', 'layer', 'serverless'];
+/** The instruction counts' variants (bench/instructions.js). */
+const IR_KEYS = ['prisma', 'prisma+als', 'layer'];
 const ABLATION: AblationKey[] = ['prisma', 'prisma+driver', 'prisma+instrumented', 'layer'];
 const ROWS = 1000;
 const DB = 'bench';
@@ -54,6 +60,12 @@ function settings() {
     ablationRounds: envInt('BENCH_ABLATION_ROUNDS', 12),
     scopeOps: envInt('BENCH_SCOPE_OPS', 20),
     scopeRounds: envInt('BENCH_SCOPE_ROUNDS', 6),
+    irRuns: envInt('BENCH_IR_RUNS', 2),
+    irPointWarm: envInt('BENCH_IR_POINT_WARM', 500),
+    irPointOps: envInt('BENCH_IR_POINT_OPS', 600),
+    irUnitWarm: envInt('BENCH_IR_UNIT_WARM', 300),
+    irUnitOps: envInt('BENCH_IR_UNIT_OPS', 200),
+    irNodes: (process.env.BENCH_IR_NODES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
     fleetProcs: envInt('BENCH_FLEET_PROCS', 20),
     fleetConcurrency: envInt('BENCH_FLEET_CONCURRENCY', 10),
     fleetInvocations: envInt('BENCH_FLEET_INVOCATIONS', 20),
@@ -63,6 +75,15 @@ function settings() {
   };
 }
 export type Settings = ReturnType<typeof settings>;
+
+function hasValgrind(): boolean {
+  try {
+    execFileSync('valgrind', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const log = (msg: string): void => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
@@ -122,7 +143,10 @@ export async function main(): Promise<number> {
     const randomId = (): number => 1 + Math.floor(Math.random() * ROWS);
 
     const variants = KEYS.map((k) => makeVariant(k, target));
-    open.push(...variants);
+    // The sequential latency rounds also run an A/A control: a second bare Prisma client.
+    const control = makeVariant('prisma2', target);
+    const sequential = [...variants, control];
+    open.push(...sequential);
     const results: BenchResults = {
       settings: s,
       machine: {
@@ -135,7 +159,7 @@ export async function main(): Promise<number> {
         pg: pkgVersion('pg'),
         platform: `${os.type()} ${os.release()} ${os.arch()}`,
       },
-      labels: Object.fromEntries(variants.map((v) => [v.key, v.label])),
+      labels: Object.fromEntries(sequential.map((v) => [v.key, v.label])),
       date: new Date().toISOString(),
       durationMs: 0,
     };
@@ -143,11 +167,23 @@ export async function main(): Promise<number> {
 
     if (s.runs('point')) {
       log(`point read: ${s.warmupRounds}+${s.rounds} rounds × ${s.pointOps} reads per variant`);
-      results.point = await sequentialLatency(variants, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.pointOps), op: (v) => v.pointRead(randomId()) });
+      results.point = await sequentialLatency(sequential, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.pointOps), op: (v) => v.pointRead(randomId()) });
     }
     if (s.runs('unit')) {
       log(`unit of work: ${s.warmupRounds}+${s.rounds} rounds × ${s.unitOps} units per variant`);
-      results.unit = await sequentialLatency(variants, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.unitOps), op: (v, i) => v.unit(unitArgs(`${v.key}-seq`, i)) });
+      results.unit = await sequentialLatency(sequential, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.unitOps), op: (v, i) => v.unit(unitArgs(`${v.key}-seq`, i)) });
+    }
+    if (s.runs('instructions') && s.irRuns > 0 && !hasValgrind()) log('CPU instructions: skipped (valgrind is not installed; `apt-get install valgrind`)');
+    else if (s.runs('instructions') && s.irRuns > 0) {
+      results.instructions = [];
+      for (const node of [process.execPath, ...s.irNodes]) {
+        const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
+        log(`CPU instructions (callgrind, node ${version}): ${s.irRuns} run(s) per variant; point reads ${s.irPointWarm} warm-up + ${s.irPointOps} counted, units ${s.irUnitWarm} + ${s.irUnitOps}`);
+        const common = { node, runs: s.irRuns, progress: log };
+        const point = await instructionCounts(IR_KEYS, target, { ...common, op: 'point', warm: s.irPointWarm, ops: s.irPointOps });
+        const unit = await instructionCounts(IR_KEYS, target, { ...common, op: 'unit', warm: s.irUnitWarm, ops: s.irUnitOps });
+        results.instructions.push({ node: version, point, unit });
+      }
     }
     if (s.runs('scope')) {
       log(`serverless handlers: 1+${s.scopeRounds} rounds × ${s.scopeOps} five-statement invocations, inside db.scope and outside`);

