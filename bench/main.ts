@@ -16,7 +16,7 @@
 //   BENCH_FLEET_PROCS [20]       fleet: separate node processes; BENCH_FLEET_CONCURRENCY [10] invocations at once
 //                                in each; BENCH_FLEET_INVOCATIONS [20] sequential invocations per slot
 //   BENCH_IR_RUNS [2]            CPU instruction counts (callgrind): fresh processes per variant; BENCH_IR_POINT_WARM [500],
-//                                BENCH_IR_POINT_OPS [600], BENCH_IR_UNIT_WARM [300], BENCH_IR_UNIT_OPS [200];
+//                                BENCH_IR_POINT_OPS [600], BENCH_IR_UNIT_WARM [300], BENCH_IR_UNIT_OPS [400];
 //                                BENCH_IR_NODES: more node binaries to count under, comma-separated (e.g. a Node 24)
 //   BENCH_ONLY                   comma list of: point,unit,concurrency,recovery,cold,roundtrips,ablation,scope,fleet,instructions
 //   BENCH_OUT [BENCHMARKS.md]    report path ('-' = do not write)
@@ -64,7 +64,7 @@ function settings() {
     irPointWarm: envInt('BENCH_IR_POINT_WARM', 500),
     irPointOps: envInt('BENCH_IR_POINT_OPS', 600),
     irUnitWarm: envInt('BENCH_IR_UNIT_WARM', 300),
-    irUnitOps: envInt('BENCH_IR_UNIT_OPS', 200),
+    irUnitOps: envInt('BENCH_IR_UNIT_OPS', 400),
     irNodes: (process.env.BENCH_IR_NODES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
     fleetProcs: envInt('BENCH_FLEET_PROCS', 20),
     fleetConcurrency: envInt('BENCH_FLEET_CONCURRENCY', 10),

@@ -102,6 +102,8 @@ function control(r: Map<string, LatencyResult>): string | undefined {
   return `${fmt(ratio(median(c.samples), median(r.get('prisma')!.samples)), 3)}× (per-round median ${fmt(median(rounds), 3)}×)`;
 }
 
+const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
 const IR_LABELS: Record<string, string> = {
   prisma: 'bare Prisma + PrismaPg(pool)',
   'prisma+als': 'bare Prisma, an AsyncLocalStorage in use',
@@ -111,7 +113,7 @@ const IR_LABELS: Record<string, string> = {
 /** The instruction counts as "layer vs bare" ratios for one node binary. */
 function instructionRatios(run: NonNullable<BenchResults['instructions']>[number], which: 'point' | 'unit') {
   const counts = run[which];
-  const per = (k: string): number => median(counts.get(k)!.perOp);
+  const per = (k: string): number => mean(counts.get(k)!.perOp);
   return { layer: per('layer'), bare: per('prisma'), als: per('prisma+als'), vsBare: per('layer') / per('prisma'), vsAls: per('layer') / per('prisma+als'), alsTax: per('prisma+als') / per('prisma') };
 }
 
@@ -131,9 +133,9 @@ function instructionsSection(res: BenchResults): string | undefined {
   const s = res.settings;
   const blocks = runs.map((run) => {
     const rows = [...run.unit.keys()].map((k) => {
-      const p = median(run.point.get(k)!.perOp);
-      const u = median(run.unit.get(k)!.perOp);
-      return [IR_LABELS[k] ?? k, fmt(p / 1000, 0), `${fmt(p / median(run.point.get('prisma')!.perOp), 3)}×`, fmt(u / 1000, 0), `${fmt(u / median(run.unit.get('prisma')!.perOp), 3)}×`];
+      const p = mean(run.point.get(k)!.perOp);
+      const u = mean(run.unit.get(k)!.perOp);
+      return [IR_LABELS[k] ?? k, fmt(p / 1000, 0), `${fmt(p / mean(run.point.get('prisma')!.perOp), 3)}×`, fmt(u / 1000, 0), `${fmt(u / mean(run.unit.get('prisma')!.perOp), 3)}×`];
     });
     const u = instructionRatios(run, 'unit');
     const p = instructionRatios(run, 'point');
@@ -149,7 +151,7 @@ function instructionsSection(res: BenchResults): string | undefined {
     `### CPU instructions per operation (callgrind; ${s.irRuns} fresh process(es) per variant; ${s.irPointOps} point reads after ${s.irPointWarm}, ${s.irUnitOps} units after ${s.irUnitWarm})\n\n` +
     `Counted by \`valgrind --tool=callgrind\` on the main thread only, for the measured operations only (\`bench/instructions.js\` turns counting on after its warm-up). ` +
     `Instructions, not seconds: the count does not move with what else the machine does, so differences of a percent are real, which the latency rounds above cannot resolve. ` +
-    `Median of the runs; each variant in a process of its own, so no variant shares a JIT, a heap or an AsyncLocalStorage with another.\n\n` +
+    `Mean of the runs; each variant in a process of its own, so no variant shares a JIT, a heap or an AsyncLocalStorage with another.\n\n` +
     blocks.join('\n\n')
   );
 }
@@ -508,7 +510,7 @@ removes the server, whatever happens. Sizes: see the header of \`bench/main.ts\`
   makes of two equal variants, i.e. the resolution of the other ratios.
 - **CPU instructions**: \`valgrind --tool=callgrind\` counts the instructions of the main thread per operation, each
   variant in a fresh process of its own (\`bench/instructions.js\`: warm-up first, then only the measured operations are
-  counted; ${s.irRuns} run(s) per variant, median). Variants: bare Prisma, bare Prisma in a process where an
+  counted; ${s.irRuns} run(s) per variant, mean). Variants: bare Prisma, bare Prisma in a process where an
   AsyncLocalStorage is in use (as in any application with OpenTelemetry or a request-context logger), and the layer.
   Instructions do not depend on the machine's load, so this resolves differences of about a percent; V8's background
   threads (compilation, parallel GC) are left out, and a run's garbage collections still move the count by 1–3%.

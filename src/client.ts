@@ -17,8 +17,21 @@ import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, ty
 import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork, type UnitTelemetry } from './unit-of-work.ts';
 import { withDeadline } from './deadline.ts';
 import { DatabaseConnectionError } from './errors.ts';
-import { verify, type VerifyOptions, type VerifyReport } from './verify.ts';
+import type * as Verify from './verify.ts';
+import type { VerifyOptions, VerifyReport } from './verify.ts';
 import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
+
+let verifyModule: typeof Verify | undefined;
+/**
+ * db.verify() brings doctor's checks and the migration code: loaded on its first call, so
+ * an application that only queries never loads them (cold start of a serverless function).
+ * No extension: `verify.js` in the build, `verify.ts` under the test runner.
+ */
+function verifier(): typeof Verify {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  verifyModule ??= require('./verify') as typeof Verify;
+  return verifyModule;
+}
 
 /** What createDb needs to build an application's own generated Prisma client. */
 export interface PrismaClientOptions {
@@ -210,7 +223,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     stats: () => ({ pool: primary.driver.pool()?.figures() ?? emptyFigures(config), counters: { ...primary.counters }, lastError: lastError && { ...lastError }, state: lifecycle.state }),
     health: (healthOptions) => healthOf(primary, lifecycle, router, healthOptions),
     verify: lifecycle.guard((verifyOptions?: VerifyOptions) =>
-      verify({ config, env: env ?? process.env, query: (sql) => primary.prisma.$queryRawUnsafe(sql) }, verifyOptions),
+      verifier().verify({ config, env: env ?? process.env, query: (sql) => primary.prisma.$queryRawUnsafe(sql) }, verifyOptions),
     ) as DatalayerApi<C>['verify'],
     on: (event, listener) => primary.hub.on(event, listener),
     describe: () => `${config.driver} ${config.mode} postgresql://${config.target.host}:${config.target.port}/${config.target.database} ssl=${config.ssl.mode}`,

@@ -2,6 +2,7 @@
 // it checked; a stopped server, a server without SSL under sslmode=require, a pending
 // migration, a too-old server and a fleet too large for max_connections each fail, all
 // at once in one VerificationError carrying the advice `doctor` gives for the same problem.
+import { execFile } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import { PrismaClient } from '../src/generated/prisma/client';
 import { ConfigError, createDb, VerificationError, type Db } from '../src/index';
 import { rejectionOf } from './support/async';
 import { runCli } from './cli/run';
+import { buildExamples, type Build } from './support/build';
 import { startCluster, type Cluster } from './support/cluster';
 import { createTestDatabase, type TestDatabase } from './support/db';
 
@@ -148,5 +150,44 @@ describe('db.verify()', () => {
     await db.close();
     const err = await rejectionOf(db.verify());
     expect((err as Error).name).toBe('DatabaseClosedError');
+  });
+});
+
+// ---------------------------------------------------------------------------------
+// Cold start: an application that only queries never loads what db.verify() needs
+// (doctor's checks, the migration code, the schema engine's wrapper). A child process on
+// the compiled sources (Jest's module registry is its own), then require.cache.
+
+describe('loading', () => {
+  let build: Build;
+  beforeAll(() => void (build = buildExamples()), 120_000);
+  afterAll(() => build?.remove());
+
+  const verifyCode = /[\\/]src[\\/](verify|audit|migrate|engine[\\/][^\\/]+)\.js$/;
+  function loadedVerifyCode(script: string): Promise<string[]> {
+    const program = `
+      const { createDb } = require('./src/index.js');
+      const { PrismaClient } = require('./src/generated/prisma/client.js');
+      (async () => {
+        const db = createDb({ PrismaClient, url: process.env.DATABASE_URL });
+        ${script}
+        await db.close();
+        process.stdout.write(JSON.stringify(Object.keys(require.cache)));
+      })().catch((err) => { console.error(err); process.exit(1); });`;
+    return new Promise((resolve, reject) => {
+      execFile(process.execPath, ['-e', program], { cwd: build.dir, env: { ...process.env, DATABASE_URL: testDb.url }, timeout: 30_000 }, (err, stdout, stderr) => {
+        if (err) reject(new Error(`${err.message}\n${stderr}`));
+        else resolve((JSON.parse(stdout) as string[]).filter((k) => verifyCode.test(k)).map((k) => path.basename(k)));
+      });
+    });
+  }
+
+  it('import, createDb, statements and a unit of work load none of it', async () => {
+    expect(await loadedVerifyCode(`await db.user.count(); await db.transaction((tx) => tx.account.count());`)).toEqual([]);
+  });
+
+  it('db.verify() loads it on its first call (control)', async () => {
+    const loaded = await loadedVerifyCode(`await db.verify({ migrations: false }).catch(() => undefined);`);
+    expect(loaded).toEqual(expect.arrayContaining(['verify.js', 'audit.js', 'migrate.js']));
   });
 });
