@@ -4,10 +4,10 @@
 //
 // Why one: on Node 20 every AsyncLocalStorage that has ever run a store copies its value
 // onto every promise the process creates from then on (a symbol-keyed load and store per
-// instance, megamorphic). With seven instances that was about a third of a million CPU
-// instructions per Prisma unit of work (callgrind, `npm run bench`'s instruction counts):
-// more than the rest of the layer together. One instance costs what any application
-// using AsyncLocalStorage already pays.
+// instance, megamorphic). With seven instances that was about 130 thousand CPU
+// instructions per Prisma unit of work, 3% (callgrind, `npm run bench`'s instruction
+// counts): more than the rest of the layer together. One instance costs what any
+// application using AsyncLocalStorage already pays.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 
