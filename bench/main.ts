@@ -18,7 +18,7 @@
 //   BENCH_IR_RUNS [2]            CPU instruction counts (callgrind): fresh processes per variant; BENCH_IR_POINT_WARM [500],
 //                                BENCH_IR_POINT_OPS [600], BENCH_IR_UNIT_WARM [300], BENCH_IR_UNIT_OPS [400];
 //                                BENCH_IR_NODES: more node binaries to count under, comma-separated (e.g. a Node 24)
-//   BENCH_ONLY                   comma list of: point,unit,concurrency,recovery,cold,roundtrips,ablation,scope,fleet,instructions
+//   BENCH_ONLY                   comma list of: point,unit,isolated,concurrency,recovery,cold,roundtrips,ablation,scope,fleet,instructions
 //   BENCH_OUT [BENCHMARKS.md]    report path ('-' = do not write)
 //   BENCH_JSON                   also write every target (name, goal, measured value, pass) as JSON to this file
 import { execFileSync } from 'node:child_process';
@@ -33,12 +33,14 @@ import { renderReport, type BenchResults } from './report';
 import { envInt, sleep } from './stats';
 import { startPgBouncer } from '../test/support/pgbouncer';
 import { makeAblation, makeVariant, layer, serverlessHandler, MAX_CONNECTIONS, type AblationKey, type Target, type UnitArgs, type Variant, type VariantKey } from './variants';
-import { coldStarts, concurrentUnits, instructionCounts, fleet, killChildren, profileOps, recovery, roundTrips, scopedHandlers, sequentialLatency, type FleetResult, type RoundTrips } from './workloads';
+import { coldStarts, concurrentUnits, instructionCounts, isolatedLatency, fleet, killChildren, profileOps, recovery, roundTrips, scopedHandlers, sequentialLatency, type FleetResult, type RoundTrips } from './workloads';
 
 const ROOT = path.resolve(__dirname, '..');
 const KEYS: VariantKey[] = ['pg', 'prisma', 'layer', 'serverless'];
 /** The instruction counts' variants (bench/instructions.js). */
 const IR_KEYS = ['prisma', 'prisma+als', 'layer'];
+/** The latency rounds with a process per variant (bench/isolated.js), A/A control included. */
+const ISOLATED_KEYS = ['prisma', 'layer', 'prisma2'];
 const ABLATION: AblationKey[] = ['prisma', 'prisma+driver', 'prisma+instrumented', 'layer'];
 const ROWS = 1000;
 const DB = 'bench';
@@ -172,6 +174,12 @@ export async function main(): Promise<number> {
     if (s.runs('unit')) {
       log(`unit of work: ${s.warmupRounds}+${s.rounds} rounds × ${s.unitOps} units per variant`);
       results.unit = await sequentialLatency(sequential, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.unitOps), op: (v, i) => v.unit(unitArgs(`${v.key}-seq`, i)) });
+    }
+    if (s.runs('isolated')) {
+      log(`a process per variant: ${s.warmupRounds}+${s.rounds} rounds × ${s.pointOps} point reads, then × ${s.unitOps} units`);
+      const point = await isolatedLatency(ISOLATED_KEYS, target, { op: 'point', rounds: s.rounds, warmupRounds: s.warmupRounds, ops: s.pointOps });
+      const unit = await isolatedLatency(ISOLATED_KEYS, target, { op: 'unit', rounds: s.rounds, warmupRounds: s.warmupRounds, ops: s.unitOps });
+      results.isolated = { point, unit };
     }
     if (s.runs('instructions') && s.irRuns > 0 && !hasValgrind()) log('CPU instructions: skipped (valgrind is not installed; `apt-get install valgrind`)');
     else if (s.runs('instructions') && s.irRuns > 0) {

@@ -20,6 +20,8 @@ export interface BenchResults {
   roundTrips?: Map<string, RoundTrips>;
   scope?: ScopeResult;
   fleet?: FleetResult[];
+  /** Point reads and units with every variant in a process of its own (bench/isolated.js). */
+  isolated?: { point: Map<string, LatencyResult>; unit: Map<string, LatencyResult> };
   /** Per node binary: CPU instructions per operation (callgrind, main thread). */
   instructions?: { node: string; point: Map<string, InstructionCounts>; unit: Map<string, InstructionCounts> }[];
 }
@@ -199,6 +201,24 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
           }),
     });
     if (breakdownSection) sections.push(breakdownSection);
+  }
+  if (res.isolated) {
+    for (const which of ['point', 'unit'] as const) {
+      const r = res.isolated[which];
+      const what = which === 'point' ? 'point read' : 'unit of work';
+      sections.push(`### ${which === 'point' ? 'Point read' : 'Unit of work'}, each variant in a process of its own\n\n${latencyTable(r, L)}\n\nThe same operations and rounds as above, but each variant runs in a forked process of its own (\`bench/isolated.js\`), as an application does: no JIT, heap or AsyncLocalStorage is shared between variants. On Node before 24 the layer's process has its AsyncLocalStorage in use once a unit has run, and bare Prisma's has none.`);
+      const q = ratio(median(r.get('layer')!.samples), median(r.get('prisma')!.samples));
+      const rounds = r.get('layer')!.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
+      const aa = control(r);
+      targets.push({
+        name: `Layer overhead, ${what}, a process per variant`,
+        goal: `≤ ${LATENCY_GOAL}× bare Prisma, same adapter (median)`,
+        measured: `${fmt(q, 3)}× (per-round ${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)}×, median ${fmt(median(rounds), 3)}×)${aa ? `; A/A control ${aa}` : ''}`,
+        value: q,
+        pass: q <= LATENCY_GOAL,
+        ...(q <= LATENCY_GOAL ? {} : { missBy: `${fmt((q - LATENCY_GOAL) * 100, 1)} points over`, why: instructionsWhy(res, which) || 'See the instruction counts (BENCH_ONLY=instructions).' }),
+      });
+    }
   }
   const ir = instructionsSection(res);
   if (ir) sections.push(ir);

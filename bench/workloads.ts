@@ -1,7 +1,7 @@
 // The workloads. Each one runs every variant in the same run, alternating (rounds of
 // ABCD, BCDA, CDAB, … after warm-up rounds that are thrown away), so that the drift of a
 // noisy two-core machine hits every variant alike.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import os from 'node:os';
@@ -63,6 +63,73 @@ export async function sequentialLatency(
     }
   }
   return results;
+}
+
+// ---- the same, each variant in a process of its own -------------------------------------------
+
+/**
+ * Sequential latency with every variant in a process of its own (bench/isolated.js), as
+ * applications run them: no variant shares a JIT, a heap or an AsyncLocalStorage with
+ * another. Batches alternate between the processes in rotating order, as above.
+ */
+export async function isolatedLatency(
+  keys: string[],
+  target: Target,
+  opts: { op: 'point' | 'unit'; rounds: number; warmupRounds: number; ops: number },
+): Promise<Map<string, LatencyResult>> {
+  const script = path.join(__dirname, 'isolated.js');
+  const procs = new Map<string, ChildProcess>();
+  try {
+    for (const key of keys) {
+      const child = fork(script, [key], { env: childEnv(target, `bench-iso-${key.replace(/[^a-z0-9]/g, '')}`), cwd: path.resolve(__dirname, '..'), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      children.add(child);
+      procs.set(key, child);
+      await reply(child);
+    }
+    const results = new Map<string, LatencyResult>(keys.map((k) => [k, { samples: [], roundMedians: [], cpuUsPerOp: [], errors: 0 }]));
+    let from = 0;
+    for (let r = 0; r < opts.warmupRounds + opts.rounds; r++) {
+      for (const key of rotation(keys, r)) {
+        await sleep(20);
+        const child = procs.get(key)!;
+        const answer = reply(child);
+        child.send({ op: opts.op, n: opts.ops, from });
+        const batch = (await answer) as { ms: number[]; cpuUs: number; errors: number; firstError?: string };
+        from += opts.ops;
+        if (r < opts.warmupRounds) continue;
+        const res = results.get(key)!;
+        res.samples.push(...batch.ms);
+        res.roundMedians.push(median(batch.ms));
+        res.cpuUsPerOp.push(batch.cpuUs);
+        res.errors += batch.errors;
+        res.firstError ??= batch.firstError;
+      }
+    }
+    return results;
+  } finally {
+    for (const child of procs.values()) {
+      child.kill();
+      children.delete(child);
+    }
+  }
+}
+
+/** The next message of a forked worker (rejects if it exits first, or after 5 minutes). */
+function reply(child: ChildProcess): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error('no answer in 5 minutes')), 300_000);
+    const onMessage = (msg: unknown): void => done(undefined, msg);
+    const onExit = (code: number | null): void => done(new Error(`worker exited (${code})`));
+    const done = (err: Error | undefined, msg?: unknown): void => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve(msg);
+    };
+    child.once('message', onMessage);
+    child.once('exit', onExit);
+  });
 }
 
 // ---- peak server connections ---------------------------------------------------------------

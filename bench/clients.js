@@ -1,0 +1,87 @@
+// The variants the per-process workloads (bench/instructions.js, bench/isolated.js) run,
+// each built as an application would: bare Prisma on PrismaPg, or createDb. Plain
+// JavaScript on the compiled build, as bench/cold-start.js.
+'use strict';
+const fs = require('node:fs');
+
+/** A point read and a unit of work (read, update, insert) of one variant. */
+function makeClient(variant, env) {
+  const { PrismaClient } = require('./.build/generated/prisma/client.js');
+  if (variant === 'prisma' || variant === 'prisma2' || variant === 'prisma+als') {
+    if (variant === 'prisma+als') {
+      // An application that uses AsyncLocalStorage anywhere (OpenTelemetry's context
+      // manager, a request-context logger): once one has run, Node (before AsyncContextFrame,
+      // the default from Node 24) propagates its store to every promise the process creates.
+      const { AsyncLocalStorage } = require('node:async_hooks');
+      new AsyncLocalStorage().run({}, () => {});
+    }
+    const pg = require('pg');
+    const { PrismaPg } = require('@prisma/adapter-pg');
+    const pool = new pg.Pool({
+      host: env.BENCH_HOST,
+      port: Number(env.BENCH_PORT),
+      user: env.BENCH_USER,
+      password: env.BENCH_PASSWORD,
+      database: env.BENCH_DB,
+      ssl: { ca: fs.readFileSync(env.BENCH_CA_FILE, 'utf8'), rejectUnauthorized: true },
+      max: 15,
+      application_name: env.BENCH_APP,
+    });
+    pool.on('error', () => {});
+    // Under valgrind everything runs ~50 times slower: Prisma's default 2 s wait for a
+    // transaction's connection would be too short (the layer sets its own, past its pool's).
+    const prisma = new PrismaClient({ adapter: new PrismaPg(pool), transactionOptions: { maxWait: 60_000, timeout: 60_000 } });
+    return {
+      point: (id) => prisma.user.findUnique({ where: { id } }),
+      unit: (fn) => prisma.$transaction(fn),
+      close: async () => {
+        await prisma.$disconnect();
+        await pool.end();
+      },
+    };
+  }
+  if (variant === 'prisma+driver' || variant === 'prisma+instrumented') {
+    // The overhead breakdown's partial variants (bench/variants.ts): the layer's driver,
+    // then its instrumenting adapter too, under a bare Prisma client.
+    const { loadConfig } = require('../dist/config.js');
+    const { createDriver } = require('../dist/driver/index.js');
+    const { EventHub } = require('../dist/events.js');
+    const { newCounters } = require('../dist/stats.js');
+    const config = loadConfig({ url: env.BENCH_URL, pool: { size: 5, maxOverflow: 10 }, applicationName: env.BENCH_APP }, {});
+    const counters = newCounters();
+    const hub = new EventHub();
+    const driver = createDriver(config, counters, hub);
+    let adapter = driver.factory;
+    if (variant === 'prisma+instrumented') {
+      const { Instrumentation } = require('../dist/adapter.js');
+      const { Lifecycle } = require('../dist/lifecycle.js');
+      adapter = new Instrumentation(counters, hub, new Lifecycle(undefined), config.slowQueryMs, undefined, () => {}).factory(adapter);
+    }
+    const prisma = new PrismaClient({ adapter, transactionOptions: { maxWait: 60_000, timeout: 60_000 } });
+    return {
+      point: (id) => prisma.user.findUnique({ where: { id } }),
+      unit: (fn) => prisma.$transaction(fn),
+      close: async () => {
+        await prisma.$disconnect();
+        await driver.close();
+      },
+    };
+  }
+  if (variant === 'layer') {
+    const { createDb } = require('../dist/index.js');
+    const db = createDb({ PrismaClient, url: env.BENCH_URL, pool: { size: 5, maxOverflow: 10 }, applicationName: env.BENCH_APP, env: {} });
+    return { point: (id) => db.user.findUnique({ where: { id } }), unit: (fn) => db.transaction(fn), close: () => db.close() };
+  }
+  throw new Error(`unknown variant ${variant}`);
+}
+
+/** The unit of work every variant runs: the same statements as the bench's sequential rounds. */
+function unitOfWork(id, reference) {
+  return async (tx) => {
+    await tx.account.findUnique({ where: { id } });
+    await tx.account.update({ where: { id }, data: { balance: { decrement: 1 } } });
+    await tx.transfer.create({ data: { fromId: id, toId: 1 + (id % 1000), amount: 1, reference } });
+  };
+}
+
+module.exports = { makeClient, unitOfWork };

@@ -1,0 +1,40 @@
+// One variant in a process of its own, serving batches of operations to the bench
+// (bench/workloads.ts isolatedLatency) over the IPC channel of child_process.fork. As in an
+// application, the process holds one client only: no JIT, heap or AsyncLocalStorage is
+// shared with another variant. Plain JavaScript on the compiled build, as bench/cold-start.js.
+//
+//   forked as: bench/isolated.js <variant>   env: as bench/cold-start.js
+//   message in:  { op: 'point' | 'unit', n, from }   (from: the first operation's index)
+//   message out: { ready: true } once, then per batch { ms: number[], cpuUs: number, errors, firstError? }
+'use strict';
+const { makeClient, unitOfWork } = require('./clients.js');
+
+const variant = process.argv[2];
+const client = makeClient(variant, process.env);
+const prefix = `iso-${variant}-${process.pid}`;
+
+process.on('message', ({ op, n, from }) => {
+  void batch(op, n, from).then((reply) => process.send(reply));
+});
+
+async function batch(op, n, from) {
+  const ms = [];
+  let errors = 0;
+  let firstError;
+  const cpu = process.cpuUsage();
+  for (let i = from; i < from + n; i++) {
+    const id = 1 + ((i * 7919) % 1000);
+    const started = performance.now();
+    try {
+      await (op === 'point' ? client.point(id) : client.unit(unitOfWork(id, `${prefix}-${i}`)));
+      ms.push(performance.now() - started);
+    } catch (err) {
+      errors++;
+      firstError ??= String(err && err.message ? err.message : err).slice(0, 300);
+    }
+  }
+  const used = process.cpuUsage(cpu);
+  return { ms, cpuUs: (used.user + used.system) / n, errors, ...(firstError ? { firstError } : {}) };
+}
+
+process.send({ ready: true });
