@@ -4,8 +4,28 @@
 'use strict';
 const fs = require('node:fs');
 
-/** A point read and a unit of work (read, update, insert) of one variant. */
-function makeClient(variant, env) {
+/** The bare variants' pg.Pool settings (also bench/cold-start.js's): the layer's target, as options. */
+function poolConfig(env) {
+  return {
+    host: env.BENCH_HOST,
+    port: Number(env.BENCH_PORT),
+    user: env.BENCH_USER,
+    password: env.BENCH_PASSWORD,
+    database: env.BENCH_DB,
+    ssl: { ca: fs.readFileSync(env.BENCH_CA_FILE, 'utf8'), rejectUnauthorized: true },
+    max: 15,
+    application_name: env.BENCH_APP,
+  };
+}
+
+/**
+ * A point read and a unit of work (read, update, insert) of one variant. `underValgrind`:
+ * everything runs ~50 times slower, so bare Prisma's 2 s wait for a transaction's
+ * connection would be too short (the layer sets its own, past its pool's); elsewhere bare
+ * Prisma keeps its defaults.
+ */
+function makeClient(variant, env, { underValgrind = false } = {}) {
+  const transactionOptions = underValgrind ? { transactionOptions: { maxWait: 60_000, timeout: 60_000 } } : {};
   const { PrismaClient } = require('./.build/generated/prisma/client.js');
   if (variant === 'prisma' || variant === 'prisma2' || variant === 'prisma+als') {
     if (variant === 'prisma+als') {
@@ -17,20 +37,9 @@ function makeClient(variant, env) {
     }
     const pg = require('pg');
     const { PrismaPg } = require('@prisma/adapter-pg');
-    const pool = new pg.Pool({
-      host: env.BENCH_HOST,
-      port: Number(env.BENCH_PORT),
-      user: env.BENCH_USER,
-      password: env.BENCH_PASSWORD,
-      database: env.BENCH_DB,
-      ssl: { ca: fs.readFileSync(env.BENCH_CA_FILE, 'utf8'), rejectUnauthorized: true },
-      max: 15,
-      application_name: env.BENCH_APP,
-    });
+    const pool = new pg.Pool(poolConfig(env));
     pool.on('error', () => {});
-    // Under valgrind everything runs ~50 times slower: Prisma's default 2 s wait for a
-    // transaction's connection would be too short (the layer sets its own, past its pool's).
-    const prisma = new PrismaClient({ adapter: new PrismaPg(pool), transactionOptions: { maxWait: 60_000, timeout: 60_000 } });
+    const prisma = new PrismaClient({ adapter: new PrismaPg(pool), ...transactionOptions });
     return {
       point: (id) => prisma.user.findUnique({ where: { id } }),
       unit: (fn) => prisma.$transaction(fn),
@@ -57,7 +66,7 @@ function makeClient(variant, env) {
       const { Lifecycle } = require('../dist/lifecycle.js');
       adapter = new Instrumentation(counters, hub, new Lifecycle(undefined), config.slowQueryMs, undefined, () => {}).factory(adapter);
     }
-    const prisma = new PrismaClient({ adapter, transactionOptions: { maxWait: 60_000, timeout: 60_000 } });
+    const prisma = new PrismaClient({ adapter, ...transactionOptions });
     return {
       point: (id) => prisma.user.findUnique({ where: { id } }),
       unit: (fn) => prisma.$transaction(fn),
@@ -84,4 +93,4 @@ function unitOfWork(id, reference) {
   };
 }
 
-module.exports = { makeClient, unitOfWork };
+module.exports = { makeClient, poolConfig, unitOfWork };

@@ -5,21 +5,14 @@
 //   node bench/cold-start.js <pg|prisma|layer|serverless>
 //   env: BENCH_HOST, BENCH_PORT, BENCH_USER, BENCH_PASSWORD, BENCH_DB, BENCH_CA_FILE, BENCH_URL, BENCH_APP
 'use strict';
+// The bare variants' pool settings; clients.js loads no driver at require (before `booted`,
+// so it is in no variant's measured steps).
+const settings = require('./clients.js');
 const booted = performance.now();
-const fs = require('node:fs');
 
 const variant = process.argv[2];
 const env = process.env;
-const poolConfig = () => ({
-  host: env.BENCH_HOST,
-  port: Number(env.BENCH_PORT),
-  user: env.BENCH_USER,
-  password: env.BENCH_PASSWORD,
-  database: env.BENCH_DB,
-  ssl: { ca: fs.readFileSync(env.BENCH_CA_FILE, 'utf8'), rejectUnauthorized: true },
-  max: 15,
-  application_name: env.BENCH_APP,
-});
+const poolConfig = () => settings.poolConfig(env);
 
 async function main() {
   let imported, created, queried;

@@ -27,7 +27,7 @@ function count(on) {
 }
 
 async function main() {
-  const c = makeClient(variant, env);
+  const c = makeClient(variant, env, { underValgrind: true });
   const prefix = `${variant}-${process.pid}-${Date.now()}`;
   // Connected before the first unit, in every run alike.
   await c.point(1);

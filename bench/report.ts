@@ -116,7 +116,7 @@ const IR_LABELS: Record<string, string> = {
 function instructionRatios(run: NonNullable<BenchResults['instructions']>[number], which: 'point' | 'unit') {
   const counts = run[which];
   const per = (k: string): number => mean(counts.get(k)!.perOp);
-  return { layer: per('layer'), bare: per('prisma'), als: per('prisma+als'), vsBare: per('layer') / per('prisma'), vsAls: per('layer') / per('prisma+als'), alsTax: per('prisma+als') / per('prisma') };
+  return { vsBare: per('layer') / per('prisma'), vsAls: per('layer') / per('prisma+als'), alsTax: per('prisma+als') / per('prisma') };
 }
 
 function instructionsWhy(res: BenchResults, which: 'point' | 'unit'): string {
