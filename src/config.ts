@@ -6,7 +6,7 @@
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { MAX_TIMER_MS } from './deadline.ts';
-import * as v from 'valibot';
+import * as v from './valibot.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import { hideSecrets, registerSecret } from './secrets.ts';
 

@@ -90,6 +90,7 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
   const noSsl = new SslChoice({ first: false, fallback: undefined });
   const wsFactory = new PrismaNeon({ ...poolOptions(config), ssl: false } as never, { onConnectionError: (err) => void hub.fail(err) });
   let guard: GuardedPool | undefined;
+  const useHttp = config.mode === 'serverless' && config.neon.httpQueries !== false;
   const ws: SqlDriverAdapterFactory = {
     provider: wsFactory.provider,
     adapterName: wsFactory.adapterName,
@@ -102,11 +103,19 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
       const current = new GuardedPool(pool, rawConnect, config, noSsl, counters, hub, recorder);
       pool.connect = () => current.connect();
       pool.query = (text, values) => current.query(text, values);
+      // The adapter's dispose ends this pool directly: a warmed connection nobody claimed goes back first.
+      const end = pool.end.bind(pool);
+      pool.end = () => {
+        current.releaseSpare();
+        return end();
+      };
       guard = current;
+      // Prisma loads its query compiler next: the first connection opens meanwhile (GuardedPool.warm).
+      // Not when single statements go over HTTP: they need no connection.
+      if (!useHttp) current.warm();
       return adapter;
     },
   };
-  const useHttp = config.mode === 'serverless' && config.neon.httpQueries !== false;
   const factory = useHttp ? httpWithWsTransactions(new PrismaNeonHttp(toUrl(config), {}), ws, config) : ws;
   // The WebSocket pool ends with Prisma's disconnect (the adapter's dispose).
   return { factory, pool: () => guard, close: async () => {} };

@@ -5,6 +5,7 @@
 // stops calling these two methods.
 
 import { PrismaPg } from '@prisma/adapter-pg';
+import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 import pg from 'pg';
 import type { DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
@@ -38,7 +39,16 @@ export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub, 
   const pool = new LayerPool({ ...poolOptions(config), ...binding, Client } as unknown as pg.PoolConfig);
   const rawConnect: RawConnect = (callback) => void (pg.Pool.prototype.connect as (cb: unknown) => void).call(pool, callback);
   guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub, recorder);
-  const factory = new PrismaPg(pool as unknown as pg.Pool, { onConnectionError: (err) => void hub.fail(err) });
+  const adapter = new PrismaPg(pool as unknown as pg.Pool, { onConnectionError: (err) => void hub.fail(err) });
+  // Prisma connects the adapter on its first query (or $connect), then loads its query compiler: the pool's first connection opens meanwhile.
+  const factory: SqlDriverAdapterFactory = {
+    provider: adapter.provider,
+    adapterName: adapter.adapterName,
+    connect: () => {
+      guard!.warm();
+      return adapter.connect();
+    },
+  };
   let ended: Promise<void> | undefined;
-  return { factory, pool: () => guard, close: () => (ended ??= pool.end()) };
+  return { factory, pool: () => guard, close: () => (ended ??= guard!.end()) };
 }

@@ -1,0 +1,122 @@
+// The pool's first connection, opened when Prisma connects (src/pool.ts `warm`): it serves
+// the first checkout instead of a second connection, an unclaimed one is given back, close
+// leaves nothing open, and a failed attempt reaches the first caller once, as its own would.
+import net from 'node:net';
+import { createDb as openDb, DatabaseConnectionError, type DbOptions } from '../src/index';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { SPARE_MS } from '../src/pool';
+import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
+import { driverCase, type DriverCase } from './support/drivers';
+import { rejectionOf, waitFor } from './support/async';
+
+let testDb: TestDatabase;
+beforeAll(async () => {
+  testDb = await createTestDatabase({ prefix: 'pool' });
+});
+afterAll(async () => {
+  await testDb.drop();
+});
+
+let appSeq = 0;
+const appName = (label: string): string => `pool-${label}-${process.pid}-${++appSeq}`;
+
+const opened: { close(o?: { deadlineMs?: number }): Promise<void> }[] = [];
+const createDb = (options: DbOptions & { PrismaClient: typeof PrismaClient }) => {
+  const db = openDb(options);
+  opened.push(db);
+  return db;
+};
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((db) => db.close({ deadlineMs: 1000 }).catch(() => undefined)));
+});
+
+describe.each(['pg', 'neon'] as const)('%s driver: the first connection', (driverName) => {
+  let driver: DriverCase;
+  beforeAll(async () => {
+    driver = await driverCase(driverName, testDb);
+  });
+  afterAll(() => driver.close());
+
+  // Neon's serverless mode sends single statements over HTTP: they need no connection, so none is opened ahead.
+  const make = (label: string, mode: 'pooled' | 'serverless') =>
+    createDb({ PrismaClient, ...driver.options(testDb), applicationName: appName(label), mode, neon: { ...driver.options(testDb).neon, httpQueries: false } });
+
+  it.each(['pooled', 'serverless'] as const)('%s: opens when Prisma connects, and the first statement uses it', async (mode) => {
+    const db = make(`first-${mode}`, mode);
+    const name = db.config.applicationName;
+    await db.$connect();
+    // No statement yet: the connection is open on the server, idle in the figures.
+    await waitFor(async () => (await countConnections(name)) === 1);
+    await waitFor(() => db.stats().pool.idle === 1);
+    expect(db.stats().pool.inUse).toBe(0);
+    expect(db.stats().counters.connectionsOpened).toBe(1);
+
+    expect(await db.user.count()).toBe(0);
+    await db.transaction((tx) => tx.user.count());
+    // Pooled: the same connection served both; serverless: the statement took the warmed
+    // one and the unit opened its own, each closed on release.
+    expect(db.stats().counters.connectionsOpened).toBe(mode === 'pooled' ? 1 : 2);
+    await waitFor(async () => (await countConnections(name)) === (mode === 'pooled' ? 1 : 0));
+  });
+
+  it('serverless: an unclaimed connection is closed after SPARE_MS; pooled: it stays, idle', async () => {
+    const serverless = make('unclaimed-sl', 'serverless');
+    const pooled = make('unclaimed-p', 'pooled');
+    await Promise.all([serverless.$connect(), pooled.$connect()]);
+    await waitFor(async () => (await countConnections(serverless.config.applicationName)) === 1);
+    await waitFor(async () => (await countConnections(serverless.config.applicationName)) === 0, SPARE_MS + 5_000);
+    expect(serverless.stats().counters.connectionsClosed).toBe(1);
+    expect(serverless.stats().pool.open).toBe(0);
+    expect(await countConnections(pooled.config.applicationName)).toBe(1);
+    expect(pooled.stats().pool).toMatchObject({ open: 1, idle: 1, inUse: 0 });
+    // And a statement after that opens a connection as usual.
+    expect(await serverless.user.count()).toBe(0);
+    expect(serverless.stats().counters.connectionsOpened).toBe(2);
+  });
+
+  it.each(['pooled', 'serverless'] as const)('%s: close() right after connecting leaves nothing open, without waiting for SPARE_MS', async (mode) => {
+    const db = make(`close-${mode}`, mode);
+    await db.$connect();
+    const started = performance.now();
+    await db.close();
+    expect(performance.now() - started).toBeLessThan(SPARE_MS);
+    await waitFor(async () => (await countConnections(db.config.applicationName)) === 0);
+    expect(db.stats().counters.connectionsClosed).toBe(db.stats().counters.connectionsOpened);
+  });
+});
+
+it("Neon's serverless mode with HTTP statements opens nothing ahead: a statement needs no connection", async () => {
+  const neon = await driverCase('neon', testDb);
+  try {
+    const db = createDb({ PrismaClient, ...neon.options(testDb), applicationName: appName('neon-http'), mode: 'serverless' });
+    await db.$connect();
+    expect(await db.user.count()).toBe(0);
+    expect(db.stats().counters.connectionsOpened).toBe(0);
+    expect(await countConnections(db.config.applicationName)).toBe(0);
+  } finally {
+    await neon.close();
+  }
+});
+
+it('a warmed connection that fails is reported to the first statement, once, as its own failure would be', async () => {
+  // A port nothing listens on.
+  const port = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const db = createDb({ PrismaClient, url: `postgresql://app:pw@127.0.0.1:${port}/x`, timeouts: { connectMs: 1000 } });
+  const errors: unknown[] = [];
+  db.on('error', (err) => errors.push(err));
+  await db.$connect();
+  // The attempt fails in the background; nothing is raised until a statement needs it.
+  await new Promise((r) => setTimeout(r, 200));
+  expect(errors).toEqual([]);
+  expect(await rejectionOf(db.user.count())).toBeInstanceOf(DatabaseConnectionError);
+  expect(errors).toHaveLength(1);
+  expect(db.stats().counters.errors).toBe(1);
+  // The next statement tries again: a new attempt, not the old failure.
+  expect(await rejectionOf(db.user.count())).toBeInstanceOf(DatabaseConnectionError);
+  expect(errors).toHaveLength(2);
+});
