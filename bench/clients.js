@@ -78,7 +78,9 @@ function makeClient(variant, env, { underValgrind = false } = {}) {
   }
   if (variant === 'layer') {
     const { createDb } = require('../dist/index.js');
-    const db = createDb({ PrismaClient, url: env.BENCH_URL, pool: { size: 5, maxOverflow: 10 }, applicationName: env.BENCH_APP, env: {} });
+    // Under valgrind, as bare Prisma's: a unit's deadline and its wait for a connection raised.
+    const transaction = underValgrind ? { transaction: { timeoutMs: 60_000, maxWaitMs: 60_000 } } : {};
+    const db = createDb({ PrismaClient, url: env.BENCH_URL, pool: { size: 5, maxOverflow: 10 }, applicationName: env.BENCH_APP, env: {}, ...transaction });
     return { point: (id) => db.user.findUnique({ where: { id } }), unit: (fn) => db.transaction(fn), close: () => db.close() };
   }
   throw new Error(`unknown variant ${variant}`);

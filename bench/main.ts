@@ -17,7 +17,8 @@
 //                                in each; BENCH_FLEET_INVOCATIONS [20] sequential invocations per slot
 //   BENCH_IR_RUNS [2]            CPU instruction counts (callgrind): fresh processes per variant; BENCH_IR_POINT_WARM [500],
 //                                BENCH_IR_POINT_OPS [600], BENCH_IR_UNIT_WARM [300], BENCH_IR_UNIT_OPS [400];
-//                                BENCH_IR_NODES: more node binaries to count under, comma-separated (e.g. a Node 24)
+//   BENCH_NODES                  more node binaries, comma-separated (e.g. a Node 24): the per-process latency rounds
+//                                and the instruction counts also run under each
 //   BENCH_ONLY                   comma list of: point,unit,isolated,concurrency,recovery,cold,roundtrips,ablation,scope,fleet,instructions
 //   BENCH_OUT [BENCHMARKS.md]    report path ('-' = do not write)
 //   BENCH_JSON                   also write every target (name, goal, measured value, pass) as JSON to this file
@@ -39,8 +40,11 @@ const ROOT = path.resolve(__dirname, '..');
 const KEYS: VariantKey[] = ['pg', 'prisma', 'layer', 'serverless'];
 /** The instruction counts' variants (bench/instructions.js). */
 const IR_KEYS = ['prisma', 'prisma+als', 'layer'];
-/** The latency rounds with a process per variant (bench/isolated.js), A/A control included. */
-const ISOLATED_KEYS = ['prisma', 'layer', 'prisma2'];
+/**
+ * The latency rounds with a process per variant (bench/isolated.js): A/A control included,
+ * and bare Prisma in a process with an AsyncLocalStorage in use, the layer's own situation.
+ */
+const ISOLATED_KEYS = ['prisma', 'prisma+als', 'layer', 'prisma2'];
 const ABLATION: AblationKey[] = ['prisma', 'prisma+driver', 'prisma+instrumented', 'layer'];
 const ROWS = 1000;
 const DB = 'bench';
@@ -67,7 +71,7 @@ function settings() {
     irPointOps: envInt('BENCH_IR_POINT_OPS', 600),
     irUnitWarm: envInt('BENCH_IR_UNIT_WARM', 300),
     irUnitOps: envInt('BENCH_IR_UNIT_OPS', 400),
-    irNodes: (process.env.BENCH_IR_NODES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
+    nodes: (process.env.BENCH_NODES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
     fleetProcs: envInt('BENCH_FLEET_PROCS', 20),
     fleetConcurrency: envInt('BENCH_FLEET_CONCURRENCY', 10),
     fleetInvocations: envInt('BENCH_FLEET_INVOCATIONS', 20),
@@ -176,15 +180,20 @@ export async function main(): Promise<number> {
       results.unit = await sequentialLatency(sequential, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.unitOps), op: (v, i) => v.unit(unitArgs(`${v.key}-seq`, i)) });
     }
     if (s.runs('isolated')) {
-      log(`a process per variant: ${s.warmupRounds}+${s.rounds} rounds × ${s.pointOps} point reads, then × ${s.unitOps} units`);
-      const point = await isolatedLatency(ISOLATED_KEYS, target, { op: 'point', rounds: s.rounds, warmupRounds: s.warmupRounds, ops: s.pointOps });
-      const unit = await isolatedLatency(ISOLATED_KEYS, target, { op: 'unit', rounds: s.rounds, warmupRounds: s.warmupRounds, ops: s.unitOps });
-      results.isolated = { point, unit };
+      results.isolated = [];
+      for (const node of [process.execPath, ...s.nodes]) {
+        const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
+        log(`a process per variant (node ${version}): ${s.warmupRounds}+${s.rounds} rounds × ${s.pointOps} point reads, then × ${s.unitOps} units`);
+        const common = { node, rounds: s.rounds, warmupRounds: s.warmupRounds };
+        const point = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'point', ops: s.pointOps });
+        const unit = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'unit', ops: s.unitOps });
+        results.isolated.push({ node: version, point, unit });
+      }
     }
     if (s.runs('instructions') && s.irRuns > 0 && !hasValgrind()) log('CPU instructions: skipped (valgrind is not installed; `apt-get install valgrind`)');
     else if (s.runs('instructions') && s.irRuns > 0) {
       results.instructions = [];
-      for (const node of [process.execPath, ...s.irNodes]) {
+      for (const node of [process.execPath, ...s.nodes]) {
         const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
         log(`CPU instructions (callgrind, node ${version}): ${s.irRuns} run(s) per variant; point reads ${s.irPointWarm} warm-up + ${s.irPointOps} counted, units ${s.irUnitWarm} + ${s.irUnitOps}`);
         const common = { node, runs: s.irRuns, progress: log };

@@ -75,13 +75,13 @@ export async function sequentialLatency(
 export async function isolatedLatency(
   keys: string[],
   target: Target,
-  opts: { op: 'point' | 'unit'; rounds: number; warmupRounds: number; ops: number },
+  opts: { op: 'point' | 'unit'; rounds: number; warmupRounds: number; ops: number; node: string },
 ): Promise<Map<string, LatencyResult>> {
   const script = path.join(__dirname, 'isolated.js');
   const procs = new Map<string, ChildProcess>();
   try {
     for (const key of keys) {
-      const child = fork(script, [key], { env: childEnv(target, `bench-iso-${key.replace(/[^a-z0-9]/g, '')}`), cwd: path.resolve(__dirname, '..'), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const child = fork(script, [key], { execPath: opts.node, env: childEnv(target, `bench-iso-${key.replace(/[^a-z0-9]/g, '')}`), cwd: path.resolve(__dirname, '..'), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       children.add(child);
       procs.set(key, child);
       await reply(child);

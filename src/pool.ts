@@ -196,7 +196,7 @@ export class GuardedPool {
    * driver adapter before it loads its query compiler (ClientEngine's #ensureStarted), and
    * a pool opens connections only at checkout, after that load: warmed here, the TCP, TLS
    * and SCRAM round trips and the server's new backend overlap the load instead of
-   * following it (a cold start's first query ~30 ms sooner, `npm run bench`). One
+   * following it (a cold start's first query ~20 ms sooner on the bench machine). One
    * connection at most, only when none is open; it counts as opened (stats, events) but
    * not as acquired until claimed. A failed attempt is reported to the checkout that
    * claims it, as its own would be; unclaimed after SPARE_MS, the connection is released.
