@@ -14,7 +14,7 @@
 
 import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
-import { DEADLINE_GRACE_MS, MAX_TIMER_MS, sleep, unitLimits, type UnitLimits } from './deadline.ts';
+import { DEADLINE_GRACE_MS, MAX_TIMER_MS, sleep, unitLimits, UnitLimits } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, PoolTimeoutError } from './errors.ts';
 import { classifyError, isConnectionLoss, isDatabaseFailure, isRetryableConflict } from './failures.ts';
 import type { GuardedPool } from './pool.ts';
@@ -165,10 +165,12 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     };
     return unitLimits.run(limits, () => this.client.$transaction(body, this.prismaOptions(opts, limits))).then(
       (result) => {
+        limits.end();
         this.counters.commits++;
         return result;
       },
       (err: unknown) => {
+        limits.end();
         throw this.settle(err, unit.state, limits.reused === true, correlationId);
       },
     );
@@ -202,7 +204,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
 
   private limits(opts: TransactionOptions): UnitLimits {
     const timeoutMs = opts.timeoutMs ?? this.config.transaction.timeoutMs;
-    return { endsAt: performance.now() + timeoutMs, timeoutMs, maxWaitMs: opts.maxWaitMs ?? this.config.transaction.maxWaitMs };
+    return new UnitLimits(performance.now() + timeoutMs, timeoutMs, opts.maxWaitMs ?? this.config.transaction.maxWaitMs);
   }
 
   /**

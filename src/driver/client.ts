@@ -24,6 +24,8 @@ import { classifyError, connectionError, isConnectionLoss, sqlStateOf } from '..
 export interface StatementDeadline {
   ms: number;
   kind: Deadline;
+  /** A deadline the statement shares with others (its unit's): watched there, no timer of its own. */
+  shared?: { watch(expire: () => void): () => void };
 }
 
 export interface ClientPolicy {
@@ -123,19 +125,24 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       const deadline = policy.statementDeadline();
       return new Promise((resolve, reject) => {
         let settled = false;
-        const timer =
-          deadline === undefined
-            ? undefined
-            : setTimeout(() => {
-                settled = true;
-                const err = new DeadlineExceededError(deadline.kind, deadline.ms);
-                destroySocket(this, err);
-                reject(err);
-              }, Math.min(Math.max(deadline.ms, 0), MAX_TIMER_MS));
+        let stop: (() => void) | undefined;
+        if (deadline !== undefined) {
+          const expire = (): void => {
+            settled = true;
+            const err = new DeadlineExceededError(deadline.kind, deadline.ms);
+            destroySocket(this, err);
+            reject(err);
+          };
+          if (deadline.shared !== undefined) stop = deadline.shared.watch(expire);
+          else {
+            const timer = setTimeout(expire, Math.min(Math.max(deadline.ms, 0), MAX_TIMER_MS));
+            stop = () => clearTimeout(timer);
+          }
+        }
         super.query(config, values, (err: unknown, result: unknown) => {
           if (settled) return;
           settled = true;
-          if (timer !== undefined) clearTimeout(timer);
+          stop?.();
           if (err) reject(typed(lostTo.get(this) ?? err));
           else resolve(result);
         });

@@ -71,7 +71,7 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     ...(recorder === undefined ? {} : { onConnected: (ms: number) => recorder.recordCreate(ms) }),
     statementDeadline(): StatementDeadline | undefined {
       const unit = unitLimits.get();
-      if (unit) return { ms: Math.max(0, unit.endsAt - performance.now()) + DEADLINE_GRACE_MS, kind: 'unit' };
+      if (unit) return { ms: unit.statementMs(), kind: 'unit', shared: unit };
       return statementMs > 0 ? { ms: statementMs + DEADLINE_GRACE_MS, kind: 'statement' } : undefined;
     },
   };
