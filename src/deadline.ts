@@ -64,7 +64,11 @@ export class UnitLimits {
     readonly endsAt: number,
     readonly timeoutMs: number,
     readonly maxWaitMs: number,
-  ) {}
+  ) {
+    // Started with the unit, so every unit with the same timeout has a timer of the same
+    // duration: Node keeps one list for them all, however many units run at once.
+    this.timer = this.start(timeoutMs + DEADLINE_GRACE_MS);
+  }
 
   /** Milliseconds until a statement sent now is given up: the time left, plus the grace. */
   statementMs(): number {
@@ -73,13 +77,19 @@ export class UnitLimits {
 
   /**
    * Calls `expire` when the unit's deadline (plus the grace) passes, unless the returned
-   * function is called first (the statement settled). The timer starts with the first
-   * watcher and fires once for every statement then pending.
+   * function is called first (the statement settled). The timer fires once, for every
+   * statement then pending.
    */
   watch(expire: () => void): () => void {
     this.watchers.add(expire);
-    this.timer ??= setTimeout(() => this.fire(), Math.min(this.statementMs(), MAX_TIMER_MS));
+    // Past the deadline (the timer has fired): a late statement still gets the grace.
+    this.timer ??= this.start(this.statementMs());
     return () => void this.watchers.delete(expire);
+  }
+
+  /** Never keeps the process alive by itself: a pending statement's socket does. */
+  private start(ms: number): ReturnType<typeof setTimeout> {
+    return setTimeout(() => this.fire(), Math.min(ms, MAX_TIMER_MS)).unref();
   }
 
   private fire(): void {
