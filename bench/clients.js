@@ -39,15 +39,7 @@ function makeClient(variant, env, { underValgrind = false } = {}) {
     const { PrismaPg } = require('@prisma/adapter-pg');
     const pool = new pg.Pool(poolConfig(env));
     pool.on('error', () => {});
-    const prisma = new PrismaClient({ adapter: new PrismaPg(pool), ...transactionOptions });
-    return {
-      point: (id) => prisma.user.findUnique({ where: { id } }),
-      unit: (fn) => prisma.$transaction(fn),
-      close: async () => {
-        await prisma.$disconnect();
-        await pool.end();
-      },
-    };
+    return bare(new PrismaClient({ adapter: new PrismaPg(pool), ...transactionOptions }), () => pool.end());
   }
   if (variant === 'prisma+driver' || variant === 'prisma+instrumented') {
     // The overhead breakdown's partial variants (bench/variants.ts): the layer's driver,
@@ -66,15 +58,7 @@ function makeClient(variant, env, { underValgrind = false } = {}) {
       const { Lifecycle } = require('../dist/lifecycle.js');
       adapter = new Instrumentation(counters, hub, new Lifecycle(undefined), config.slowQueryMs, undefined, () => {}).factory(adapter);
     }
-    const prisma = new PrismaClient({ adapter, ...transactionOptions });
-    return {
-      point: (id) => prisma.user.findUnique({ where: { id } }),
-      unit: (fn) => prisma.$transaction(fn),
-      close: async () => {
-        await prisma.$disconnect();
-        await driver.close();
-      },
-    };
+    return bare(new PrismaClient({ adapter, ...transactionOptions }), () => driver.close());
   }
   if (variant === 'layer') {
     const { createDb } = require('../dist/index.js');
@@ -84,6 +68,18 @@ function makeClient(variant, env, { underValgrind = false } = {}) {
     return { point: (id) => db.user.findUnique({ where: { id } }), unit: (fn) => db.transaction(fn), close: () => db.close() };
   }
   throw new Error(`unknown variant ${variant}`);
+}
+
+/** A bare Prisma client's point read and unit; `end` closes what it runs on, after Prisma disconnects. */
+function bare(prisma, end) {
+  return {
+    point: (id) => prisma.user.findUnique({ where: { id } }),
+    unit: (fn) => prisma.$transaction(fn),
+    close: async () => {
+      await prisma.$disconnect();
+      await end();
+    },
+  };
 }
 
 /** The unit of work every variant runs: the same statements as the bench's sequential rounds. */

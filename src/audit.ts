@@ -221,7 +221,6 @@ export function settingMs(value: string | null): number | undefined {
   return value === null ? undefined : durationMs(value);
 }
 
-
 export function checkTimeouts(config: DbConfig, row: Facts, facts: DoctorFacts, add: (f: Finding) => void): void {
   const server = {
     statement_timeout: row.statement_timeout,

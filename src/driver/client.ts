@@ -88,8 +88,9 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
 
     /**
      * The connect deadline (node-postgres' own timer is off). node-postgres would end its
-     * timer at the first ReadyForQuery it handles; the Neon driver's pipelined startup fakes that one as soon as the WebSocket opens, so
-     * the real answer (authentication, a waking compute) would wait unbounded. This
+     * timer at the first ReadyForQuery it handles; the Neon driver's pipelined startup
+     * fakes that one as soon as the WebSocket opens, so the real answer (authentication,
+     * a waking compute) would wait unbounded. This
      * deadline ends only at the server's first real ReadyForQuery. Listeners are added
      * after the driver's own connect(), which clears the connection's listeners first.
      * With telemetry, the time from here to the connect callback (pg-pool's way) is reported.

@@ -232,7 +232,6 @@ async function runCliCommand(command: string, args: Args, secrets: Secrets): Pro
   }
 }
 
-
 async function createDatabase(url: string, ssl: SslOptions): Promise<string> {
   await withMaintenanceClient(url, ssl, (client, name) => client.query(`CREATE DATABASE ${quoteIdent(name)}`));
   return new URL(url).pathname.slice(1) || 'postgres';
