@@ -19,7 +19,7 @@
 import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
 import { destroySocket, type SocketHolder } from './driver/client.ts';
-import { DEADLINE_GRACE_MS, MAX_TIMER_MS, unitLimits, withDeadline } from './deadline.ts';
+import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, withDeadline } from './deadline.ts';
 import { DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
 import { connectionError, isConnectionLoss } from './failures.ts';
@@ -80,6 +80,8 @@ export class GuardedPool {
   private spare: Promise<PoolClient> | undefined;
   /** pg-pool counts the unclaimed spare (opening or open) as checked out; the figures count it idle. */
   private spareCounted = false;
+  /** The checkouts' deadline timers, reused by checkouts one after another (deadline.ts). */
+  private readonly timers = new ReusedTimers();
 
   constructor(
     private readonly raw: RawPool,
@@ -268,15 +270,15 @@ export class GuardedPool {
    * pg-pool's own wait is unbounded here (its `connectionTimeoutMillis` is 0): the layer
    * bounds it, by the pool timeout (or the unit's maxWaitMs) when the caller has to queue,
    * by the connect deadline when a connection is being opened for it. One promise, settled
-   * by pg-pool's callback or by the timer, whichever comes first.
+   * by pg-pool's callback or by the timer, whichever comes first; the timer is one of the
+   * pool's reused ones (deadline.ts), not one per checkout.
    */
   private acquire(started: number): Promise<PoolClient> {
     const queued = this.raw.totalCount >= this.max || this.raw.idleCount > 0;
     const waitMs = unitLimits.get()?.maxWaitMs ?? this.config.pool.timeoutMs;
-    const limit = Math.min(Math.max(queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS, 0), MAX_TIMER_MS);
     return new Promise<PoolClient>((resolve, reject) => {
       let settled = false;
-      const timer = setTimeout(() => {
+      const stop = this.timers.start(queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS, () => {
         settled = true;
         if (!queued) {
           reject(connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs), 'connect'));
@@ -285,7 +287,7 @@ export class GuardedPool {
         this.counters.poolTimeouts++;
         this.recorder?.recordTimeout();
         reject(new PoolTimeoutError(Math.round(performance.now() - started), { max: this.max }));
-      }, limit);
+      });
       this.rawConnect((err, client) => {
         if (settled) {
           // A connection handed over after we gave up goes straight back.
@@ -293,7 +295,7 @@ export class GuardedPool {
           return;
         }
         settled = true;
-        clearTimeout(timer);
+        stop();
         if (err || !client) reject(err ?? new Error('pg-pool handed over no connection'));
         else resolve(client);
       });

@@ -14,7 +14,7 @@
 
 import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
-import { DEADLINE_GRACE_MS, MAX_TIMER_MS, sleep, unitLimits, UnitLimits } from './deadline.ts';
+import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, PoolTimeoutError } from './errors.ts';
 import { classifyError, isConnectionLoss, isDatabaseFailure, isRetryableConflict } from './failures.ts';
 import type { GuardedPool } from './pool.ts';
@@ -74,6 +74,9 @@ export interface UnitTelemetry {
 class NotStarted extends Error {}
 
 export class UnitOfWork<C> implements UnitsOfWork<C> {
+  /** The units' deadline timers, reused by units that run one after another. */
+  private readonly timers = new ReusedTimers();
+
   constructor(
     private readonly client: C & TransactionalClient,
     private readonly config: DbConfig,
@@ -204,7 +207,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
 
   private limits(opts: TransactionOptions): UnitLimits {
     const timeoutMs = opts.timeoutMs ?? this.config.transaction.timeoutMs;
-    return new UnitLimits(performance.now() + timeoutMs, timeoutMs, opts.maxWaitMs ?? this.config.transaction.maxWaitMs);
+    return new UnitLimits(performance.now() + timeoutMs, timeoutMs, opts.maxWaitMs ?? this.config.transaction.maxWaitMs, this.timers);
   }
 
   /**

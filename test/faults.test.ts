@@ -29,6 +29,10 @@ import { eventually, sleep } from './support/async';
 import { startCluster, type Cluster } from './support/cluster';
 import { adminQuery, countConnections, createTestDatabase, type TestDatabase } from './support/db';
 import { startTcpProxy, type CutMode, type TcpProxy } from './support/tcp-proxy';
+import { loadConfig } from '../src/config';
+import { createDriver } from '../src/driver';
+import { EventHub } from '../src/events';
+import { newCounters } from '../src/stats';
 
 // The issue's black-hole setup.
 const POOL_TIMEOUT_MS = 3000;
@@ -375,6 +379,25 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     proxy.heal();
     await expectFirstReadSucceeds(db);
     await expectPromptClose(db, name);
+  }, 60_000);
+
+  it("a statement sent in node-postgres' callback form on one of the pool's connections gets the same deadline", async () => {
+    const proxy = await openProxy();
+    const name = appName('bh-callback');
+    const url = testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port });
+    const driver = createDriver(loadConfig({ url, applicationName: name, ...blackHoleOptions }, {}), newCounters(), new EventHub());
+    cleanups.push(() => driver.close());
+    const { client } = await driver.pool()!.checkout();
+    const send = client.query as unknown as (text: string, callback: (err: unknown, result?: unknown) => void) => void;
+    const read = track(
+      'callback-form read in flight',
+      new Promise((resolve, reject) => send.call(client, 'SELECT pg_sleep(1.8), 1 AS one', (err, result) => (err ? reject(err) : resolve(result)))),
+    );
+    await waitForActive(name, '%pg_sleep%');
+    proxy.blackhole();
+    await expectSettledWithin(read, STATEMENT_MS + STATEMENT_GRACE_MS + SLACK_MS);
+    expectDeadline(read.error, 'statement');
+    client.release(read.error as Error);
   }, 60_000);
 
   it('a connect into the black hole rejects with DeadlineExceededError(connect) by connectMs + 1 s', async () => {

@@ -18,7 +18,7 @@
 
 import type { ConnectionOptions } from 'node:tls';
 import { DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
-import { MAX_TIMER_MS } from '../deadline.ts';
+import { ReusedTimer } from '../deadline.ts';
 import { classifyError, connectionError, isConnectionLoss, sqlStateOf } from '../failures.ts';
 
 export interface StatementDeadline {
@@ -42,6 +42,8 @@ export interface ClientPolicy {
 }
 
 type ConnectCallback = (err?: Error | null) => void;
+/** node-postgres' query callback. */
+export type QueryCallback = (err: unknown, result?: unknown) => void;
 
 /** The part of node-postgres' Client this class relies on; test/driver checks it still exists. */
 export interface PgClientShape {
@@ -115,39 +117,58 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       return result;
     }
 
+    /** The deadline of this connection's statements outside a unit of work: one timer, re-armed per statement. */
+    private statementTimer: ReusedTimer | undefined;
+
     /**
-     * One promise per statement, as node-postgres' own: its callback form is used and the
-     * deadline timer (when there is one) settles the same promise, so the layer adds no
-     * promise hop to a statement. The timer rejects at once and destroys the socket.
+     * Every statement gets its deadline, in both of node-postgres' forms: the promise form
+     * (one promise, as node-postgres' own; the adapters' form) and the callback form (code
+     * using the pool directly). The deadline rejects at once and destroys the socket. A
+     * statement outside a unit re-arms the connection's one timer (deadline.ts ReusedTimer):
+     * no Node timer is created per statement.
      */
     override query(config: unknown, values?: unknown, callback?: unknown): unknown {
-      // Callback style is pg-pool's own `pool.query`, which the layer's pool replaces.
-      if (typeof values === 'function' || typeof callback === 'function') return super.query(config, values, callback);
+      // A Submittable (a cursor, a stream) reports through its own events, not a callback.
+      if (typeof (config as { submit?: unknown } | null)?.submit === 'function') return super.query(config, values, callback);
+      if (typeof values === 'function') return this.query(config, undefined, values);
+      if (typeof callback === 'function') {
+        this.send(config, values, callback as QueryCallback);
+        return undefined;
+      }
+      return new Promise((resolve, reject) => this.send(config, values, (err, result) => (err ? reject(err) : resolve(result))));
+    }
+
+    private send(config: unknown, values: unknown, done: QueryCallback): void {
       const deadline = policy.statementDeadline();
-      return new Promise((resolve, reject) => {
-        let settled = false;
-        let stop: (() => void) | undefined;
-        if (deadline !== undefined) {
-          const expire = (): void => {
-            settled = true;
-            const err = new DeadlineExceededError(deadline.kind, deadline.ms);
-            destroySocket(this, err);
-            reject(err);
-          };
-          if (deadline.shared !== undefined) stop = deadline.shared.watch(expire);
-          else {
-            const timer = setTimeout(expire, Math.min(Math.max(deadline.ms, 0), MAX_TIMER_MS));
-            stop = () => clearTimeout(timer);
-          }
+      let settled = false;
+      let stop: (() => void) | undefined;
+      if (deadline !== undefined) {
+        const expire = (): void => {
+          settled = true;
+          const err = new DeadlineExceededError(deadline.kind, deadline.ms);
+          destroySocket(this, err);
+          done(err);
+        };
+        if (deadline.shared !== undefined) stop = deadline.shared.watch(expire);
+        else {
+          if (this.statementTimer?.ms !== deadline.ms) this.statementTimer = new ReusedTimer(deadline.ms);
+          stop = this.statementTimer.start(expire);
         }
+      }
+      try {
         super.query(config, values, (err: unknown, result: unknown) => {
           if (settled) return;
           settled = true;
           stop?.();
-          if (err) reject(typed(lostTo.get(this) ?? err));
-          else resolve(result);
+          if (err) done(typed(lostTo.get(this) ?? err));
+          else done(undefined, result);
         });
-      });
+      } catch (err) {
+        // Refused before anything was sent (node-postgres checks its arguments): no deadline is left armed.
+        settled = true;
+        stop?.();
+        throw err;
+      }
     }
   };
 }

@@ -61,6 +61,8 @@ export function serverSettings(config: DbConfig): Record<string, number> {
 /** The per-connection policy (driver/client.ts) for this configuration. */
 export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, configure?: (client: object) => void, recorder?: PoolRecorder): ClientPolicy {
   const { connectMs, statementMs } = config.timeouts;
+  // One object for every statement outside a unit: nothing allocated per statement.
+  const statement: StatementDeadline | undefined = statementMs > 0 ? { ms: statementMs + DEADLINE_GRACE_MS, kind: 'statement' } : undefined;
   return {
     connectMs,
     // Probe an idle connection once it has been quiet as long as a connect may take; the
@@ -72,7 +74,7 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     statementDeadline(): StatementDeadline | undefined {
       const unit = unitLimits.get();
       if (unit) return { ms: unit.statementMs(), kind: 'unit', shared: unit };
-      return statementMs > 0 ? { ms: statementMs + DEADLINE_GRACE_MS, kind: 'statement' } : undefined;
+      return statement;
     },
   };
 }
