@@ -33,4 +33,13 @@ export class ContextSlot<T> {
     store[this.index] = value;
     return storage.run(store, fn);
   }
+
+  /** Runs `fn` with `value` in this slot and `otherValue` in `other`: one run for both. */
+  runWith<U, R>(value: T, other: ContextSlot<U>, otherValue: U, fn: () => R): R {
+    const outer = storage.getStore();
+    const store = outer === undefined ? [] : outer.slice();
+    store[this.index] = value;
+    store[other.index] = otherValue;
+    return storage.run(store, fn);
+  }
 }

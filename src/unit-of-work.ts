@@ -32,6 +32,7 @@ export type TxClient<C> = Omit<C, TxDenied>;
 type UnitState = 'starting' | 'running' | 'committing';
 
 interface UnitContext {
+  /** Prisma's transaction client; undefined until BEGIN has gone through (the unit is still starting). */
   tx: unknown;
   correlationId: string | undefined;
   savepoints: number;
@@ -49,7 +50,7 @@ const correlations = new ContextSlot<string>();
 
 /** Is the caller inside a unit of work? */
 export function inUnitOfWork(): boolean {
-  return units.get() !== undefined;
+  return units.get()?.tx !== undefined;
 }
 
 /** The correlation id of the unit of work or session the caller is running in. */
@@ -94,7 +95,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
       return Promise.reject(err as Error);
     }
     const outer = units.get();
-    if (outer) return this.nested(outer, fn, opts);
+    if (outer?.tx !== undefined) return this.nested(outer, fn, opts);
     const correlationId = opts.correlationId ?? currentCorrelationId();
     this.counters.transactions++;
     const telemetry = this.telemetry;
@@ -154,19 +155,26 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     return err;
   }
 
-  /** One run: BEGIN, the unit's settings, `fn`, COMMIT. A plain promise chain: no async frame of its own. */
+  /**
+   * One run: BEGIN, the unit's settings, `fn`, COMMIT. A plain promise chain: no async
+   * frame of its own. The unit's limits and its context are set in one run around the
+   * whole transaction (the context gets Prisma's client once BEGIN has gone through), so
+   * `fn` is called straight from the body, with no context switch of its own.
+   */
   private runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined): Promise<T> {
     const unit = { state: 'starting' as UnitState };
     const limits = this.limits(opts);
     const prelude = this.prelude(opts);
+    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0 };
     const body = async (tx: never): Promise<T> => {
       unit.state = 'running';
       if (prelude !== undefined) await (tx as TransactionalClient).$executeRawUnsafe(prelude.sql, ...prelude.values);
-      const value = await units.run({ tx, correlationId, savepoints: 0 }, () => fn(tx as TxClient<C>));
+      context.tx = tx;
+      const value = await fn(tx as TxClient<C>);
       unit.state = 'committing';
       return value;
     };
-    return unitLimits.run(limits, () => this.client.$transaction(body, this.prismaOptions(opts, limits))).then(
+    return units.runWith(context, unitLimits, limits, () => this.client.$transaction(body, this.prismaOptions(opts, limits))).then(
       (result) => {
         limits.end();
         this.counters.commits++;
@@ -264,7 +272,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
 
   session = async <T>(fn: (c: TxClient<C>) => Promise<T>, opts: SessionOptions = {}): Promise<T> => {
     const outer = units.get();
-    if (outer) return fn(outer.tx as TxClient<C>);
+    if (outer?.tx !== undefined) return fn(outer.tx as TxClient<C>);
     const correlationId = opts.correlationId ?? currentCorrelationId();
     // The Neon adapter creates its pool when Prisma connects; no query is sent here.
     await this.client.$connect();

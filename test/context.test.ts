@@ -39,6 +39,20 @@ describe('ContextSlot', () => {
     expect(shadowed).toEqual(['inner', 'outer']);
   });
 
+  it('sets two slots in one run (runWith), keeping the other slots of the caller, and only for that run', async () => {
+    const unit = new ContextSlot<string>();
+    const limits = new ContextSlot<number>();
+    const scope = new ContextSlot<string>();
+    const seen = await scope.run('s', () =>
+      unit.runWith('tx', limits, 30, async () => {
+        await tick();
+        return [unit.get(), limits.get(), scope.get()];
+      }),
+    );
+    expect(seen).toEqual(['tx', 30, 's']);
+    expect([unit.get(), limits.get(), scope.get()]).toEqual([undefined, undefined, undefined]);
+  });
+
   it('keeps concurrent runs apart', async () => {
     const slot = new ContextSlot<number>();
     const seen = await Promise.all(
