@@ -91,4 +91,13 @@ function unitOfWork(id, reference) {
   };
 }
 
-module.exports = { makeClient, poolConfig, unitOfWork };
+/**
+ * Operation `i` of a per-process worker (bench/instructions.js, bench/isolated.js): the same
+ * ids in every run of every variant; `prefix` keeps the units' transfer references unique.
+ */
+function operation(c, op, i, prefix) {
+  const id = 1 + ((i * 7919) % 1000);
+  return op === 'point' ? c.point(id) : c.unit(unitOfWork(id, `${prefix}-${i}`));
+}
+
+module.exports = { makeClient, operation, poolConfig, unitOfWork };

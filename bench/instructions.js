@@ -11,7 +11,7 @@
 //   env: as bench/cold-start.js (BENCH_HOST, ..., BENCH_URL, BENCH_APP)
 'use strict';
 const { execFile } = require('node:child_process');
-const { makeClient, unitOfWork } = require('./clients.js');
+const { makeClient, operation } = require('./clients.js');
 
 const [variant, op, warmArg, opsArg] = process.argv.slice(2);
 const warm = Number(warmArg);
@@ -39,15 +39,7 @@ async function main() {
 }
 
 async function run(c, prefix, from, to) {
-  // The same ids in every run of every variant.
-  for (let i = from; i < to; i++) {
-    const id = 1 + ((i * 7919) % 1000);
-    if (op === 'point') {
-      await c.point(id);
-    } else {
-      await c.unit(unitOfWork(id, `${prefix}-${i}`));
-    }
-  }
+  for (let i = from; i < to; i++) await operation(c, op, i, prefix);
 }
 
 main().catch((err) => {

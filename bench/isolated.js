@@ -7,7 +7,7 @@
 //   message in:  { op: 'point' | 'unit', n, from }   (from: the first operation's index)
 //   message out: { ready: true } once, then per batch { ms: number[], cpuUs: number, errors, firstError? }
 'use strict';
-const { makeClient, unitOfWork } = require('./clients.js');
+const { makeClient, operation } = require('./clients.js');
 
 const variant = process.argv[2];
 const client = makeClient(variant, process.env);
@@ -23,10 +23,9 @@ async function batch(op, n, from) {
   let firstError;
   const cpu = process.cpuUsage();
   for (let i = from; i < from + n; i++) {
-    const id = 1 + ((i * 7919) % 1000);
     const started = performance.now();
     try {
-      await (op === 'point' ? client.point(id) : client.unit(unitOfWork(id, `${prefix}-${i}`)));
+      await operation(client, op, i, prefix);
       ms.push(performance.now() - started);
     } catch (err) {
       errors++;

@@ -91,6 +91,11 @@ function hasValgrind(): boolean {
   }
 }
 
+/** The node binaries the per-process workloads run under: the bench's own, then BENCH_NODES. */
+function nodeBinaries(s: Settings): { node: string; version: string }[] {
+  return [process.execPath, ...s.nodes].map((node) => ({ node, version: execFileSync(node, ['--version'], { encoding: 'utf8' }).trim() }));
+}
+
 const log = (msg: string): void => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 export async function main(): Promise<number> {
@@ -181,8 +186,7 @@ export async function main(): Promise<number> {
     }
     if (s.runs('isolated')) {
       results.isolated = [];
-      for (const node of [process.execPath, ...s.nodes]) {
-        const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
+      for (const { node, version } of nodeBinaries(s)) {
         log(`a process per variant (node ${version}): ${s.warmupRounds}+${s.rounds} rounds × ${s.pointOps} point reads, then × ${s.unitOps} units`);
         const common = { node, rounds: s.rounds, warmupRounds: s.warmupRounds };
         const point = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'point', ops: s.pointOps });
@@ -193,8 +197,7 @@ export async function main(): Promise<number> {
     if (s.runs('instructions') && s.irRuns > 0 && !hasValgrind()) log('CPU instructions: skipped (valgrind is not installed; `apt-get install valgrind`)');
     else if (s.runs('instructions') && s.irRuns > 0) {
       results.instructions = [];
-      for (const node of [process.execPath, ...s.nodes]) {
-        const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
+      for (const { node, version } of nodeBinaries(s)) {
         log(`CPU instructions (callgrind, node ${version}): ${s.irRuns} run(s) per variant; point reads ${s.irPointWarm} warm-up + ${s.irPointOps} counted, units ${s.irUnitWarm} + ${s.irUnitOps}`);
         const common = { node, runs: s.irRuns, progress: log };
         const point = await instructionCounts(IR_KEYS, target, { ...common, op: 'point', warm: s.irPointWarm, ops: s.irPointOps });

@@ -156,10 +156,10 @@ export class UnitLimits {
 
   private readonly fire = (): void => {
     this.stop = undefined;
-    const due = [...(this.one === undefined ? [] : [this.one]), ...(this.more ?? [])];
+    const due = [this.one, ...(this.more ?? [])];
     this.one = undefined;
     this.more?.clear();
-    for (const expire of due) expire();
+    for (const expire of due) expire?.();
   };
 
   /** The unit is over: its timer is released. */

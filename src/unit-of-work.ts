@@ -48,9 +48,15 @@ export interface TransactionalClient {
 const units = new ContextSlot<UnitContext>();
 const correlations = new ContextSlot<string>();
 
+/** The unit of work the caller runs in, once its BEGIN has gone through (until then it has no `tx`). */
+function startedUnit(): UnitContext | undefined {
+  const unit = units.get();
+  return unit?.tx === undefined ? undefined : unit;
+}
+
 /** Is the caller inside a unit of work? */
 export function inUnitOfWork(): boolean {
-  return units.get()?.tx !== undefined;
+  return startedUnit() !== undefined;
 }
 
 /** The correlation id of the unit of work or session the caller is running in. */
@@ -94,8 +100,8 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    const outer = units.get();
-    if (outer?.tx !== undefined) return this.nested(outer, fn, opts);
+    const outer = startedUnit();
+    if (outer) return this.nested(outer, fn, opts);
     const correlationId = opts.correlationId ?? currentCorrelationId();
     this.counters.transactions++;
     const telemetry = this.telemetry;
@@ -271,8 +277,8 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
   }
 
   session = async <T>(fn: (c: TxClient<C>) => Promise<T>, opts: SessionOptions = {}): Promise<T> => {
-    const outer = units.get();
-    if (outer?.tx !== undefined) return fn(outer.tx as TxClient<C>);
+    const outer = startedUnit();
+    if (outer) return fn(outer.tx as TxClient<C>);
     const correlationId = opts.correlationId ?? currentCorrelationId();
     // The Neon adapter creates its pool when Prisma connects; no query is sent here.
     await this.client.$connect();

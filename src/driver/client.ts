@@ -43,7 +43,7 @@ export interface ClientPolicy {
 
 type ConnectCallback = (err?: Error | null) => void;
 /** node-postgres' query callback. */
-export type QueryCallback = (err: unknown, result?: unknown) => void;
+type QueryCallback = (err: unknown, result?: unknown) => void;
 
 /** The part of node-postgres' Client this class relies on; test/driver checks it still exists. */
 export interface PgClientShape {
