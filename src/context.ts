@@ -31,7 +31,7 @@ export class ContextSlot<T> {
     const outer = storage.getStore();
     const store = outer === undefined ? [] : outer.slice();
     store[this.index] = value;
-    return storage.run(store, fn);
+    return storage.run(store, () => startedHere(fn()));
   }
 
   /** Runs `fn` with `value` in this slot and `otherValue` in `other`: one run for both. */
@@ -40,6 +40,18 @@ export class ContextSlot<T> {
     const store = outer === undefined ? [] : outer.slice();
     store[this.index] = value;
     store[other.index] = otherValue;
-    return storage.run(store, fn);
+    return storage.run(store, () => startedHere(fn()));
   }
+}
+
+/**
+ * `fn`'s result, started inside the run. A Prisma query is a lazy thenable: it runs when
+ * something first calls its `then`. Awaited by the caller, outside the run, it would run
+ * outside the run's context: a query returned straight from db.scope's or db.session's
+ * function (`db.scope(() => db.user.count())`) escaped its scope or its session's
+ * connection. Here its `then` is called inside the run.
+ */
+function startedHere<R>(result: R): R {
+  if (result instanceof Promise || typeof (result as { then?: unknown } | null | undefined)?.then !== 'function') return result;
+  return new Promise((resolve, reject) => (result as PromiseLike<unknown>).then(resolve, reject)) as R;
 }

@@ -66,6 +66,15 @@ describe('ContextSlot', () => {
     expect(seen).toEqual([1, 2, 3]);
   });
 
+  it('starts a lazy thenable (a Prisma query) returned by the function inside the run', async () => {
+    const slot = new ContextSlot<string>();
+    let calledWith: string | undefined = 'then() not called';
+    // As a PrismaPromise: nothing runs until something calls `then`.
+    const lazy = { then: (resolve: (v: string | undefined) => void) => resolve((calledWith = slot.get())) };
+    expect(await slot.run('scope', () => lazy)).toBe('scope');
+    expect(calledWith).toBe('scope');
+  });
+
   it('is the only AsyncLocalStorage of the layer (each one more taxes every promise of the process on Node 20)', () => {
     const src = path.resolve(__dirname, '../src');
     const files = fs.readdirSync(src, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));

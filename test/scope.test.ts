@@ -143,6 +143,18 @@ describe('serverless mode', () => {
     expect(await noneLeft(db, app)).toBe(true);
   });
 
+  test('a query returned straight from the function (not awaited in it) runs in the scope and is ended with it', async () => {
+    const { db, app } = makeDb('serverless');
+    // A Prisma query runs when first awaited: here by db.scope itself, and still on the scope's connection.
+    const err = await rejectionOf(db.scope(() => db.$queryRaw`SELECT pg_sleep(3)`, { timeoutMs: 300 }));
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    expect((err as DeadlineExceededError).deadline).toBe('scope');
+    // Outside the scope it would have had a connection of its own, still open and running.
+    expect(db.stats().pool).toMatchObject({ open: 0, inUse: 0 });
+    expect(opened(db)).toBe(1);
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
   test('a statement the function did not await is ended with the scope; one sent after the end is refused and opens nothing', async () => {
     const { db, app } = makeDb('serverless');
     const ended = latch();

@@ -535,6 +535,14 @@ describe('db.session', () => {
     expect(db.stats().pool.inUse).toBe(0);
   });
 
+  test('a query returned straight from the session function runs on the session connection', async () => {
+    // The session holds the pool's only connection: a query that escaped it would queue for one and time out.
+    const d = newDb('session-direct', { pool: { size: 1, maxOverflow: 0, timeoutMs: 1_000 } });
+    const rows = await d.session((c) => c.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`);
+    expect(rows[0]!.pid).toEqual(expect.any(Number));
+    expect(d.stats().counters).toMatchObject({ connectionsOpened: 1, poolTimeouts: 0 });
+  });
+
   test('the connection is released when the session function throws (Error and non-Error)', async () => {
     const failure = new Error('session body failed');
     await expect(
