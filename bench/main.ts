@@ -15,6 +15,8 @@
 //                                BENCH_SCOPE_ROUNDS [6] measured rounds (+1 warm-up)
 //   BENCH_FLEET_PROCS [20]       fleet: separate node processes; BENCH_FLEET_CONCURRENCY [10] invocations at once
 //                                in each; BENCH_FLEET_INVOCATIONS [20] sequential invocations per slot
+//   BENCH_ISO_SETS [7]           the per-process rounds (bench/isolated.js): fresh process sets, each warmed up by
+//                                BENCH_ISO_WARMUP_ROUNDS [8] rounds, then BENCH_ISO_ROUNDS [6] measured rounds
 //   BENCH_IR_RUNS [2]            CPU instruction counts (callgrind): fresh processes per variant; BENCH_IR_POINT_WARM [500],
 //                                BENCH_IR_POINT_OPS [600], BENCH_IR_UNIT_WARM [300], BENCH_IR_UNIT_OPS [400];
 //   BENCH_NODES                  more node binaries, comma-separated (e.g. a Node 24): the per-process latency rounds
@@ -66,6 +68,9 @@ function settings() {
     ablationRounds: envInt('BENCH_ABLATION_ROUNDS', 12),
     scopeOps: envInt('BENCH_SCOPE_OPS', 20),
     scopeRounds: envInt('BENCH_SCOPE_ROUNDS', 6),
+    isoSets: envInt('BENCH_ISO_SETS', 7),
+    isoRounds: envInt('BENCH_ISO_ROUNDS', 6),
+    isoWarmupRounds: envInt('BENCH_ISO_WARMUP_ROUNDS', 8),
     irRuns: envInt('BENCH_IR_RUNS', 2),
     irPointWarm: envInt('BENCH_IR_POINT_WARM', 500),
     irPointOps: envInt('BENCH_IR_POINT_OPS', 600),
@@ -187,8 +192,8 @@ export async function main(): Promise<number> {
     if (s.runs('isolated')) {
       results.isolated = [];
       for (const { node, version } of nodeBinaries(s)) {
-        log(`a process per variant (node ${version}): ${s.warmupRounds}+${s.rounds} rounds × ${s.pointOps} point reads, then × ${s.unitOps} units`);
-        const common = { node, rounds: s.rounds, warmupRounds: s.warmupRounds };
+        log(`a process per variant (node ${version}): ${s.isoSets} process sets, each ${s.isoWarmupRounds}+${s.isoRounds} rounds × ${s.pointOps} point reads, then × ${s.unitOps} units`);
+        const common = { node, sets: s.isoSets, rounds: s.isoRounds, warmupRounds: s.isoWarmupRounds };
         const point = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'point', ops: s.pointOps });
         const unit = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'unit', ops: s.unitOps });
         results.isolated.push({ node: version, point, unit });

@@ -3,7 +3,7 @@
 import type { Settings } from './main';
 import { fmt, median, percentile, ratio, table } from './stats';
 import { MAX_CONNECTIONS } from './variants';
-import type { ColdStartSample, ConcurrencyRound, CpuProfileShare, FleetResult, InstructionCounts, LatencyResult, RecoveryResult, RoundTrips, ScopeResult } from './workloads';
+import type { ColdStartSample, ConcurrencyRound, CpuProfileShare, FleetResult, InstructionCounts, IsolatedResult, LatencyResult, RecoveryResult, RoundTrips, ScopeResult } from './workloads';
 
 export interface BenchResults {
   settings: Settings;
@@ -21,7 +21,7 @@ export interface BenchResults {
   scope?: ScopeResult;
   fleet?: FleetResult[];
   /** Per node binary: point reads and units with every variant in a process of its own (bench/isolated.js). */
-  isolated?: { node: string; point: Map<string, LatencyResult>; unit: Map<string, LatencyResult> }[];
+  isolated?: { node: string; point: Map<string, IsolatedResult>; unit: Map<string, IsolatedResult> }[];
   /** Per node binary: CPU instructions per operation (callgrind, main thread). */
   instructions?: { node: string; point: Map<string, InstructionCounts>; unit: Map<string, InstructionCounts> }[];
 }
@@ -45,26 +45,45 @@ const pct = (r: number): string => `${r >= 1 ? '+' : ''}${fmt((r - 1) * 100, 1)}
 const us = (ms: number): string => fmt(ms * 1000, 0);
 const verdict = (t: Target): string => (t.pass === undefined ? 'n/a' : t.pass ? 'PASS' : 'MISS');
 
-function latencyTable(r: Map<string, LatencyResult>, labels: Record<string, string>, base = 'prisma'): string {
-  const b = r.get(base)!;
+/** "median× (min–max)" of paired ratios. */
+const spread = (ratios: readonly number[]): string => `${fmt(median(ratios), 3)}× (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`;
+
+/** Each measured round's median ratio of `key` to bare Prisma (the same round, side by side). */
+const roundRatios = (r: Map<string, LatencyResult>, key: string): number[] => r.get(key)!.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
+
+/** Each process set's median ratio of `key` to `base` (the per-process rounds). */
+const setRatios = (r: Map<string, IsolatedResult>, key: string, base = 'prisma'): number[] => r.get(key)!.setMedians.map((m, i) => m / r.get(base)!.setMedians[i]!);
+
+function latencyTable(r: Map<string, LatencyResult | IsolatedResult>, labels: Record<string, string>): string {
+  const b = r.get('prisma')!;
   const bMed = median(b.samples);
   const bP99 = percentile(b.samples, 99);
+  const bySet = 'setMedians' in b;
   return table(
-    ['variant', 'n', 'median ms', 'p99 ms', 'median vs bare Prisma', 'p99 vs bare Prisma', 'per-round ratio: median (min–max)', 'client CPU µs/op', 'errors'],
-    [...r].map(([key, v]) => {
-      const rounds = v.roundMedians.map((m, i) => m / b.roundMedians[i]!);
-      return [
-        labels[key] ?? key,
-        v.samples.length,
-        fmt(median(v.samples), 3),
-        fmt(percentile(v.samples, 99), 3),
-        `${fmt(ratio(median(v.samples), bMed), 3)}×`,
-        `${fmt(ratio(percentile(v.samples, 99), bP99), 3)}×`,
-        `${fmt(median(rounds), 3)}× (${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)})`,
-        fmt(median(v.cpuUsPerOp), 0),
-        v.errors,
-      ];
-    }),
+    [
+      'variant',
+      'n',
+      'median ms',
+      'p99 ms',
+      'median vs bare Prisma',
+      'p99 vs bare Prisma',
+      'per-round ratio: median (min–max)',
+      ...(bySet ? ['per-process-set ratio: median (min–max)'] : []),
+      'client CPU µs/op',
+      'errors',
+    ],
+    [...r].map(([key, v]) => [
+      labels[key] ?? key,
+      v.samples.length,
+      fmt(median(v.samples), 3),
+      fmt(percentile(v.samples, 99), 3),
+      `${fmt(ratio(median(v.samples), bMed), 3)}×`,
+      `${fmt(ratio(percentile(v.samples, 99), bP99), 3)}×`,
+      spread(roundRatios(r, key)),
+      ...(bySet ? [spread(setRatios(r as Map<string, IsolatedResult>, key))] : []),
+      fmt(median(v.cpuUsPerOp), 0),
+      v.errors,
+    ]),
   );
 }
 
@@ -83,12 +102,12 @@ function breakdown(res: BenchResults, which: 'point' | 'unit'): { rows: (string 
   const d = (k: string): string => fmt(cpu(k) - cpu('prisma'), 0);
   const w = (k: string): string => us(wall(k) - wall('prisma'));
   const what = which === 'point' ? 'point read' : 'unit of work';
-  const spread = a.get('layer')!.roundMedians.map((m, i) => m / a.get('prisma')!.roundMedians[i]!);
+  const rounds = roundRatios(a, 'layer');
   const text =
     `In the breakdown rounds the full layer is ${w('layer')} µs (${d('layer')} µs of client CPU) slower per ${what} than bare Prisma; ` +
     `the partial variants differ from bare Prisma by ${w('prisma+driver')} µs (the layer's driver only: GuardedPool checkout/recovery in src/pool.ts, the guarded Client's statement deadline and typed errors in src/driver/client.ts) ` +
     `and ${w('prisma+instrumented')} µs (plus the instrumenting adapter of src/adapter.ts: counters, close gate, slow-query timing). ` +
-    `These deltas are of the same size as the round-to-round noise (the layer/bare ratio of single rounds ranges ${fmt(Math.min(...spread), 2)}–${fmt(Math.max(...spread), 2)}× here), ` +
+    `These deltas are of the same size as the round-to-round noise (the layer/bare ratio of single rounds ranges ${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)}× here), ` +
     `so they do not add up exactly; ` +
     (which === 'unit'
       ? `what only the full layer has is \`db.transaction\`'s own wrapping (close gate, option check, retry loop, the unit's limits and ambient client in AsyncLocalStorage), paid once per unit on top of the per-statement costs.`
@@ -100,7 +119,7 @@ function breakdown(res: BenchResults, which: 'point' | 'unit'): { rows: (string 
 function control(r: Map<string, LatencyResult>): string | undefined {
   const c = r.get('prisma2');
   if (!c) return undefined;
-  const rounds = c.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
+  const rounds = roundRatios(r, 'prisma2');
   return `${fmt(ratio(median(c.samples), median(r.get('prisma')!.samples)), 3)}× (per-round median ${fmt(median(rounds), 3)}×)`;
 }
 
@@ -184,7 +203,7 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
     const layer = median(r.get('layer')!.samples);
     const bare = median(r.get('prisma')!.samples);
     const q = ratio(layer, bare);
-    const rounds = r.get('layer')!.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
+    const rounds = roundRatios(r, 'layer');
     const aa = control(r);
     if (profileSection) sections.push(profileSection);
     targets.push({
@@ -211,18 +230,18 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
       const what = which === 'point' ? 'point read' : 'unit of work';
       sections.push(
         `### ${which === 'point' ? 'Point read' : 'Unit of work'}, each variant in a process of its own (node ${run.node})\n\n${latencyTable(r, labels)}\n\n` +
-          `The same operations and rounds as above, but each variant runs in a forked process of its own (\`bench/isolated.js\`), as an application does: no JIT, heap or AsyncLocalStorage is shared between variants. ` +
+          `The same operations as above, but each variant runs in a forked process of its own (\`bench/isolated.js\`), as an application does: no JIT, heap or AsyncLocalStorage is shared between variants. ` +
+          `${res.settings.isoSets} process sets, each a fresh process per variant, warmed up by ${res.settings.isoWarmupRounds} rounds, then ${res.settings.isoRounds} measured rounds; a ratio is the median of the sets' ratios. ` +
           `Once a unit has run, the layer's process has its AsyncLocalStorage in use; *${IR_LABELS['prisma+als']}* is bare Prisma in the same situation (before Node 24, every promise then pays for it).`,
       );
-      const q = ratio(median(r.get('layer')!.samples), median(r.get('prisma')!.samples));
-      const rounds = r.get('layer')!.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
-      const aa = control(r);
-      const als = r.get('prisma+als');
-      const vsAls = als ? `; vs bare Prisma with an AsyncLocalStorage in use ${fmt(ratio(median(r.get('layer')!.samples), median(als.samples)), 3)}×` : '';
+      const sets = setRatios(r, 'layer');
+      const q = median(sets);
+      const vsAls = r.has('prisma+als') ? `; vs bare Prisma with an AsyncLocalStorage in use ${spread(setRatios(r, 'layer', 'prisma+als'))}` : '';
+      const aa = r.has('prisma2') ? `; A/A control ${spread(setRatios(r, 'prisma2'))}` : '';
       targets.push({
         name: `Layer overhead, ${what}, a process per variant${under}`,
         goal: `≤ ${LATENCY_GOAL}× bare Prisma, same adapter (median)`,
-        measured: `${fmt(q, 3)}× (per-round ${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)}×, median ${fmt(median(rounds), 3)}×)${vsAls}${aa ? `; A/A control ${aa}` : ''}`,
+        measured: `${spread(sets)} over ${sets.length} process sets (pooled medians ${fmt(ratio(median(r.get('layer')!.samples), median(r.get('prisma')!.samples)), 3)}×)${vsAls}${aa}`,
         value: q,
         pass: q <= LATENCY_GOAL,
         ...(q <= LATENCY_GOAL ? {} : { missBy: `${fmt((q - LATENCY_GOAL) * 100, 1)} points over`, why: instructionsWhy(res, which) || 'See the instruction counts (BENCH_ONLY=instructions).' }),
@@ -538,9 +557,13 @@ removes the server, whatever happens. Sizes: see the header of \`bench/main.ts\`
   same rounds: a second bare Prisma client, identical to the first; its ratio to the first is what the machine alone
   makes of two equal variants, i.e. the resolution of the other ratios.
 - **A process per variant**: the same point reads and units again, each variant in a forked process of its own
-  (\`bench/isolated.js\`, no forced GC), batches alternating between the processes as above: bare Prisma, bare Prisma
-  in a process where an AsyncLocalStorage is in use, the layer, and the A/A control; under the bench's own node and
-  under each binary of \`BENCH_NODES\`.
+  (\`bench/isolated.js\`, no forced GC): bare Prisma, bare Prisma in a process where an AsyncLocalStorage is in use,
+  the layer, and the A/A control; under the bench's own node and under each binary of \`BENCH_NODES\`. Two processes
+  running the same code differ by a few percent in median latency (when and how their JIT optimizes, their memory
+  layout), more than the goal's 2%, and more rounds in the same processes do not average that out. So the rounds run in
+  ${s.isoSets} process sets: each a fresh process per variant, warmed up by ${s.isoWarmupRounds} rounds, then ${s.isoRounds} measured rounds,
+  batches alternating between the processes as above. The ratio is the median of the sets' ratios (each set's median
+  latency against bare Prisma's in the same set), with the range over the sets; the A/A control's range is the resolution.
 - **CPU instructions**: \`valgrind --tool=callgrind\` counts the instructions of the main thread per operation, each
   variant in a fresh process of its own (\`bench/instructions.js\`: warm-up first, then only the measured operations are
   counted; ${s.irRuns} run(s) per variant, mean). Variants: bare Prisma, bare Prisma in a process where an

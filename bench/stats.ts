@@ -8,7 +8,13 @@ export function percentile(samples: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
 }
 
-export const median = (samples: readonly number[]): number => percentile(samples, 50);
+/** The median; of an even count, the mean of the two middle values (nearest rank would pick the lower one). */
+export function median(samples: readonly number[]): number {
+  if (samples.length === 0) return NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
 
 /** Fixed-precision number, or '–' for NaN / undefined. */
 export function fmt(n: number | undefined, digits = 2): string {

@@ -67,50 +67,80 @@ export async function sequentialLatency(
 
 // ---- the same, each variant in a process of its own -------------------------------------------
 
+/** The per-process rounds' results: pooled over the process sets, plus each set's median. */
+export interface IsolatedResult extends LatencyResult {
+  /** Median latency of each process set, in set order (for per-set ratios). */
+  setMedians: number[];
+}
+
 /**
  * Sequential latency with every variant in a process of its own (bench/isolated.js), as
  * applications run them: no variant shares a JIT, a heap or an AsyncLocalStorage with
- * another. Batches alternate between the processes in rotating order, as above.
+ * another. Two processes running the same code differ by a few percent in median latency
+ * (their JIT's timing and decisions, their memory layout): measured, two bare Prisma
+ * processes were 0.93–1.05× apart. So the rounds run in `sets` process sets, each a fresh
+ * process per variant, warmed up, then measured in batches that alternate between the
+ * processes in rotating order, as above. A ratio is then the median of the sets' ratios.
  */
 export async function isolatedLatency(
   keys: string[],
   target: Target,
-  opts: { op: 'point' | 'unit'; rounds: number; warmupRounds: number; ops: number; node: string },
-): Promise<Map<string, LatencyResult>> {
+  opts: { op: 'point' | 'unit'; sets: number; rounds: number; warmupRounds: number; ops: number; node: string },
+): Promise<Map<string, IsolatedResult>> {
+  const results = new Map<string, IsolatedResult>(keys.map((k) => [k, { samples: [], roundMedians: [], cpuUsPerOp: [], errors: 0, setMedians: [] }]));
+  let from = 0;
+  for (let set = 0; set < opts.sets; set++) {
+    // Forked in rotating order too, so that no variant is always its set's first (or last) process.
+    const procs = await forkVariants(rotation(keys, set), target, opts.node);
+    const inSet = new Map<string, number[]>(keys.map((k) => [k, []]));
+    try {
+      for (let r = 0; r < opts.warmupRounds + opts.rounds; r++) {
+        for (const key of rotation(keys, r)) {
+          await sleep(20);
+          const child = procs.get(key)!;
+          const answer = reply(child);
+          child.send({ op: opts.op, n: opts.ops, from });
+          const batch = (await answer) as { ms: number[]; cpuUs: number; errors: number; firstError?: string };
+          from += opts.ops;
+          if (r < opts.warmupRounds) continue;
+          const res = results.get(key)!;
+          res.samples.push(...batch.ms);
+          inSet.get(key)!.push(...batch.ms);
+          res.roundMedians.push(median(batch.ms));
+          res.cpuUsPerOp.push(batch.cpuUs);
+          res.errors += batch.errors;
+          res.firstError ??= batch.firstError;
+        }
+      }
+    } finally {
+      for (const child of procs.values()) {
+        child.kill();
+        children.delete(child);
+      }
+    }
+    for (const key of keys) results.get(key)!.setMedians.push(median(inSet.get(key)!));
+  }
+  return results;
+}
+
+/** One forked bench/isolated.js per variant, each ready (connected, its client created). */
+async function forkVariants(keys: string[], target: Target, node: string): Promise<Map<string, ChildProcess>> {
   const script = path.join(__dirname, 'isolated.js');
   const procs = new Map<string, ChildProcess>();
   try {
     for (const key of keys) {
-      const child = fork(script, [key], { execPath: opts.node, env: childEnv(target, `bench-iso-${key.replace(/[^a-z0-9]/g, '')}`), cwd: path.resolve(__dirname, '..'), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const child = fork(script, [key], { execPath: node, env: childEnv(target, `bench-iso-${key.replace(/[^a-z0-9]/g, '')}`), cwd: path.resolve(__dirname, '..'), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       children.add(child);
       procs.set(key, child);
       await reply(child);
     }
-    const results = new Map<string, LatencyResult>(keys.map((k) => [k, { samples: [], roundMedians: [], cpuUsPerOp: [], errors: 0 }]));
-    let from = 0;
-    for (let r = 0; r < opts.warmupRounds + opts.rounds; r++) {
-      for (const key of rotation(keys, r)) {
-        await sleep(20);
-        const child = procs.get(key)!;
-        const answer = reply(child);
-        child.send({ op: opts.op, n: opts.ops, from });
-        const batch = (await answer) as { ms: number[]; cpuUs: number; errors: number; firstError?: string };
-        from += opts.ops;
-        if (r < opts.warmupRounds) continue;
-        const res = results.get(key)!;
-        res.samples.push(...batch.ms);
-        res.roundMedians.push(median(batch.ms));
-        res.cpuUsPerOp.push(batch.cpuUs);
-        res.errors += batch.errors;
-        res.firstError ??= batch.firstError;
-      }
-    }
-    return results;
-  } finally {
+    return procs;
+  } catch (err) {
     for (const child of procs.values()) {
       child.kill();
       children.delete(child);
     }
+    throw err;
   }
 }
 
