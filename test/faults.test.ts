@@ -638,7 +638,9 @@ describe.each(['rst', 'fin'] as CutMode[])('connection lost around COMMIT (%s)',
     // sent, then the connection went without an answer), so the only true report is
     // 'unknown'; the server shows what really happened.
     const proxy = await openProxy();
-    const { db } = openDb(proxy, `lost-${mode}`, { pool: { size: 2, maxOverflow: 0 } });
+    const logged: unknown[] = [];
+    const log = (entry: unknown): void => void logged.push(entry);
+    const { db } = openDb(proxy, `lost-${mode}`, { pool: { size: 2, maxOverflow: 0 }, logger: { info: log, warn: log } });
     for (let i = 0; i < 10; i++) {
       proxy.dropBeforeCommit(mode);
       const { reference, done } = transfer(db, `lost-${mode}`);
@@ -649,6 +651,9 @@ describe.each(['rst', 'fin'] as CutMode[])('connection lost around COMMIT (%s)',
     }
     expect(proxy.commitsSeen).toBe(10); // never re-run
     await expectBooksBalanced();
+    // A transaction whose COMMIT and ROLLBACK both failed is over: close() finds nothing in flight.
+    await db.close({ deadlineMs: 30_000 });
+    expect(logged).toContainEqual(expect.objectContaining({ event: 'close', inFlight: 0 }));
   }, 120_000);
 
   it(`dropped after the server committed, 10×: each caller gets outcome unknown (not a plain query error), the row is there, never re-run`, async () => {
