@@ -23,6 +23,7 @@ import {
   DatalayerError,
   DeadlineExceededError,
   type Db,
+  type DbLogger,
   type DbOptions,
 } from '../src/index';
 import { eventually, sleep } from './support/async';
@@ -181,7 +182,7 @@ function expectUnknownOutcome(err: unknown): void {
   expect({ ...v, isTx: err instanceof DatabaseTransactionError }).toEqual({ ...v, isTx: true, outcome: 'unknown', retryable: false });
 }
 
-type Options = Omit<DbOptions, 'url'>;
+type Options = Omit<DbOptions, 'url'> & { logger?: DbLogger };
 
 /** A Db reaching the test database through `proxy` (plaintext unless `tls`), closed after the test. */
 function openDb(proxy: TcpProxy, label: string, options: Options, tls = false): { db: Db<PrismaClient>; name: string } {
