@@ -48,8 +48,8 @@ const verdict = (t: Target): string => (t.pass === undefined ? 'n/a' : t.pass ? 
 /** "median× (min–max)" of paired ratios. */
 const spread = (ratios: readonly number[]): string => `${fmt(median(ratios), 3)}× (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`;
 
-/** Each measured round's median ratio of `key` to bare Prisma (the same round, side by side). */
-const roundRatios = (r: Map<string, LatencyResult>, key: string): number[] => r.get(key)!.roundMedians.map((m, i) => m / r.get('prisma')!.roundMedians[i]!);
+/** Each measured round's median ratio of `key` to `base` (the same round, side by side). */
+const roundRatios = (r: Map<string, LatencyResult>, key: string, base = 'prisma'): number[] => r.get(key)!.roundMedians.map((m, i) => m / r.get(base)!.roundMedians[i]!);
 
 /** Each process set's median ratio of `key` to `base` (the per-process rounds). */
 const setRatios = (r: Map<string, IsolatedResult>, key: string, base = 'prisma'): number[] => r.get(key)!.setMedians.map((m, i) => m / r.get(base)!.setMedians[i]!);
@@ -270,7 +270,7 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
     const sc = res.scope;
     const lat = sc.latency;
     const med = (k: string): number => median(lat.get(k)!.samples);
-    const rounds = lat.get('scope')!.roundMedians.map((m, i) => m / lat.get('no-scope')!.roundMedians[i]!);
+    const rounds = roundRatios(lat, 'scope', 'no-scope');
     sections.push(
       `### Serverless: a 5-statement handler inside \`db.scope\` vs the same statements outside one (1 warm-up + ${s.scopeRounds} rounds × ${s.scopeOps})\n\n` +
         table(

@@ -96,31 +96,42 @@ export async function isolatedLatency(
     try {
       for (let r = 0; r < opts.warmupRounds + opts.rounds; r++) {
         for (const key of rotation(keys, r)) {
-          await sleep(20);
-          const child = procs.get(key)!;
-          const answer = reply(child);
-          child.send({ op: opts.op, n: opts.ops, from });
-          const batch = (await answer) as { ms: number[]; cpuUs: number; errors: number; firstError?: string };
+          const batch = await runBatch(procs.get(key)!, { op: opts.op, n: opts.ops, from });
           from += opts.ops;
           if (r < opts.warmupRounds) continue;
-          const res = results.get(key)!;
-          res.samples.push(...batch.ms);
+          addBatch(results.get(key)!, batch);
           inSet.get(key)!.push(...batch.ms);
-          res.roundMedians.push(median(batch.ms));
-          res.cpuUsPerOp.push(batch.cpuUs);
-          res.errors += batch.errors;
-          res.firstError ??= batch.firstError;
         }
       }
     } finally {
-      for (const child of procs.values()) {
-        child.kill();
-        children.delete(child);
-      }
+      stopAll(procs.values());
     }
     for (const key of keys) results.get(key)!.setMedians.push(median(inSet.get(key)!));
   }
   return results;
+}
+
+interface Batch {
+  ms: number[];
+  cpuUs: number;
+  errors: number;
+  firstError?: string;
+}
+
+/** One batch of a forked worker, after a 20 ms pause (the server done with the previous batch). */
+async function runBatch(child: ChildProcess, message: { op: 'point' | 'unit'; n: number; from: number }): Promise<Batch> {
+  await sleep(20);
+  const answer = reply(child);
+  child.send(message);
+  return (await answer) as Batch;
+}
+
+function addBatch(res: LatencyResult, batch: Batch): void {
+  res.samples.push(...batch.ms);
+  res.roundMedians.push(median(batch.ms));
+  res.cpuUsPerOp.push(batch.cpuUs);
+  res.errors += batch.errors;
+  res.firstError ??= batch.firstError;
 }
 
 /** One forked bench/isolated.js per variant, each ready (connected, its client created). */
@@ -136,11 +147,15 @@ async function forkVariants(keys: string[], target: Target, node: string): Promi
     }
     return procs;
   } catch (err) {
-    for (const child of procs.values()) {
-      child.kill();
-      children.delete(child);
-    }
+    stopAll(procs.values());
     throw err;
+  }
+}
+
+function stopAll(procs: Iterable<ChildProcess>): void {
+  for (const child of procs) {
+    child.kill();
+    children.delete(child);
   }
 }
 

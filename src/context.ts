@@ -28,20 +28,28 @@ export class ContextSlot<T> {
 
   /** Runs `fn` with `value` in this slot; the other slots keep the caller's values. */
   run<R>(value: T, fn: () => R): R {
-    const outer = storage.getStore();
-    const store = outer === undefined ? [] : outer.slice();
-    store[this.index] = value;
-    return storage.run(store, () => startedHere(fn()));
+    return runIn(this.withValue(value), fn);
   }
 
   /** Runs `fn` with `value` in this slot and `otherValue` in `other`: one run for both. */
   runWith<U, R>(value: T, other: ContextSlot<U>, otherValue: U, fn: () => R): R {
+    const store = this.withValue(value);
+    store[other.index] = otherValue;
+    return runIn(store, fn);
+  }
+
+  /** The caller's store with `value` in this slot (a copy: a stored array never changes). */
+  private withValue(value: T): unknown[] {
     const outer = storage.getStore();
     const store = outer === undefined ? [] : outer.slice();
     store[this.index] = value;
-    store[other.index] = otherValue;
-    return storage.run(store, () => startedHere(fn()));
+    return store;
   }
+}
+
+/** Runs `fn` with `store`, and starts what it returns inside the run. */
+function runIn<R>(store: Store, fn: () => R): R {
+  return storage.run(store, () => startedHere(fn()));
 }
 
 /**

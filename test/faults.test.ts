@@ -652,7 +652,7 @@ describe.each(['rst', 'fin'] as CutMode[])('connection lost around COMMIT (%s)',
     }
     expect(proxy.commitsSeen).toBe(10); // never re-run
     await expectBooksBalanced();
-    // A transaction whose COMMIT and ROLLBACK both failed is over: close() finds nothing in flight.
+    // Prisma rolls back (releases) each transaction whose COMMIT was lost: close() finds nothing in flight.
     await db.close({ deadlineMs: 30_000 });
     expect(logged).toContainEqual(expect.objectContaining({ event: 'close', inFlight: 0 }));
   }, 120_000);
