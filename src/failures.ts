@@ -130,6 +130,21 @@ export function isConnectFailure(err: unknown): boolean {
   return typeof err === 'object' && err !== null && connectFailures.has(err);
 }
 
+/**
+ * Connections lost before the server confirmed a transaction's BEGIN, which went out with
+ * the transaction's first statement (driver/begin.ts): no transaction was open there, so
+ * nothing of it can have committed.
+ */
+const beforeBegin = new WeakSet<object>();
+
+export function markBeforeBegin(err: unknown): void {
+  if (typeof err === 'object' && err !== null) beforeBegin.add(err);
+}
+
+export function isBeforeBegin(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && beforeBegin.has(err);
+}
+
 /** The typed error for a failed connect (`connect`) or a connection lost mid-statement (`query`). */
 export function connectionError(err: unknown, phase: 'connect' | 'query'): DatabaseConnectionError {
   const sqlState = sqlStateOf(err);

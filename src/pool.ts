@@ -18,7 +18,7 @@
 
 import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
-import { destroySocket, type SocketHolder } from './driver/client.ts';
+import { checkedIn, destroySocket, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, withDeadline } from './deadline.ts';
 import { DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
@@ -127,6 +127,7 @@ export class GuardedPool {
       if (recorder !== undefined) this.recordUse(recorder, client, now);
       this.lastUse.set(client, now);
       this.busy.delete(client);
+      checkedIn(client);
       if (hub.wants('release')) hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null });
     }) as never);
     this.raw.on('remove', ((client: PoolClient) => {

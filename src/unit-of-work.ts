@@ -6,7 +6,10 @@
 // (local statement_timeout) and, when the server cannot be heard, on the client.
 //
 // What the caller learns on failure follows the unit's state when it failed:
-//   starting  — BEGIN never got through: nothing happened (re-run on a dead pooled connection);
+//   starting  — BEGIN never got through: nothing happened (re-run on a dead pooled connection).
+//               BEGIN goes out with the unit's first statement (driver/begin.ts), so this
+//               includes a connection lost before the server confirmed it: `fn` may have
+//               begun, up to its first statement, and runs again as on a conflict;
 //   running   — the transaction is rolled back: the error says so (`outcome: 'rolled-back'`);
 //   committing — COMMIT was sent and the connection went: it may have committed
 //               (DatabaseTransactionError, `outcome: 'unknown'`), never re-run.
@@ -16,7 +19,7 @@ import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, PoolTimeoutError } from './errors.ts';
-import { classifyError, isConnectionLoss, isDatabaseFailure, isRetryableConflict } from './failures.ts';
+import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isRetryableConflict } from './failures.ts';
 import type { GuardedPool } from './pool.ts';
 import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
@@ -195,13 +198,15 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
 
   /** The error for a failure in `state`: see the header. */
   private settle(err: unknown, state: UnitState, reused: boolean, correlationId: string | undefined): unknown {
-    if (state === 'starting' && diedWhileIdle(err, reused)) {
+    // Was the transaction ever open on the server? Not if BEGIN failed, nor if the connection went before BEGIN was confirmed.
+    const begun = state !== 'starting' && !isBeforeBegin(err);
+    if (!begun && diedWhileIdle(err, reused)) {
       return new NotStarted('BEGIN failed', { cause: err });
     }
     const lost = isConnectionLoss(err);
     this.counters.rollbacks++;
     const detail = correlationId === undefined ? {} : { correlationId };
-    if (state === 'committing' && lost) {
+    if (state === 'committing' && lost && begun) {
       return new DatabaseTransactionError('The connection was lost during COMMIT: the transaction may or may not have committed', {
         cause: err,
         outcome: 'unknown',

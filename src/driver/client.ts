@@ -14,12 +14,14 @@
 // - failures typed where they happen: a lost connection becomes DatabaseConnectionError
 //   and a server-side statement timeout StatementTimeoutError. These carry no `code`, so
 //   the Prisma adapter and client pass them through unchanged. Every other server error
-//   goes on to Prisma as is, which maps it to its own error classes (P2002, ...).
+//   goes on to Prisma as is, which maps it to its own error classes (P2002, ...);
+// - a transaction's BEGIN sent with its first statement, one round trip fewer (begin.ts).
 
 import type { ConnectionOptions } from 'node:tls';
 import { DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
 import { ReusedTimer } from '../deadline.ts';
-import { classifyError, connectionError, isConnectionLoss, sqlStateOf } from '../failures.ts';
+import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, sqlStateOf } from '../failures.ts';
+import { answered, carrying, isBegin, isolationMode, queryClassOf, transactionEnd } from './begin.ts';
 
 export interface StatementDeadline {
   ms: number;
@@ -52,6 +54,9 @@ export interface PgClientShape {
   connect(callback?: unknown): unknown;
   connection: { stream: { destroy(err?: Error): void }; once(event: string, listener: () => void): unknown };
   processID?: number | null;
+  /** node-postgres' own state: false once the connection failed, true once it is ending. */
+  _queryable?: boolean;
+  _ending?: boolean;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- mixin constructors must take any[]
@@ -70,7 +75,13 @@ export function destroySocket(client: SocketHolder, reason: Error): void {
   client.connection?.stream?.destroy(reason);
 }
 
+/** A connection going back to its pool keeps nothing of its checkout's transaction (begin.ts). */
+export function checkedIn(client: object): void {
+  (client as { forgetTransaction?(): void }).forgetTransaction?.();
+}
+
 export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): ClientClass {
+  const Query = queryClassOf(Base);
   return class GuardedClient extends Base {
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     constructor(...args: any[]) {
@@ -135,7 +146,45 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         this.send(config, values, callback as QueryCallback);
         return undefined;
       }
+      const local = this.heldBack(config, values);
+      if (local !== undefined) return Promise.resolve(local);
       return new Promise((resolve, reject) => this.send(config, values, (err, result) => (err ? reject(err) : resolve(result))));
+    }
+
+    /** BEGIN held back, to go out ahead of the transaction's first statement (begin.ts). */
+    private heldBegin: string | undefined;
+    /** A held BEGIN is on the wire and the server has not confirmed it yet. */
+    private unconfirmed = false;
+
+    /**
+     * The adapters' transaction statements that need no round trip of their own, answered
+     * here (promise form only): BEGIN is held, an isolation level joins it, and COMMIT or
+     * ROLLBACK while it is still held ends a transaction the server never saw.
+     */
+    private heldBack(config: unknown, values: unknown): object | undefined {
+      if (Query === undefined) return undefined;
+      if (this.heldBegin === undefined) {
+        // A connection that already failed gets its BEGIN sent, and refused, as before.
+        if (!isBegin(config, values) || this._queryable === false || this._ending === true) return undefined;
+        this.heldBegin = 'BEGIN';
+        this.unconfirmed = false;
+        return answered('BEGIN');
+      }
+      const mode = isolationMode(config, values);
+      if (mode !== undefined) {
+        this.heldBegin = `BEGIN ${mode}`;
+        return answered('SET');
+      }
+      const end = transactionEnd(config, values);
+      if (end === undefined) return undefined;
+      this.heldBegin = undefined;
+      return answered(end);
+    }
+
+    /** Called by the pool on release (checkedIn). */
+    forgetTransaction(): void {
+      this.heldBegin = undefined;
+      this.unconfirmed = false;
     }
 
     private send(config: unknown, values: unknown, done: QueryCallback): void {
@@ -155,20 +204,67 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
           stop = this.statementTimer.start(expire);
         }
       }
+      const answer: QueryCallback = (err, result) => {
+        if (settled) return;
+        settled = true;
+        stop?.();
+        if (err) done(this.failure(lostTo.get(this) ?? err));
+        else done(undefined, result);
+      };
+      const begin = this.heldBegin;
       try {
-        super.query(config, values, (err: unknown, result: unknown) => {
-          if (settled) return;
-          settled = true;
-          stop?.();
-          if (err) done(typed(lostTo.get(this) ?? err));
-          else done(undefined, result);
-        });
+        if (begin === undefined) super.query(config, values, answer);
+        else {
+          this.heldBegin = undefined;
+          this.sendWithBegin(begin, config, values, answer);
+        }
       } catch (err) {
         // Refused before anything was sent (node-postgres checks its arguments): no deadline is left armed.
         settled = true;
         stop?.();
         throw err;
       }
+    }
+
+    /**
+     * The statement with the held BEGIN ahead of it, in one round trip when it can carry it
+     * (begin.ts), else BEGIN on its own first. Until the server confirms BEGIN, a lost
+     * connection is marked as such: nothing of the transaction was open there.
+     */
+    private sendWithBegin(begin: string, config: unknown, values: unknown, answer: QueryCallback): void {
+      this.unconfirmed = true;
+      const confirmed = (): void => {
+        this.unconfirmed = false;
+      };
+      // Answered without a loss, BEGIN's fate is known either way: confirmed, or refused by the server.
+      const settle: QueryCallback = (err, result) => {
+        if (!err || !isConnectionLoss(err)) confirmed();
+        answer(err, result);
+      };
+      const carrier = carrying(Query!, begin, config, values, settle, confirmed);
+      if (carrier !== undefined) {
+        super.query(carrier);
+        return;
+      }
+      super.query(begin, (err: unknown) => {
+        if (err) {
+          settle(err);
+          return;
+        }
+        confirmed();
+        try {
+          super.query(config, values, answer);
+        } catch (refused) {
+          answer(refused);
+        }
+      });
+    }
+
+    /** The error the caller gets: typed, and marked when the connection went before BEGIN was confirmed. */
+    private failure(err: unknown): unknown {
+      const e = typed(err);
+      if (this.unconfirmed && isConnectionLoss(e)) markBeforeBegin(e);
+      return e;
     }
   };
 }

@@ -33,6 +33,12 @@ export interface TcpProxy {
   host: string;
   /** Existing connections stop forwarding in both directions (new ones work). */
   blackholeExisting(): void;
+  /**
+   * Existing connections are forgotten as a NAT or load balancer forgets an idle flow (an
+   * AWS NLB after 350 s): the server side is closed, the client hears nothing until it
+   * next sends, and then gets a reset. New connections work.
+   */
+  forgetExisting(): void;
   /** Existing and new connections go silent both ways; new connects are accepted but silent. */
   blackhole(): void;
   /** New connections work again; black-holed ones stay dead (see above). */
@@ -71,6 +77,13 @@ export interface TcpProxy {
   readonly fired: readonly FiredFault[];
   /** COMMIT messages seen from clients (plaintext connections). */
   readonly commitsSeen: number;
+  /**
+   * Round trips clients asked for (plaintext connections): Sync and simple Query messages,
+   * each answered by one ReadyForQuery that the client waits for.
+   */
+  readonly roundTrips: number;
+  /** The SQL of every statement seen from clients (simple Query or Parse), in order (plaintext connections). */
+  readonly statementsSeen: readonly string[];
   /** Connections accepted so far. */
   readonly accepted: number;
   /** Connections open through the proxy now. */
@@ -133,6 +146,8 @@ interface Pair {
   fault: { record: FiredFault; tag: string | undefined } | undefined;
   /** Frontend bytes after a held COMMIT, delivered when the hook settles. */
   pending: Buffer[] | undefined;
+  /** Forgotten (forgetExisting): the client's next bytes get a reset. */
+  resetOnSend: boolean;
   done: boolean;
 }
 
@@ -150,6 +165,8 @@ export async function startTcpProxy(target: { host: string; port: number }, list
   const statementCuts: StatementCut[] = [];
   const fired: FiredFault[] = [];
   let commitsSeen = 0;
+  let roundTrips = 0;
+  const statementsSeen: string[] = [];
   let accepted = 0;
 
   const end = (pair: Pair): void => {
@@ -213,6 +230,11 @@ export async function startTcpProxy(target: { host: string; port: number }, list
   };
 
   const fromClient = (pair: Pair, chunk: Buffer): void => {
+    if (pair.resetOnSend) {
+      pair.client.resetAndDestroy();
+      end(pair);
+      return;
+    }
     if (pair.silent) return;
     if (pair.protocol === 'opaque') return toServer(pair, chunk);
     pair.front.push(chunk);
@@ -226,6 +248,8 @@ export async function startTcpProxy(target: { host: string; port: number }, list
         continue;
       }
       const sql = m.type === 'Q' ? cstring(m.body) : m.type === 'P' ? cstring(m.body, m.body.indexOf(0) + 1) : undefined;
+      if (m.type === 'Q' || m.type === 'S') roundTrips++;
+      if (sql !== undefined) statementsSeen.push(sql);
       const cutAt = sql === undefined ? -1 : statementCuts.findIndex((c) => c.pattern.test(sql));
       if (cutAt >= 0) {
         const [c] = statementCuts.splice(cutAt, 1);
@@ -290,6 +314,7 @@ export async function startTcpProxy(target: { host: string; port: number }, list
       pid: undefined,
       fault: undefined,
       pending: undefined,
+      resetOnSend: false,
       done: false,
     };
     pairs.add(pair);
@@ -322,6 +347,12 @@ export async function startTcpProxy(target: { host: string; port: number }, list
     port: (server.address() as net.AddressInfo).port,
     host: listenHost,
     blackholeExisting: () => pairs.forEach((p) => (p.silent = true)),
+    forgetExisting: () =>
+      pairs.forEach((p) => {
+        p.silent = true;
+        p.resetOnSend = true;
+        p.upstream.destroy();
+      }),
     blackhole: () => {
       silentNew = true;
       pairs.forEach((p) => (p.silent = true));
@@ -356,6 +387,10 @@ export async function startTcpProxy(target: { host: string; port: number }, list
     get commitsSeen() {
       return commitsSeen;
     },
+    get roundTrips() {
+      return roundTrips;
+    },
+    statementsSeen,
     get accepted() {
       return accepted;
     },

@@ -1,0 +1,213 @@
+/**
+ * src/driver/begin.ts: a unit's BEGIN goes out with its first statement. Checked on the
+ * wire (the fault proxy counts the round trips clients ask for: Sync and simple Query
+ * messages) against bare Prisma on the same proxy, and on node-postgres alone, so that a
+ * change in the driver's Query class fails here.
+ */
+import { PrismaPg } from '@prisma/adapter-pg';
+import { Client as NeonClient } from '@neondatabase/serverless';
+import pg from 'pg';
+import { carrying, queryClassOf } from '../../src/driver/begin';
+import { createDb, type Db } from '../../src/index';
+import { PrismaClient } from '../../src/generated/prisma/client';
+import { createTestDatabase, type TestDatabase } from '../support/db';
+import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
+
+let testDb: TestDatabase;
+let proxy: TcpProxy;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  testDb = await createTestDatabase({ prefix: 'begin' });
+  proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+afterAll(async () => {
+  await proxy?.close();
+  await testDb?.drop();
+});
+
+/** Plaintext through the proxy, so it can read the messages. */
+const proxiedUrl = (): string => testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port });
+
+function layer(options: { pool?: { size: number; maxOverflow: number; validateAfterIdleMs?: number } } = {}): Db<PrismaClient> {
+  const db = createDb({ PrismaClient, url: proxiedUrl(), applicationName: 'begin-test', pool: { size: 1, maxOverflow: 0 }, ...options });
+  cleanups.push(() => db.close());
+  return db;
+}
+
+function barePrisma(): PrismaClient {
+  const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: proxiedUrl(), max: 1 }) });
+  cleanups.push(() => prisma.$disconnect());
+  return prisma;
+}
+
+/** Round trips and statements `work` asked the server for, through the proxy. */
+async function onTheWire(work: () => Promise<unknown>): Promise<{ roundTrips: number; statements: string[] }> {
+  const trips = proxy.roundTrips;
+  const seen = proxy.statementsSeen.length;
+  await work();
+  return { roundTrips: proxy.roundTrips - trips, statements: proxy.statementsSeen.slice(seen) };
+}
+
+let ref = 0;
+type Tx = Parameters<Parameters<Db<PrismaClient>['transaction']>[0]>[0];
+/** Three statements: an account, a transfer to itself, a read. */
+async function threeStatements(tx: Tx): Promise<number> {
+  const account = await tx.account.create({ data: { owner: `begin ${++ref}`, balance: 10 } });
+  await tx.transfer.create({ data: { fromId: account.id, toId: account.id, amount: 1, reference: `begin-${ref}-${Date.now()}` } });
+  return tx.transfer.count({ where: { fromId: account.id } });
+}
+
+describe('a unit of work on the wire', () => {
+  it('sends BEGIN with its first statement: one round trip fewer than bare Prisma, the same statements', async () => {
+    const db = layer();
+    const prisma = barePrisma();
+    // Connected and the query compiler loaded first: only the units are counted.
+    await db.$queryRaw`SELECT 1`;
+    await prisma.$queryRaw`SELECT 1`;
+    const bare = await onTheWire(() => prisma.$transaction((tx) => threeStatements(tx as unknown as Tx)));
+    const ours = await onTheWire(() => db.transaction(threeStatements));
+    expect(bare.roundTrips).toBe(5); // BEGIN, three statements, COMMIT
+    expect(ours.roundTrips).toBe(bare.roundTrips - 1);
+    expect(ours.statements).toEqual(bare.statements);
+    expect(ours.statements[0]).toBe('BEGIN');
+  });
+
+  it('folds an isolation level into BEGIN: the first statement already runs at that level', async () => {
+    const db = layer();
+    const prisma = barePrisma();
+    await db.$queryRaw`SELECT 1`;
+    await prisma.$queryRaw`SELECT 1`;
+    const level = (tx: { $queryRaw: PrismaClient['$queryRaw'] }) => tx.$queryRaw<{ level: string }[]>`SELECT current_setting('transaction_isolation') AS level`;
+    const bare = await onTheWire(() => prisma.$transaction((tx) => level(tx), { isolationLevel: 'Serializable' }));
+    let seen: { level: string }[] = [];
+    const ours = await onTheWire(async () => (seen = await db.transaction((tx) => level(tx), { isolationLevel: 'Serializable' })));
+    expect(seen).toEqual([{ level: 'serializable' }]);
+    const read = bare.statements[2]!;
+    expect(bare.statements).toEqual(['BEGIN', 'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', read, 'COMMIT']);
+    expect(bare.roundTrips).toBe(4);
+    // A statement without parameters goes in the simple protocol: BEGIN joins its text.
+    expect(ours.statements).toEqual([`BEGIN ISOLATION LEVEL SERIALIZABLE;${read}`, 'COMMIT']);
+    expect(ours.roundTrips).toBe(2);
+  });
+
+  it('a unit that sends no statement costs no round trip, whether it returns or throws', async () => {
+    const db = layer();
+    await db.$queryRaw`SELECT 1`;
+    let value: unknown;
+    const returned = await onTheWire(async () => (value = await db.transaction(async () => 42)));
+    expect(value).toBe(42);
+    expect(returned).toEqual({ roundTrips: 0, statements: [] });
+    const mine = new Error('before any statement');
+    let thrown: unknown;
+    const threw = await onTheWire(() => db.transaction(async () => Promise.reject(mine)).catch((err: unknown) => (thrown = err)));
+    expect(thrown).toBe(mine);
+    expect(threw).toEqual({ roundTrips: 0, statements: [] });
+    // The connection is clean for what follows: a statement outside a unit is not held in a transaction.
+    await db.user.create({ data: { email: `after-empty-${Date.now()}@example.com` } });
+    const rows = await testDb.query<{ open: string }>(
+      `SELECT count(*) AS open FROM pg_stat_activity WHERE application_name = 'begin-test' AND state LIKE 'idle in transaction%'`,
+    );
+    expect(rows).toEqual([{ open: '0' }]);
+  });
+
+  it('the first statement is inside the transaction: a later failure rolls it back', async () => {
+    const db = layer();
+    const email = `rolled-back-${Date.now()}@example.com`;
+    const failure = db.transaction(async (tx) => {
+      await tx.user.create({ data: { email } });
+      await tx.user.create({ data: { email } }); // unique violation
+    });
+    await expect(failure).rejects.toMatchObject({ code: 'P2002' });
+    expect(await db.user.count({ where: { email } })).toBe(0);
+  });
+
+  it('a pooled connection the network forgot while idle: the unit runs again on a new one, its writes land once', async () => {
+    // No validation at checkout: the dead connection is found by the unit's first statement.
+    const db = layer({ pool: { size: 1, maxOverflow: 0, validateAfterIdleMs: 3_600_000 } });
+    await db.$queryRaw`SELECT 1`;
+    proxy.forgetExisting();
+    const owner = `forgotten ${Date.now()}`;
+    let runs = 0;
+    const id = await db.transaction(async (tx) => {
+      runs++;
+      const account = await tx.account.create({ data: { owner } });
+      return account.id;
+    });
+    expect(runs).toBe(2);
+    expect(await db.account.findMany({ where: { owner }, select: { id: true } })).toEqual([{ id }]);
+    expect(db.stats().counters.connectionsRecovered).toBe(1);
+  });
+});
+
+describe("node-postgres' Query, as begin.ts uses it", () => {
+  async function client(): Promise<pg.Client> {
+    const c = new pg.Client({ connectionString: testDb.url, ssl: testDb.ssl });
+    await c.connect();
+    cleanups.push(() => c.end());
+    await c.query('CREATE TEMP TABLE carried (n int)');
+    return c;
+  }
+
+  /** Sends `config` carrying `begin`; resolves with what node-postgres answers and whether BEGIN was confirmed. */
+  function sendCarried(c: pg.Client, begin: string, config: object): Promise<{ err?: unknown; result?: unknown; confirmed: boolean }> {
+    const Query = queryClassOf(pg.Client);
+    if (Query === undefined) throw new Error("pg.Client.Query is gone: begin.ts can no longer carry BEGIN");
+    let confirmed = false;
+    return new Promise((resolve) => {
+      const query = carrying(Query, begin, config, undefined, (err, result) => resolve({ err: err ?? undefined, result, confirmed }), () => (confirmed = true));
+      if (query === undefined) throw new Error('the statement cannot carry BEGIN');
+      void c.query(query as never);
+    });
+  }
+
+  it('one round trip: BEGIN opens the transaction, the statement runs in it, its own result comes back', async () => {
+    const c = await client();
+    const sent = await sendCarried(c, 'BEGIN', { text: 'INSERT INTO carried VALUES ($1) RETURNING n', values: [7], rowMode: 'array' });
+    expect(sent.err).toBeUndefined();
+    expect(sent.confirmed).toBe(true);
+    expect(sent.result).toMatchObject({ command: 'INSERT', rowCount: 1, rows: [[7]] });
+    await c.query('ROLLBACK');
+    expect((await c.query('SELECT count(*)::int AS n FROM carried')).rows).toEqual([{ n: 0 }]);
+  });
+
+  it('a BEGIN the server refuses: the statement does not run at all (one Sync for both), the connection stays usable', async () => {
+    const c = await client();
+    const sent = await sendCarried(c, 'BEGIN ISOLATION LEVEL NONSENSE', { text: 'INSERT INTO carried VALUES ($1)', values: [1] });
+    expect(sent.err).toMatchObject({ code: '42601' });
+    expect(sent.confirmed).toBe(false);
+    expect((await c.query('SELECT count(*)::int AS n FROM carried')).rows).toEqual([{ n: 0 }]);
+  });
+
+  it("simple protocol (no parameters): `BEGIN;` joins the text, the text's own results come back, several statements too", async () => {
+    const c = await client();
+    const sent = await sendCarried(c, 'BEGIN', { text: 'INSERT INTO carried VALUES (1); SELECT count(*)::int AS n FROM carried', values: [] });
+    expect(sent.err).toBeUndefined();
+    expect(sent.confirmed).toBe(true);
+    expect(sent.result).toMatchObject([{ command: 'INSERT', rowCount: 1 }, { command: 'SELECT', rows: [{ n: 1 }] }]);
+    await c.query('ROLLBACK');
+    expect((await c.query('SELECT count(*)::int AS n FROM carried')).rows).toEqual([{ n: 0 }]);
+  });
+
+  it('simple protocol: a BEGIN the server refuses stops the text before it runs', async () => {
+    const c = await client();
+    const sent = await sendCarried(c, 'BEGIN ISOLATION LEVEL NONSENSE', { text: 'INSERT INTO carried VALUES (1)', values: [] });
+    expect(sent.err).toMatchObject({ code: '42601' });
+    expect((await c.query('SELECT count(*)::int AS n FROM carried')).rows).toEqual([{ n: 0 }]);
+  });
+
+  it('a named statement or a portal read in pages does not carry BEGIN (it goes on its own first)', () => {
+    const Query = queryClassOf(pg.Client)!;
+    const carry = (config: object) => carrying(Query, 'BEGIN', config, undefined, () => {}, () => {});
+    expect(carry({ text: 'SELECT $1::int', values: [1], name: 'named' })).toBeUndefined();
+    expect(carry({ text: 'SELECT $1::int', values: [1], rows: 10 })).toBeUndefined();
+    expect(carry({ text: 'SELECT $1::int', values: [1] })).toBeDefined();
+  });
+
+  it("@neondatabase/serverless' Client has the same Query class", () => {
+    expect(queryClassOf(NeonClient)).toBeDefined();
+  });
+});
