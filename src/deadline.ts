@@ -107,6 +107,14 @@ export class ReusedTimers {
   }
 }
 
+/** Settings a unit's transaction gets right after BEGIN: one statement, with bind parameters. */
+export interface TransactionSettings {
+  readonly sql: string;
+  readonly values: readonly string[];
+  /** Set by a connection that sends them along with BEGIN (driver/begin.ts); else the unit sends them. */
+  carried?: boolean;
+}
+
 /**
  * The running unit of work's limits: when it must be over, and how long it may wait for a
  * connection. Its statements share one client-side deadline (`watch`): one timer per unit,
@@ -117,6 +125,8 @@ export class ReusedTimers {
 export class UnitLimits {
   /** Set by the pool when it hands the unit its connection: a reused one may have died idle. */
   reused?: boolean;
+  /** The unit's settings, for its transaction right after BEGIN (set before the unit starts). */
+  settings?: TransactionSettings;
   private stop: (() => void) | undefined;
   /** The pending statements' expiries: the first in `one`, more (a Promise.all in the unit) in `more`. */
   private one: (() => void) | undefined;

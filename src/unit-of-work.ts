@@ -17,7 +17,7 @@
 
 import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
-import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits } from './deadline.ts';
+import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits, type TransactionSettings } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, PoolTimeoutError } from './errors.ts';
 import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isRetryableConflict } from './failures.ts';
 import type { GuardedPool } from './pool.ts';
@@ -174,10 +174,12 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const unit = { state: 'starting' as UnitState };
     const limits = this.limits(opts);
     const prelude = this.prelude(opts);
+    limits.settings = prelude;
     const context: UnitContext = { tx: undefined, correlationId, savepoints: 0 };
     const body = async (tx: never): Promise<T> => {
       unit.state = 'running';
-      if (prelude !== undefined) await (tx as TransactionalClient).$executeRawUnsafe(prelude.sql, ...prelude.values);
+      // Carried by the connection along with BEGIN and the first statement, unless it cannot (driver/begin.ts).
+      if (prelude !== undefined && prelude.carried !== true) await (tx as TransactionalClient).$executeRawUnsafe(prelude.sql, ...prelude.values);
       context.tx = tx;
       const value = await fn(tx as TxClient<C>);
       unit.state = 'committing';
@@ -249,7 +251,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
    * the server-side timeouts; and a `timeoutMs` shorter than the statement timeout, so a
    * statement running at the unit's deadline is cancelled by the server. `true` = local.
    */
-  private prelude(opts: TransactionOptions): { sql: string; values: string[] } | undefined {
+  private prelude(opts: TransactionOptions): TransactionSettings | undefined {
     if (!opts.readOnly && !this.config.pooler && opts.timeoutMs === undefined) return undefined;
     const settings: [string, string][] = [];
     if (opts.readOnly) settings.push(['transaction_read_only', 'on']);

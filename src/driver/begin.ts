@@ -1,33 +1,37 @@
-// A transaction's BEGIN sent with its first statement: one round trip instead of two.
+// A transaction's BEGIN, and the unit's settings, sent with its first statement: one
+// round trip for what took three.
 //
 // Prisma's adapters open a transaction with statements of their own before the caller's
 // first one: `BEGIN`, then `SET TRANSACTION ISOLATION LEVEL …` when a level is asked for,
-// each a round trip (@prisma/adapter-pg and adapter-neon, startTransaction). Npgsql does
-// what this module does: BEGIN is answered at once and held back, and the first statement
-// that follows carries it, so that if BEGIN fails the statement never runs (outside the
-// transaction it was meant for):
+// each a round trip (@prisma/adapter-pg and adapter-neon, startTransaction); the unit of
+// work then sends its settings (read-only, local timeouts: unit-of-work.ts), one more.
+// Npgsql does what this module does: BEGIN is answered at once and held back, and the
+// first statement that follows carries it, and the settings, so that if BEGIN fails the
+// statement never runs (outside the transaction it was meant for):
 //
-// - extended protocol (a statement with parameters): BEGIN's Parse/Bind/Execute go on the
-//   wire ahead of the statement's own messages, and ONE Sync ends them both: after an
-//   error the server skips everything up to the Sync;
+// - extended protocol (a statement with parameters): Parse/Bind/Execute of BEGIN and of
+//   the settings go on the wire ahead of the statement's own messages, and ONE Sync ends
+//   them all: after an error the server skips everything up to the Sync;
 // - simple protocol (no parameters; the text may hold several statements, which the
 //   extended protocol refuses): one Query message, `BEGIN;` ahead of the text. The server
-//   stops a multi-statement Query at its first error.
+//   stops a multi-statement Query at its first error. Settings need bind parameters, so
+//   with settings, they carry BEGIN in one round trip and the statement follows.
 //
 // An isolation level is folded into BEGIN (`BEGIN ISOLATION LEVEL …` takes the same
 // transaction modes). A transaction that ends before any statement was sent (COMMIT or
 // ROLLBACK with BEGIN still held) sends nothing at all. A named statement, or a portal
-// read in pages, gets BEGIN on its own first, as before.
+// read in pages, gets BEGIN (and the settings) in a round trip of its own first.
 //
 // The carrier wraps one instance of the driver's own Query class (node-postgres', and
-// the copy bundled in @neondatabase/serverless): its `submit` writes BEGIN's messages
-// first, its first `handleCommandComplete` is BEGIN's. test/driver/begin.test.ts fails
-// when node-postgres changes under it.
+// the copy bundled in @neondatabase/serverless): its `submit` writes the messages of the
+// statements ahead first; their completions and rows are taken before its own.
+// test/driver/begin.test.ts fails when node-postgres changes under it.
 
 /** What the driver's Query class offers that the carrier relies on. */
 interface DriverQuery {
   submit(connection: WireConnection): Error | null | undefined;
   handleCommandComplete(msg: unknown, connection: WireConnection): void;
+  handleDataRow(msg: unknown): void;
   requiresPreparation(): boolean;
 }
 
@@ -46,7 +50,7 @@ export function queryClassOf(Client: unknown): QueryClass | undefined {
   const Query = (Client as { Query?: unknown }).Query;
   if (typeof Query !== 'function') return undefined;
   const proto = (Query as { prototype?: Partial<DriverQuery> }).prototype;
-  const usable = typeof proto?.submit === 'function' && typeof proto.handleCommandComplete === 'function' && typeof proto.requiresPreparation === 'function';
+  const usable = (['submit', 'handleCommandComplete', 'handleDataRow', 'requiresPreparation'] as const).every((m) => typeof proto?.[m] === 'function');
   return usable ? (Query as QueryClass) : undefined;
 }
 
@@ -90,14 +94,22 @@ export function answered(command: string): { command: string; rowCount: null; oi
   return { command, rowCount: null, oid: null, rows: [], fields: [] };
 }
 
+/** A statement that goes ahead of the carrier's own: BEGIN, then the unit's settings (with bind parameters). */
+export interface Ahead {
+  text: string;
+  values?: readonly unknown[];
+}
+
 /**
- * The statement as a Query that carries `begin` ahead of it, or undefined when it cannot
- * (a named statement, a portal read in pages, or a config node-postgres would refuse
- * before writing anything). `confirmed` runs when BEGIN's completion arrives.
+ * The statement as a Query that carries `ahead` (BEGIN, then the unit's settings) in front
+ * of it, or undefined when it cannot (a named statement, a portal read in pages, a config
+ * node-postgres would refuse before writing anything, or settings, which need bind
+ * parameters, ahead of a simple-protocol statement). `confirmed` runs when the last of
+ * `ahead` has completed.
  */
 export function carrying(
   Query: QueryClass,
-  begin: string,
+  ahead: readonly Ahead[],
   config: unknown,
   values: unknown,
   callback: (err: unknown, result?: unknown) => void,
@@ -109,32 +121,42 @@ export function carrying(
   if (c.name !== undefined || c.rows !== undefined) return undefined;
   const query = new Query(config, undefined, callback);
   if (!query.requiresPreparation()) {
-    (query as DriverQuery & { text: string }).text = `${begin};${c.text}`;
-    return confirmOnce(query, confirmed);
+    if (ahead.some((a) => a.values !== undefined && a.values.length > 0)) return undefined;
+    (query as DriverQuery & { text: string }).text = `${ahead.map((a) => a.text).join(';')};${c.text}`;
+    return answersAfter(query, ahead.length, confirmed);
   }
   const submit = query.submit;
-  query.submit = function submitWithBegin(this: DriverQuery, connection: WireConnection) {
+  query.submit = function submitAhead(this: DriverQuery, connection: WireConnection) {
     connection.stream.cork?.();
     try {
-      connection.parse({ text: begin, name: '', types: [] });
-      connection.bind({ portal: '', statement: '', values: [] });
-      connection.execute({ portal: '', rows: 0 });
+      // Unnamed statement and portal, each replaced by the next; no Describe: nothing to decode.
+      for (const a of ahead) {
+        connection.parse({ text: a.text, name: '', types: [] });
+        connection.bind({ portal: '', statement: '', values: [...(a.values ?? [])] });
+        connection.execute({ portal: '', rows: 0 });
+      }
       return submit.call(this, connection);
     } finally {
       connection.stream.uncork?.();
     }
   };
-  return confirmOnce(query, confirmed);
+  return answersAfter(query, ahead.length, confirmed);
 }
 
 /**
- * The first completion is BEGIN's: taken as the confirmation, not as a result (node-postgres
- * would return an array of two). The statement's own results follow it.
+ * The first `count` completions are those of the statements ahead: taken as their
+ * confirmation, not as results (node-postgres would return an array), and their rows (a
+ * settings SELECT's) are dropped. The statement's own results follow them.
  */
-function confirmOnce(query: DriverQuery, confirmed: () => void): DriverQuery {
+function answersAfter(query: DriverQuery, count: number, confirmed: () => void): DriverQuery {
   const complete = query.handleCommandComplete;
-  query.handleCommandComplete = function beginComplete() {
+  const row = query.handleDataRow;
+  let left = count;
+  query.handleDataRow = function aheadRow() {};
+  query.handleCommandComplete = function aheadComplete() {
+    if (--left > 0) return;
     query.handleCommandComplete = complete;
+    query.handleDataRow = row;
     confirmed();
   };
   return query;

@@ -19,9 +19,9 @@
 
 import type { ConnectionOptions } from 'node:tls';
 import { DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
-import { ReusedTimer } from '../deadline.ts';
+import { ReusedTimer, type TransactionSettings } from '../deadline.ts';
 import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, sqlStateOf } from '../failures.ts';
-import { answered, carrying, isBegin, isolationMode, queryClassOf, transactionEnd } from './begin.ts';
+import { answered, carrying, isBegin, isolationMode, queryClassOf, transactionEnd, type Ahead } from './begin.ts';
 
 export interface StatementDeadline {
   ms: number;
@@ -37,6 +37,8 @@ export interface ClientPolicy {
   ssl?(): false | ConnectionOptions;
   /** The deadline of a statement sent now (read from the unit of work it runs in), or none. */
   statementDeadline(): StatementDeadline | undefined;
+  /** The settings of the unit of work a BEGIN sent now opens, sent along with it (begin.ts); absent: none. */
+  transactionSettings?(): TransactionSettings | undefined;
   /** Per-connection settings applied after construction (Neon: WebSocket options). */
   configure?(client: object): void;
   /** Hears how long each new connection took to establish (telemetry only; absent: not timed). */
@@ -151,39 +153,43 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       return new Promise((resolve, reject) => this.send(config, values, (err, result) => (err ? reject(err) : resolve(result))));
     }
 
-    /** BEGIN held back, to go out ahead of the transaction's first statement (begin.ts). */
-    private heldBegin: string | undefined;
-    /** A held BEGIN is on the wire and the server has not confirmed it yet. */
+    /** BEGIN held back, and the unit's settings, to go out ahead of the transaction's first statement (begin.ts). */
+    private held: { begin: string; settings: TransactionSettings | undefined } | undefined;
+    /** What was held is on the wire and the server has not confirmed BEGIN yet. */
     private unconfirmed = false;
 
     /**
      * The adapters' transaction statements that need no round trip of their own, answered
-     * here (promise form only): BEGIN is held, an isolation level joins it, and COMMIT or
-     * ROLLBACK while it is still held ends a transaction the server never saw.
+     * here (promise form only): BEGIN is held, with the unit's settings, an isolation level
+     * joins it, and COMMIT or ROLLBACK while it is still held ends a transaction the server
+     * never saw.
      */
     private heldBack(config: unknown, values: unknown): object | undefined {
       if (Query === undefined) return undefined;
-      if (this.heldBegin === undefined) {
+      const held = this.held;
+      if (held === undefined) {
         // A connection that already failed gets its BEGIN sent, and refused, as before.
         if (!isBegin(config, values) || this._queryable === false || this._ending === true) return undefined;
-        this.heldBegin = 'BEGIN';
+        const settings = policy.transactionSettings?.();
+        if (settings !== undefined) settings.carried = true;
+        this.held = { begin: 'BEGIN', settings };
         this.unconfirmed = false;
         return answered('BEGIN');
       }
       const mode = isolationMode(config, values);
       if (mode !== undefined) {
-        this.heldBegin = `BEGIN ${mode}`;
+        held.begin = `BEGIN ${mode}`;
         return answered('SET');
       }
       const end = transactionEnd(config, values);
       if (end === undefined) return undefined;
-      this.heldBegin = undefined;
+      this.held = undefined;
       return answered(end);
     }
 
     /** Called by the pool on release (checkedIn). */
     forgetTransaction(): void {
-      this.heldBegin = undefined;
+      this.held = undefined;
       this.unconfirmed = false;
     }
 
@@ -211,12 +217,12 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         if (err) done(this.failure(lostTo.get(this) ?? err));
         else done(undefined, result);
       };
-      const begin = this.heldBegin;
+      const held = this.held;
       try {
-        if (begin === undefined) super.query(config, values, answer);
+        if (held === undefined) super.query(config, values, answer);
         else {
-          this.heldBegin = undefined;
-          this.sendWithBegin(begin, config, values, answer);
+          this.held = undefined;
+          this.sendWithBegin(held.begin, held.settings, config, values, answer);
         }
       } catch (err) {
         // Refused before anything was sent (node-postgres checks its arguments): no deadline is left armed.
@@ -227,11 +233,11 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
     }
 
     /**
-     * The statement with the held BEGIN ahead of it, in one round trip when it can carry it
-     * (begin.ts), else BEGIN on its own first. Until the server confirms BEGIN, a lost
-     * connection is marked as such: nothing of the transaction was open there.
+     * The statement with the held BEGIN and settings ahead of it, in one round trip when it
+     * can carry them (begin.ts), else they go first in one of their own. Until the server
+     * confirms BEGIN, a lost connection is marked as such: no transaction was open there.
      */
-    private sendWithBegin(begin: string, config: unknown, values: unknown, answer: QueryCallback): void {
+    private sendWithBegin(begin: string, settings: TransactionSettings | undefined, config: unknown, values: unknown, answer: QueryCallback): void {
       this.unconfirmed = true;
       const confirmed = (): void => {
         this.unconfirmed = false;
@@ -241,12 +247,13 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         if (!err || !isConnectionLoss(err)) confirmed();
         answer(err, result);
       };
-      const carrier = carrying(Query!, begin, config, values, settle, confirmed);
+      const ahead: Ahead[] = settings === undefined ? [{ text: begin }] : [{ text: begin }, { text: settings.sql, values: settings.values }];
+      const carrier = carrying(Query!, ahead, config, values, settle, confirmed);
       if (carrier !== undefined) {
         super.query(carrier);
         return;
       }
-      super.query(begin, (err: unknown) => {
+      const then: QueryCallback = (err) => {
         if (err) {
           settle(err);
           return;
@@ -257,7 +264,16 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         } catch (refused) {
           answer(refused);
         }
-      });
+      };
+      if (settings === undefined) {
+        super.query(begin, then);
+        return;
+      }
+      // The settings statement carries BEGIN (it has parameters: the extended protocol).
+      const settingsConfig = { text: settings.sql, values: [...settings.values] };
+      const first = carrying(Query!, [{ text: begin }], settingsConfig, undefined, then, () => {});
+      if (first !== undefined) super.query(first);
+      else super.query(begin, (err: unknown) => (err ? then(err) : super.query(settingsConfig, undefined, then)));
     }
 
     /** The error the caller gets: typed, and marked when the connection went before BEGIN was confirmed. */

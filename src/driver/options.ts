@@ -76,5 +76,6 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
       if (unit) return { ms: unit.statementMs(), kind: 'unit', shared: unit };
       return statement;
     },
+    transactionSettings: () => unitLimits.get()?.settings,
   };
 }

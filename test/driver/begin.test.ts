@@ -94,6 +94,31 @@ describe('a unit of work on the wire', () => {
     expect(ours.roundTrips).toBe(2);
   });
 
+  it("carries the unit's settings (read-only, its timeout) with BEGIN: the first statement already runs under them", async () => {
+    const db = layer();
+    await db.$queryRaw`SELECT 1`;
+    const settings = (tx: { $queryRaw: PrismaClient['$queryRaw'] }, one: number) =>
+      tx.$queryRaw<{ ro: string; st: string }[]>`SELECT current_setting('transaction_read_only') AS ro, current_setting('statement_timeout') AS st, ${one}::int AS one`;
+    let seen: unknown;
+    const wire = await onTheWire(async () => (seen = await db.transaction((tx) => settings(tx, 1), { readOnly: true, timeoutMs: 1234 })));
+    expect(seen).toEqual([{ ro: 'on', st: '1234ms', one: 1 }]);
+    // BEGIN, the settings and the read in one round trip; COMMIT.
+    expect(wire.roundTrips).toBe(2);
+    expect(wire.statements).toEqual(['BEGIN', expect.stringContaining('set_config'), expect.stringContaining('transaction_read_only'), 'COMMIT']);
+    // A write as the first statement of a read-only unit is refused: the settings came first.
+    await expect(db.transaction((tx) => tx.user.create({ data: { email: `ro-${Date.now()}@example.com` } }), { readOnly: true })).rejects.toThrow(/read-only transaction/);
+  });
+
+  it('settings ahead of a statement without parameters: they carry BEGIN in one round trip, the statement follows', async () => {
+    const db = layer();
+    await db.$queryRaw`SELECT 1`;
+    let seen: unknown;
+    const wire = await onTheWire(async () => (seen = await db.transaction((tx) => tx.$queryRaw`SELECT current_setting('transaction_read_only') AS ro`, { readOnly: true })));
+    expect(seen).toEqual([{ ro: 'on' }]);
+    expect(wire.roundTrips).toBe(3);
+    expect(wire.statements).toEqual(['BEGIN', expect.stringContaining('set_config'), expect.stringContaining('transaction_read_only'), 'COMMIT']);
+  });
+
   it('a unit that sends no statement costs no round trip, whether it returns or throws', async () => {
     const db = layer();
     await db.$queryRaw`SELECT 1`;
@@ -158,7 +183,7 @@ describe("node-postgres' Query, as begin.ts uses it", () => {
     if (Query === undefined) throw new Error("pg.Client.Query is gone: begin.ts can no longer carry BEGIN");
     let confirmed = false;
     return new Promise((resolve) => {
-      const query = carrying(Query, begin, config, undefined, (err, result) => resolve({ err: err ?? undefined, result, confirmed }), () => (confirmed = true));
+      const query = carrying(Query, [{ text: begin }], config, undefined, (err, result) => resolve({ err: err ?? undefined, result, confirmed }), () => (confirmed = true));
       if (query === undefined) throw new Error('the statement cannot carry BEGIN');
       void c.query(query as never);
     });
@@ -172,6 +197,21 @@ describe("node-postgres' Query, as begin.ts uses it", () => {
     expect(sent.result).toMatchObject({ command: 'INSERT', rowCount: 1, rows: [[7]] });
     await c.query('ROLLBACK');
     expect((await c.query('SELECT count(*)::int AS n FROM carried')).rows).toEqual([{ n: 0 }]);
+  });
+
+  it("settings ahead too: their rows and completion are not the statement's; the statement runs under them", async () => {
+    const c = await client();
+    const Query = queryClassOf(pg.Client)!;
+    const ahead = [{ text: 'BEGIN' }, { text: 'SELECT set_config($1, $2, true)', values: ['statement_timeout', '4321'] }];
+    let confirmed = false;
+    const sent = await new Promise<{ err: unknown; result: unknown }>((resolve) => {
+      const query = carrying(Query, ahead, { text: "SELECT current_setting('statement_timeout') AS st, $1::int AS n", values: [5] }, undefined, (err, result) => resolve({ err, result }), () => (confirmed = true));
+      void c.query(query as never);
+    });
+    expect(sent.err ?? undefined).toBeUndefined();
+    expect(confirmed).toBe(true);
+    expect(sent.result).toMatchObject({ command: 'SELECT', rowCount: 1, rows: [{ st: '4321ms', n: 5 }] });
+    await c.query('ROLLBACK');
   });
 
   it('a BEGIN the server refuses: the statement does not run at all (one Sync for both), the connection stays usable', async () => {
@@ -201,7 +241,7 @@ describe("node-postgres' Query, as begin.ts uses it", () => {
 
   it('a named statement or a portal read in pages does not carry BEGIN (it goes on its own first)', () => {
     const Query = queryClassOf(pg.Client)!;
-    const carry = (config: object) => carrying(Query, 'BEGIN', config, undefined, () => {}, () => {});
+    const carry = (config: object) => carrying(Query, [{ text: 'BEGIN' }], config, undefined, () => {}, () => {});
     expect(carry({ text: 'SELECT $1::int', values: [1], name: 'named' })).toBeUndefined();
     expect(carry({ text: 'SELECT $1::int', values: [1], rows: 10 })).toBeUndefined();
     expect(carry({ text: 'SELECT $1::int', values: [1] })).toBeDefined();
