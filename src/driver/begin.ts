@@ -63,11 +63,15 @@ interface StatementConfig {
 
 const asConfig = (config: unknown): StatementConfig | undefined => (typeof config === 'object' && config !== null ? (config as StatementConfig) : undefined);
 
-/** A statement with no parameters, sent as the adapters send their own: `{ text, values: [] }`. */
+/** The statement's parameters: in its config (adapter-pg) or beside it (adapter-neon). */
+const valuesOf = (c: StatementConfig, values: unknown): unknown => (values === undefined ? c.values : values);
+
+/** A statement with no parameters, sent as the adapters send their own: `{ text, values: [] }` or `({ text }, [])`. */
 function plainText(config: unknown, values: unknown): string | undefined {
   const c = asConfig(config);
-  if (c === undefined || values !== undefined || typeof c.text !== 'string' || c.name !== undefined) return undefined;
-  return Array.isArray(c.values) && c.values.length === 0 ? c.text : undefined;
+  if (c === undefined || typeof c.text !== 'string' || c.name !== undefined) return undefined;
+  const v = valuesOf(c, values);
+  return Array.isArray(v) && v.length === 0 ? c.text : undefined;
 }
 
 /** Is this the adapters' BEGIN? */
@@ -116,10 +120,10 @@ export function carrying(
   confirmed: () => void,
 ): DriverQuery | undefined {
   const c = asConfig(config);
-  if (c === undefined || values !== undefined || typeof c.text !== 'string' || !Array.isArray(c.values)) return undefined;
+  if (c === undefined || typeof c.text !== 'string' || !Array.isArray(valuesOf(c, values))) return undefined;
   // A named statement may be refused at submit (one name, two texts) after BEGIN went out; pages need a Sync of their own.
   if (c.name !== undefined || c.rows !== undefined) return undefined;
-  const query = new Query(config, undefined, callback);
+  const query = new Query(config, values, callback);
   if (!query.requiresPreparation()) {
     if (ahead.some((a) => a.values !== undefined && a.values.length > 0)) return undefined;
     (query as DriverQuery & { text: string }).text = `${ahead.map((a) => a.text).join(';')};${c.text}`;

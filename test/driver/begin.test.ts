@@ -7,10 +7,12 @@
 import { PrismaPg } from '@prisma/adapter-pg';
 import { Client as NeonClient } from '@neondatabase/serverless';
 import pg from 'pg';
+import WebSocket from 'ws';
 import { carrying, queryClassOf } from '../../src/driver/begin';
 import { createDb, type Db } from '../../src/index';
 import { PrismaClient } from '../../src/generated/prisma/client';
 import { createTestDatabase, type TestDatabase } from '../support/db';
+import { driverCase } from '../support/drivers';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
 
 let testDb: TestDatabase;
@@ -168,6 +170,32 @@ describe('a unit of work on the wire', () => {
   });
 });
 
+describe.each(['pg', 'neon'] as const)('%s', (driverName) => {
+  it('until its first statement, a unit holds no transaction open on the server', async () => {
+    const driver = await driverCase(driverName, testDb);
+    cleanups.push(() => driver.close());
+    const name = `begin-idle-${driverName}`;
+    const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: name, pool: { size: 1, maxOverflow: 0 } });
+    cleanups.push(() => db.close());
+    await db.$queryRaw`SELECT 1`;
+    let entered!: () => void;
+    const inside = new Promise<void>((resolve) => (entered = resolve));
+    let go!: () => void;
+    const gate = new Promise<void>((resolve) => (go = resolve));
+    // The unit waits on something else (an HTTP call, say) before its first statement.
+    const unit = db.transaction(async (tx) => {
+      entered();
+      await gate;
+      return tx.user.count();
+    });
+    await inside;
+    const backends = await testDb.query<{ state: string }>('SELECT state FROM pg_stat_activity WHERE application_name = $1', [name]);
+    go();
+    expect(backends).toEqual([{ state: 'idle' }]);
+    await expect(unit).resolves.toBeGreaterThanOrEqual(0);
+  });
+});
+
 describe("node-postgres' Query, as begin.ts uses it", () => {
   async function client(): Promise<pg.Client> {
     const c = new pg.Client({ connectionString: testDb.url, ssl: testDb.ssl });
@@ -247,7 +275,27 @@ describe("node-postgres' Query, as begin.ts uses it", () => {
     expect(carry({ text: 'SELECT $1::int', values: [1] })).toBeDefined();
   });
 
-  it("@neondatabase/serverless' Client has the same Query class", () => {
-    expect(queryClassOf(NeonClient)).toBeDefined();
+  it("@neondatabase/serverless' Client, through the Neon proxy fixture: the same one round trip, in the transaction", async () => {
+    const Query = queryClassOf(NeonClient);
+    if (Query === undefined) throw new Error("@neondatabase/serverless' Client.Query is gone: begin.ts can no longer carry BEGIN on Neon");
+    const neon = await driverCase('neon', testDb);
+    cleanups.push(() => neon.close());
+    const { url, neon: ws } = neon.options(testDb);
+    const c = new NeonClient({ connectionString: url! });
+    Object.assign((c as unknown as { neonConfig: object }).neonConfig, { webSocketConstructor: WebSocket, ...ws });
+    await c.connect();
+    cleanups.push(() => c.end());
+    await c.query('CREATE TEMP TABLE carried (n int)');
+    let confirmed = false;
+    const sent = await new Promise<{ err: unknown; result: unknown }>((resolve) => {
+      // As adapter-neon sends it: the values beside the config.
+      const query = carrying(Query, [{ text: 'BEGIN' }], { text: 'INSERT INTO carried VALUES ($1) RETURNING n', rowMode: 'array' }, [9], (err, result) => resolve({ err, result }), () => (confirmed = true));
+      void c.query(query as never);
+    });
+    expect(sent.err ?? undefined).toBeUndefined();
+    expect(confirmed).toBe(true);
+    expect(sent.result).toMatchObject({ command: 'INSERT', rowCount: 1, rows: [[9]] });
+    await c.query('ROLLBACK');
+    expect((await c.query('SELECT count(*)::int AS n FROM carried')).rows).toEqual([{ n: 0 }]);
   });
 });
