@@ -493,18 +493,48 @@ export async function instructionCounts(
 // ---- round trips on a hot pool ---------------------------------------------------------------
 
 export interface RoundTrips {
+  /** Statements the server executed (pg_stat_statements). */
   perPointRead: number;
   perUnit: number;
+  /** Round trips the client asked for (node-postgres' Sync and Query messages). */
+  tripsPerPointRead: number;
+  tripsPerUnit: number;
   /** The statements seen for the point reads, most frequent first (text shortened). */
   pointStatements: { query: string; calls: number }[];
   unitStatements: { query: string; calls: number }[];
 }
 
 /**
- * Statements the server executed, counted by pg_stat_statements for the bench database
- * (every statement is one round trip with node-postgres' extended protocol). The variant's
- * pool is made hot first; nothing else runs in the bench database meanwhile.
+ * Statements the server executed, counted by pg_stat_statements for the bench database,
+ * and the round trips the client asked for (wireRoundTrips: the layer sends a unit's BEGIN
+ * with its first statement, one statement more than round trips). The variant's pool is
+ * made hot first; nothing else runs in the bench database meanwhile.
  */
+/**
+ * Round trips this process's node-postgres connections ask for: Sync (extended protocol)
+ * and Query (simple protocol) messages, each answered by one ReadyForQuery that the client
+ * waits for. Counted on node-postgres' Connection, which bare Prisma's pool and the layer's
+ * share; the statement count above cannot see a statement that travels with another.
+ */
+function wireRoundTrips(): { count(): number; stop(): void } {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const proto = (require('pg/lib/connection') as { prototype: Record<'sync' | 'query', (this: unknown, ...args: unknown[]) => unknown> }).prototype;
+  const { sync, query } = proto;
+  let n = 0;
+  proto.sync = function countedSync(...args) {
+    n++;
+    return sync.apply(this, args);
+  };
+  proto.query = function countedQuery(...args) {
+    n++;
+    return query.apply(this, args);
+  };
+  return {
+    count: () => n,
+    stop: () => Object.assign(proto, { sync, query }),
+  };
+}
+
 export async function roundTrips(v: Variant<string>, admin: pg.Client, database: string, opts: { queries: number; units: number; unitArgs: (key: string, i: number) => UnitArgs }): Promise<RoundTrips> {
   for (let i = 0; i < 20; i++) await v.pointRead((i % 100) + 1);
   for (let i = 0; i < 5; i++) await v.unit(opts.unitArgs(`${v.key}-rt-warm`, i));
@@ -516,15 +546,31 @@ export async function roundTrips(v: Variant<string>, admin: pg.Client, database:
     const statements = rows.map((r) => ({ query: r.query.replace(/\s+/g, ' ').slice(0, 90), calls: Number(r.calls) }));
     return { total: statements.reduce((s, r) => s + r.calls, 0), statements };
   };
-  await admin.query('SELECT pg_stat_statements_reset()');
-  for (let i = 0; i < opts.queries; i++) await v.pointRead((i % 1000) + 1);
-  const reads = await count();
-  await admin.query('SELECT pg_stat_statements_reset()');
-  for (let i = 0; i < opts.units; i++) await v.unit(opts.unitArgs(`${v.key}-rt`, i));
-  const units = await count();
+  // The admin connection's statements go through node-postgres too: only the loops are counted.
+  const wire = wireRoundTrips();
+  let reads: Awaited<ReturnType<typeof count>>;
+  let units: Awaited<ReturnType<typeof count>>;
+  let readTrips = 0;
+  let unitTrips = 0;
+  try {
+    await admin.query('SELECT pg_stat_statements_reset()');
+    let from = wire.count();
+    for (let i = 0; i < opts.queries; i++) await v.pointRead((i % 1000) + 1);
+    readTrips = wire.count() - from;
+    reads = await count();
+    await admin.query('SELECT pg_stat_statements_reset()');
+    from = wire.count();
+    for (let i = 0; i < opts.units; i++) await v.unit(opts.unitArgs(`${v.key}-rt`, i));
+    unitTrips = wire.count() - from;
+    units = await count();
+  } finally {
+    wire.stop();
+  }
   return {
     perPointRead: reads.total / opts.queries,
     perUnit: units.total / opts.units,
+    tripsPerPointRead: readTrips / opts.queries,
+    tripsPerUnit: unitTrips / opts.units,
     pointStatements: reads.statements.slice(0, 4),
     unitStatements: units.statements.slice(0, 8),
   };
