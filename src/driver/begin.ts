@@ -108,8 +108,8 @@ export interface Ahead {
  * The statement as a Query that carries `ahead` (BEGIN, then the unit's settings) in front
  * of it, or undefined when it cannot (a named statement, a portal read in pages, a config
  * node-postgres would refuse before writing anything, or settings, which need bind
- * parameters, ahead of a simple-protocol statement). `confirmed` runs when the last of
- * `ahead` has completed.
+ * parameters, ahead of a simple-protocol statement). `confirmed` runs when BEGIN's
+ * completion arrives: the connection was alive when the transaction began.
  */
 export function carrying(
   Query: QueryClass,
@@ -148,20 +148,20 @@ export function carrying(
 }
 
 /**
- * The first `count` completions are those of the statements ahead: taken as their
- * confirmation, not as results (node-postgres would return an array), and their rows (a
- * settings SELECT's) are dropped. The statement's own results follow them.
+ * The first `count` completions are those of the statements ahead, BEGIN's first: not
+ * results (node-postgres would return an array), and their rows (a settings SELECT's) are
+ * dropped. The statement's own results follow them.
  */
 function answersAfter(query: DriverQuery, count: number, confirmed: () => void): DriverQuery {
   const complete = query.handleCommandComplete;
   const row = query.handleDataRow;
-  let left = count;
+  let done = 0;
   query.handleDataRow = function aheadRow() {};
   query.handleCommandComplete = function aheadComplete() {
-    if (--left > 0) return;
+    if (++done === 1) confirmed();
+    if (done < count) return;
     query.handleCommandComplete = complete;
     query.handleDataRow = row;
-    confirmed();
   };
   return query;
 }

@@ -248,6 +248,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         answer(err, result);
       };
       const ahead: Ahead[] = settings === undefined ? [{ text: begin }] : [{ text: begin }, { text: settings.sql, values: settings.values }];
+      // Query exists: nothing is held without it (heldBack).
       const carrier = carrying(Query!, ahead, config, values, settle, confirmed);
       if (carrier !== undefined) {
         super.query(carrier);
@@ -271,7 +272,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       }
       // The settings statement carries BEGIN (it has parameters: the extended protocol).
       const settingsConfig = { text: settings.sql, values: [...settings.values] };
-      const first = carrying(Query!, [{ text: begin }], settingsConfig, undefined, then, () => {});
+      const first = carrying(Query!, [{ text: begin }], settingsConfig, undefined, then, confirmed);
       if (first !== undefined) super.query(first);
       else super.query(begin, (err: unknown) => (err ? then(err) : super.query(settingsConfig, undefined, then)));
     }
