@@ -152,6 +152,19 @@ describe('a unit of work on the wire', () => {
     expect(await db.user.count({ where: { email } })).toBe(0);
   });
 
+  it('the connection lost with BEGIN unconfirmed and fn swallowing the error: COMMIT cannot have committed, so the outcome is rolled-back, not unknown', async () => {
+    const db = layer();
+    // A fresh connection (no re-run): the unit's first statement is cut on its way to the server.
+    proxy.dropOnStatement(/INSERT INTO "public"."users"/, 'rst');
+    const failure = await db
+      .transaction(async (tx) => {
+        await tx.user.create({ data: { email: `cut-${Date.now()}@example.com` } }).catch(() => undefined);
+        return 'swallowed';
+      })
+      .catch((err: unknown) => err);
+    expect(failure).toMatchObject({ outcome: 'rolled-back' });
+  });
+
   it('a pooled connection the network forgot while idle: the unit runs again on a new one, its writes land once', async () => {
     // No validation at checkout: the dead connection is found by the unit's first statement.
     const db = layer({ pool: { size: 1, maxOverflow: 0, validateAfterIdleMs: 3_600_000 } });
