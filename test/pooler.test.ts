@@ -1,10 +1,12 @@
 // Through a real PgBouncer in transaction mode (Debian's 1.18: no prepared-statement
 // support): many concurrent units with a repeated parameterised query, and the unit of
-// work's timeouts still in force although startup parameters cannot carry them.
+// work's timeouts still in force although startup parameters cannot carry them, sent with
+// BEGIN and the unit's first statement in one round trip.
 import { createDb, StatementTimeoutError } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { createTestDatabase, testServer, type TestDatabase } from './support/db';
 import { startPgBouncer, type PgBouncer } from './support/pgbouncer';
+import { startTcpProxy } from './support/tcp-proxy';
 
 let testDb: TestDatabase;
 let bouncer: PgBouncer;
@@ -53,4 +55,33 @@ it('keeps the statement timeout in force inside a unit of work', async () => {
   const [row] = await db.$queryRaw<{ st: string }[]>`SELECT current_setting('statement_timeout') AS st`;
   expect(row!.st).not.toBe('300ms');
   await db.close();
+});
+
+it("sends BEGIN and the unit's settings with its first statement through PgBouncer: 4 round trips for 3 statements, the timeout in force from the first", async () => {
+  // A plaintext proxy in front of PgBouncer counts the round trips the client asks for.
+  const proxy = await startTcpProxy({ host: bouncer.host, port: bouncer.port });
+  const db = createDb({
+    PrismaClient,
+    url: bouncer.url(testDb.name, { pgbouncer: 'true', sslmode: 'disable' }, { port: proxy.port }),
+    timeouts: { statementMs: 4321 },
+    pool: { size: 1, maxOverflow: 0 },
+  });
+  try {
+    await db.$queryRaw`SELECT 1`;
+    const before = proxy.roundTrips;
+    const owner = `pooled-rt-${Date.now()}`;
+    const seen = await db.transaction(async (tx) => {
+      const [row] = await tx.$queryRaw<{ st: string }[]>`SELECT current_setting('statement_timeout') AS st, ${owner}::text AS owner`;
+      await tx.account.create({ data: { owner } });
+      await tx.account.count({ where: { owner } });
+      return row!.st;
+    });
+    // BEGIN + the settings + the first statement, two more statements, COMMIT.
+    expect(proxy.roundTrips - before).toBe(4);
+    expect(seen).toBe('4321ms');
+    expect(await db.account.count({ where: { owner } })).toBe(1);
+  } finally {
+    await db.close();
+    await proxy.close();
+  }
 });
