@@ -204,7 +204,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     return { url, stack: buildStack(PrismaClient, replicaConfig, lifecycle, logger, () => {}, named(name)) };
   });
   const router = replicaStacks.length === 0 ? undefined : new ReplicaRouter(replicaStacks.map(({ url, stack }) => replicaTarget(stack, url)), config.replica);
-  const transaction = routeReads(primary.units.transaction, router);
+  const transaction = routeReads(primary.units.transaction, router, config.transaction.isolationLevel);
   const pools = (): GuardedPool[] => [primary, ...replicaStacks.map((r) => r.stack)].flatMap((s) => s.driver.pool() ?? []);
 
   const shutdown: Shutdown = {

@@ -4,6 +4,7 @@
 // Health is learned from the traffic itself plus one lag query per replica at most every
 // `lagCheckIntervalMs`, run only when a read is about to be routed: no background loop.
 
+import type { IsolationLevel } from './config.ts';
 import { DatabaseConnectionError, PoolTimeoutError } from './errors.ts';
 import { inUnitOfWork, type TransactionOptions, type TxClient, type UnitsOfWork } from './unit-of-work.ts';
 
@@ -121,12 +122,18 @@ END::float8 AS lag_ms`;
 /**
  * Units of work with read-only routing: a read-only unit (outside any other unit) runs on
  * a replica; if that replica cannot be reached it is taken out of rotation and the unit
- * runs on the primary. Re-running is safe because a read-only unit wrote nothing.
+ * runs on the primary. Re-running is safe because a read-only unit wrote nothing. A
+ * SERIALIZABLE unit stays on the primary: a hot standby refuses that isolation level.
  */
-export function routeReads<C>(primary: UnitsOfWork<C>['transaction'], router: ReplicaRouter<C> | undefined): UnitsOfWork<C>['transaction'] {
+export function routeReads<C>(
+  primary: UnitsOfWork<C>['transaction'],
+  router: ReplicaRouter<C> | undefined,
+  defaultIsolation: IsolationLevel | undefined,
+): UnitsOfWork<C>['transaction'] {
   if (!router || router.size === 0) return primary;
   return async <T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions = {}): Promise<T> => {
-    if (opts.readOnly && !inUnitOfWork()) {
+    const serializable = (opts.isolationLevel ?? defaultIsolation) === 'Serializable';
+    if (opts.readOnly && !serializable && !inUnitOfWork()) {
       const target = await router.pick();
       if (target) {
         try {

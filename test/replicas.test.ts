@@ -51,6 +51,44 @@ it('fails a write inside a read-only unit with a typed error', async () => {
   expect(classifyError(onPrimary).sqlState).toBe('25006');
 });
 
+it('runs a SERIALIZABLE read-only unit on the primary: a hot standby refuses that level', async () => {
+  const inRecovery = await db.transaction(async (tx) => (await tx.$queryRaw<{ r: boolean }[]>`SELECT pg_is_in_recovery() AS r`)[0]!.r, {
+    readOnly: true,
+    isolationLevel: 'Serializable',
+  });
+  expect(inRecovery).toBe(false);
+  await expect(onReplica()).resolves.toBe(true);
+});
+
+it('connected to a standby, a SERIALIZABLE unit fails, and what fn sends after swallowing that error does not run outside a transaction', async () => {
+  // BEGIN goes out with the first statement (src/driver/begin.ts); the standby refuses the
+  // isolation level after BEGIN, so the transaction is aborted, not absent.
+  const standby = createDb({ PrismaClient, url: replica.url('repl_app', { sslmode: 'require' }) });
+  try {
+    const outcomes: string[] = [];
+    const unit = standby.transaction(
+      async (tx) => {
+        await tx.$queryRaw`SELECT ${1}::int AS one`.then(
+          () => outcomes.push('first ran'),
+          (err: unknown) => outcomes.push(`first refused ${classifyError(err).sqlState}`),
+        );
+        await tx.$queryRaw`SELECT ${2}::int AS two`.then(
+          () => outcomes.push('second ran'),
+          (err: unknown) => {
+            outcomes.push(`second refused ${classifyError(err).sqlState}`);
+            throw err;
+          },
+        );
+      },
+      { isolationLevel: 'Serializable' },
+    );
+    await expect(unit).rejects.toBeInstanceOf(Error);
+    expect(outcomes).toEqual(['first refused 0A000', 'second refused 25P02']);
+  } finally {
+    await standby.close();
+  }
+});
+
 it('skips a lagging replica and reads from the primary', async () => {
   await replica.query('SELECT pg_wal_replay_pause()');
   try {

@@ -1,5 +1,5 @@
-// A transaction's BEGIN, and the unit's settings, sent with its first statement: one
-// round trip for what took three.
+// A transaction's BEGIN, its isolation level and the unit's settings, sent with its first
+// statement: one round trip for what took up to four.
 //
 // Prisma's adapters open a transaction with statements of their own before the caller's
 // first one: `BEGIN`, then `SET TRANSACTION ISOLATION LEVEL …` when a level is asked for,
@@ -17,10 +17,13 @@
 //   stops a multi-statement Query at its first error. Settings need bind parameters, so
 //   with settings, they carry BEGIN in one round trip and the statement follows.
 //
-// An isolation level is folded into BEGIN (`BEGIN ISOLATION LEVEL …` takes the same
-// transaction modes). A transaction that ends before any statement was sent (COMMIT or
-// ROLLBACK with BEGIN still held) sends nothing at all. A named statement, or a portal
-// read in pages, gets BEGIN (and the settings) in a round trip of its own first.
+// An isolation level's `SET TRANSACTION` is held too and goes right after BEGIN. It is not
+// folded into BEGIN (`BEGIN ISOLATION LEVEL …`): a hot standby refuses SERIALIZABLE there
+// before any transaction block exists, and the statements after it would then run outside
+// one; refused after BEGIN, it leaves the block aborted and everything after it fails, as
+// with Prisma's own two statements. A transaction that ends before any statement was sent
+// (COMMIT or ROLLBACK with BEGIN still held) sends nothing at all. A named statement, or a
+// portal read in pages, gets what is held in a round trip of its own first.
 //
 // The carrier wraps one instance of the driver's own Query class (node-postgres', and
 // the copy bundled in @neondatabase/serverless): its `submit` writes the messages of the
@@ -79,12 +82,12 @@ export function isBegin(config: unknown, values: unknown): boolean {
   return plainText(config, values) === 'BEGIN';
 }
 
-const ISOLATION = /^SET TRANSACTION (ISOLATION LEVEL (?:READ UNCOMMITTED|READ COMMITTED|REPEATABLE READ|SERIALIZABLE))$/;
+const ISOLATION = /^SET TRANSACTION ISOLATION LEVEL (?:READ UNCOMMITTED|READ COMMITTED|REPEATABLE READ|SERIALIZABLE)$/;
 
-/** The adapters' isolation statement as BEGIN's transaction mode (`ISOLATION LEVEL …`), or undefined. */
-export function isolationMode(config: unknown, values: unknown): string | undefined {
+/** The adapters' isolation statement (`SET TRANSACTION ISOLATION LEVEL …`), or undefined. */
+export function isolationStatement(config: unknown, values: unknown): string | undefined {
   const text = plainText(config, values);
-  return text === undefined ? undefined : ISOLATION.exec(text)?.[1];
+  return text !== undefined && ISOLATION.test(text) ? text : undefined;
 }
 
 /** The adapters' COMMIT or ROLLBACK, or undefined. */
@@ -98,14 +101,14 @@ export function answered(command: string): { command: string; rowCount: null; oi
   return { command, rowCount: null, oid: null, rows: [], fields: [] };
 }
 
-/** A statement that goes ahead of the carrier's own: BEGIN, then the unit's settings (with bind parameters). */
+/** A statement that goes ahead of the carrier's own: BEGIN, the isolation level, the unit's settings (with bind parameters). */
 export interface Ahead {
   text: string;
   values?: readonly unknown[];
 }
 
 /**
- * The statement as a Query that carries `ahead` (BEGIN, then the unit's settings) in front
+ * The statement as a Query that carries `ahead` (BEGIN first) in front
  * of it, or undefined when it cannot (a named statement, a portal read in pages, a config
  * node-postgres would refuse before writing anything, or settings, which need bind
  * parameters, ahead of a simple-protocol statement). `confirmed` runs when BEGIN's

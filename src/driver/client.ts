@@ -21,7 +21,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
 import { ReusedTimer, type TransactionSettings } from '../deadline.ts';
 import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, sqlStateOf } from '../failures.ts';
-import { answered, carrying, isBegin, isolationMode, queryClassOf, transactionEnd, type Ahead } from './begin.ts';
+import { answered, carrying, isBegin, isolationStatement, queryClassOf, transactionEnd, type Ahead } from './begin.ts';
 
 export interface StatementDeadline {
   ms: number;
@@ -153,16 +153,19 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       return new Promise((resolve, reject) => this.send(config, values, (err, result) => (err ? reject(err) : resolve(result))));
     }
 
-    /** BEGIN held back, and the unit's settings, to go out ahead of the transaction's first statement (begin.ts). */
-    private held: { begin: string; settings: TransactionSettings | undefined } | undefined;
+    /**
+     * What is held back to go out ahead of the transaction's first statement (begin.ts):
+     * BEGIN, the isolation level's statement, the unit's settings, in that order.
+     */
+    private held: Ahead[] | undefined;
     /** What was held is on the wire and the server has not confirmed BEGIN yet. */
     private unconfirmed = false;
 
     /**
      * The adapters' transaction statements that need no round trip of their own, answered
-     * here (promise form only): BEGIN is held, with the unit's settings, an isolation level
-     * joins it, and COMMIT or ROLLBACK while it is still held ends a transaction the server
-     * never saw.
+     * here (promise form only): BEGIN is held, with the unit's settings, the isolation level
+     * joins them, and COMMIT or ROLLBACK while they are still held ends a transaction the
+     * server never saw.
      */
     private heldBack(config: unknown, values: unknown): object | undefined {
       if (Query === undefined) return undefined;
@@ -172,13 +175,14 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         if (!isBegin(config, values) || this._queryable === false || this._ending === true) return undefined;
         const settings = policy.transactionSettings?.();
         if (settings !== undefined) settings.carried = true;
-        this.held = { begin: 'BEGIN', settings };
+        this.held = settings === undefined ? [{ text: 'BEGIN' }] : [{ text: 'BEGIN' }, { text: settings.sql, values: settings.values }];
         this.unconfirmed = false;
         return answered('BEGIN');
       }
-      const mode = isolationMode(config, values);
-      if (mode !== undefined) {
-        held.begin = `BEGIN ${mode}`;
+      const isolation = isolationStatement(config, values);
+      if (isolation !== undefined) {
+        // Before the settings: a transaction's isolation level is set before its first query.
+        held.splice(1, 0, { text: isolation });
         return answered('SET');
       }
       const end = transactionEnd(config, values);
@@ -222,7 +226,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         if (held === undefined) super.query(config, values, answer);
         else {
           this.held = undefined;
-          this.sendWithBegin(held.begin, held.settings, config, values, answer);
+          this.sendWithBegin(held, config, values, answer);
         }
       } catch (err) {
         // Refused before anything was sent (node-postgres checks its arguments): no deadline is left armed.
@@ -233,11 +237,11 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
     }
 
     /**
-     * The statement with the held BEGIN and settings ahead of it, in one round trip when it
-     * can carry them (begin.ts), else they go first in one of their own. Until the server
-     * confirms BEGIN, a lost connection is marked as such: no transaction was open there.
+     * The statement with what is held ahead of it, in one round trip when it can carry it
+     * (begin.ts), else that goes first in a round trip of its own. Until the server confirms
+     * BEGIN, a lost connection is marked as such: no transaction was open there.
      */
-    private sendWithBegin(begin: string, settings: TransactionSettings | undefined, config: unknown, values: unknown, answer: QueryCallback): void {
+    private sendWithBegin(ahead: readonly Ahead[], config: unknown, values: unknown, answer: QueryCallback): void {
       this.unconfirmed = true;
       const confirmed = (): void => {
         this.unconfirmed = false;
@@ -247,14 +251,13 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         if (!err || !isConnectionLoss(err)) confirmed();
         answer(err, result);
       };
-      const ahead: Ahead[] = settings === undefined ? [{ text: begin }] : [{ text: begin }, { text: settings.sql, values: settings.values }];
       // Query exists: nothing is held without it (heldBack).
       const carrier = carrying(Query!, ahead, config, values, settle, confirmed);
       if (carrier !== undefined) {
         super.query(carrier);
         return;
       }
-      const then: QueryCallback = (err) => {
+      this.sendAhead(ahead, confirmed, (err) => {
         if (err) {
           settle(err);
           return;
@@ -265,16 +268,28 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         } catch (refused) {
           answer(refused);
         }
-      };
-      if (settings === undefined) {
-        super.query(begin, then);
-        return;
+      });
+    }
+
+    /**
+     * The statements ahead on their own, in one round trip: the last one carries the others
+     * (with the settings' parameters in the extended protocol, else as one simple Query);
+     * one at a time only if it cannot.
+     */
+    private sendAhead(ahead: readonly Ahead[], confirmed: () => void, then: QueryCallback): void {
+      // Never empty: BEGIN comes first.
+      const [first, ...rest] = ahead as [Ahead, ...Ahead[]];
+      const last = rest.at(-1);
+      const carrier = last === undefined ? undefined : carrying(Query!, ahead.slice(0, -1), { text: last.text, values: [...(last.values ?? [])] }, undefined, then, confirmed);
+      if (carrier !== undefined) super.query(carrier);
+      else if (rest.length === 0) super.query(first.text, then);
+      else {
+        super.query(first.text, (err: unknown) => {
+          if (err) return then(err);
+          confirmed();
+          this.sendAhead(rest, confirmed, then);
+        });
       }
-      // The settings statement carries BEGIN (it has parameters: the extended protocol).
-      const settingsConfig = { text: settings.sql, values: [...settings.values] };
-      const first = carrying(Query!, [{ text: begin }], settingsConfig, undefined, then, confirmed);
-      if (first !== undefined) super.query(first);
-      else super.query(begin, (err: unknown) => (err ? then(err) : super.query(settingsConfig, undefined, then)));
     }
 
     /** The error the caller gets: typed, and marked when the connection went before BEGIN was confirmed. */

@@ -78,7 +78,7 @@ describe('a unit of work on the wire', () => {
     expect(ours.statements[0]).toBe('BEGIN');
   });
 
-  it('folds an isolation level into BEGIN: the first statement already runs at that level', async () => {
+  it('holds the isolation level with BEGIN: the first statement already runs at that level, in the same round trip', async () => {
     const db = layer();
     const prisma = barePrisma();
     await db.$queryRaw`SELECT 1`;
@@ -91,8 +91,8 @@ describe('a unit of work on the wire', () => {
     const read = bare.statements[2]!;
     expect(bare.statements).toEqual(['BEGIN', 'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', read, 'COMMIT']);
     expect(bare.roundTrips).toBe(4);
-    // A statement without parameters goes in the simple protocol: BEGIN joins its text.
-    expect(ours.statements).toEqual([`BEGIN ISOLATION LEVEL SERIALIZABLE;${read}`, 'COMMIT']);
+    // A statement without parameters goes in the simple protocol: what is held joins its text.
+    expect(ours.statements).toEqual([`BEGIN;SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;${read}`, 'COMMIT']);
     expect(ours.roundTrips).toBe(2);
   });
 
