@@ -121,6 +121,27 @@ describe('a unit of work on the wire', () => {
     expect(wire.statements).toEqual(['BEGIN', expect.stringContaining('set_config'), expect.stringContaining('transaction_read_only'), 'COMMIT']);
   });
 
+  it('an isolation level and settings together: in order after BEGIN, ahead of either kind of first statement', async () => {
+    const db = layer();
+    await db.$queryRaw`SELECT 1`;
+    const options = { readOnly: true, isolationLevel: 'Serializable' } as const;
+    type Seen = { level: string; ro: string }[];
+    let extended: Seen = [];
+    const one = await onTheWire(async () => {
+      extended = await db.transaction((tx) => tx.$queryRaw<Seen>`SELECT current_setting('transaction_isolation') AS level, current_setting('transaction_read_only') AS ro, ${1}::int AS n`, options);
+    });
+    expect(extended).toEqual([{ level: 'serializable', ro: 'on', n: 1 }]);
+    expect(one.statements.slice(0, 3)).toEqual(['BEGIN', 'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', expect.stringContaining('set_config')]);
+    expect(one.roundTrips).toBe(2);
+    let simple: Seen = [];
+    const two = await onTheWire(async () => {
+      simple = await db.transaction((tx) => tx.$queryRaw<Seen>`SELECT current_setting('transaction_isolation') AS level, current_setting('transaction_read_only') AS ro`, options);
+    });
+    expect(simple).toEqual([{ level: 'serializable', ro: 'on' }]);
+    // The settings (bind parameters) carry BEGIN and the isolation level; the statement follows.
+    expect(two.roundTrips).toBe(3);
+  });
+
   it('a unit that sends no statement costs no round trip, whether it returns or throws', async () => {
     const db = layer();
     await db.$queryRaw`SELECT 1`;
