@@ -505,16 +505,10 @@ export interface RoundTrips {
 }
 
 /**
- * Statements the server executed, counted by pg_stat_statements for the bench database,
- * and the round trips the client asked for (wireRoundTrips: the layer sends a unit's BEGIN
- * with its first statement, one statement more than round trips). The variant's pool is
- * made hot first; nothing else runs in the bench database meanwhile.
- */
-/**
  * Round trips this process's node-postgres connections ask for: Sync (extended protocol)
  * and Query (simple protocol) messages, each answered by one ReadyForQuery that the client
  * waits for. Counted on node-postgres' Connection, which bare Prisma's pool and the layer's
- * share; the statement count above cannot see a statement that travels with another.
+ * share; the server's statement count cannot see a statement that travels with another.
  */
 function wireRoundTrips(): { count(): number; stop(): void } {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -535,6 +529,12 @@ function wireRoundTrips(): { count(): number; stop(): void } {
   };
 }
 
+/**
+ * Statements the server executed, counted by pg_stat_statements for the bench database,
+ * and the round trips the client asked for (wireRoundTrips: the layer sends a unit's BEGIN
+ * with its first statement, one statement more than round trips). The variant's pool is
+ * made hot first; nothing else runs in the bench database meanwhile.
+ */
 export async function roundTrips(v: Variant<string>, admin: pg.Client, database: string, opts: { queries: number; units: number; unitArgs: (key: string, i: number) => UnitArgs }): Promise<RoundTrips> {
   for (let i = 0; i < 20; i++) await v.pointRead((i % 100) + 1);
   for (let i = 0; i < 5; i++) await v.unit(opts.unitArgs(`${v.key}-rt-warm`, i));

@@ -272,24 +272,14 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
     }
 
     /**
-     * The statements ahead on their own, in one round trip: the last one carries the others
-     * (with the settings' parameters in the extended protocol, else as one simple Query);
-     * one at a time only if it cannot.
+     * The statements ahead on their own, in one round trip: the last one (the settings, with
+     * parameters) carries the others in the extended protocol; without settings they go as
+     * one simple Query.
      */
     private sendAhead(ahead: readonly Ahead[], confirmed: () => void, then: QueryCallback): void {
-      // Never empty: BEGIN comes first.
-      const [first, ...rest] = ahead as [Ahead, ...Ahead[]];
-      const last = rest.at(-1);
-      const carrier = last === undefined ? undefined : carrying(Query!, ahead.slice(0, -1), { text: last.text, values: [...(last.values ?? [])] }, undefined, then, confirmed);
-      if (carrier !== undefined) super.query(carrier);
-      else if (rest.length === 0) super.query(first.text, then);
-      else {
-        super.query(first.text, (err: unknown) => {
-          if (err) return then(err);
-          confirmed();
-          this.sendAhead(rest, confirmed, then);
-        });
-      }
+      const last = ahead.at(-1)!;
+      const carrier = last.values === undefined ? undefined : carrying(Query!, ahead.slice(0, -1), { text: last.text, values: [...last.values] }, undefined, then, confirmed);
+      super.query(carrier ?? ahead.map((a) => a.text).join(';'), then);
     }
 
     /** The error the caller gets: typed, and marked when the connection went before BEGIN was confirmed. */
