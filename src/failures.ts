@@ -136,13 +136,34 @@ export function isConnectFailure(err: unknown): boolean {
  * nothing of it can have committed.
  */
 const beforeBegin = new WeakSet<object>();
+/**
+ * Of those, the failure of the statement that carried BEGIN, while the unit's code has
+ * sent nothing after it: the code went no further than its first statement, so the unit
+ * may run again (unit-of-work.ts). Not the failures of statements sent after it: the code
+ * went on (it caught the first failure), and running it again would repeat what it did.
+ */
+const atFirstStatement = new WeakSet<object>();
 
-export function markBeforeBegin(err: unknown): void {
-  if (typeof err === 'object' && err !== null) beforeBegin.add(err);
+/** `carrier`: the error is the failure of the statement that carried BEGIN. */
+export function markBeforeBegin(err: unknown, carrier: boolean): void {
+  if (typeof err !== 'object' || err === null) return;
+  beforeBegin.add(err);
+  if (carrier) atFirstStatement.add(err);
 }
 
+/** No transaction was open on the server when this connection was lost. */
 export function isBeforeBegin(err: unknown): boolean {
   return typeof err === 'object' && err !== null && beforeBegin.has(err);
+}
+
+/** The connection was lost with the unit's first statement, and the unit's code sent nothing after it. */
+export function isLostWithFirstStatement(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && atFirstStatement.has(err);
+}
+
+/** The unit's code sent a statement after `err` came back: it went on past its first statement. */
+export function wentOnAfter(err: object): void {
+  atFirstStatement.delete(err);
 }
 
 /** The typed error for a failed connect (`connect`) or a connection lost mid-statement (`query`). */

@@ -9,7 +9,8 @@
 //   starting  — BEGIN never got through: nothing happened (re-run on a dead pooled connection).
 //               BEGIN goes out with the unit's first statement (driver/begin.ts), so this
 //               includes a connection lost before the server confirmed it: `fn` may have
-//               begun, up to its first statement, and runs again as on a conflict;
+//               begun, up to its first statement, and runs again as on a conflict (not if
+//               `fn` caught that failure and sent another statement: it went further);
 //   running   — the transaction is rolled back: the error says so (`outcome: 'rolled-back'`);
 //   committing — COMMIT was sent and the connection went: it may have committed
 //               (DatabaseTransactionError, `outcome: 'unknown'`), never re-run.
@@ -19,7 +20,7 @@ import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits, type TransactionSettings } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, PoolTimeoutError } from './errors.ts';
-import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isRetryableConflict } from './failures.ts';
+import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isLostWithFirstStatement, isRetryableConflict } from './failures.ts';
 import type { GuardedPool } from './pool.ts';
 import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
@@ -202,7 +203,9 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
   private settle(err: unknown, state: UnitState, reused: boolean, correlationId: string | undefined): unknown {
     // Was the transaction ever open on the server? Not if BEGIN failed, nor if the connection went before BEGIN was confirmed.
     const begun = state !== 'starting' && !isBeforeBegin(err);
-    if (!begun && diedWhileIdle(err, reused)) {
+    // Run again only if `fn` went no further than its first statement (driver/client.ts marks it).
+    const rerunnable = state === 'starting' || isLostWithFirstStatement(err);
+    if (!begun && rerunnable && diedWhileIdle(err, reused)) {
       return new NotStarted('BEGIN failed', { cause: err });
     }
     const lost = isConnectionLoss(err);

@@ -14,8 +14,12 @@
 //   them all: after an error the server skips everything up to the Sync;
 // - simple protocol (no parameters; the text may hold several statements, which the
 //   extended protocol refuses): one Query message, `BEGIN;` ahead of the text. The server
-//   stops a multi-statement Query at its first error. Settings need bind parameters, so
-//   with settings, they carry BEGIN in one round trip and the statement follows.
+//   stops a multi-statement Query at its first error. But it parses the whole text before
+//   running any of it: a syntax error anywhere refuses BEGIN too. So an error that comes
+//   before BEGIN's completion means nothing ran, and the connection (client.ts) sends
+//   BEGIN on its own, then the statement again, which fails inside the transaction as it
+//   would have under Prisma. Settings need bind parameters, so with settings, they carry
+//   BEGIN in one round trip and the statement follows.
 //
 // An isolation level's `SET TRANSACTION` is held too and goes right after BEGIN. It is not
 // folded into BEGIN (`BEGIN ISOLATION LEVEL …`): a hot standby refuses SERIALIZABLE there

@@ -14,13 +14,14 @@
 // - failures typed where they happen: a lost connection becomes DatabaseConnectionError
 //   and a server-side statement timeout StatementTimeoutError. These carry no `code`, so
 //   the Prisma adapter and client pass them through unchanged. Every other server error
-//   goes on to Prisma as is, which maps it to its own error classes (P2002, ...);
+//   goes on to Prisma as is, which maps it to its own error classes (P2002, ...); a
+//   COMMIT the server answered with ROLLBACK fails (DatabaseTransactionError, rolled-back);
 // - a transaction's BEGIN sent with its first statement, one round trip fewer (begin.ts).
 
 import type { ConnectionOptions } from 'node:tls';
-import { DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
+import { DatabaseTransactionError, DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
 import { ReusedTimer, type TransactionSettings } from '../deadline.ts';
-import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, sqlStateOf } from '../failures.ts';
+import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, sqlStateOf, wentOnAfter } from '../failures.ts';
 import { answered, carrying, isBegin, isolationStatement, queryClassOf, transactionEnd, type Ahead } from './begin.ts';
 
 export interface StatementDeadline {
@@ -142,7 +143,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
      */
     override query(config: unknown, values?: unknown, callback?: unknown): unknown {
       // A Submittable (a cursor, a stream) reports through its own events, not a callback.
-      if (typeof (config as { submit?: unknown } | null)?.submit === 'function') return super.query(config, values, callback);
+      if (typeof (config as { submit?: unknown } | null)?.submit === 'function') return this.submitted(config);
       if (typeof values === 'function') return this.query(config, undefined, values);
       if (typeof callback === 'function') {
         this.send(config, values, callback as QueryCallback);
@@ -191,10 +192,31 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       return answered(end);
     }
 
+    /**
+     * The connection lost with the statement that carried BEGIN: the unit may run again,
+     * unless its code goes on to send another statement (failures.ts wentOnAfter).
+     */
+    private lostWithFirst: object | undefined;
+
     /** Called by the pool on release (checkedIn). */
     forgetTransaction(): void {
       this.held = undefined;
       this.unconfirmed = false;
+      this.lostWithFirst = undefined;
+    }
+
+    /**
+     * A cursor or a stream, sent as is; what is held goes in its own round trip ahead of it
+     * (node-postgres sends queued statements in order), so it runs in the transaction.
+     */
+    private submitted(submittable: unknown): unknown {
+      const held = this.held;
+      if (held !== undefined) {
+        this.held = undefined;
+        this.unconfirmed = true;
+        this.sendAhead(held, () => (this.unconfirmed = false), () => undefined);
+      }
+      return super.query(submittable);
     }
 
     private send(config: unknown, values: unknown, done: QueryCallback): void {
@@ -214,14 +236,21 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
           stop = this.statementTimer.start(expire);
         }
       }
+      const held = this.held;
+      const end = transactionEnd(config, values);
       const answer: QueryCallback = (err, result) => {
         if (settled) return;
         settled = true;
         stop?.();
-        if (err) done(this.failure(lostTo.get(this) ?? err));
+        if (err) done(this.failure(lostTo.get(this) ?? err, held !== undefined));
+        else if (end === 'COMMIT' && (result as { command?: unknown } | undefined)?.command === 'ROLLBACK') done(rolledBackAtCommit());
         else done(undefined, result);
       };
-      const held = this.held;
+      // The unit's code went on after its first statement failed (Prisma's own COMMIT or ROLLBACK does not count).
+      if (this.lostWithFirst !== undefined && end === undefined) {
+        wentOnAfter(this.lostWithFirst);
+        this.lostWithFirst = undefined;
+      }
       try {
         if (held === undefined) super.query(config, values, answer);
         else {
@@ -243,23 +272,34 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
      */
     private sendWithBegin(ahead: readonly Ahead[], config: unknown, values: unknown, answer: QueryCallback): void {
       this.unconfirmed = true;
+      let begun = false;
       const confirmed = (): void => {
+        begun = true;
         this.unconfirmed = false;
       };
-      // Answered without a loss, BEGIN's fate is known either way: confirmed, or refused by the server.
-      const settle: QueryCallback = (err, result) => {
-        if (!err || !isConnectionLoss(err)) confirmed();
-        answer(err, result);
+      const carried: QueryCallback = (err, result) => {
+        // Refused by the server before BEGIN ran, so nothing of it ran: a syntax error anywhere
+        // in a simple-protocol text refuses the whole `BEGIN;…;text`. BEGIN goes first, then
+        // the statement again, as Prisma sends them: it fails there, in the transaction.
+        if (err && !begun && !isConnectionLoss(err)) this.sendAfter(ahead, config, values, confirmed, answer);
+        else {
+          if (!err) confirmed();
+          answer(err, result);
+        }
       };
       // Query exists: nothing is held without it (heldBack).
-      const carrier = carrying(Query!, ahead, config, values, settle, confirmed);
-      if (carrier !== undefined) {
-        super.query(carrier);
-        return;
-      }
+      const carrier = carrying(Query!, ahead, config, values, carried, confirmed);
+      if (carrier !== undefined) super.query(carrier);
+      else this.sendAfter(ahead, config, values, confirmed, answer);
+    }
+
+    /** What is held, in a round trip of its own, then the statement. */
+    private sendAfter(ahead: readonly Ahead[], config: unknown, values: unknown, confirmed: () => void, answer: QueryCallback): void {
       this.sendAhead(ahead, confirmed, (err) => {
         if (err) {
-          settle(err);
+          // Answered without a loss, BEGIN's fate is known: refused by the server.
+          if (!isConnectionLoss(err)) confirmed();
+          answer(err);
           return;
         }
         confirmed();
@@ -282,13 +322,31 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       super.query(carrier ?? ahead.map((a) => a.text).join(';'), then);
     }
 
-    /** The error the caller gets: typed, and marked when the connection went before BEGIN was confirmed. */
-    private failure(err: unknown): unknown {
+    /**
+     * The error the caller gets: typed, and marked when the connection went before BEGIN
+     * was confirmed (`carrier`: with the statement that carried it).
+     */
+    private failure(err: unknown, carrier: boolean): unknown {
       const e = typed(err);
-      if (this.unconfirmed && isConnectionLoss(e)) markBeforeBegin(e);
+      if (this.unconfirmed && isConnectionLoss(e)) {
+        markBeforeBegin(e, carrier);
+        if (carrier && typeof e === 'object' && e !== null) this.lostWithFirst = e;
+      }
       return e;
     }
   };
+}
+
+/**
+ * A COMMIT the server answered with ROLLBACK: a statement of the transaction had failed and
+ * the caller caught its error, so PostgreSQL rolled everything back. node-postgres and the
+ * adapters report that as success; like pgjdbc, the layer reports the failure it is.
+ */
+function rolledBackAtCommit(): DatabaseTransactionError {
+  return new DatabaseTransactionError(
+    'COMMIT was answered with ROLLBACK: a statement of this transaction failed earlier (its error was caught), so PostgreSQL rolled the whole transaction back',
+    { sqlState: '25P02', outcome: 'rolled-back', retryable: false },
+  );
 }
 
 /** A lost connection or a server-side statement timeout as the layer's typed error; anything else as is. */

@@ -9,7 +9,8 @@ import { Client as NeonClient } from '@neondatabase/serverless';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { carrying, queryClassOf } from '../../src/driver/begin';
-import { createDb, type Db } from '../../src/index';
+import { guardedClientClass } from '../../src/driver/client';
+import { createDb, DatabaseConnectionError, DatabaseTransactionError, type Db } from '../../src/index';
 import { PrismaClient } from '../../src/generated/prisma/client';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 import { driverCase } from '../support/drivers';
@@ -173,6 +174,54 @@ describe('a unit of work on the wire', () => {
     expect(await db.user.count({ where: { email } })).toBe(0);
   });
 
+  it('a first statement the parser refuses (no parameters: BEGIN joined its text, so it did not run either): what follows fails in the transaction, as in bare Prisma', async () => {
+    const db = layer();
+    const prisma = barePrisma();
+    await db.$queryRaw`SELECT 1`;
+    await prisma.$queryRaw`SELECT 1`;
+    // The caller tries a statement, catches its failure, writes, and fails the unit.
+    const attempt = async (tx: Tx, email: string): Promise<never> => {
+      await tx.$executeRawUnsafe('SELEC 1').catch(() => undefined);
+      const level = await tx.$queryRaw<{ l: string }[]>`SELECT current_setting('transaction_isolation') AS l`.then((r) => r[0]!.l, () => 'failed');
+      const write = await tx.user.create({ data: { email } }).then(() => 'written', (err: { code?: string }) => String(err.code));
+      throw Object.assign(new Error('the unit fails'), { level, write });
+    };
+    const run = async (unit: (fn: (tx: Tx) => Promise<never>) => Promise<unknown>, email: string) => {
+      const failure = (await unit((tx) => attempt(tx, email)).catch((err: unknown) => err)) as { level: string; write: string };
+      return { level: failure.level, write: failure.write, committed: await db.user.count({ where: { email } }) };
+    };
+    const serializable = { isolationLevel: 'Serializable' } as const;
+    const bare = await run((fn) => prisma.$transaction((tx) => fn(tx as unknown as Tx), serializable), `bare-parse-${Date.now()}@example.com`);
+    let ours: Awaited<ReturnType<typeof run>> | undefined;
+    const wire = await onTheWire(async () => (ours = await run((fn) => db.transaction(fn, serializable), `ours-parse-${Date.now()}@example.com`)));
+    // Nothing after the refused statement ran: the read and the write failed (25P02), nothing committed.
+    expect(bare).toEqual({ level: 'failed', write: expect.stringMatching(/^P\d{4}$/), committed: 0 });
+    expect(ours).toEqual(bare);
+    // Refused whole, then BEGIN and the isolation level in a round trip of their own, then the statement again.
+    expect(wire.statements.slice(0, 4)).toEqual(['BEGIN;SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;SELEC 1', 'BEGIN;SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', 'SELEC 1', expect.stringContaining('transaction_isolation')]);
+  });
+
+  it('a COMMIT the server answers with ROLLBACK (fn caught a failed statement and returned) fails as rolled-back; bare Prisma reports success', async () => {
+    const db = layer();
+    const prisma = barePrisma();
+    const writeThenCatch = async (tx: Tx, email: string): Promise<string> => {
+      await tx.user.create({ data: { email } });
+      await tx.user.create({ data: { email } }).catch(() => undefined); // unique violation, caught
+      return 'returned';
+    };
+    const bareEmail = `bare-silent-${Date.now()}@example.com`;
+    await expect(prisma.$transaction((tx) => writeThenCatch(tx as unknown as Tx, bareEmail))).resolves.toBe('returned');
+    const email = `ours-silent-${Date.now()}@example.com`;
+    const failure = db.transaction((tx) => writeThenCatch(tx, email));
+    await expect(failure).rejects.toBeInstanceOf(DatabaseTransactionError);
+    await expect(failure).rejects.toMatchObject({ outcome: 'rolled-back', sqlState: '25P02', message: expect.stringContaining('COMMIT was answered with ROLLBACK') });
+    // Neither committed anything: bare Prisma's success was not one.
+    expect(await db.user.count({ where: { email: { in: [bareEmail, email] } } })).toBe(0);
+    expect(db.stats().counters.rollbacks).toBe(1);
+    // The connection is fine afterwards.
+    await expect(db.transaction((tx) => tx.user.create({ data: { email } }))).resolves.toMatchObject({ email });
+  });
+
   it('the connection lost with BEGIN unconfirmed and fn swallowing the error: COMMIT cannot have committed, so the outcome is rolled-back, not unknown', async () => {
     const db = layer();
     // A fresh connection (no re-run): the unit's first statement is cut on its way to the server.
@@ -202,9 +251,47 @@ describe('a unit of work on the wire', () => {
     expect(await db.account.findMany({ where: { owner }, select: { id: true } })).toEqual([{ id }]);
     expect(db.stats().counters.connectionsRecovered).toBe(1);
   });
+
+  it('the same, but fn catches its first statement\'s failure and goes on: it is not run again (it went past its first statement)', async () => {
+    const db = layer({ pool: { size: 1, maxOverflow: 0, validateAfterIdleMs: 3_600_000 } });
+    await db.$queryRaw`SELECT 1`;
+    proxy.forgetExisting();
+    let runs = 0;
+    let sideEffects = 0;
+    const failure = await db
+      .transaction(async (tx) => {
+        runs++;
+        await tx.account.create({ data: { owner: `swallowed ${Date.now()}` } }).catch(() => undefined);
+        sideEffects++; // an email sent, say
+        return tx.account.count();
+      })
+      .catch((err: unknown) => err);
+    expect({ runs, sideEffects }).toEqual({ runs: 1, sideEffects: 1 });
+    // Nothing was open on the server: rolled back, not unknown.
+    expect(failure).toBeInstanceOf(DatabaseConnectionError);
+    expect(failure).toMatchObject({ outcome: 'rolled-back' });
+  });
 });
 
 describe.each(['pg', 'neon'] as const)('%s', (driverName) => {
+  it('a caught first statement the parser refuses: the write after it fails in the transaction and nothing commits', async () => {
+    const driver = await driverCase(driverName, testDb);
+    cleanups.push(() => driver.close());
+    const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: `begin-refused-${driverName}`, pool: { size: 1, maxOverflow: 0 } });
+    cleanups.push(() => db.close());
+    await db.$queryRaw`SELECT 1`;
+    const email = `refused-${driverName}-${Date.now()}@example.com`;
+    const failure = await db
+      .transaction(async (tx) => {
+        await tx.$executeRawUnsafe('SELEC 1').catch(() => undefined);
+        const write = await tx.user.create({ data: { email } }).then(() => 'written', (err: { code?: string }) => String(err.code));
+        throw Object.assign(new Error('the unit fails'), { write });
+      })
+      .catch((err: { write?: string }) => err);
+    expect(failure.write).toMatch(/^P\d{4}$/); // Prisma's code for 25P02 (the transaction is aborted)
+    expect(await db.user.count({ where: { email } })).toBe(0);
+  });
+
   it('until its first statement, a unit holds no transaction open on the server', async () => {
     const driver = await driverCase(driverName, testDb);
     cleanups.push(() => driver.close());
@@ -299,6 +386,25 @@ describe("node-postgres' Query, as begin.ts uses it", () => {
     const sent = await sendCarried(c, 'BEGIN ISOLATION LEVEL NONSENSE', { text: 'INSERT INTO carried VALUES (1)', values: [] });
     expect(sent.err).toMatchObject({ code: '42601' });
     expect((await c.query('SELECT count(*)::int AS n FROM carried')).rows).toEqual([{ n: 0 }]);
+  });
+
+  it('a cursor or a stream (a Submittable) as the first statement: what is held goes ahead of it, so it runs in the transaction', async () => {
+    const Guarded = guardedClientClass(pg.Client, { connectMs: 10_000, keepAliveDelayMs: 10_000, statementDeadline: () => undefined });
+    const c = new Guarded({ connectionString: testDb.url, ssl: testDb.ssl }) as unknown as pg.Client;
+    await c.connect();
+    cleanups.push(() => c.end());
+    // Held, as the adapters send them.
+    await c.query({ text: 'BEGIN', values: [] });
+    await c.query({ text: 'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', values: [] });
+    const rows: unknown[] = [];
+    const submitted = c.query(new pg.Query("SELECT current_setting('transaction_isolation') AS level"));
+    await new Promise<void>((resolve, reject) => {
+      submitted.on('row', (row: unknown) => rows.push(row));
+      submitted.on('end', () => resolve());
+      submitted.on('error', reject);
+    });
+    expect(rows).toEqual([{ level: 'serializable' }]);
+    await c.query({ text: 'ROLLBACK', values: [] });
   });
 
   it('a named statement or a portal read in pages does not carry BEGIN (it goes on its own first)', () => {
