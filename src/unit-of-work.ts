@@ -19,7 +19,7 @@
 import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits, type TransactionSettings } from './deadline.ts';
-import { DatabaseTransactionError, DatalayerError, PoolTimeoutError } from './errors.ts';
+import { DatabaseTransactionError, DatalayerError, PoolTimeoutError, StatementTimeoutError } from './errors.ts';
 import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isLostWithFirstStatement, isRetryableConflict } from './failures.ts';
 import type { GuardedPool } from './pool.ts';
 import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
@@ -224,6 +224,8 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
       typed.outcome = 'rolled-back';
       return typed;
     }
+    // The server cancelled a statement (its timeout, the unit's deadline): the transaction is aborted.
+    if (err instanceof StatementTimeoutError && err.outcome === undefined && state !== 'committing') err.outcome = 'rolled-back';
     const mapped = isDatabaseFailure(err) ? classifyError(err, correlationId) : undefined;
     if (mapped instanceof PoolTimeoutError || (mapped instanceof DatabaseTransactionError && state !== 'committing')) return mapped;
     return err;

@@ -154,6 +154,7 @@ describe('query errors', () => {
       }),
     );
     expect(inUnit).toBeInstanceOf(StatementTimeoutError);
+    expect(inUnit).toMatchObject({ outcome: 'rolled-back' });
     expectClean(classifyError(inUnit));
     expect(await db.user.count({ where: { email: 'timeout-unit@example.com' } })).toBe(0);
   });

@@ -700,6 +700,7 @@ describe('unit timeouts', () => {
     // The deadline holds: the server cancels the statement, it does not run to its end.
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(err).toBeInstanceOf(StatementTimeoutError);
+    expect(err).toMatchObject({ outcome: 'rolled-back' });
     expect(finished).toBe(false);
     expect(await emails()).toEqual([]);
     expect(await eventually(() => db.stats().pool.inUse === 0, 5_000)).toBe(true);
