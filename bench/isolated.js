@@ -4,8 +4,10 @@
 // shared with another variant. Plain JavaScript on the compiled build, as bench/cold-start.js.
 //
 //   forked as: bench/isolated.js <variant>   env: as bench/cold-start.js
-//   message in:  { op: 'point' | 'unit', n, from }   (from: the first operation's index)
+//   message in:  { op: 'point' | 'unit' | 'burst', n, from }   (from: the first operation's index)
 //   message out: { ready: true } once, then per batch { ms: number[], cpuUs: number, errors, firstError? }
+//   'point' and 'unit' run n operations one after another (ms: each one's latency); 'burst'
+//   starts n units at once and waits for all (ms: one figure, the burst's wall time).
 'use strict';
 const { makeClient, operation } = require('./clients.js');
 
@@ -14,7 +16,7 @@ const client = makeClient(variant, process.env);
 const prefix = `iso-${variant}-${process.pid}`;
 
 process.on('message', ({ op, n, from }) => {
-  void batch(op, n, from).then((reply) => process.send(reply));
+  void (op === 'burst' ? burst(n, from) : batch(op, n, from)).then((reply) => process.send(reply));
 });
 
 async function batch(op, n, from) {
@@ -34,6 +36,18 @@ async function batch(op, n, from) {
   }
   const used = process.cpuUsage(cpu);
   return { ms, cpuUs: (used.user + used.system) / n, errors, ...(firstError ? { firstError } : {}) };
+}
+
+/** n units started at once (a throughput round); rejected ones are counted, not retried. */
+async function burst(n, from) {
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  const settled = await Promise.allSettled(Array.from({ length: n }, (_, k) => operation(client, 'unit', from + k, prefix)));
+  const wallMs = performance.now() - started;
+  const used = process.cpuUsage(cpu);
+  const failed = settled.filter((s) => s.status === 'rejected');
+  const firstError = failed[0] ? String(failed[0].reason && failed[0].reason.message ? failed[0].reason.message : failed[0].reason).slice(0, 300) : undefined;
+  return { ms: [wallMs], cpuUs: (used.user + used.system) / n, errors: failed.length, ...(firstError ? { firstError } : {}) };
 }
 
 process.send({ ready: true });

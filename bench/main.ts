@@ -17,11 +17,13 @@
 //                                in each; BENCH_FLEET_INVOCATIONS [20] sequential invocations per slot
 //   BENCH_ISO_SETS [7]           the per-process rounds (bench/isolated.js): fresh process sets, each warmed up by
 //                                BENCH_ISO_WARMUP_ROUNDS [8] rounds, then BENCH_ISO_ROUNDS [6] measured rounds
+//   BENCH_ISO_BURST_ROUNDS [4]   throughput with a process per variant: bursts of BENCH_CONCURRENT_UNITS units in each
+//                                of the BENCH_ISO_SETS process sets, after BENCH_ISO_BURST_WARMUP_ROUNDS [2]
 //   BENCH_IR_RUNS [2]            CPU instruction counts (callgrind): fresh processes per variant; BENCH_IR_POINT_WARM [500],
 //                                BENCH_IR_POINT_OPS [600], BENCH_IR_UNIT_WARM [300], BENCH_IR_UNIT_OPS [400];
-//   BENCH_NODES                  more node binaries, comma-separated (e.g. a Node 24): the per-process latency rounds
-//                                and the instruction counts also run under each
-//   BENCH_ONLY                   comma list of: point,unit,isolated,concurrency,recovery,cold,roundtrips,ablation,scope,fleet,instructions
+//   BENCH_NODES                  more node binaries, comma-separated (e.g. a Node 24): the per-process latency rounds,
+//                                the per-process throughput and the instruction counts also run under each
+//   BENCH_ONLY                   comma list of: point,unit,isolated,throughput,concurrency,recovery,cold,roundtrips,ablation,scope,fleet,instructions
 //   BENCH_OUT [BENCHMARKS.md]    report path ('-' = do not write)
 //   BENCH_JSON                   also write every target (name, goal, measured value, pass) as JSON to this file
 import { execFileSync } from 'node:child_process';
@@ -71,6 +73,8 @@ function settings() {
     isoSets: envInt('BENCH_ISO_SETS', 7),
     isoRounds: envInt('BENCH_ISO_ROUNDS', 6),
     isoWarmupRounds: envInt('BENCH_ISO_WARMUP_ROUNDS', 8),
+    isoBurstRounds: envInt('BENCH_ISO_BURST_ROUNDS', 4),
+    isoBurstWarmupRounds: envInt('BENCH_ISO_BURST_WARMUP_ROUNDS', 2),
     irRuns: envInt('BENCH_IR_RUNS', 2),
     irPointWarm: envInt('BENCH_IR_POINT_WARM', 500),
     irPointOps: envInt('BENCH_IR_POINT_OPS', 600),
@@ -189,14 +193,21 @@ export async function main(): Promise<number> {
       log(`unit of work: ${s.warmupRounds}+${s.rounds} rounds × ${s.unitOps} units per variant`);
       results.unit = await sequentialLatency(sequential, { rounds: s.rounds, warmupRounds: s.warmupRounds, opsPerRound: perRound(s.unitOps), op: (v, i) => v.unit(unitArgs(`${v.key}-seq`, i)) });
     }
-    if (s.runs('isolated')) {
+    if (s.runs('isolated') || s.runs('throughput')) {
       results.isolated = [];
       for (const { node, version } of nodeBinaries(s)) {
-        log(`a process per variant (node ${version}): ${s.isoSets} process sets, each ${s.isoWarmupRounds}+${s.isoRounds} rounds × ${s.pointOps} point reads, then × ${s.unitOps} units`);
+        const run: NonNullable<BenchResults['isolated']>[number] = { node: version };
         const common = { node, sets: s.isoSets, rounds: s.isoRounds, warmupRounds: s.isoWarmupRounds };
-        const point = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'point', ops: s.pointOps });
-        const unit = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'unit', ops: s.unitOps });
-        results.isolated.push({ node: version, point, unit });
+        if (s.runs('isolated')) {
+          log(`a process per variant (node ${version}): ${s.isoSets} process sets, each ${s.isoWarmupRounds}+${s.isoRounds} rounds × ${s.pointOps} point reads, then × ${s.unitOps} units`);
+          run.point = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'point', ops: s.pointOps });
+          run.unit = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'unit', ops: s.unitOps });
+        }
+        if (s.runs('throughput')) {
+          log(`throughput, a process per variant (node ${version}): ${s.isoSets} process sets, each ${s.isoBurstWarmupRounds}+${s.isoBurstRounds} bursts of ${s.concurrentUnits} units`);
+          run.burst = await isolatedLatency(ISOLATED_KEYS, target, { ...common, op: 'burst', ops: s.concurrentUnits, rounds: s.isoBurstRounds, warmupRounds: s.isoBurstWarmupRounds });
+        }
+        results.isolated.push(run);
       }
     }
     if (s.runs('instructions') && s.irRuns > 0 && !hasValgrind()) log('CPU instructions: skipped (valgrind is not installed; `apt-get install valgrind`)');
@@ -245,6 +256,7 @@ export async function main(): Promise<number> {
       rt.set('layer-preping', await roundTrips(ping, admin, DB, { queries: s.rtQueries, units: s.rtUnits, unitArgs }));
       await ping.close();
       open.pop();
+      for (const [key, r] of await pooledRoundTrips(cluster, target, admin, s, unitArgs)) rt.set(key, r);
       results.roundTrips = rt;
     }
     if (s.runs('cold')) {
@@ -327,6 +339,32 @@ async function runFleet(s: Settings): Promise<FleetResult[]> {
     await bouncer?.stop().catch(() => undefined);
     await server.destroy().catch(() => undefined);
   }
+}
+
+/**
+ * Round trips of bare Prisma and the layer behind PgBouncer in transaction mode (the
+ * README's topology for many processes), where every unit of the layer also sets its
+ * server-side timeouts (`pgbouncer=true`): they travel with BEGIN and the first statement.
+ */
+async function pooledRoundTrips(cluster: Cluster, target: Target, admin: pg.Client, s: Settings, unitArgs: (key: string, i: number) => UnitArgs): Promise<Map<string, RoundTrips>> {
+  const bouncer = await startPgBouncer(cluster.info(), { name: 'bench-rt-bouncer', poolMode: 'transaction', defaultPoolSize: 20, maxClientConn: 200 });
+  const via: Target = {
+    ...target,
+    host: bouncer.host,
+    port: bouncer.port,
+    caFile: bouncer.caFile,
+    ca: fs.readFileSync(bouncer.caFile, 'utf8'),
+    url: bouncer.url(DB, { sslmode: 'verify-full', sslrootcert: bouncer.caFile, pgbouncer: 'true' }, { user: cluster.appUser }),
+  };
+  const variants = [makeVariant('prisma', via), layer(via, 'pooled')];
+  const out = new Map<string, RoundTrips>();
+  try {
+    for (const v of variants) out.set(`${v.key}-pgbouncer`, await roundTrips(v, admin, DB, { queries: s.rtQueries, units: s.rtUnits, unitArgs }));
+  } finally {
+    for (const v of variants) await v.close().catch(() => undefined);
+    await bouncer.stop().catch(() => undefined);
+  }
+  return out;
 }
 
 function pkgVersion(name: string): string {

@@ -67,6 +67,13 @@ export async function sequentialLatency(
 
 // ---- the same, each variant in a process of its own -------------------------------------------
 
+/**
+ * What a per-process round runs (bench/isolated.js): `ops` point reads or units one after
+ * another (a sample per operation), or a burst of `ops` units started at once (a sample per
+ * burst: its wall time; throughput is ops / wall time).
+ */
+export type IsolatedOp = 'point' | 'unit' | 'burst';
+
 /** The per-process rounds' results: pooled over the process sets, plus each set's median. */
 export interface IsolatedResult extends LatencyResult {
   /** Median latency of each process set, in set order (for per-set ratios). */
@@ -85,7 +92,7 @@ export interface IsolatedResult extends LatencyResult {
 export async function isolatedLatency(
   keys: string[],
   target: Target,
-  opts: { op: 'point' | 'unit'; sets: number; rounds: number; warmupRounds: number; ops: number; node: string },
+  opts: { op: IsolatedOp; sets: number; rounds: number; warmupRounds: number; ops: number; node: string },
 ): Promise<Map<string, IsolatedResult>> {
   const results = new Map<string, IsolatedResult>(keys.map((k) => [k, { samples: [], roundMedians: [], cpuUsPerOp: [], errors: 0, setMedians: [] }]));
   let from = 0;
@@ -118,9 +125,13 @@ interface Batch {
   firstError?: string;
 }
 
-/** One batch of a forked worker, after a 20 ms pause (the server done with the previous batch). */
-async function runBatch(child: ChildProcess, message: { op: 'point' | 'unit'; n: number; from: number }): Promise<Batch> {
-  await sleep(20);
+/**
+ * One batch of a forked worker, after a pause: the server done with the previous batch
+ * (20 ms), or after a burst's 500 commits, with its backends and WAL writer idle again
+ * (200 ms, as between the shared-process concurrency rounds).
+ */
+async function runBatch(child: ChildProcess, message: { op: IsolatedOp; n: number; from: number }): Promise<Batch> {
+  await sleep(message.op === 'burst' ? 200 : 20);
   const answer = reply(child);
   child.send(message);
   return (await answer) as Batch;
