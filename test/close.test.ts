@@ -98,6 +98,26 @@ describe('db.close()', () => {
     await waitFor(() => sockets() === before);
   });
 
+  it('a unit cut by the close at its first statement (which carries its BEGIN) fails with the close, and is not run again', async () => {
+    const { db } = open('first');
+    await db.$queryRaw`SELECT 1`; // the unit's connection is then a reused one, as when a dead one is run again
+    let runs = 0;
+    const stuck = db.transaction(
+      async (tx) => {
+        runs++;
+        return tx.$queryRawUnsafe('SELECT pg_sleep(8), $1::int AS run', runs);
+      },
+      { timeoutMs: 10_000 },
+    );
+    stuck.catch(() => {});
+    await waitFor(() => runs === 1);
+    await sleep(100); // the statement and its BEGIN on the server
+    await db.close({ deadlineMs: 300 });
+    await expect(stuck).rejects.toMatchObject({ name: 'DatabaseConnectionError', retryable: false, message: expect.stringContaining('db.close()') });
+    expect(runs).toBe(1);
+    expect(db.stats().counters.connectionsRecovered).toBe(0);
+  });
+
   it('is idempotent', async () => {
     const { db, name } = open('twice');
     await db.$queryRaw`SELECT 1`;
