@@ -3,6 +3,7 @@
 // starts no timer and sends no query. The first query connects.
 
 import { Instrumentation } from './adapter.ts';
+import { keepBatchesInContext } from './batching.ts';
 import { loadConfig, type DbConfig, type DbOptions, type IsolationLevel } from './config.ts';
 import { createDriver, type DriverHandle } from './driver/index.ts';
 import { EventHub, type DbEvents } from './events.ts';
@@ -143,6 +144,7 @@ function buildStack<C>(
     adapter: ins.factory(driver.factory),
     transactionOptions: { maxWait: config.transaction.maxWaitMs, timeout: config.transaction.timeoutMs },
   }) as C & PrismaLike;
+  if (!keepBatchesInContext(prisma)) logger?.warn({ event: 'prisma-internals' }, "Prisma's request batching was not found where Prisma 7.10 keeps it: findUnique calls made in one tick inside different scopes or units may share one's context");
   const disconnect = prisma.$disconnect.bind(prisma);
   const units = new UnitOfWork<C>(prisma, config, counters, driver.pool, telemetry && unitTelemetry(telemetry, config));
   const end = async (): Promise<void> => {

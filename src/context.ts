@@ -17,6 +17,11 @@ type Store = readonly unknown[];
 const storage = new AsyncLocalStorage<Store>();
 let slots = 0;
 
+/** Does the caller run inside any of the layer's contexts (a unit, a session, a scope, ...)? */
+export function inAnyContext(): boolean {
+  return storage.getStore() !== undefined;
+}
+
 /** One ambient value, visible to everything `run` starts (statements, timers, promises). */
 export class ContextSlot<T> {
   private readonly index = slots++;

@@ -25,7 +25,7 @@ import { ContextSlot } from './context.ts';
 import { MAX_TIMER_MS, waitAtMost, withDeadline } from './deadline.ts';
 import { destroySocket } from './driver/client.ts';
 import { ConfigError, DeadlineExceededError, ScopeEndedError, type ConfigIssue } from './errors.ts';
-import { wholeOption } from './unit-options.ts';
+import { describe, wholeOption } from './unit-options.ts';
 import type { Checkout, GuardedPool, PoolClient } from './pool.ts';
 
 export interface ScopeOptions {
@@ -62,42 +62,72 @@ interface Held {
 
 export class ConnectionScope {
   private readonly held: Held[] = [];
-  private ended: Error | undefined;
+  /** Why the scope ended (what its busy connections are destroyed with); undefined while it runs. */
+  private endedBy: Error | undefined;
+  /** Checkouts under way: the end waits for them too (bounded), then closes what they got. */
+  private readonly opening = new Set<Promise<unknown>>();
+  /** What else the scope's end must stop: HTTP statements in flight (Neon), told the reason. */
+  private readonly watchers = new Set<(reason: Error) => void>();
 
   /** `keep`: connections stay with the scope between statements (serverless mode). */
   constructor(private readonly keep: boolean) {}
 
+  get isEnded(): boolean {
+    return this.endedBy !== undefined;
+  }
+
   /** A connection of `pool` for one statement, unit or session inside the scope. */
   async take(pool: GuardedPool): Promise<Checkout> {
-    if (this.ended) throw this.ended;
+    if (this.isEnded) throw new ScopeEndedError();
     const idle = this.held.find((h) => h.pool === pool && !h.inUse && !h.isClosed);
     if (idle) {
       idle.inUse = true;
       return { client: idle.client, reused: true };
     }
-    const { client: raw, reused } = await pool.checkout();
-    if (this.ended) {
-      raw.release();
-      throw this.ended;
+    const checkout = pool.checkout();
+    this.opening.add(checkout);
+    let got: Checkout;
+    try {
+      got = await checkout;
+    } finally {
+      this.opening.delete(checkout);
     }
-    const held = this.hold(pool, raw);
+    if (this.isEnded) {
+      got.client.release();
+      throw new ScopeEndedError();
+    }
+    const held = this.hold(pool, got.client);
     this.held.push(held);
-    return { client: held.client, reused };
+    return { client: held.client, reused: got.reused };
+  }
+
+  /**
+   * Work the scope does not hold a connection for (an HTTP statement) is sent in it: refused
+   * once the scope ended; `stop` is told the scope's end while it runs. Returns its unwatch.
+   */
+  watch(stop: (reason: Error) => void): () => void {
+    if (this.isEnded) throw new ScopeEndedError();
+    this.watchers.add(stop);
+    return () => this.watchers.delete(stop);
   }
 
   private hold(pool: GuardedPool, raw: PoolClient): Held {
     // A socket error while the scope keeps it idle cannot crash the process: the pool gave
     // every connection a listener for its whole life (pool.ts listen()).
     let held!: Held;
-    const closed = new Promise<void>((resolve) => {
-      raw.once?.('end', () => {
-        held.isClosed = true;
-        // Closed under the scope while idle (db.close() past its deadline, the server
-        // going away): give it back now, so the pool can count it closed and end.
-        if (!held.inUse) this.drop(held, new Error('the connection closed while the scope kept it'));
-        resolve();
-      });
-    });
+    // Only a kept connection is watched: a pooled one lives on after the scope, and a
+    // listener per scope would pile up on it.
+    const closed = !this.keep
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          raw.once?.('end', () => {
+            held.isClosed = true;
+            // Closed under the scope while idle (db.close() past its deadline, the server
+            // going away): give it back now, so the pool can count it closed and end.
+            if (!held.inUse) this.drop(held, new Error('the connection closed while the scope kept it'));
+            resolve();
+          });
+        });
     const client: PoolClient = {
       query: (text, values) => raw.query(text, values),
       release: (err) => this.giveBack(held, err),
@@ -117,7 +147,9 @@ export class ConnectionScope {
   private giveBack(held: Held, err?: Error | boolean): void {
     if (!held.inUse) return;
     held.inUse = false;
-    if (this.keep && !err && !this.ended && !held.isClosed) return;
+    // Kept for the scope's next statement, unless work waits for a slot of a full pool
+    // (maybe this scope's own, in a Promise.all wider than the pool): then it frees one.
+    if (this.keep && !err && !this.isEnded && !held.isClosed && held.pool.figures().waiting === 0) return;
     this.drop(held, err);
   }
 
@@ -136,9 +168,12 @@ export class ConnectionScope {
    * connections' sockets have closed, or after a bounded wait.
    */
   async end(reason: Error): Promise<void> {
-    if (this.ended) return;
-    this.ended = reason;
-    const closing: Promise<void>[] = [];
+    if (this.isEnded) return;
+    this.endedBy = reason;
+    for (const stop of this.watchers) stop(reason);
+    this.watchers.clear();
+    // A connection still being opened is closed as soon as it arrives (take); waited for, bounded.
+    const closing: Promise<unknown>[] = [...this.opening].map((c) => c.catch(() => undefined));
     for (const held of [...this.held]) {
       if (this.keep && !held.isClosed) closing.push(held.closed);
       if (held.inUse) {
@@ -150,14 +185,31 @@ export class ConnectionScope {
     if (closing.length > 0) await waitAtMost(Promise.all(closing), CLOSE_WAIT_MS);
   }
 
+  /** Is work of the scope on the database right now: a connection in use, an HTTP statement? */
+  private busy(): boolean {
+    return this.watchers.size > 0 || this.held.some((h) => h.inUse);
+  }
+
+  /**
+   * The scope's deadline error. With work still on the database, that work may have
+   * happened (an autocommit write, a COMMIT): `outcome: 'unknown'`, not retryable.
+   */
+  private expired(timeoutMs: number): DeadlineExceededError {
+    return this.busy() ? new DeadlineExceededError('scope', timeoutMs, { outcome: 'unknown', retryable: false }) : new DeadlineExceededError('scope', timeoutMs);
+  }
+
   /** Runs `fn` in this scope, bounded by `timeoutMs`; ends the scope however `fn` ends. */
   async run<T>(fn: () => Promise<T>, timeoutMs: number | undefined): Promise<T> {
     let expired: DeadlineExceededError | undefined;
-    const work = active.run(this, fn);
+    // A function that throws before returning ends the scope too (it may have started work).
+    let work: Promise<T>;
     try {
-      return timeoutMs === undefined
-        ? await work
-        : await withDeadline(work, timeoutMs, () => (expired = new DeadlineExceededError('scope', timeoutMs)));
+      work = active.run(this, fn);
+    } catch (err) {
+      work = Promise.reject(err);
+    }
+    try {
+      return timeoutMs === undefined ? await work : await withDeadline(work, timeoutMs, () => (expired = this.expired(timeoutMs)));
     } finally {
       await this.end(expired ?? new ScopeEndedError());
     }
@@ -166,16 +218,26 @@ export class ConnectionScope {
 
 /** `db.scope(fn, options)`: `serverless` keeps the scope's connections between its statements. */
 export function runScope<T>(serverless: boolean, fn: () => Promise<T>, options: ScopeOptions = {}): Promise<T> {
-  const timeoutMs = checkTimeout(options.timeoutMs);
-  // A scope inside a scope is the outer one: one invocation, one set of connections.
-  if (currentScope()) return fn();
+  const timeoutMs = checkOptions(options);
+  const outer = currentScope();
+  // A scope inside a running scope is the outer one: one invocation, one set of
+  // connections; its own deadline still holds for it. A scope opened after the outer one
+  // ended (from a timer it left behind) is a new one.
+  if (outer !== undefined && !outer.isEnded) {
+    const work = new Promise<T>((resolve) => resolve(fn()));
+    return timeoutMs === undefined ? work : withDeadline(work, timeoutMs, () => new DeadlineExceededError('scope', timeoutMs));
+  }
   return new ConnectionScope(serverless).run(fn, timeoutMs);
 }
 
 /** Checked before anything runs, like a unit's options. */
-function checkTimeout(ms: unknown): number | undefined {
+function checkOptions(options: unknown): number | undefined {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ConfigError([{ setting: 'scope options', problem: `must be an object such as { timeoutMs: 10000 } (got ${describe(options)})` }]);
+  }
   const issues: ConfigIssue[] = [];
+  const ms = (options as ScopeOptions).timeoutMs;
   wholeOption(issues, 'scope option timeoutMs', ms, 1, MAX_TIMER_MS, 'milliseconds', '10000');
   if (issues.length > 0) throw new ConfigError(issues);
-  return ms as number | undefined;
+  return ms;
 }

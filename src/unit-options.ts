@@ -40,7 +40,8 @@ export function wholeOption(issues: ConfigIssue[], setting: string, value: unkno
   }
 }
 
-function describe(value: unknown): string {
+/** A value as a ConfigIssue names it: its type and size, never its content (it may be a secret). */
+export function describe(value: unknown): string {
   if (typeof value === 'number') return String(value);
   if (typeof value === 'string') return `a string of ${value.length} characters`;
   return value === null ? 'null' : `a value of type ${typeof value}`;

@@ -5,6 +5,7 @@
  * by the layer (connectionsOpened) and by the server (pg_stat_activity).
  */
 import { PrismaClient } from '../src/generated/prisma/client';
+import pg from 'pg';
 import { ConfigError, createDb, DatabaseConnectionError, DeadlineExceededError, ScopeEndedError, type Db } from '../src/index';
 import { eventually, latch, rejectionOf, sleep, sockets } from './support/async';
 import { adminQuery, countConnections, createTestDatabase, testServer, type TestDatabase } from './support/db';
@@ -14,9 +15,9 @@ let testDb: TestDatabase;
 const dbs: Array<Db<PrismaClient>> = [];
 let seq = 0;
 
-function makeDb(mode: 'serverless' | 'pooled'): { db: Db<PrismaClient>; app: string } {
+function makeDb(mode: 'serverless' | 'pooled', pool?: { size: number; maxOverflow: number; timeoutMs?: number }): { db: Db<PrismaClient>; app: string } {
   const app = `scope-${mode}-${++seq}`;
-  const db = createDb({ PrismaClient, url: testDb.appUrl, mode, applicationName: app, env: {} });
+  const db = createDb({ PrismaClient, url: testDb.appUrl, mode, applicationName: app, env: {}, ...(pool ? { pool } : {}) });
   dbs.push(db);
   return { db, app };
 }
@@ -251,8 +252,159 @@ describe('serverless mode', () => {
       expect(err).toBeInstanceOf(ConfigError);
       expect((err as ConfigError).issues[0]?.setting).toBe('scope option timeoutMs');
     }
+    for (const options of [null, 5, 'fast']) {
+      const err = await rejectionOf(db.scope(async () => void (ran = true), options as never));
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).issues[0]?.setting).toBe('scope options');
+    }
     expect(ran).toBe(false);
     expect(opened(db)).toBe(0);
+  });
+
+  test('a function that starts a query and then throws before returning: the scope still ends, and closes what the query opened', async () => {
+    const { db, app } = makeDb('serverless');
+    const thrown = new Error('thrown before returning');
+    const err = await rejectionOf(
+      db.scope((() => {
+        void db.$queryRaw`SELECT 1`.then(
+          () => undefined,
+          () => undefined,
+        );
+        throw thrown;
+      }) as unknown as () => Promise<void>),
+    );
+    expect(err).toBe(thrown);
+    // The pool's first connection waits up to 2 s for a statement (README): then nothing is left.
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
+  test('a Promise.all wider than the pool inside a scope: the connections the scope keeps serve it, nothing times out', async () => {
+    const { db, app } = makeDb('serverless', { size: 2, maxOverflow: 0, timeoutMs: 3_000 });
+    const reads = await db.scope(async () => Promise.allSettled([1, 2, 3, 4].map(() => db.$queryRaw`SELECT 1 AS x FROM pg_sleep(0.05)`)));
+    expect(reads.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+    // A unit and a statement side by side on a pool of one, after the scope took its connection.
+    const { db: one, app: oneApp } = makeDb('serverless', { size: 1, maxOverflow: 0, timeoutMs: 3_000 });
+    const both = await one.scope(async () => {
+      await one.$queryRaw`SELECT 1`;
+      return Promise.allSettled([one.transaction(async (tx) => tx.user.count()), one.user.count()]);
+    });
+    expect(both.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+    expect(await noneLeft(db, app)).toBe(true);
+    expect(await noneLeft(one, oneApp)).toBe(true);
+  });
+
+  test('a scope inside a running scope shares its connections but keeps its own deadline', async () => {
+    const { db } = makeDb('serverless');
+    let innerFinished = false;
+    const err = await rejectionOf(
+      db.scope(async () =>
+        db.scope(
+          async () => {
+            await sleep(1_500);
+            innerFinished = true;
+          },
+          { timeoutMs: 200 },
+        ),
+      ),
+    );
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    expect(innerFinished).toBe(false);
+    // A handler called from inside another handler: the same.
+    const inner = db.handler(async () => sleep(1_500).then(() => 'late'), { timeoutMs: 200 });
+    expect(await rejectionOf(db.handler(async () => inner())())).toBeInstanceOf(DeadlineExceededError);
+  });
+
+  test('a scope opened after its outer scope ended (from a timer the invocation left) is a scope of its own', async () => {
+    const { db, app } = makeDb('serverless');
+    const fired = latch();
+    let later: Promise<number> | undefined;
+    await db.scope(async () => {
+      await db.$queryRaw`SELECT 1`;
+      setTimeout(() => {
+        later = db.scope(async () => db.user.count());
+        fired.open();
+      }, 100);
+    });
+    await fired.promise;
+    await expect(later!).resolves.toEqual(expect.any(Number));
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
+  test('work sent after a scope that timed out is refused with ScopeEndedError, not the deadline error', async () => {
+    const { db, app } = makeDb('serverless');
+    let late: Promise<unknown> | undefined;
+    const sent = latch();
+    const err = await rejectionOf(
+      db.scope(
+        async () => {
+          await db.$queryRaw`SELECT 1`;
+          setTimeout(() => {
+            late = db.user.count();
+            late.catch(() => undefined);
+            sent.open();
+          }, 400);
+          await new Promise(() => undefined);
+        },
+        { timeoutMs: 200 },
+      ),
+    );
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    await sent.promise;
+    expect(await rejectionOf(late!)).toBeInstanceOf(ScopeEndedError);
+    expect(opened(db)).toBe(1);
+    expect(await noneLeft(db, app)).toBe(true);
+  });
+
+  test('past timeoutMs with a write still waiting on the server: the error says it may have happened (outcome unknown, not retryable)', async () => {
+    const { db } = makeDb('serverless');
+    const user = await db.user.create({ data: { email: 'scope-locked@example.com' } });
+    const locker = new pg.Client({ connectionString: testDb.url, ssl: testDb.ssl });
+    await locker.connect();
+    let err: unknown;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('SELECT id FROM users WHERE id = $1 FOR UPDATE', [user.id]);
+      err = await rejectionOf(db.scope(async () => db.user.update({ where: { id: user.id }, data: { name: 'after the deadline' } }), { timeoutMs: 300 }));
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+    }
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    expect(err).toMatchObject({ deadline: 'scope', outcome: 'unknown', retryable: false });
+    // It did happen here: the server ran the UPDATE once the lock was gone.
+    expect(await eventually(async () => (await db.user.count({ where: { id: user.id, name: 'after the deadline' } })) === 1, 5_000)).toBe(true);
+    // With nothing on the database at the deadline, the error stays retryable.
+    const idle = await rejectionOf(db.scope(async () => sleep(1_000), { timeoutMs: 100 }));
+    expect(idle).toMatchObject({ deadline: 'scope', retryable: true });
+    expect((idle as DeadlineExceededError).outcome).toBeUndefined();
+  });
+});
+
+describe('concurrent invocations', () => {
+  test('two invocations whose findUnique go out in the same tick (Prisma batches those) each use their own connection', async () => {
+    const { db, app } = makeDb('serverless');
+    const a = await db.user.create({ data: { email: 'tick-a@example.com' } });
+    const b = await db.user.create({ data: { email: 'tick-b@example.com' } });
+    const before = opened(db);
+    const invocation = (id: number) =>
+      db.scope(async () => {
+        const found = await db.user.findUnique({ where: { id } });
+        await sleep(200);
+        return found?.email;
+      });
+    await expect(Promise.all([invocation(a.id), invocation(b.id)])).resolves.toEqual(['tick-a@example.com', 'tick-b@example.com']);
+    expect(opened(db) - before).toBe(2);
+    // The first invocation ends right after sending its findUnique: the second's, sent in the same tick, is not refused with it.
+    const first = db.scope(async () => {
+      void db.user.findUnique({ where: { id: a.id } }).then(
+        () => undefined,
+        () => undefined,
+      );
+    });
+    const second = db.scope(async () => db.user.findUnique({ where: { id: b.id } }));
+    await expect(first).resolves.toBeUndefined();
+    await expect(second).resolves.toMatchObject({ email: 'tick-b@example.com' });
+    expect(await noneLeft(db, app)).toBe(true);
   });
 });
 
@@ -297,9 +449,77 @@ describe('Neon driver, serverless mode', () => {
     expect(await noneLeft(db, app)).toBe(true);
     expect(await db.user.count({ where: { email: { startsWith: 'neon-scope-' } } })).toBe(3);
   });
+
+  function neonDb(): Db<PrismaClient> {
+    const db = createDb({
+      PrismaClient,
+      mode: 'serverless',
+      url: testDb.urlWith(undefined, { user: testDb.appUser, password: testDb.appPassword, host: 'ep-scope-test-123456.us-east-2.aws.neon.tech', port: 5432 }),
+      applicationName: `scope-neon-${++seq}`,
+      env: {},
+      neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false, fetchEndpoint: proxy.fetchEndpoint },
+    });
+    dbs.push(db);
+    return db;
+  }
+
+  test('an HTTP statement sent after its scope ended is refused, and sends nothing', async () => {
+    const db = neonDb();
+    const ended = latch();
+    let late: Promise<unknown> | undefined;
+    await db.scope(async () => {
+      await db.user.count();
+      late = ended.promise.then(() => db.user.create({ data: { email: 'neon-late@example.com' } }));
+      late.catch(() => undefined);
+    });
+    const before = proxy.received().http;
+    ended.open();
+    expect(await rejectionOf(late!)).toBeInstanceOf(ScopeEndedError);
+    expect(proxy.received().http).toBe(before);
+    expect(await db.user.count({ where: { email: 'neon-late@example.com' } })).toBe(0);
+  });
+
+  test('an HTTP statement running at the scope deadline is ended with the scope, and the error says it may have happened', async () => {
+    const db = neonDb();
+    await db.user.count();
+    let statement: Promise<unknown> | undefined;
+    const err = await rejectionOf(
+      db.scope(
+        async () => {
+          statement = db.$executeRaw`INSERT INTO users (email, name) SELECT 'neon-slow@example.com', 'x' FROM pg_sleep(1.5)`;
+          await statement;
+        },
+        { timeoutMs: 300 },
+      ),
+    );
+    expect(err).toMatchObject({ deadline: 'scope', outcome: 'unknown', retryable: false });
+    // The statement fails with the scope; it does not resolve after it.
+    expect(await rejectionOf(statement!)).toBe(err);
+  });
 });
 
 describe('pooled mode', () => {
+  test('scope after scope on one pooled connection leaves no listener behind on it', async () => {
+    const { db } = makeDb('pooled', { size: 1, maxOverflow: 0 });
+    await db.user.count();
+    // The connections that got an 'end' listener meanwhile (GuardedClient extends pg.Client).
+    const watched = new Set<pg.Client>();
+    const proto = pg.Client.prototype as unknown as { once: (event: string, listener: () => void) => unknown };
+    const once = proto.once;
+    proto.once = function countedOnce(this: pg.Client, event: string, listener: () => void) {
+      if (event === 'end') watched.add(this);
+      return once.call(this, event, listener);
+    };
+    try {
+      for (let i = 0; i < 30; i++) await db.scope(async () => db.user.count());
+    } finally {
+      proto.once = once;
+    }
+    // Thirty scopes on the one pooled connection: its 'end' listeners do not grow with them.
+    for (const client of watched) expect(client.listenerCount('end')).toBeLessThan(5);
+    expect(db.stats().pool.open).toBe(1);
+  });
+
   test('a scope borrows from the warm pool and keeps nothing for itself; the pool stays open after it', async () => {
     const { db } = makeDb('pooled');
     await db.user.count();

@@ -21,6 +21,7 @@ import { connectionError, isConnectionLoss } from '../failures.ts';
 import { toUrl, type DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
 import { GuardedPool, type PoolClient, type RawConnect, type RawPool } from '../pool.ts';
+import { currentScope } from '../scope.ts';
 import { SslChoice } from '../ssl.ts';
 import type { DbCounters } from '../stats.ts';
 import type { PoolRecorder } from '../telemetry.ts';
@@ -175,18 +176,40 @@ function neonMessage(body: string): string {
  * One HTTP statement. Over HTTP nothing but user and database reaches the compute, so the
  * server-side timeouts cannot be sent; the statement timeout is enforced here instead,
  * with the connect deadline added, since one request covers a compute's wake-up and the
- * statement alike and the client cannot tell them apart.
+ * statement alike and the client cannot tell them apart. Inside a db.scope() it holds no
+ * connection of the scope, so the scope watches it: refused once the scope ended, aborted
+ * when the scope ends (its deadline) while it runs.
  */
 function httpStatement<T>(config: DbConfig, run: () => Promise<T>): Promise<T> {
   const { statementMs, connectMs } = config.timeouts;
-  if (statementMs === 0) return run().catch((err: unknown) => Promise.reject(httpFailure(err)));
-  const ms = connectMs + statementMs;
+  const scope = currentScope();
+  if (statementMs === 0 && scope === undefined) return run().catch((err: unknown) => Promise.reject(httpFailure(err)));
   const abort = new AbortController();
+  let ended: Promise<never> | undefined;
+  let unwatch: (() => void) | undefined;
+  if (scope !== undefined) {
+    let endWith!: (reason: Error) => void;
+    ended = new Promise<never>((_, reject) => (endWith = reject));
+    try {
+      unwatch = scope.watch((reason) => {
+        abort.abort();
+        endWith(reason);
+      });
+    } catch (refused) {
+      return Promise.reject(refused);
+    }
+  }
   const sent = httpSignals.run(abort.signal, run).catch((err: unknown) => Promise.reject(httpFailure(err)));
-  return withDeadline(sent, ms, () => {
-    abort.abort();
-    return new DeadlineExceededError('statement', ms);
-  });
+  const settled = ended === undefined ? sent : Promise.race([sent, ended]);
+  const ms = connectMs + statementMs;
+  const bounded =
+    statementMs === 0
+      ? settled
+      : withDeadline(settled, ms, () => {
+          abort.abort();
+          return new DeadlineExceededError('statement', ms);
+        });
+  return unwatch === undefined ? bounded : bounded.finally(unwatch);
 }
 
 /**
