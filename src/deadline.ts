@@ -125,6 +125,8 @@ export interface TransactionSettings {
 export class UnitLimits {
   /** Set by the pool when it hands the unit its connection: a reused one may have died idle. */
   reused?: boolean;
+  /** That connection. */
+  connection?: object;
   /** The unit's settings, for its transaction right after BEGIN (set before the unit starts). */
   settings?: TransactionSettings;
   private stop: (() => void) | undefined;
@@ -173,7 +175,11 @@ export class UnitLimits {
   };
 
   /** The unit is over: its timer is released. */
+  /** The unit settled: work it left behind (a timer) is no longer its. */
+  ended = false;
+
   end(): void {
+    this.ended = true;
     this.stop?.();
     this.stop = undefined;
     this.one = undefined;

@@ -58,7 +58,26 @@ export interface Checkout {
 /** pg-pool's `connect` in its callback form (one promise fewer than its promise form). */
 export type RawConnect = (callback: (err: Error | undefined, client?: PoolClient) => void) => void;
 
-const pinned = new ContextSlot<{ pool: GuardedPool; client: PoolClient }>();
+const pinned = new ContextSlot<Pin>();
+
+/**
+ * Connections a session ran on inside a unit of work (the session is the unit's
+ * connection): the session state it left (SET, advisory locks, temporary tables) is
+ * discarded before the connection's next checkout.
+ */
+const toDiscard = new WeakSet<object>();
+
+export function discardBeforeReuse(client: object): void {
+  toDiscard.add(client);
+}
+
+/** A session's reserved connection, as its work reaches it. */
+interface Pin {
+  readonly pool: GuardedPool;
+  readonly lent: Lent;
+  /** The session ended: work it left behind (a timer, an un-awaited promise) goes to the pool as any other. */
+  ended: boolean;
+}
 const quiet = (): void => {};
 
 /**
@@ -147,12 +166,16 @@ export class GuardedPool {
 
   /** For the adapters' transactions: the session's reserved connection, or a checked-out one. */
   async connect(): Promise<PoolClient> {
-    const pin = this.pinnedClient();
-    if (pin) return pin;
+    // A unit of work inside a session: the session's connection, to itself until it ends.
+    const pin = this.pin();
+    if (pin) return pin.lent.lease();
     const { client, reused } = await this.take();
-    // Tells the unit of work whether a failed BEGIN may be re-run (retry.ts).
+    // Tells the unit of work whether a failed BEGIN may be re-run (retry.ts), and which connection it has.
     const unit = unitLimits.get();
-    if (unit) unit.reused = reused;
+    if (unit) {
+      unit.reused = reused;
+      unit.connection = client;
+    }
     return client;
   }
 
@@ -164,8 +187,12 @@ export class GuardedPool {
 
   /** For the adapters' statements outside a transaction: one checkout, with recovery. */
   async query(text: unknown, values?: unknown): Promise<unknown> {
-    const pin = this.pinnedClient();
-    if (pin) return await pin.query(text, values);
+    const pin = this.pin();
+    if (pin) {
+      // Sent from inside a unit of work that holds the session's connection: in that unit.
+      const unit = unitLimits.get();
+      return await (unit !== undefined && !unit.ended ? pin.lent.holder : pin.lent.client).query(text, values);
+    }
     for (let recovered = 0; ; recovered++) {
       const { client, reused } = await this.take();
       try {
@@ -253,6 +280,7 @@ export class GuardedPool {
         throw this.hub.fail(connectionError(err, 'connect'));
       }
       const reused = this.lastUse.has(client);
+      if (toDiscard.has(client) && !(await this.discard(client))) continue;
       if (reused && this.validateAfterMs !== Infinity && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client))) continue;
       this.counters.acquires++;
       if (this.recorder !== undefined) {
@@ -303,6 +331,19 @@ export class GuardedPool {
     });
   }
 
+  /** A session's state discarded (discardBeforeReuse), within the connect deadline; a connection that fails it is dropped. */
+  private async discard(client: PoolClient): Promise<boolean> {
+    toDiscard.delete(client);
+    try {
+      const ms = this.config.timeouts.connectMs;
+      await withDeadline(client.query('DISCARD ALL'), ms, () => new DeadlineExceededError('validation', ms));
+      return true;
+    } catch (err) {
+      client.release(err instanceof Error ? err : new Error('DISCARD ALL failed'));
+      return false;
+    }
+  }
+
   private async validate(client: PoolClient): Promise<boolean> {
     this.counters.validations++;
     try {
@@ -317,9 +358,10 @@ export class GuardedPool {
     }
   }
 
-  private pinnedClient(): PoolClient | undefined {
+  /** The caller's session on this pool, while it runs. */
+  private pin(): Pin | undefined {
     const pin = pinned.get();
-    return pin?.pool === this ? pin.client : undefined;
+    return pin?.pool === this && !pin.ended ? pin : undefined;
   }
 
   /**
@@ -328,14 +370,20 @@ export class GuardedPool {
    * before the connection goes back, so nothing leaks to the next user.
    */
   async withConnection<T>(fn: () => Promise<T>): Promise<T> {
+    // A session inside a session on this pool is the outer one: its connection, its state.
+    if (this.pin()) return fn();
     const { client } = await this.take();
+    const pin: Pin = { pool: this, lent: lend(client), ended: false };
     let broken: Error | undefined;
     try {
-      return await pinned.run({ pool: this, client: lend(client) }, fn);
+      return await pinned.run(pin, fn);
     } catch (err) {
       if (isConnectionLoss(err)) broken = err as Error;
       throw err;
     } finally {
+      pin.ended = true;
+      // What the session still had queued goes first (each statement has its deadline), then the discard.
+      await pin.lent.idle();
       if (!broken) await client.query('DISCARD ALL').catch((err: Error) => (broken = err));
       client.release(broken);
     }
@@ -354,22 +402,56 @@ export class GuardedPool {
   }
 }
 
+/** A session's connection, lent to its work one user at a time. */
+interface Lent {
+  /** Statements outside a unit: "release" is a no-op (the session owns the connection). */
+  readonly client: PoolClient;
+  /** The connection without taking turns: for the unit that holds it. */
+  readonly holder: PoolClient;
+  /** For a unit of work: the connection to itself until it releases it (commit or rollback). */
+  lease(): Promise<PoolClient>;
+  /** Resolves when everything queued so far is done. */
+  idle(): Promise<unknown>;
+}
+
 /**
- * The reserved connection as the adapters see it: "release" is a no-op (the session owns
- * it), and statements sent concurrently (a Promise.all inside the session) run one after
- * another, as node-postgres 9 will require instead of queueing them itself.
+ * The reserved connection as the session's work sees it. Statements and units sent
+ * concurrently (a Promise.all inside the session) take turns: a statement never lands in a
+ * unit's transaction, nor two units in one (node-postgres 9 will require the statements'
+ * turns instead of queueing them itself).
  */
-function lend(client: PoolClient): PoolClient {
+function lend(client: PoolClient): Lent {
   let tail: Promise<unknown> = Promise.resolve();
-  return {
-    query: (text, values) => {
-      const run = tail.then(() => client.query(text, values));
-      tail = run.catch(quiet);
-      return run;
-    },
-    release: quiet,
+  const shared = (release: (err?: Error | boolean) => void): PoolClient => ({
+    query: (text, values) => client.query(text, values),
+    release,
     on: (event, listener) => client.on(event, listener),
     removeListener: (event, listener) => client.removeListener(event, listener),
     processID: client.processID ?? null,
+  });
+  const holder = shared(quiet);
+  return {
+    holder,
+    client: {
+      ...holder,
+      query: (text, values) => {
+        const run = tail.then(() => client.query(text, values));
+        tail = run.catch(quiet);
+        return run;
+      },
+    },
+    lease: async () => {
+      const before = tail;
+      let done!: () => void;
+      tail = new Promise<void>((resolve) => (done = resolve));
+      await before;
+      let released = false;
+      return shared(() => {
+        if (released) return;
+        released = true;
+        done();
+      });
+    },
+    idle: () => tail,
   };
 }

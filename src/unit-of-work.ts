@@ -21,7 +21,7 @@ import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits, type TransactionSettings } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, PoolTimeoutError, StatementTimeoutError } from './errors.ts';
 import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isLostWithFirstStatement, isRetryableConflict } from './failures.ts';
-import type { GuardedPool } from './pool.ts';
+import { discardBeforeReuse, type GuardedPool } from './pool.ts';
 import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
 import type { Telemetry, UnitInfo, UnitSpan } from './telemetry.ts';
@@ -40,6 +40,10 @@ interface UnitContext {
   tx: unknown;
   correlationId: string | undefined;
   savepoints: number;
+  /** Shared by the unit and its nested contexts: set once the unit settled. */
+  readonly life: { ended: boolean };
+  /** The savepoint unit nested here that runs now: siblings wait for it (savepoints are a stack). */
+  turn?: Promise<void>;
 }
 
 /** What this module needs from the Prisma client. */
@@ -55,7 +59,8 @@ const correlations = new ContextSlot<string>();
 /** The unit of work the caller runs in, once its BEGIN has gone through (until then it has no `tx`). */
 function startedUnit(): UnitContext | undefined {
   const unit = units.get();
-  return unit?.tx === undefined ? undefined : unit;
+  // Work a settled unit left behind (a timer, a detached promise) runs outside it: a new unit, the root client.
+  return unit?.tx === undefined || unit.life.ended ? undefined : unit;
 }
 
 /** Is the caller inside a unit of work? */
@@ -176,7 +181,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const limits = this.limits(opts);
     const prelude = this.prelude(opts);
     limits.settings = prelude;
-    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0 };
+    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0, life: { ended: false } };
     const body = async (tx: never): Promise<T> => {
       unit.state = 'running';
       // Carried by the connection along with BEGIN and the first statement, unless it cannot (driver/begin.ts).
@@ -189,11 +194,13 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     return units.runWith(context, unitLimits, limits, () => this.client.$transaction(body, this.prismaOptions(opts, limits))).then(
       (result) => {
         limits.end();
+        context.life.ended = true;
         this.counters.commits++;
         return result;
       },
       (err: unknown) => {
         limits.end();
+        context.life.ended = true;
         throw this.settle(err, unit.state, limits.reused === true, correlationId);
       },
     );
@@ -227,7 +234,8 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     // The server cancelled a statement (its timeout, the unit's deadline): the transaction is aborted.
     if (err instanceof StatementTimeoutError && err.outcome === undefined && state !== 'committing') err.outcome = 'rolled-back';
     const mapped = isDatabaseFailure(err) ? classifyError(err, correlationId) : undefined;
-    if (mapped instanceof PoolTimeoutError || (mapped instanceof DatabaseTransactionError && state !== 'committing')) return mapped;
+    // P2028 at COMMIT: Prisma's transaction had expired, and Prisma rolled it back instead of committing.
+    if (mapped instanceof PoolTimeoutError || (mapped instanceof DatabaseTransactionError && (state !== 'committing' || mapped.prismaCode === 'P2028'))) return mapped;
     return err;
   }
 
@@ -274,12 +282,26 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
 
   private async nested<T>(outer: UnitContext, fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions): Promise<T> {
     if (opts.nested !== 'savepoint') return fn(outer.tx as TxClient<C>);
+    // Savepoints are a stack on one connection: sibling units (a Promise.all) take turns, or
+    // one's ROLLBACK TO would undo what another, already resolved, wrote after it.
+    const before = outer.turn;
+    let done!: () => void;
+    outer.turn = new Promise<void>((resolve) => (done = resolve));
+    try {
+      await before;
+      return await this.savepoint(outer, fn);
+    } finally {
+      done();
+    }
+  }
+
+  private async savepoint<T>(outer: UnitContext, fn: (tx: TxClient<C>) => Promise<T>): Promise<T> {
     const tx = outer.tx as TransactionalClient;
     // The name is ours (a counter), never the caller's.
     const name = `datalayer_sp_${++outer.savepoints}`;
     await tx.$executeRawUnsafe(`SAVEPOINT ${name}`);
     try {
-      const value = await units.run({ ...outer, savepoints: 0 }, () => fn(outer.tx as TxClient<C>));
+      const value = await units.run({ ...outer, savepoints: 0, turn: undefined }, () => fn(outer.tx as TxClient<C>));
       await tx.$executeRawUnsafe(`RELEASE SAVEPOINT ${name}`);
       return value;
     } catch (err) {
@@ -290,7 +312,12 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
 
   session = async <T>(fn: (c: TxClient<C>) => Promise<T>, opts: SessionOptions = {}): Promise<T> => {
     const outer = startedUnit();
-    if (outer) return fn(outer.tx as TxClient<C>);
+    if (outer) {
+      // The unit's connection is the session's: what the session leaves on it is discarded before its next use.
+      const connection = unitLimits.get()?.connection;
+      if (connection !== undefined) discardBeforeReuse(connection);
+      return fn(outer.tx as TxClient<C>);
+    }
     const correlationId = opts.correlationId ?? currentCorrelationId();
     // The Neon adapter creates its pool when Prisma connects; no query is sent here.
     await this.client.$connect();

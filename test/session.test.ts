@@ -15,7 +15,7 @@ import {
   type Db,
 } from '../src/index';
 import { createTestDatabase, type TestDatabase } from './support/db';
-import { barrier, eventually, holdConnection, rejectionOf, sleep } from './support/async';
+import { barrier, eventually, holdConnection, latch, rejectionOf, sleep } from './support/async';
 
 let testDb: TestDatabase;
 let db: Db<PrismaClient>;
@@ -729,5 +729,139 @@ describe('unit timeouts', () => {
     expect(await eventually(() => one.stats().pool.inUse === 0, 3_000)).toBe(true);
     await one.transaction(async (tx) => tx.user.create({ data: { email: 'after-timeout@example.com' } }), { maxWaitMs: 2_000 });
     expect(await emails()).toEqual(['after-timeout@example.com']);
+  });
+});
+
+describe('concurrency inside units and sessions (found by probes)', () => {
+  const insert = (email: string): string => `INSERT INTO users (email) VALUES ('${email}')`;
+  const outcome = (p: Promise<unknown>): Promise<string> =>
+    p.then(
+      () => 'ok',
+      (err: unknown) => (err instanceof Error ? err.message : String(err)),
+    );
+
+  test('two units in a Promise.all inside a session take turns on its connection: one failing never undoes the other', async () => {
+    const d = newDb('conc-units-in-session', { pool: { size: 2, maxOverflow: 0 } });
+    const results = await d.session(async () =>
+      Promise.all([
+        outcome(
+          d.transaction(async (tx) => {
+            await tx.$executeRawUnsafe(insert('a@x'));
+            await sleep(200);
+          }),
+        ),
+        outcome(
+          d.transaction(async (tx) => {
+            await tx.$executeRawUnsafe(insert('b@x'));
+            throw new Error('b fails');
+          }),
+        ),
+        // A plain statement of the session, meanwhile: its own, not inside either unit.
+        sleep(50).then(() => outcome(d.$executeRawUnsafe(insert('plain@x')))),
+      ]),
+    );
+    expect(results).toEqual(['ok', 'b fails', 'ok']);
+    expect(await emails()).toEqual(['a@x', 'plain@x']);
+  });
+
+  test('a statement a session left behind (a timer) never runs on the connection after the session gave it back', async () => {
+    const d = newDb('session-left-behind', { pool: { size: 2, maxOverflow: 0 } });
+    let late: Promise<string> | undefined;
+    const fired = latch();
+    await d.session(async () => {
+      await d.$queryRawUnsafe('SELECT 1');
+      setTimeout(() => {
+        late = outcome(d.$executeRawUnsafe(insert('late@x')));
+        fired.open();
+      }, 100);
+    });
+    // The next caller's unit holds a connection and rolls back meanwhile.
+    const unit = outcome(
+      d.transaction(async (tx) => {
+        await tx.$executeRawUnsafe(insert('unit@x'));
+        await fired.promise;
+        await sleep(200);
+        throw new Error('the unit rolls back');
+      }),
+    );
+    expect(await unit).toBe('the unit rolls back');
+    // It ran on its own, as any statement outside a session: not inside that unit.
+    expect(await late!).toBe('ok');
+    expect(await emails()).toEqual(['late@x']);
+  });
+
+  test('a session inside a session is the outer one: its connection and its state', async () => {
+    const d = newDb('session-in-session', { pool: { size: 1, maxOverflow: 0, timeoutMs: 1_000 } });
+    const seen = await d.session(async (outer) => {
+      await outer.$executeRawUnsafe(`SET datalayer.probe = 'outer'`);
+      return d.session(async (inner) => inner.$queryRawUnsafe<{ v: string }[]>(`SELECT current_setting('datalayer.probe') AS v`));
+    });
+    expect(seen).toEqual([{ v: 'outer' }]);
+  });
+
+  test('a session inside a unit: what it left on the connection (SET, an advisory lock) is discarded before the connection is used again', async () => {
+    const d = newDb('session-in-unit', { pool: { size: 1, maxOverflow: 0 } });
+    await d.transaction(async () => {
+      await d.session(async (c) => {
+        await c.$executeRawUnsafe(`SET datalayer.probe = 'left behind'`);
+        await c.$executeRawUnsafe('SELECT pg_advisory_lock(4242)');
+      });
+    });
+    const [row] = await d.$queryRawUnsafe<{ v: string | null }[]>(`SELECT current_setting('datalayer.probe', true) AS v`);
+    expect(row!.v ?? '').toBe('');
+    const [locks] = await testDb.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242`);
+    expect(locks!.n).toBe(0);
+  });
+
+  test('savepoint units in a Promise.all take turns: one rolling back never undoes a sibling that resolved', async () => {
+    const d = newDb('savepoints-side-by-side');
+    const results = await d.transaction(async () =>
+      Promise.all([
+        outcome(
+          d.transaction(
+            async (tx) => {
+              await tx.$executeRawUnsafe(insert('first@x'));
+              await sleep(100);
+              throw new Error('first fails');
+            },
+            { nested: 'savepoint' },
+          ),
+        ),
+        outcome(d.transaction(async (tx) => tx.$executeRawUnsafe(insert('second@x')), { nested: 'savepoint' })),
+      ]),
+    );
+    expect(results).toEqual(['first fails', 'ok']);
+    expect(await emails()).toEqual(['second@x']);
+  });
+
+  test('db.transaction() from a timer a committed unit left behind is a unit of its own', async () => {
+    const d = newDb('unit-left-behind');
+    const fired = latch();
+    let later: Promise<string> | undefined;
+    await d.transaction(async (tx) => {
+      await tx.$executeRawUnsafe(insert('first@x'));
+      setTimeout(() => {
+        later = outcome(d.transaction(async (t) => t.$executeRawUnsafe(insert('later@x'))));
+        fired.open();
+      }, 100);
+    });
+    await fired.promise;
+    expect(await later!).toBe('ok');
+    expect(await emails()).toEqual(['first@x', 'later@x']);
+  });
+
+  test('a unit whose fn outlives its timeoutMs and then returns: rolled back, and the error says so', async () => {
+    const d = newDb('unit-outlived');
+    const err = await rejectionOf(
+      d.transaction(
+        async (tx) => {
+          await tx.$executeRawUnsafe(insert('outlived@x'));
+          await sleep(500);
+        },
+        { timeoutMs: 200 },
+      ),
+    );
+    expect(err).toMatchObject({ outcome: 'rolled-back', prismaCode: 'P2028' });
+    expect(await emails()).toEqual([]);
   });
 });

@@ -161,6 +161,13 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
     private held: Ahead[] | undefined;
     /** What was held is on the wire and the server has not confirmed BEGIN yet. */
     private unconfirmed = false;
+    /**
+     * Until the carried BEGIN is confirmed, the unit's other statements (a Promise.all) wait
+     * for it: queued behind a carrier the server refuses whole, one would run before BEGIN
+     * goes again, outside the transaction. node-postgres sends one statement at a time
+     * anyway, so they lose nothing by waiting.
+     */
+    private waitingForBegin: (() => void)[] | undefined;
 
     /**
      * The adapters' transaction statements that need no round trip of their own, answered
@@ -203,6 +210,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       this.held = undefined;
       this.unconfirmed = false;
       this.lostWithFirst = undefined;
+      this.waitingForBegin = undefined;
     }
 
     /**
@@ -220,6 +228,10 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
     }
 
     private send(config: unknown, values: unknown, done: QueryCallback): void {
+      if (this.waitingForBegin !== undefined && this.held === undefined) {
+        this.waitingForBegin.push(() => this.send(config, values, done));
+        return;
+      }
       const deadline = policy.statementDeadline();
       let settled = false;
       let stop: (() => void) | undefined;
@@ -273,41 +285,55 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
     private sendWithBegin(ahead: readonly Ahead[], config: unknown, values: unknown, answer: QueryCallback): void {
       this.unconfirmed = true;
       let begun = false;
+      const waiting: (() => void)[] = [];
+      this.waitingForBegin = waiting;
+      // BEGIN's fate is known (confirmed, refused, or the connection lost): the statements waiting go, in order.
+      const known = (): void => {
+        if (this.waitingForBegin === waiting) this.waitingForBegin = undefined;
+        for (const go of waiting.splice(0)) go();
+      };
       const confirmed = (): void => {
         begun = true;
         this.unconfirmed = false;
+        known();
       };
       const carried: QueryCallback = (err, result) => {
         // Refused by the server before BEGIN ran, so nothing of it ran: a syntax error anywhere
         // in a simple-protocol text refuses the whole `BEGIN;…;text`. BEGIN goes first, then
         // the statement again, as Prisma sends them: it fails there, in the transaction.
-        if (err && !begun && !isConnectionLoss(err)) this.sendAfter(ahead, config, values, confirmed, answer);
+        if (err && !begun && !isConnectionLoss(err)) this.sendAfter(ahead, config, values, confirmed, known, answer);
         else {
           if (!err) confirmed();
+          known();
           answer(err, result);
         }
       };
       // Query exists: nothing is held without it (heldBack).
       const carrier = carrying(Query!, ahead, config, values, carried, confirmed);
       if (carrier !== undefined) super.query(carrier);
-      else this.sendAfter(ahead, config, values, confirmed, answer);
+      else this.sendAfter(ahead, config, values, confirmed, known, answer);
     }
 
-    /** What is held, in a round trip of its own, then the statement. */
-    private sendAfter(ahead: readonly Ahead[], config: unknown, values: unknown, confirmed: () => void, answer: QueryCallback): void {
-      this.sendAhead(ahead, confirmed, (err) => {
+    /**
+     * What is held, in a round trip of its own, then the statement. `confirmed`: BEGIN went
+     * through; `known`: its fate is known otherwise (refused, or the connection lost).
+     */
+    private sendAfter(ahead: readonly Ahead[], config: unknown, values: unknown, confirmed: () => void, known: () => void, answer: QueryCallback): void {
+      this.sendAhead(ahead, () => undefined, (err) => {
         if (err) {
           // Answered without a loss, BEGIN's fate is known: refused by the server.
           if (!isConnectionLoss(err)) confirmed();
+          known();
           answer(err);
           return;
         }
-        confirmed();
+        // The statement first, then the ones that waited for BEGIN: in the order they were sent.
         try {
           super.query(config, values, answer);
         } catch (refused) {
           answer(refused);
         }
+        confirmed();
       });
     }
 

@@ -73,9 +73,12 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     ...(recorder === undefined ? {} : { onConnected: (ms: number) => recorder.recordCreate(ms) }),
     statementDeadline(): StatementDeadline | undefined {
       const unit = unitLimits.get();
-      if (unit) return { ms: unit.statementMs(), kind: 'unit', shared: unit };
+      if (unit !== undefined && !unit.ended) return { ms: unit.statementMs(), kind: 'unit', shared: unit };
       return statement;
     },
-    transactionSettings: () => unitLimits.get()?.settings,
+    transactionSettings: () => {
+      const unit = unitLimits.get();
+      return unit === undefined || unit.ended ? undefined : unit.settings;
+    },
   };
 }

@@ -201,6 +201,21 @@ describe('a unit of work on the wire', () => {
     expect(wire.statements.slice(0, 4)).toEqual(['BEGIN;SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;SELEC 1', 'BEGIN;SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', 'SELEC 1', expect.stringContaining('transaction_isolation')]);
   });
 
+  it('statements sent side by side with a first statement the parser refuses wait for BEGIN: none runs outside the transaction', async () => {
+    const db = layer();
+    await db.$queryRaw`SELECT 1`;
+    const email = `side-by-side-${Date.now()}@example.com`;
+    const failure = await db
+      .transaction(async (tx) => {
+        const [refused, write] = await Promise.allSettled([tx.$executeRawUnsafe('SELEC 1'), tx.user.create({ data: { email } })]);
+        throw Object.assign(new Error('the unit fails'), { refused: refused.status, write: write.status });
+      })
+      .catch((err: { refused?: string }) => err);
+    expect(failure.refused).toBe('rejected');
+    // Whatever became of the write, it was inside the transaction: nothing committed.
+    expect(await db.user.count({ where: { email } })).toBe(0);
+  });
+
   it('a COMMIT the server answers with ROLLBACK (fn caught a failed statement and returned) fails as rolled-back; bare Prisma reports success', async () => {
     const db = layer();
     const prisma = barePrisma();
