@@ -174,10 +174,12 @@ export class UnitLimits {
     for (const expire of due) expire?.();
   };
 
-  /** The unit is over: its timer is released. */
   /** The unit settled: work it left behind (a timer) is no longer its. */
   ended = false;
+  /** The session connection this unit holds, when it runs inside a session (pool.ts): its plain statements go there. */
+  lease?: object;
 
+  /** The unit is over: its timer is released. */
   end(): void {
     this.ended = true;
     this.stop?.();

@@ -24,7 +24,7 @@ import { DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
 import { connectionError, isConnectionLoss } from './failures.ts';
 import { diedWhileIdle, recoveryBudget } from './retry.ts';
-import { currentScope } from './scope.ts';
+import { currentScope, rawConnectionOf } from './scope.ts';
 import type { SslChoice } from './ssl.ts';
 import type { DbCounters, PoolFigures } from './stats.ts';
 import type { PoolRecorder } from './telemetry.ts';
@@ -68,7 +68,7 @@ const pinned = new ContextSlot<Pin>();
 const toDiscard = new WeakSet<object>();
 
 export function discardBeforeReuse(client: object): void {
-  toDiscard.add(client);
+  toDiscard.add(rawConnectionOf(client));
 }
 
 /** A session's reserved connection, as its work reaches it. */
@@ -115,6 +115,11 @@ export class GuardedPool {
     this.max = config.pool.size + config.pool.maxOverflow;
     this.validateAfterMs = config.mode === 'serverless' ? Infinity : config.pool.validateAfterIdleMs;
     this.listen();
+  }
+
+  /** Is work queued for a connection of this pool? */
+  hasWaiters(): boolean {
+    return this.raw.waitingCount > 0;
   }
 
   figures(): PoolFigures {
@@ -168,7 +173,11 @@ export class GuardedPool {
   async connect(): Promise<PoolClient> {
     // A unit of work inside a session: the session's connection, to itself until it ends.
     const pin = this.pin();
-    if (pin) return pin.lent.lease();
+    if (pin) {
+      const unit = unitLimits.get();
+      if (unit) unit.lease = pin.lent;
+      return pin.lent.lease();
+    }
     const { client, reused } = await this.take();
     // Tells the unit of work whether a failed BEGIN may be re-run (retry.ts), and which connection it has.
     const unit = unitLimits.get();
@@ -189,9 +198,9 @@ export class GuardedPool {
   async query(text: unknown, values?: unknown): Promise<unknown> {
     const pin = this.pin();
     if (pin) {
-      // Sent from inside a unit of work that holds the session's connection: in that unit.
+      // Sent from inside the unit of work that holds the session's connection: in that unit.
       const unit = unitLimits.get();
-      return await (unit !== undefined && !unit.ended ? pin.lent.holder : pin.lent.client).query(text, values);
+      return await (unit !== undefined && !unit.ended && unit.lease === pin.lent ? pin.lent.holder : pin.lent.client).query(text, values);
     }
     for (let recovered = 0; ; recovered++) {
       const { client, reused } = await this.take();

@@ -14,7 +14,9 @@
 //   still busy with statements the function did not await are destroyed. Statements sent
 //   after the end are refused: a late statement must not open a connection nobody closes.
 // - `timeoutMs`: the scope rejects with DeadlineExceededError('scope') and destroys its
-//   connections, so a statement still running fails too.
+//   connections, so a statement still running fails too. A scope nested in a running one
+//   only rejects (its work goes on in the outer scope): `outcome: 'unknown'`.
+// - A connection the scope hands out is a wrapper; `rawConnectionOf` gives the pool's own.
 //
 // In pooled mode a scope borrows from the pool as usual (no connection is kept for the
 // scope: the pool already keeps them warm between invocations, and holding one across a
@@ -40,6 +42,13 @@ export interface ScopeOptions {
 const CLOSE_WAIT_MS = 1_000;
 
 const active = new ContextSlot<ConnectionScope>();
+
+/** The pool's connection under a scope's wrapper (pool.ts marks the pool's own). */
+const wrapped = new WeakMap<object, PoolClient>();
+
+export function rawConnectionOf(client: object): object {
+  return wrapped.get(client) ?? client;
+}
 
 /** The scope the caller runs in, if any. */
 export function currentScope(): ConnectionScope | undefined {
@@ -141,6 +150,7 @@ export class ConnectionScope {
       },
     };
     held = { pool, raw, client, inUse: true, closed, isClosed: false, dropped: false };
+    wrapped.set(client, raw);
     return held;
   }
 
@@ -149,7 +159,7 @@ export class ConnectionScope {
     held.inUse = false;
     // Kept for the scope's next statement, unless work waits for a slot of a full pool
     // (maybe this scope's own, in a Promise.all wider than the pool): then it frees one.
-    if (this.keep && !err && !this.isEnded && !held.isClosed && held.pool.figures().waiting === 0) return;
+    if (this.keep && !err && !this.isEnded && !held.isClosed && !held.pool.hasWaiters()) return;
     this.drop(held, err);
   }
 
@@ -172,8 +182,8 @@ export class ConnectionScope {
     this.endedBy = reason;
     for (const stop of this.watchers) stop(reason);
     this.watchers.clear();
-    // A connection still being opened is closed as soon as it arrives (take); waited for, bounded.
-    const closing: Promise<unknown>[] = [...this.opening].map((c) => c.catch(() => undefined));
+    // A connection still being opened is closed as soon as it arrives (take); in serverless mode waited for, bounded.
+    const closing: Promise<unknown>[] = this.keep ? [...this.opening].map((c) => c.catch(() => undefined)) : [];
     for (const held of [...this.held]) {
       if (this.keep && !held.isClosed) closing.push(held.closed);
       if (held.inUse) {
@@ -225,7 +235,8 @@ export function runScope<T>(serverless: boolean, fn: () => Promise<T>, options: 
   // ended (from a timer it left behind) is a new one.
   if (outer !== undefined && !outer.isEnded) {
     const work = new Promise<T>((resolve) => resolve(fn()));
-    return timeoutMs === undefined ? work : withDeadline(work, timeoutMs, () => new DeadlineExceededError('scope', timeoutMs));
+    // Its work goes on in the outer scope after the deadline: it may still happen.
+    return timeoutMs === undefined ? work : withDeadline(work, timeoutMs, () => new DeadlineExceededError('scope', timeoutMs, { outcome: 'unknown', retryable: false }));
   }
   return new ConnectionScope(serverless).run(fn, timeoutMs);
 }

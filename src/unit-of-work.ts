@@ -234,8 +234,9 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     // The server cancelled a statement (its timeout, the unit's deadline): the transaction is aborted.
     if (err instanceof StatementTimeoutError && err.outcome === undefined && state !== 'committing') err.outcome = 'rolled-back';
     const mapped = isDatabaseFailure(err) ? classifyError(err, correlationId) : undefined;
-    // P2028 at COMMIT: Prisma's transaction had expired, and Prisma rolled it back instead of committing.
-    if (mapped instanceof PoolTimeoutError || (mapped instanceof DatabaseTransactionError && (state !== 'committing' || mapped.prismaCode === 'P2028'))) return mapped;
+    // P2028 at COMMIT: Prisma's transaction had expired (or was gone), and Prisma rolled it back instead of committing.
+    const expired = mapped?.prismaCode === 'P2028' && !/committed transaction/i.test(mapped.message);
+    if (mapped instanceof PoolTimeoutError || (mapped instanceof DatabaseTransactionError && (state !== 'committing' || expired))) return mapped;
     return err;
   }
 
@@ -288,7 +289,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     let done!: () => void;
     outer.turn = new Promise<void>((resolve) => (done = resolve));
     try {
-      await before;
+      if (before !== undefined) await before;
       return await this.savepoint(outer, fn);
     } finally {
       done();

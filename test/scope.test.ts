@@ -308,6 +308,8 @@ describe('serverless mode', () => {
       ),
     );
     expect(err).toBeInstanceOf(DeadlineExceededError);
+    // Its work goes on in the outer scope: it may still happen.
+    expect(err).toMatchObject({ deadline: 'scope', outcome: 'unknown', retryable: false });
     expect(innerFinished).toBe(false);
     // A handler called from inside another handler: the same.
     const inner = db.handler(async () => sleep(1_500).then(() => 'late'), { timeoutMs: 200 });
@@ -502,12 +504,12 @@ describe('pooled mode', () => {
   test('scope after scope on one pooled connection leaves no listener behind on it', async () => {
     const { db } = makeDb('pooled', { size: 1, maxOverflow: 0 });
     await db.user.count();
-    // The connections that got an 'end' listener meanwhile (GuardedClient extends pg.Client).
-    const watched = new Set<pg.Client>();
+    // The 'end' listeners added to connections meanwhile (GuardedClient extends pg.Client).
+    let added = 0;
     const proto = pg.Client.prototype as unknown as { once: (event: string, listener: () => void) => unknown };
     const once = proto.once;
     proto.once = function countedOnce(this: pg.Client, event: string, listener: () => void) {
-      if (event === 'end') watched.add(this);
+      if (event === 'end') added++;
       return once.call(this, event, listener);
     };
     try {
@@ -515,8 +517,8 @@ describe('pooled mode', () => {
     } finally {
       proto.once = once;
     }
-    // Thirty scopes on the one pooled connection: its 'end' listeners do not grow with them.
-    for (const client of watched) expect(client.listenerCount('end')).toBeLessThan(5);
+    // Thirty scopes on the one pooled connection: no listener per scope (it was 30).
+    expect(added).toBeLessThan(5);
     expect(db.stats().pool.open).toBe(1);
   });
 

@@ -813,6 +813,22 @@ describe('concurrency inside units and sessions (found by probes)', () => {
     expect(locks!.n).toBe(0);
   });
 
+  test('the same inside a db.scope() in pooled mode (the scope hands the unit a wrapper of the pooled connection)', async () => {
+    const d = newDb('session-in-unit-in-scope', { pool: { size: 1, maxOverflow: 0 } });
+    await d.scope(async () =>
+      d.transaction(async () => {
+        await d.session(async (c) => {
+          await c.$executeRawUnsafe(`SET datalayer.probe = 'left behind'`);
+          await c.$executeRawUnsafe('SELECT pg_advisory_lock(4243)');
+        });
+      }),
+    );
+    const [row] = await d.$queryRawUnsafe<{ v: string | null }[]>(`SELECT current_setting('datalayer.probe', true) AS v`);
+    expect(row!.v ?? '').toBe('');
+    const [locks] = await testDb.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4243`);
+    expect(locks!.n).toBe(0);
+  });
+
   test('savepoint units in a Promise.all take turns: one rolling back never undoes a sibling that resolved', async () => {
     const d = newDb('savepoints-side-by-side');
     const results = await d.transaction(async () =>

@@ -222,17 +222,25 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       if (held !== undefined) {
         this.held = undefined;
         this.unconfirmed = true;
-        this.sendAhead(held, () => (this.unconfirmed = false), () => undefined);
+        // Answered without a loss, BEGIN's fate is known (confirmed, or refused by the server).
+        this.sendAhead(held, () => undefined, (err) => {
+          if (!err || !isConnectionLoss(err)) this.unconfirmed = false;
+        });
       }
       return super.query(submittable);
     }
 
     private send(config: unknown, values: unknown, done: QueryCallback): void {
+      // Read in the caller's context: a statement waiting for BEGIN goes later, from the socket's.
+      const deadline = policy.statementDeadline();
       if (this.waitingForBegin !== undefined && this.held === undefined) {
-        this.waitingForBegin.push(() => this.send(config, values, done));
+        this.waitingForBegin.push(() => this.sendNow(deadline, config, values, done));
         return;
       }
-      const deadline = policy.statementDeadline();
+      this.sendNow(deadline, config, values, done);
+    }
+
+    private sendNow(deadline: StatementDeadline | undefined, config: unknown, values: unknown, done: QueryCallback): void {
       let settled = false;
       let stop: (() => void) | undefined;
       if (deadline !== undefined) {
@@ -249,17 +257,16 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         }
       }
       const held = this.held;
-      const end = transactionEnd(config, values);
       const answer: QueryCallback = (err, result) => {
         if (settled) return;
         settled = true;
         stop?.();
         if (err) done(this.failure(lostTo.get(this) ?? err, held !== undefined));
-        else if (end === 'COMMIT' && (result as { command?: unknown } | undefined)?.command === 'ROLLBACK') done(rolledBackAtCommit());
+        else if ((result as { command?: unknown } | undefined)?.command === 'ROLLBACK' && transactionEnd(config, values) === 'COMMIT') done(rolledBackAtCommit());
         else done(undefined, result);
       };
       // The unit's code went on after its first statement failed (Prisma's own COMMIT or ROLLBACK does not count).
-      if (this.lostWithFirst !== undefined && end === undefined) {
+      if (this.lostWithFirst !== undefined && transactionEnd(config, values) === undefined) {
         wentOnAfter(this.lostWithFirst);
         this.lostWithFirst = undefined;
       }
@@ -297,11 +304,15 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         this.unconfirmed = false;
         known();
       };
+      let replied = false;
       const carried: QueryCallback = (err, result) => {
+        // node-postgres may call back twice (a parameter it cannot encode, then ReadyForQuery): the first answer stands.
+        if (replied) return;
+        replied = true;
         // Refused by the server before BEGIN ran, so nothing of it ran: a syntax error anywhere
         // in a simple-protocol text refuses the whole `BEGIN;…;text`. BEGIN goes first, then
         // the statement again, as Prisma sends them: it fails there, in the transaction.
-        if (err && !begun && !isConnectionLoss(err)) this.sendAfter(ahead, config, values, confirmed, known, answer);
+        if (err && !begun && sqlStateOf(err) !== undefined && !isConnectionLoss(err)) this.sendAfter(ahead, config, values, confirmed, known, answer);
         else {
           if (!err) confirmed();
           known();
