@@ -340,29 +340,28 @@ export class GuardedPool {
     });
   }
 
-  /** A session's state discarded (discardBeforeReuse), within the connect deadline; a connection that fails it is dropped. */
-  private async discard(client: PoolClient): Promise<boolean> {
+  /** A session's state discarded (discardBeforeReuse) before the connection's next use. */
+  private discard(client: PoolClient): Promise<boolean> {
     toDiscard.delete(client);
-    try {
-      const ms = this.config.timeouts.connectMs;
-      await withDeadline(client.query('DISCARD ALL'), ms, () => new DeadlineExceededError('validation', ms));
-      return true;
-    } catch (err) {
-      client.release(err instanceof Error ? err : new Error('DISCARD ALL failed'));
-      return false;
-    }
+    return this.ready(client, 'DISCARD ALL');
   }
 
   private async validate(client: PoolClient): Promise<boolean> {
     this.counters.validations++;
+    const alive = await this.ready(client, 'SELECT 1');
+    // Long idle, and gone: the server, a proxy or Neon's autosuspend dropped it.
+    if (!alive) this.counters.connectionsRecovered++;
+    return alive;
+  }
+
+  /** `sql` on a connection about to be handed out, within the connect deadline; one that fails it is dropped. */
+  private async ready(client: PoolClient, sql: string): Promise<boolean> {
     try {
       const ms = this.config.timeouts.connectMs;
-      await withDeadline(client.query('SELECT 1'), ms, () => new DeadlineExceededError('validation', ms));
+      await withDeadline(client.query(sql), ms, () => new DeadlineExceededError('validation', ms));
       return true;
     } catch (err) {
-      // Long idle, and gone: the server, a proxy or Neon's autosuspend dropped it.
-      client.release(err instanceof Error ? err : new Error('validation failed'));
-      this.counters.connectionsRecovered++;
+      client.release(err instanceof Error ? err : new Error(`${sql} failed`));
       return false;
     }
   }

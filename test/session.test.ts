@@ -799,34 +799,28 @@ describe('concurrency inside units and sessions (found by probes)', () => {
     expect(seen).toEqual([{ v: 'outer' }]);
   });
 
-  test('a session inside a unit: what it left on the connection (SET, an advisory lock) is discarded before the connection is used again', async () => {
-    const d = newDb('session-in-unit', { pool: { size: 1, maxOverflow: 0 } });
-    await d.transaction(async () => {
+  /** A session inside `unit` sets a variable and takes an advisory lock; afterwards the connection has neither. */
+  async function nothingLeftBehind(d: Db<PrismaClient>, unit: (work: () => Promise<void>) => Promise<unknown>, lockId: number): Promise<void> {
+    await unit(async () => {
       await d.session(async (c) => {
         await c.$executeRawUnsafe(`SET datalayer.probe = 'left behind'`);
-        await c.$executeRawUnsafe('SELECT pg_advisory_lock(4242)');
+        await c.$executeRawUnsafe(`SELECT pg_advisory_lock(${lockId})`);
       });
     });
     const [row] = await d.$queryRawUnsafe<{ v: string | null }[]>(`SELECT current_setting('datalayer.probe', true) AS v`);
     expect(row!.v ?? '').toBe('');
-    const [locks] = await testDb.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242`);
+    const [locks] = await testDb.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = $1`, [lockId]);
     expect(locks!.n).toBe(0);
+  }
+
+  test('a session inside a unit: what it left on the connection (SET, an advisory lock) is discarded before the connection is used again', async () => {
+    const d = newDb('session-in-unit', { pool: { size: 1, maxOverflow: 0 } });
+    await nothingLeftBehind(d, (work) => d.transaction(work), 4242);
   });
 
   test('the same inside a db.scope() in pooled mode (the scope hands the unit a wrapper of the pooled connection)', async () => {
     const d = newDb('session-in-unit-in-scope', { pool: { size: 1, maxOverflow: 0 } });
-    await d.scope(async () =>
-      d.transaction(async () => {
-        await d.session(async (c) => {
-          await c.$executeRawUnsafe(`SET datalayer.probe = 'left behind'`);
-          await c.$executeRawUnsafe('SELECT pg_advisory_lock(4243)');
-        });
-      }),
-    );
-    const [row] = await d.$queryRawUnsafe<{ v: string | null }[]>(`SELECT current_setting('datalayer.probe', true) AS v`);
-    expect(row!.v ?? '').toBe('');
-    const [locks] = await testDb.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4243`);
-    expect(locks!.n).toBe(0);
+    await nothingLeftBehind(d, (work) => d.scope(async () => d.transaction(work)), 4243);
   });
 
   test('savepoint units in a Promise.all take turns: one rolling back never undoes a sibling that resolved', async () => {
