@@ -131,6 +131,15 @@ const SHARED_PROCESS =
   'All variants of these rounds run in one process: they share the compiled code of Prisma and pg (every variant\'s calls shape the same call sites), ' +
   'and from the layer\'s first unit on, its AsyncLocalStorage, which before Node 24 taxes every variant\'s promises. The per-process rows are an application\'s situation.';
 
+/**
+ * A shared-process row is the target only when its per-process row did not run
+ * (`sharedOnly`); otherwise it is reported as a figure, named so, with why.
+ */
+function figureUnless(sharedOnly: boolean, target: Target): Target {
+  if (sharedOnly) return target;
+  return { name: `${target.name}, all variants in one process`, goal: 'a figure: the target is the per-process row', measured: target.measured, value: target.value, pass: undefined, why: SHARED_PROCESS };
+}
+
 /** A per-process row against bare Prisma in the layer's situation: an AsyncLocalStorage in use. */
 function alsWhy(r: Map<string, IsolatedResult>): string {
   if (!r.has('prisma+als')) return '';
@@ -271,20 +280,9 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
     const rounds = roundRatios(r, 'layer');
     const aa = control(r);
     if (profileSection) sections.push(profileSection);
-    if (res.isolated?.some((run) => run[which])) {
-      // The per-process row measures the same target without the shared process's bias.
-      targets.push({
-        name: `Layer overhead, ${which === 'point' ? 'point read' : 'unit of work'}, all variants in one process`,
-        goal: 'a figure: the target is the per-process row below',
-        measured: `${fmt(q, 3)}× (${us(layer)} vs ${us(bare)} µs; per-round ${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)}×, median ${fmt(median(rounds), 3)}×)${aa ? `; A/A control ${aa}` : ''}`,
-        value: q,
-        pass: undefined,
-        why: SHARED_PROCESS,
-      });
-      if (breakdownSection) sections.push(breakdownSection);
-      continue;
-    }
-    targets.push({
+    // The per-process row, when it ran, measures the same target without the shared process's bias.
+    const sharedOnly = !res.isolated?.some((run) => run[which]);
+    targets.push(figureUnless(sharedOnly, {
       name: `Layer overhead, ${which === 'point' ? 'point read' : 'unit of work'}`,
       goal: `≤ ${LATENCY_GOAL}× bare Prisma, same adapter (median)`,
       measured: `${fmt(q, 3)}× (${us(layer)} vs ${us(bare)} µs; per-round ${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)}×, median ${fmt(median(rounds), 3)}×)${aa ? `; A/A control ${aa}` : ''}`,
@@ -296,7 +294,7 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
             missBy: `${fmt((q - LATENCY_GOAL) * 100, 1)} points over (${us(layer - bare)} µs per ${which === 'point' ? 'read' : 'unit'} over bare Prisma; ${us(layer - bare * LATENCY_GOAL)} µs over the allowance)`,
             why: [SHARED_PROCESS, b?.text ?? 'Run with BENCH_ABLATION_ROUNDS > 0 for the breakdown.', instructionsWhy(res, which)].filter(Boolean).join(' '),
           }),
-    });
+    }));
     if (breakdownSection) sections.push(breakdownSection);
   }
   for (const [n, run] of (res.isolated ?? []).entries()) {
@@ -443,17 +441,7 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
     });
     const q = ratio(tput('layer'), tput('prisma'));
     const rounds = c.get('layer')!.map((x, i) => x.unitsPerSecond / c.get('prisma')![i]!.unitsPerSecond);
-    const perProcess = res.isolated?.some((run) => run.burst);
-    if (perProcess) {
-      targets.push({
-        name: `Throughput at ${s.concurrentUnits} concurrent units, all variants in one process`,
-        goal: 'a figure: the target is the per-process row',
-        measured: `${fmt(q, 3)}× (${fmt(tput('layer'), 0)} vs ${fmt(tput('prisma'), 0)} units/s; per-round ${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)}×; raw pg ${fmt(pgT, 0)})`,
-        value: q,
-        pass: undefined,
-        why: SHARED_PROCESS,
-      });
-    } else targets.push({
+    targets.push(figureUnless(!res.isolated?.some((run) => run.burst), {
       name: `Throughput at ${s.concurrentUnits} concurrent units`,
       goal: '≥ 1.00× bare Prisma, same adapter',
       measured: `${fmt(q, 3)}× (${fmt(tput('layer'), 0)} vs ${fmt(tput('prisma'), 0)} units/s; per-round ${fmt(Math.min(...rounds), 2)}–${fmt(Math.max(...rounds), 2)}×; raw pg ${fmt(pgT, 0)})`,
@@ -467,7 +455,7 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
               `With ${MAX_CONNECTIONS} connections and two cores shared with PostgreSQL, throughput is CPU-bound in the Node process, and the per-round ratios ` +
               `(${rounds.map((r) => fmt(r, 2)).join(', ')}) spread as wide as the shortfall. The layer's own CPU per unit is in the unit-of-work breakdown.`,
           }),
-    });
+    }));
   }
 
   // ---- recovery

@@ -40,8 +40,8 @@ interface UnitContext {
   tx: unknown;
   correlationId: string | undefined;
   savepoints: number;
-  /** Shared by the unit and its nested contexts: set once the unit settled. */
-  readonly life: { ended: boolean };
+  /** The unit's limits, shared with its nested contexts: `ended` once the unit settled. */
+  readonly limits: UnitLimits;
   /** The savepoint unit nested here that runs now: siblings wait for it (savepoints are a stack). */
   turn?: Promise<void>;
 }
@@ -60,7 +60,7 @@ const correlations = new ContextSlot<string>();
 function startedUnit(): UnitContext | undefined {
   const unit = units.get();
   // Work a settled unit left behind (a timer, a detached promise) runs outside it: a new unit, the root client.
-  return unit?.tx === undefined || unit.life.ended ? undefined : unit;
+  return unit?.tx === undefined || unit.limits.ended ? undefined : unit;
 }
 
 /** Is the caller inside a unit of work? */
@@ -181,7 +181,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const limits = this.limits(opts);
     const prelude = this.prelude(opts);
     limits.settings = prelude;
-    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0, life: { ended: false } };
+    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0, limits };
     const body = async (tx: never): Promise<T> => {
       unit.state = 'running';
       // Carried by the connection along with BEGIN and the first statement, unless it cannot (driver/begin.ts).
@@ -194,13 +194,11 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     return units.runWith(context, unitLimits, limits, () => this.client.$transaction(body, this.prismaOptions(opts, limits))).then(
       (result) => {
         limits.end();
-        context.life.ended = true;
         this.counters.commits++;
         return result;
       },
       (err: unknown) => {
         limits.end();
-        context.life.ended = true;
         throw this.settle(err, unit.state, limits.reused === true, correlationId);
       },
     );

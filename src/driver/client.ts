@@ -223,7 +223,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         this.held = undefined;
         this.unconfirmed = true;
         // Answered without a loss, BEGIN's fate is known (confirmed, or refused by the server).
-        this.sendAhead(held, () => undefined, (err) => {
+        this.sendAhead(held, (err) => {
           if (!err || !isConnectionLoss(err)) this.unconfirmed = false;
         });
       }
@@ -330,7 +330,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
      * through; `known`: its fate is known otherwise (refused, or the connection lost).
      */
     private sendAfter(ahead: readonly Ahead[], config: unknown, values: unknown, confirmed: () => void, known: () => void, answer: QueryCallback): void {
-      this.sendAhead(ahead, () => undefined, (err) => {
+      this.sendAhead(ahead, (err) => {
         if (err) {
           // Answered without a loss, BEGIN's fate is known: refused by the server.
           if (!isConnectionLoss(err)) confirmed();
@@ -353,9 +353,10 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
      * parameters) carries the others in the extended protocol; without settings they go as
      * one simple Query.
      */
-    private sendAhead(ahead: readonly Ahead[], confirmed: () => void, then: QueryCallback): void {
+    private sendAhead(ahead: readonly Ahead[], then: QueryCallback): void {
       const last = ahead.at(-1)!;
-      const carrier = last.values === undefined ? undefined : carrying(Query!, ahead.slice(0, -1), { text: last.text, values: [...last.values] }, undefined, then, confirmed);
+      // BEGIN's fate is the caller's to judge from `then` (the whole round trip's answer).
+      const carrier = last.values === undefined ? undefined : carrying(Query!, ahead.slice(0, -1), { text: last.text, values: [...last.values] }, undefined, then, () => undefined);
       super.query(carrier ?? ahead.map((a) => a.text).join(';'), then);
     }
 
