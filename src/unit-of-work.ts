@@ -25,7 +25,7 @@ import { discardBeforeReuse, type GuardedPool } from './pool.ts';
 import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
 import type { Telemetry, UnitInfo, UnitSpan } from './telemetry.ts';
-import { checkUnitOptions, type SessionOptions, type TransactionOptions } from './unit-options.ts';
+import { checkNested, checkUnitOptions, SERVER_DEFAULT_ISOLATION, type SessionOptions, type TransactionOptions } from './unit-options.ts';
 
 export type { SessionOptions, TransactionOptions } from './unit-options.ts';
 
@@ -40,6 +40,9 @@ interface UnitContext {
   tx: unknown;
   correlationId: string | undefined;
   savepoints: number;
+  /** What the unit's transaction runs at: what a nested unit may ask (checkNested). */
+  readonly isolationLevel: IsolationLevel;
+  readonly readOnly: boolean;
   /** The unit's limits, shared with its nested contexts: `ended` once the unit settled. */
   readonly limits: UnitLimits;
   /** The savepoint unit nested here that runs now: siblings wait for it (savepoints are a stack). */
@@ -181,7 +184,8 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const limits = this.limits(opts);
     const prelude = this.prelude(opts);
     limits.settings = prelude;
-    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0, limits };
+    const isolationLevel = opts.isolationLevel ?? this.config.transaction.isolationLevel ?? SERVER_DEFAULT_ISOLATION;
+    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0, isolationLevel, readOnly: opts.readOnly === true, limits };
     const body = async (tx: never): Promise<T> => {
       unit.state = 'running';
       // Carried by the connection along with BEGIN and the first statement, unless it cannot (driver/begin.ts).
@@ -280,6 +284,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
   }
 
   private async nested<T>(outer: UnitContext, fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions): Promise<T> {
+    checkNested(outer, opts);
     if (opts.nested !== 'savepoint') return fn(outer.tx as TxClient<C>);
     // Savepoints are a stack on one connection: sibling units (a Promise.all) take turns, or
     // one's ROLLBACK TO would undo what another, already resolved, wrote after it.

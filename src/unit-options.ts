@@ -71,3 +71,40 @@ export function checkUnitOptions(options: TransactionOptions): TransactionOption
   if (issues.length > 0) throw new ConfigError(issues);
   return options;
 }
+
+/**
+ * PostgreSQL's own default (`default_transaction_isolation`), which a unit runs at when
+ * neither it nor the configuration asks for a level.
+ */
+export const SERVER_DEFAULT_ISOLATION: IsolationLevel = 'ReadCommitted';
+
+/** PostgreSQL runs READ UNCOMMITTED as READ COMMITTED. */
+const asRun = (level: IsolationLevel): IsolationLevel => (level === 'ReadUncommitted' ? 'ReadCommitted' : level);
+
+/** What a nested unit joins: the transaction its outer unit opened. */
+export interface OuterUnit {
+  readonly isolationLevel: IsolationLevel;
+  readonly readOnly: boolean;
+}
+
+/**
+ * A nested unit runs in its outer unit's transaction (joined or as a savepoint), whose
+ * isolation level and read-only mode were fixed at BEGIN. Asking for another level, or for
+ * read-only inside a read-write transaction, cannot be honoured; ignored, the nested code
+ * would silently run with weaker guarantees than it asked for. As Spring's
+ * `validateExistingTransaction`, refused instead. (Read-write inside read-only needs no
+ * check: the server refuses the first write.) `timeoutMs`, `maxWaitMs` and `retries` are
+ * the outer unit's: a nested unit neither waits for a connection nor commits on its own.
+ */
+export function checkNested(outer: OuterUnit, options: TransactionOptions): void {
+  const issues: ConfigIssue[] = [];
+  const asked = options.isolationLevel;
+  if (asked !== undefined && asRun(asked) !== asRun(outer.isolationLevel)) {
+    issues.push({ setting: 'transaction option isolationLevel', problem: `a nested unit runs in its outer unit's transaction, which runs at ${outer.isolationLevel} (asked: ${asked}); start the unit outside the outer one, or ask for the level there` });
+  }
+  if (options.readOnly === true && !outer.readOnly) {
+    issues.push({ setting: 'transaction option readOnly', problem: "a nested unit runs in its outer unit's transaction, which is read-write; start the unit outside the outer one, or make the outer one read-only" });
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+}
+

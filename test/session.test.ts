@@ -5,6 +5,7 @@
  */
 import { PrismaClient } from '../src/generated/prisma/client';
 import {
+  ConfigError,
   createDb,
   DatabaseQueryError,
   classifyError,
@@ -478,6 +479,25 @@ describe('nesting', () => {
     // A joined unit is not a transaction of its own.
     expect(db.stats().counters.transactions - counters.transactions).toBe(1);
     expect(await emails()).toEqual(['joined@example.com']);
+  });
+});
+
+describe('options of a nested unit', () => {
+  // It runs in the outer unit's transaction, whose level and read-only mode BEGIN fixed.
+  test('a nested unit asking for another isolation level, or read-only in a read-write unit, is refused before it runs', async () => {
+    const ran: string[] = [];
+    const asked = async (options: Parameters<Db<PrismaClient>['transaction']>[1]) =>
+      rejectionOf(db.transaction(async () => db.transaction(async (itx) => ran.push(String(await itx.user.count())), options), { isolationLevel: 'RepeatableRead' }));
+    const level = await asked({ isolationLevel: 'Serializable' });
+    expect(level).toBeInstanceOf(ConfigError);
+    expect((level as ConfigError).message).toMatch(/isolationLevel.*RepeatableRead.*Serializable/s);
+    expect(await asked({ readOnly: true, nested: 'savepoint' })).toBeInstanceOf(ConfigError);
+    expect(ran).toEqual([]);
+    // What the outer unit provides is accepted; under the server's default level (READ COMMITTED), READ UNCOMMITTED is it too.
+    await db.transaction(async () => db.transaction(async () => ran.push('same level'), { isolationLevel: 'RepeatableRead', nested: 'savepoint' }), { isolationLevel: 'RepeatableRead' });
+    await db.transaction(async () => db.transaction(async () => ran.push('read-only in read-only'), { readOnly: true }), { readOnly: true });
+    await db.transaction(async () => db.transaction(async () => ran.push('uncommitted'), { isolationLevel: 'ReadUncommitted' }));
+    expect(ran).toEqual(['same level', 'read-only in read-only', 'uncommitted']);
   });
 });
 
