@@ -40,9 +40,8 @@ interface UnitContext {
   tx: unknown;
   correlationId: string | undefined;
   savepoints: number;
-  /** What the unit's transaction runs at: what a nested unit may ask (checkNested). */
+  /** What the unit's transaction runs at: the level a nested unit may ask for (checkNested). */
   readonly isolationLevel: IsolationLevel;
-  readonly readOnly: boolean;
   /** The unit's limits, shared with its nested contexts: `ended` once the unit settled. */
   readonly limits: UnitLimits;
   /** The savepoint unit nested here that runs now: siblings wait for it (savepoints are a stack). */
@@ -185,7 +184,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const prelude = this.prelude(opts);
     limits.settings = prelude;
     const isolationLevel = opts.isolationLevel ?? this.config.transaction.isolationLevel ?? SERVER_DEFAULT_ISOLATION;
-    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0, isolationLevel, readOnly: opts.readOnly === true, limits };
+    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0, isolationLevel, limits };
     const body = async (tx: never): Promise<T> => {
       unit.state = 'running';
       // Carried by the connection along with BEGIN and the first statement, unless it cannot (driver/begin.ts).
