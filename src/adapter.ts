@@ -71,7 +71,8 @@ export class Instrumentation {
     this.counters.slowQueries++;
     const info: SlowQueryInfo = { sql: safeSql(query.sql), durationMs, thresholdMs: this.thresholdMs, inTransaction };
     this.hub.emit('slowQuery', info);
-    this.logger?.warn({ event: 'slowQuery', ...info }, `slow query: ${durationMs} ms (threshold ${this.thresholdMs} ms)`);
+    const logger = this.logger;
+    if (logger !== undefined) this.hub.guarded('the logger', () => logger.warn({ event: 'slowQuery', ...info }, `slow query: ${durationMs} ms (threshold ${this.thresholdMs} ms)`));
   }
 
   /** The factory Prisma connects through. */

@@ -136,7 +136,7 @@ function buildStack<C>(
   telemetry?: StackTelemetry,
 ): Stack<C> {
   const counters = newCounters();
-  const hub = new EventHub();
+  const hub = new EventHub(logger);
   const recorder = telemetry === undefined ? undefined : poolRecorder(telemetry, config, () => driver.pool());
   const driver = createDriver(config, counters, hub, recorder);
   const ins = new Instrumentation(counters, hub, lifecycle, config.slowQueryMs, logger, record);

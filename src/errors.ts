@@ -89,12 +89,17 @@ export class DeadlineExceededError extends DatabaseConnectionError {
   }
 }
 
-/** Raised to work started after `db.close()`: the Db accepts nothing new. Not retryable. */
+/**
+ * Raised to work started after `db.close()`: the Db accepts nothing new. Not retryable.
+ * Also to work that was still waiting for a connection when close() ended the pool
+ * (`waited`): it never started, so its outcome is `rolled-back`.
+ */
 export class DatabaseClosedError extends DatabaseConnectionError {
-  constructor(correlationId?: string) {
-    super('The database client is closed (db.close() was called): no new work is accepted', {
+  constructor(correlationId?: string, waited?: { cause?: unknown }) {
+    super(waited === undefined ? 'The database client is closed (db.close() was called): no new work is accepted' : 'db.close() ended the pool while this work waited for a connection: it did not start', {
       retryable: false,
       ...(correlationId === undefined ? {} : { correlationId }),
+      ...(waited === undefined ? {} : { cause: waited.cause, outcome: 'rolled-back' as const }),
     });
   }
 }
@@ -115,7 +120,9 @@ export class PoolTimeoutError extends DatalayerError {
   readonly waitedMs: number;
   constructor(waitedMs: number, details: DatalayerErrorDetails & { max?: number } = {}) {
     const limit = details.max === undefined ? '' : ` (all ${details.max} connections in use)`;
-    super(`Timed out after ${waitedMs} ms waiting for a database connection${limit}`, { retryable: true, ...details });
+    // NaN: Prisma's own wait gave up (P2028), which does not say how long it waited.
+    const after = Number.isNaN(waitedMs) ? '' : ` after ${waitedMs} ms`;
+    super(`Timed out${after} waiting for a database connection${limit}`, { retryable: true, ...details });
     this.waitedMs = waitedMs;
   }
 }

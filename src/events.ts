@@ -1,10 +1,17 @@
 // The events of one Db: pg-pool's five lifecycle events (with safe payloads: pids, never
 // client objects), `error` with the layer's typed, redacted errors, and `slowQuery`.
 // Events are emitted only when someone listens, so an unobserved Db pays nothing.
+//
+// A listener runs inside the layer's own work: a pool's checkout or release, a statement's
+// completion, a COMMIT. A listener (or a logger) that throws must not change what that
+// work did: a committed unit reported failed is retried and writes twice; a connection
+// whose release threw is never given back. So every listener and logger call is guarded,
+// and what one throws is reported (the Db's logger, else a process warning), not raised.
 
 import { EventEmitter } from 'node:events';
 import type { DatalayerError } from './errors.ts';
 import { classifyError } from './failures.ts';
+import type { DbLogger } from './lifecycle.ts';
 
 /** A statement that took at least `thresholdMs`. The SQL text only: never its parameters. */
 export interface SlowQueryInfo {
@@ -38,6 +45,8 @@ export class EventHub {
   /** Called with every failure reported here, listened to or not (stats' lastError, the logger). */
   onFailure: ((err: DatalayerError) => void) | undefined;
 
+  constructor(private readonly logger?: DbLogger) {}
+
   /** True when `emit(event)` would reach someone: callers skip building payloads otherwise. */
   wants(event: keyof DbEvents): boolean {
     return this.emitter.listenerCount(event) > 0;
@@ -50,13 +59,36 @@ export class EventHub {
   /** A failure, typed and redacted before anyone sees it. */
   fail(err: unknown): DatalayerError {
     const typed = classifyError(err);
-    this.onFailure?.(typed);
+    if (this.onFailure !== undefined) this.guarded('the failure hook', this.onFailure, typed);
     this.emit('error', typed);
     return typed;
   }
 
+  /** A call into the application's code (a listener, the logger): what it throws is reported, not raised. */
+  guarded<A extends unknown[]>(what: string, fn: (...args: A) => void, ...args: A): void {
+    try {
+      fn(...args);
+    } catch (err) {
+      this.listenerFailed(what, err);
+    }
+  }
+
+  private listenerFailed(what: string, err: unknown): void {
+    const message = `${what} threw (ignored: the database work it observed is unaffected): ${err instanceof Error ? err.message : String(err)}`;
+    try {
+      if (this.logger?.error !== undefined) {
+        this.logger.error({ event: 'listener-error', error: message }, message);
+        return;
+      }
+    } catch {
+      // The logger is what threw: fall through to the process warning.
+    }
+    process.emitWarning(message, { code: 'DATALAYER_LISTENER_ERROR' });
+  }
+
   on<E extends keyof DbEvents>(event: E, listener: (...args: DbEvents[E]) => void): () => void {
-    const handler = listener as (...args: unknown[]) => void;
+    const what = `a db.on('${event}') listener`;
+    const handler = (...args: unknown[]): void => this.guarded(what, listener as (...a: unknown[]) => void, ...args);
     (this.emitter as unknown as EventEmitter).on(event, handler);
     return () => void (this.emitter as unknown as EventEmitter).off(event, handler);
   }

@@ -6,7 +6,7 @@
 
 import { ContextSlot } from './context.ts';
 import { waitAtMost } from './deadline.ts';
-import { DatabaseClosedError } from './errors.ts';
+import { DatabaseClosedError, PoolTimeoutError } from './errors.ts';
 import type { LifecycleState } from './stats.ts';
 import { describeError } from './stats.ts';
 
@@ -119,7 +119,7 @@ export class Lifecycle {
         },
         (err: unknown) => {
           leave();
-          throw err;
+          throw this.current !== 'open' && err instanceof PoolTimeoutError ? closedWhileWaiting(err) : err;
         },
       );
     };
@@ -172,4 +172,13 @@ export class Lifecycle {
     }
     return remove;
   }
+}
+
+/**
+ * A unit still waiting for a connection when close() ended the pools: Prisma gives up its
+ * start ("Unable to start a transaction in the given time", typed as a pool timeout, which
+ * says "retry"). It never started, and this Db will not run it again.
+ */
+function closedWhileWaiting(err: PoolTimeoutError): DatabaseClosedError {
+  return new DatabaseClosedError(err.correlationId, { cause: err });
 }

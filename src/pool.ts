@@ -20,7 +20,7 @@ import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
 import { checkedIn, destroySocket, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, withDeadline } from './deadline.ts';
-import { DeadlineExceededError, PoolTimeoutError } from './errors.ts';
+import { DatabaseClosedError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
 import { connectionError, isConnectionLoss } from './failures.ts';
 import { diedWhileIdle, recoveryBudget } from './retry.ts';
@@ -101,6 +101,16 @@ export class GuardedPool {
   private spareCounted = false;
   /** The checkouts' deadline timers, reused by checkouts one after another (deadline.ts). */
   private readonly timers = new ReusedTimers();
+  /** Checkouts queued for a connection, by the function that gives each up (close). */
+  private readonly queued = new Set<(err: Error) => void>();
+  /**
+   * Queued checkouts given up (their deadline, close) whose request is still in pg-pool's
+   * queue: pg-pool has no way to withdraw one. Not counted as waiting; when pg-pool hands
+   * one a connection, it goes straight back.
+   */
+  private abandoned = 0;
+  /** Connections pg-pool reported removed: it reports a destroyed checked-out one twice. */
+  private readonly removed = new WeakSet<object>();
 
   constructor(
     private readonly raw: RawPool,
@@ -119,13 +129,17 @@ export class GuardedPool {
 
   /** Is work queued for a connection of this pool? */
   hasWaiters(): boolean {
-    return this.raw.waitingCount > 0;
+    return this.waiting() > 0;
+  }
+
+  private waiting(): number {
+    return Math.max(0, this.raw.waitingCount - this.abandoned);
   }
 
   figures(): PoolFigures {
     const p = this.raw;
     const idle = p.idleCount + (this.spareCounted ? 1 : 0);
-    return { open: p.totalCount, idle, inUse: p.totalCount - idle, waiting: p.waitingCount, max: this.max };
+    return { open: p.totalCount, idle, inUse: p.totalCount - idle, waiting: this.waiting(), max: this.max };
   }
 
   /** pg-pool's lifecycle events: counters, safe re-emission, and the idle-error guard. */
@@ -155,6 +169,9 @@ export class GuardedPool {
       if (hub.wants('release')) hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null });
     }) as never);
     this.raw.on('remove', ((client: PoolClient) => {
+      // A checked-out connection destroyed (close's deadline) comes here from its release and again from its socket's end.
+      if (this.removed.has(client)) return;
+      this.removed.add(client);
       counters.connectionsClosed++;
       this.busy.delete(client);
       hub.emit('remove', { pid: pid(client) });
@@ -316,24 +333,33 @@ export class GuardedPool {
     const waitMs = unitLimits.get()?.maxWaitMs ?? this.config.pool.timeoutMs;
     return new Promise<PoolClient>((resolve, reject) => {
       let settled = false;
-      const stop = this.timers.start(queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS, () => {
+      const giveUp = (err: Error): void => {
         settled = true;
+        stop();
+        this.queued.delete(giveUp);
+        if (queued) this.abandoned++;
+        reject(err);
+      };
+      const stop = this.timers.start(queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS, () => {
         if (!queued) {
-          reject(connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs), 'connect'));
+          giveUp(connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs), 'connect'));
           return;
         }
         this.counters.poolTimeouts++;
         this.recorder?.recordTimeout();
-        reject(new PoolTimeoutError(Math.round(performance.now() - started), { max: this.max }));
+        giveUp(new PoolTimeoutError(Math.round(performance.now() - started), { max: this.max }));
       });
+      if (queued) this.queued.add(giveUp);
       this.rawConnect((err, client) => {
         if (settled) {
+          if (queued) this.abandoned--;
           // A connection handed over after we gave up goes straight back.
           client?.release();
           return;
         }
         settled = true;
         stop();
+        this.queued.delete(giveUp);
         if (err || !client) reject(err ?? new Error('pg-pool handed over no connection'));
         else resolve(client);
       });
@@ -404,8 +430,14 @@ export class GuardedPool {
     return n;
   }
 
+  /**
+   * pg-pool's end() serves no queued request again, and fails none: a caller queued for a
+   * connection would wait out its whole pool timeout, then be told to retry. Its work never
+   * started: it gets DatabaseClosedError now.
+   */
   end(): Promise<void> {
     this.releaseSpare();
+    for (const giveUp of [...this.queued]) giveUp(new DatabaseClosedError(undefined, {}));
     return this.raw.end();
   }
 }

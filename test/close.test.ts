@@ -118,6 +118,37 @@ describe('db.close()', () => {
     expect(db.stats().counters.connectionsRecovered).toBe(0);
   });
 
+  it('callers still queued for a connection when the deadline passes fail at once, as work that did not start', async () => {
+    const name = appName('queued');
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: name, pool: { size: 1, maxOverflow: 0, timeoutMs: 60_000 }, transaction: { maxWaitMs: 60_000 } });
+    let started = false;
+    const stuck = db.transaction(async (tx) => {
+      await tx.user.count();
+      started = true;
+      await sleep(8000);
+    });
+    stuck.catch(() => {});
+    await waitFor(() => started);
+    let ran = false;
+    const statement = db.$queryRaw`SELECT 1`.then(() => 'resolved', (err: unknown) => err);
+    const unit = db.transaction(async () => void (ran = true)).then(() => 'resolved', (err: unknown) => err);
+    await waitFor(() => db.stats().pool.waiting === 2);
+    const t0 = Date.now();
+    await db.close({ deadlineMs: 300 });
+    // Before: pg-pool's end() left them queued until their 60 s wait ran out, then they were told to retry.
+    const [fromStatement, fromUnit] = await Promise.all([statement, unit]);
+    expect(Date.now() - t0).toBeLessThan(6000);
+    for (const err of [fromStatement, fromUnit]) {
+      expect(err).toBeInstanceOf(DatabaseClosedError);
+      expect(err).toMatchObject({ retryable: false, outcome: 'rolled-back' });
+    }
+    expect(ran).toBe(false);
+    const { pool, counters } = db.stats();
+    expect(pool.waiting).toBe(0);
+    // The connection destroyed under the unit is counted closed once (pg-pool reports its removal twice).
+    expect(counters.connectionsClosed).toBe(counters.connectionsOpened);
+  });
+
   it('is idempotent', async () => {
     const { db, name } = open('twice');
     await db.$queryRaw`SELECT 1`;

@@ -131,6 +131,64 @@ describe('events', () => {
   });
 });
 
+describe('listeners and loggers that throw', () => {
+  // They run inside the layer's work (a checkout, a release, a COMMIT): what they throw is reported, and changes nothing.
+  const slowCommit = `CREATE OR REPLACE FUNCTION stats_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+    DROP TRIGGER IF EXISTS stats_slow_commit ON users;
+    CREATE CONSTRAINT TRIGGER stats_slow_commit AFTER INSERT ON users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+      WHEN (NEW.email LIKE 'slow-commit-%') EXECUTE FUNCTION stats_slow_commit()`;
+
+  it('a slowQuery listener and a logger that throw at COMMIT leave a committed unit committed', async () => {
+    await testDb.query(slowCommit);
+    const logger = { ...recordingLogger(), warn: () => { throw new Error('logger bug'); } };
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('slow-commit'), slowQueryMs: 200, logger });
+    try {
+      db.on('slowQuery', (info) => {
+        if (/COMMIT/.test(info.sql)) throw new Error('listener bug at COMMIT');
+      });
+      const email = `slow-commit-${process.pid}@example.com`;
+      // Before: the caller got the listener's error, and a retry would have written twice.
+      await expect(db.transaction((tx) => tx.user.create({ data: { email } }))).resolves.toMatchObject({ email });
+      expect(await testDb.query('SELECT 1 FROM users WHERE email = $1', [email])).toHaveLength(1);
+      expect(db.stats().counters).toMatchObject({ commits: 1, rollbacks: 0 });
+      const reported = logger.calls.filter((c) => c.obj.event === 'listener-error').map((c) => c.msg);
+      expect(reported).toEqual([expect.stringContaining("db.on('slowQuery') listener threw"), expect.stringContaining('the logger threw')]);
+    } finally {
+      await db.close();
+      await testDb.query('DROP TRIGGER IF EXISTS stats_slow_commit ON users');
+    }
+  });
+
+  it.each(['connect', 'acquire', 'release'] as const)('a %s listener that throws neither fails the statement nor keeps its connection', async (event) => {
+    const logger = recordingLogger();
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName(event), logger, pool: { size: 1, maxOverflow: 0, timeoutMs: 2000 } });
+    try {
+      db.on(event, () => {
+        throw new Error(`${event} listener bug`);
+      });
+      // Before: the connection stayed checked out (or the exception escaped a socket handler): the next ones timed out.
+      for (const n of [1, 2, 3]) expect(await db.$queryRawUnsafe<{ n: number }[]>('SELECT $1::int AS n', n)).toEqual([{ n }]);
+      expect(db.stats().pool).toMatchObject({ inUse: 0, waiting: 0 });
+      // What the listener threw is reported (without a logger: a process warning).
+      expect(logger.calls).toContainEqual(expect.objectContaining({ level: 'error', msg: expect.stringContaining(`${event} listener bug`) }));
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('an error listener that throws does not replace the typed error the caller gets', async () => {
+    const db = createDb({ PrismaClient, url: `postgresql://app:pw@127.0.0.1:1/none?sslmode=disable`, applicationName: appName('error-listener'), logger: recordingLogger() });
+    try {
+      db.on('error', () => {
+        throw new Error('error listener bug');
+      });
+      await expect(db.$queryRaw`SELECT 1`).rejects.toMatchObject({ name: 'DatabaseConnectionError', kind: 'connection' });
+    } finally {
+      await db.close();
+    }
+  });
+});
+
 describe('slow queries', () => {
   it('emit slowQuery past the threshold, not below it, with SQL text and never the parameters', async () => {
     const logger = recordingLogger();
