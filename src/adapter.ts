@@ -17,7 +17,7 @@ import type {
 import { DatabaseClosedError } from './errors.ts';
 import type { EventHub, SlowQueryInfo } from './events.ts';
 import type { DbLogger, Lifecycle } from './lifecycle.ts';
-import { redact } from './secrets.ts';
+import { redactSql } from './secrets.ts';
 import type { DbCounters } from './stats.ts';
 
 const MAX_SQL_LENGTH = 2_000;
@@ -206,6 +206,6 @@ function closedAdapter(factory: SqlDriverAdapterFactory): SqlDriverAdapter {
 }
 
 function safeSql(sql: string): string {
-  const text = redact(sql);
+  const text = redactSql(sql);
   return text.length > MAX_SQL_LENGTH ? `${text.slice(0, MAX_SQL_LENGTH)}…` : text;
 }

@@ -43,6 +43,19 @@ export function redact(text: string): string {
   return out;
 }
 
+/**
+ * SQL's string constants: '…' (with '' inside), E'…' (with backslash escapes) and
+ * $tag$…$tag$. SQL spells a password as one (`ALTER ROLE r PASSWORD 'secret'`), which
+ * KEYWORD_PASSWORD (`password=`) does not see, and so do values written into a statement
+ * instead of bound (`$executeRawUnsafe` with interpolation).
+ */
+const SQL_STRING_CONSTANT = /\b[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$([A-Za-z_][A-Za-z_0-9]*)?\$[\s\S]*?\$\1\$/g;
+
+/** SQL text fit for a log or an event: `redact`, and every string constant replaced, as pg_stat_statements does with constants. */
+export function redactSql(sql: string): string {
+  return redact(sql.replace(SQL_STRING_CONSTANT, "'…'"));
+}
+
 /** Stricter than `redact` for engine output: the whole user-info part of any URL goes. */
 export function redactUrls(text: string): string {
   return redact(text.replace(URL_USERINFO, '$1***@'));

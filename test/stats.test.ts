@@ -223,13 +223,19 @@ describe('slow queries', () => {
     });
     expect(slow).toHaveLength(2);
     expect(slow[1]).toMatchObject({ inTransaction: true });
-    expect(db.stats().counters.slowQueries).toBe(2);
+
+    // Values written into the text (SQL's PASSWORD '…', an interpolated literal) go as pg_stat_statements' constants do.
+    await db.$executeRawUnsafe(`DO $body$ BEGIN PERFORM pg_sleep(1.1); END $body$; SELECT 'LITERAL-VALUE' AS v, E'it\\'s' AS w, 'Hunter2-PASSWORD' AS password`);
+    expect(slow).toHaveLength(3);
+    expect(slow[2]!.sql).toBe(`DO '…'; SELECT '…' AS v, '…' AS w, '…' AS password`);
+    expect(db.stats().counters.slowQueries).toBe(3);
 
     const warnings = logger.calls.filter((c) => c.level === 'warn' && c.obj.event === 'slowQuery');
-    expect(warnings).toHaveLength(2);
+    expect(warnings).toHaveLength(3);
     expect(warnings[0]!.msg).toMatch(/slow query: \d+ ms \(threshold 1000 ms\)/);
     const everything = JSON.stringify(logger.calls);
     expect(everything).not.toContain('SECRET-PARAM');
+    expect(everything).not.toMatch(/LITERAL-VALUE|Hunter2|it.s/);
     expect(everything).not.toContain(testDb.password);
     await db.close();
   });
