@@ -147,10 +147,22 @@ function plaintextAdvice(mode: DbConfig['ssl']['mode'], source: string): string 
   return 'The server reports no SSL for this backend: check for a proxy terminating TLS in front of it.';
 }
 
+/**
+ * application_name as the server stores it: PostgreSQL keeps printable ASCII only, and
+ * replaces each other byte with '?' (up to 15) or a \xNN escape (16 and later:
+ * pg_clean_ascii), so 'café' is shown as 'caf??' or 'caf\xc3\xa9'.
+ */
+function asServerShows(name: string): string[] {
+  const bytes = [...Buffer.from(name, 'utf8')];
+  const printable = (b: number): boolean => b >= 32 && b <= 126;
+  const clean = (other: (b: number) => string): string => bytes.map((b) => (printable(b) ? String.fromCharCode(b) : other(b))).join('');
+  return [name, clean(() => '?'), clean((b) => `\\x${b.toString(16).padStart(2, '0')}`)];
+}
+
 export function checkApplicationName(config: DbConfig, row: Facts, facts: DoctorFacts, add: (f: Finding) => void): void {
   const seen = row.application_name;
   facts.applicationName = { configured: config.applicationName, seenByServer: seen };
-  if (seen === config.applicationName) {
+  if (seen !== null && asServerShows(config.applicationName).includes(seen)) {
     add({ check: 'application-name', status: 'ok', summary: `pg_stat_activity shows application_name '${seen}'` });
   } else {
     add({

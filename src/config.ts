@@ -264,6 +264,8 @@ function startupValue(maxBytes?: number): Schema<string> {
   });
 }
 const nonEmpty = startupValue();
+/** A role or database name: PostgreSQL identifiers are at most 63 bytes, and a longer one is truncated to another name. */
+const identifier = startupValue(63);
 const secret: Schema<string> = custom((value) => {
   if (typeof value !== 'string') return new Problem('must be a string');
   return value.includes('\0') ? new Problem(NUL_PROBLEM) : value;
@@ -447,9 +449,9 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
     r.fail(rawUrl === undefined ? 'DATABASE_URL' : urlSetting, rawUrl === undefined ? 'is not set (nor DB_HOST)' : 'has no host');
   }
   const port = r.take(whole(1, 65535, '', '5432'), DEFAULTS.port, ['port', options.port], ['DB_PORT', parsed ? undefined : env.DB_PORT], [urlSetting, parsed?.target.port]);
-  const user = r.take(nonEmpty, 'postgres', ['user', options.user], ['DB_USER', parsed ? undefined : env.DB_USER], [urlSetting, parsed?.target.user]);
+  const user = r.take(identifier, 'postgres', ['user', options.user], ['DB_USER', parsed ? undefined : env.DB_USER], [urlSetting, parsed?.target.user]);
   const password = r.take(secret, undefined, ['password', options.password], ['DB_PASSWORD', parsed ? undefined : env.DB_PASSWORD], [urlSetting, parsed?.target.password]);
-  const database = r.take(nonEmpty, user, ['database', options.database], ['DB_NAME', parsed ? undefined : env.DB_NAME], [urlSetting, parsed?.target.database]);
+  const database = r.take(identifier, user, ['database', options.database], ['DB_NAME', parsed ? undefined : env.DB_NAME], [urlSetting, parsed?.target.database]);
   registerSecret(password);
 
   const directUrl = r.take(someText, undefined, ['directUrl', options.directUrl], ['DIRECT_URL', env.DIRECT_URL]);

@@ -176,6 +176,9 @@ const CASES: HostileCase[] = [
   { name: 'DB_SSLROOTCERT is a directory', where: 'env', env: (c) => c.fakeEnv({ DB_SSLMODE: 'verify-full', DB_SSLROOTCERT: c.dir }), expect: cfg('DB_SSLROOTCERT', DIRECTORY) },
   { name: 'DB_SSLCERT without DB_SSLKEY', where: 'env', env: (c) => c.fakeEnv({ DB_SSLCERT: c.t.caFile }), expect: cfg('DB_SSLKEY', /DB_SSLKEY/) },
   { name: 'DB_SSLMODE=disable for a remote host in production', where: 'env', noConnect: true, env: () => ({ NODE_ENV: 'production', DB_HOST: 'db.example.com', DB_PASSWORD: FAKE, DB_SSLMODE: 'disable' }), expect: cfg('DB_SSLMODE', /require|verify/) },
+  // PostgreSQL truncates a longer role or database name to its first 63 bytes: the connection would land in another database.
+  { name: 'DB_NAME of 64 bytes', where: 'env', env: (c) => c.fakeEnv({ DB_NAME: 'd'.repeat(64) }), expect: cfg('DB_NAME', /63 bytes/) },
+  { name: 'URL user of 70 bytes', where: 'url', env: (c) => ({ DATABASE_URL: c.fakeUrl('', `${'u'.repeat(70)}:${FAKE}`) }), expect: cfg('DATABASE_URL', /63 bytes/) },
   { name: 'DB_APPLICATION_NAME: unicode within 63 bytes connects', where: 'env', env: (c) => c.realEnv({ DB_APPLICATION_NAME: 'ünïcødé ✓ 🐘' }), expect: 'ok', check: (p) => expect(p.app).toBe(pgCleanAscii('ünïcødé ✓ 🐘')) },
 
   // ---- createDb options -------------------------------------------------------------

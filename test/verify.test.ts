@@ -72,6 +72,14 @@ describe('db.verify()', () => {
     expect(JSON.stringify(report)).not.toContain(testDb.appPassword);
   });
 
+  it('a non-ASCII application name, which the server shows with its bytes replaced, passes', async () => {
+    const db = dbFromEnv({ DATABASE_URL: testDb.appUrl, DB_APPLICATION_NAME: 'verify-café' });
+    const report = await db.verify();
+    // PostgreSQL 15 keeps printable ASCII only: 'é' (two bytes) is shown as '??'. It was reported as replaced by a proxy.
+    expect(report.facts.applicationName).toEqual({ configured: 'verify-café', seenByServer: 'verify-caf??' });
+    expect(report.findings.find((f) => f.check === 'application-name')).toMatchObject({ status: 'ok' });
+  });
+
   it('a stopped server: one connection failure, with the advice doctor gives, within the connect timeout', async () => {
     const env = { DATABASE_URL: plain.url('postgres', { sslmode: 'disable' }), DB_APPLICATION_NAME: 'verify-stopped', DB_CONNECT_TIMEOUT: '3000' };
     await plain.stop();
