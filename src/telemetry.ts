@@ -42,6 +42,7 @@ export interface TelemetryOptions {
   global?: boolean;
   /**
    * `db.client.connection.pool.name` of the primary pool; replicas get `<name>/replica-<n>`.
+   * Dbs reporting to one meter under one name are reported as one pool: their sum.
    * Default, as the conventions ask when a pool has no name of its own:
    * `server.address:server.port/db.namespace` of each pool.
    */
@@ -112,7 +113,7 @@ const CLOSED: PoolTelemetryFigures = { idle: 0, inUse: 0, waiting: 0, max: 0, id
 
 /** One pool, as the telemetry module sees it. */
 export interface PoolTelemetrySource {
-  /** Unique within the application (see TelemetryOptions.poolName). */
+  /** Its series' name; pools of one name (two Dbs on one target) are reported as their sum. */
   name: string;
   figures(): PoolTelemetryFigures;
 }
@@ -157,8 +158,6 @@ export interface Telemetry {
    * Runs `fn` plainly when no tracer was given.
    */
   unit<T>(info: UnitInfo, fn: (span: UnitSpan | undefined) => Promise<T>): Promise<T>;
-  /** Stops every pool's reporting. */
-  shutdown(): void;
 }
 
 type OtelApi = typeof import('@opentelemetry/api');
@@ -192,11 +191,10 @@ export function createTelemetry(options: TelemetryOptions | undefined, warn?: (m
     }
   }
   if (!meter && !tracer) return undefined;
-  const pools = meter ? new PoolMetrics(meter) : undefined;
+  const pools = meter ? poolMetricsOf(meter) : undefined;
   return {
     pool: (source) => pools?.add(source),
     unit: tracer ? (info, fn) => runUnit(tracer, info, fn) : (_info, fn) => fn(undefined),
-    shutdown: () => pools?.shutdown(),
   };
 }
 
@@ -204,6 +202,30 @@ export function createTelemetry(options: TelemetryOptions | undefined, warn?: (m
 export function defaultPoolName(target: { host: string; port: number; database: string }): string {
   const host = target.host.includes(':') ? `[${target.host}]` : target.host;
   return `${host}:${target.port}/${target.database}`;
+}
+
+/**
+ * One PoolMetrics per meter, shared by every Db that reports to it: a batch callback per
+ * Db would observe a shared pool name once per Db, each observation replacing the last
+ * (two Dbs on one target, one connection in use each, reported 1 in use), and would stay
+ * registered after its Db closed.
+ */
+const metricsByMeter = new WeakMap<Meter, PoolMetrics>();
+
+function poolMetricsOf(meter: Meter): PoolMetrics {
+  let metrics = metricsByMeter.get(meter);
+  if (metrics === undefined) {
+    metrics = new PoolMetrics(meter);
+    metricsByMeter.set(meter, metrics);
+  }
+  return metrics;
+}
+
+/** The figures of pools that share a name, added up (the conventions' series are per name). */
+function sumFigures(all: PoolTelemetryFigures[]): PoolTelemetryFigures {
+  const sum = { ...CLOSED };
+  for (const f of all) for (const key of Object.keys(sum) as (keyof PoolTelemetryFigures)[]) sum[key] += f[key];
+  return sum;
 }
 
 /** All pools of one meter: one batch callback reads every pool's figures at collection. */
@@ -249,8 +271,10 @@ class PoolMetrics {
     this.waitTime = seconds(METRICS.waitTime, 'The time it took to obtain an open connection from the pool.');
     this.useTime = seconds(METRICS.useTime, 'The time between borrowing a connection and returning it to the pool.');
     this.observe = (result) => {
-      const reports = [...[...this.retired].map((name) => [name, CLOSED] as const), ...[...this.sources].map((s) => [s.name, s.figures()] as const)];
-      for (const [name, f] of reports) {
+      const byName = new Map<string, PoolTelemetryFigures[]>([...this.retired].map((name) => [name, []]));
+      for (const source of this.sources) byName.set(source.name, [...(byName.get(source.name) ?? []), source.figures()]);
+      for (const [name, all] of byName) {
+        const f = sumFigures(all);
         const pool = { [ATTR.poolName]: name };
         result.observe(this.count, f.idle, { ...pool, [ATTR.state]: 'idle' });
         result.observe(this.count, f.inUse, { ...pool, [ATTR.state]: 'used' });
@@ -284,13 +308,6 @@ class PoolMetrics {
         if (this.sources.delete(source) && ![...this.sources].some((s) => s.name === source.name)) this.retired.add(source.name);
       },
     };
-  }
-
-  shutdown(): void {
-    this.sources.clear();
-    this.retired.clear();
-    if (this.registered) this.meter.removeBatchObservableCallback(this.observe, this.observables);
-    this.registered = false;
   }
 }
 

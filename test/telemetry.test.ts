@@ -480,6 +480,22 @@ describe('createDb({ telemetry })', () => {
     expect(valueOf(await m.collect(), METRICS.count, idle)).toBe(0);
   });
 
+  it('two Dbs on one target report one series, their sum; one closing leaves the other\'s', async () => {
+    const a = newDb('otel-db-two-a', { pool: { size: 2, maxOverflow: 0 } });
+    const b = newDb('otel-db-two-b', { pool: { size: 2, maxOverflow: 0 } });
+    const releases = [await holdConnection(a), await holdConnection(b)];
+    const pool = { [ATTR.poolName]: primaryPool() };
+    const metrics = await m.collect();
+    // Before: each Db observed the shared name in a callback of its own, the last one replacing the other (used 1, max 2).
+    expect(valueOf(metrics, METRICS.count, { ...pool, [ATTR.state]: 'used' })).toBe(2);
+    expect(valueOf(metrics, METRICS.max, pool)).toBe(4);
+    for (const release of releases) await release();
+    await a.close();
+    const after = await m.collect();
+    expect(valueOf(after, METRICS.max, pool)).toBe(2);
+    expect(valueOf(after, METRICS.count, { ...pool, [ATTR.state]: 'idle' })).toBe(1);
+  });
+
   it('a pool timeout: timeouts = 1', async () => {
     const db = newDb('otel-db-timeout', { pool: { size: 1, maxOverflow: 0, timeoutMs: 300 } });
     const release = await holdConnection(db);
