@@ -7,16 +7,15 @@ import { keepBatchesInContext } from './batching.ts';
 import { loadConfig, type DbConfig, type DbOptions, type IsolationLevel } from './config.ts';
 import { createDriver, type DriverHandle } from './driver/index.ts';
 import { EventHub, type DbEvents } from './events.ts';
-import { checkHealth, type HealthOptions, type HealthReport } from './health.ts';
+import { checkHealth, queryWithin, type HealthOptions, type HealthReport } from './health.ts';
 import { Lifecycle, type CloseOnSignalsOptions, type CloseOptions, type DbLogger, type Shutdown } from './lifecycle.ts';
 import type { GuardedPool } from './pool.ts';
-import { LAG_QUERY, ReplicaRouter, routeReads, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
+import { LAG_QUERY, ReplicaRouter, routeReads, type LagRow, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
 import { runScope, type ScopeOptions } from './scope.ts';
 import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
 import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
 import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork, type UnitTelemetry } from './unit-of-work.ts';
-import { withDeadline } from './deadline.ts';
 import { DatabaseConnectionError } from './errors.ts';
 import type * as Verify from './verify.ts';
 import type { VerifyOptions, VerifyReport } from './verify.ts';
@@ -174,15 +173,21 @@ function unitTelemetry(t: StackTelemetry, config: DbConfig): UnitTelemetry {
 
 function replicaTarget<C>(stack: Stack<C>, url: string): ReplicaTarget<C> {
   const ms = stack.config.timeouts.connectMs;
+  // Sent as health checks are (not through Prisma: no query counted, no slow-query log),
+  // and bounded as one: past the connect timeout the connection is destroyed.
+  const timedOut = (): Error => new DatabaseConnectionError(`The replica did not answer its lag check within the connect timeout (${ms} ms): the connection was closed`);
   return {
     name: describeUrl(url),
     units: stack.units,
-    measureLag: async () => {
-      const rows = (await withDeadline(stack.prisma.$queryRawUnsafe(LAG_QUERY), ms, () => new Error('lag check timed out'))) as { lag_ms: number | null }[];
-      return rows[0]?.lag_ms ?? NaN;
-    },
+    measureLag: () => queryWithin<LagRow>(() => poolOf(stack), LAG_QUERY, ms, timedOut),
     close: stack.end,
   };
+}
+
+/** The stack's pool, created on demand (the Neon adapter creates it when Prisma connects). */
+async function poolOf<C>(stack: Stack<C>): Promise<GuardedPool> {
+  await stack.prisma.$connect();
+  return stack.driver.pool()!;
 }
 
 export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
@@ -205,9 +210,11 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     const name = poolName === undefined ? defaultPoolName(replicaConfig.target) : `${poolName}/replica-${i + 1}`;
     return { url, stack: buildStack(PrismaClient, replicaConfig, lifecycle, logger, () => {}, named(name)) };
   });
-  const router = replicaStacks.length === 0 ? undefined : new ReplicaRouter(replicaStacks.map(({ url, stack }) => replicaTarget(stack, url)), config.replica);
-  const transaction = routeReads(primary.units.transaction, router, config.transaction.isolationLevel);
-  const pools = (): GuardedPool[] => [primary, ...replicaStacks.map((r) => r.stack)].flatMap((s) => s.driver.pool() ?? []);
+  const stacks = [primary, ...replicaStacks.map((r) => r.stack)];
+  const closing = (): boolean => lifecycle.state !== 'open';
+  const router = replicaStacks.length === 0 ? undefined : new ReplicaRouter(replicaStacks.map(({ url, stack }) => replicaTarget(stack, url)), config.replica, closing);
+  const transaction = routeReads(primary.units.transaction, router, { defaults: config.transaction, closing, closedError: closedUnderWork });
+  const pools = (): GuardedPool[] => stacks.flatMap((s) => s.driver.pool() ?? []);
 
   const shutdown: Shutdown = {
     destroyBusy: () => pools().reduce((n, pool) => n + pool.destroyBusy(closedUnderWork()), 0),
@@ -256,8 +263,8 @@ async function healthOf<C>(primary: Stack<C>, lifecycle: Lifecycle, router: Repl
 }
 
 /** What work still running at close()'s deadline fails with: its connection was closed under it. */
-function closedUnderWork(): DatabaseConnectionError {
-  return new DatabaseConnectionError('The connection was closed by db.close() after its deadline, with this work still running', { retryable: false });
+function closedUnderWork(cause?: unknown): DatabaseConnectionError {
+  return new DatabaseConnectionError('The connection was closed by db.close() after its deadline, with this work still running', { retryable: false, ...(cause === undefined ? {} : { cause }) });
 }
 
 let channelBindingWarned = false;

@@ -78,12 +78,8 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
     error,
   });
   if (deps.isClosed()) return unhealthy('the database client is closed');
-  const abort = new AbortController();
   try {
-    const row = await withDeadline(run(deps, abort.signal), timeoutMs, () => {
-      abort.abort();
-      return new DeadlineExceededError('health', timeoutMs);
-    });
+    const row = await queryWithin<HealthRow>(deps.pool, HEALTH_SQL, timeoutMs, () => new DeadlineExceededError('health', timeoutMs));
     return {
       status: 'healthy',
       latencyMs: elapsed(),
@@ -99,27 +95,41 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
 }
 
 /**
+ * One statement's first row, on a connection of the pool, sent directly (not through
+ * Prisma: it counts as no application query and trips no slow-query log), within
+ * `timeoutMs`, connecting included; past it, `expire`'s error, and the connection is
+ * destroyed (see run). Health checks and replica lag checks use it.
+ */
+export async function queryWithin<R>(pool: () => Promise<GuardedPool>, sql: string, timeoutMs: number, expire: () => Error): Promise<R> {
+  const abort = new AbortController();
+  return withDeadline(run<R>(pool, sql, abort.signal), timeoutMs, () => {
+    abort.abort();
+    return expire();
+  });
+}
+
+/**
  * Borrows a connection and runs the statement. When the caller has given up (`signal`
  * aborted), the connection is handed back at once: a late checkout goes back intact, a
  * connection with the statement still running is destroyed, so nothing is left running.
  * A reused connection found dead is replaced, within the pool's recovery budget.
  */
-async function run(deps: HealthDeps, signal: AbortSignal): Promise<HealthRow> {
-  const pool = await deps.pool();
+async function run<R>(connect: () => Promise<GuardedPool>, sql: string, signal: AbortSignal): Promise<R> {
+  const pool = await connect();
   for (let recovered = 0; ; recovered++) {
     const { client, reused } = await pool.checkout();
     if (signal.aborted) {
       client.release();
-      throw new Error('health check abandoned');
+      throw new Error('check abandoned');
     }
-    const outcome = await queryOnce(client, signal);
+    const outcome = await queryOnce<R>(client, sql, signal);
     if (outcome.ok) return outcome.row;
     if (!signal.aborted && isConnectionLoss(outcome.error) && pool.mayRecover(outcome.error, reused, recovered)) continue;
     throw outcome.error;
   }
 }
 
-async function queryOnce(client: PoolClient, signal: AbortSignal): Promise<{ ok: true; row: HealthRow } | { ok: false; error: unknown }> {
+async function queryOnce<R>(client: PoolClient, sql: string, signal: AbortSignal): Promise<{ ok: true; row: R } | { ok: false; error: unknown }> {
   let released = false;
   const release = (err?: Error): void => {
     if (released) return;
@@ -129,16 +139,16 @@ async function queryOnce(client: PoolClient, signal: AbortSignal): Promise<{ ok:
   // Destroying the connection is the only way to stop waiting for a server that does
   // not answer; the statement then fails and nothing is left running.
   const onAbort = (): void => {
-    const reason = new Error('health check timed out');
+    const reason = new Error('check timed out');
     destroySocket(client, reason);
     release(reason);
   };
   signal.addEventListener('abort', onAbort, { once: true });
   try {
-    const result = (await client.query(HEALTH_SQL)) as { rows: HealthRow[] };
+    const result = (await client.query(sql)) as { rows: R[] };
     release();
     const row = result.rows[0];
-    return row ? { ok: true, row } : { ok: false, error: new Error('health query returned no row') };
+    return row ? { ok: true, row } : { ok: false, error: new Error('the check returned no row') };
   } catch (error) {
     release(isConnectionLoss(error) ? (error as Error) : undefined);
     return { ok: false, error };

@@ -5,7 +5,9 @@
 // `lagCheckIntervalMs`, run only when a read is about to be routed: no background loop.
 
 import type { IsolationLevel } from './config.ts';
+import { waitAtMost } from './deadline.ts';
 import { DatabaseConnectionError, PoolTimeoutError } from './errors.ts';
+import { checkUnitOptions } from './unit-options.ts';
 import { inUnitOfWork, type TransactionOptions, type TxClient, type UnitsOfWork } from './unit-of-work.ts';
 
 export interface ReplicaStatus {
@@ -15,11 +17,18 @@ export interface ReplicaStatus {
   lastError: string | undefined;
 }
 
+/** One row of LAG_QUERY. */
+export interface LagRow {
+  in_recovery: boolean;
+  receiving: boolean;
+  lag_ms: number | null;
+}
+
 export interface ReplicaTarget<C> {
   name: string;
   units: UnitsOfWork<C>;
-  /** Lag behind the primary in ms (0 when fully replayed). Rejects if unreachable. */
-  measureLag(): Promise<number>;
+  /** One LAG_QUERY row, bounded by the replica's connect timeout. Rejects if unreachable. */
+  measureLag(): Promise<LagRow>;
   close(): Promise<void>;
 }
 
@@ -29,6 +38,8 @@ interface ReplicaState<C> {
   lagMs: number | undefined;
   checkedAt: number;
   lastError: string | undefined;
+  /** The lag check in flight, shared by the reads that arrive meanwhile. */
+  check: Promise<void> | undefined;
 }
 
 export interface ReplicaPolicy {
@@ -37,23 +48,38 @@ export interface ReplicaPolicy {
   lagCheckIntervalMs: number;
 }
 
+/** What routing needs from the Db around it. */
+export interface ReadRouting {
+  /** The Db's defaults for a unit's options. */
+  defaults: { isolationLevel?: IsolationLevel | undefined; timeoutMs: number; maxWaitMs: number };
+  /** True once close() has begun: a failure then says nothing about a replica, and nothing falls back. */
+  closing(): boolean;
+  /** What a read cut by close() fails with: the primary's non-retryable error for work cut by close(). */
+  closedError(cause: unknown): Error;
+}
+
 export class ReplicaRouter<C> {
   private readonly states: ReplicaState<C>[];
   private next = 0;
 
-  constructor(targets: ReplicaTarget<C>[], private readonly policy: ReplicaPolicy) {
-    this.states = targets.map((target) => ({ target, downUntil: 0, lagMs: undefined, checkedAt: 0, lastError: undefined }));
+  constructor(
+    targets: ReplicaTarget<C>[],
+    private readonly policy: ReplicaPolicy,
+    private readonly closing: () => boolean,
+  ) {
+    this.states = targets.map((target) => ({ target, downUntil: 0, lagMs: undefined, checkedAt: 0, lastError: undefined, check: undefined }));
   }
 
   get size(): number {
     return this.states.length;
   }
 
-  /** A replica fit to serve a read now, or undefined (read on the primary). */
-  async pick(): Promise<ReplicaTarget<C> | undefined> {
+  /** A replica fit to serve a read now, or undefined (read on the primary). Waits at most `waitMs` for lag checks. */
+  async pick(waitMs: number): Promise<ReplicaTarget<C> | undefined> {
+    const until = performance.now() + waitMs;
     for (let i = 0; i < this.states.length; i++) {
       const state = this.states[(this.next + i) % this.states.length]!;
-      if (await this.usable(state)) {
+      if (await this.usable(state, until)) {
         this.next = (this.next + i + 1) % this.states.length;
         return state.target;
       }
@@ -61,26 +87,36 @@ export class ReplicaRouter<C> {
     return undefined;
   }
 
-  private async usable(state: ReplicaState<C>): Promise<boolean> {
-    const now = Date.now();
-    if (now < state.downUntil) return false;
-    if (now - state.checkedAt < this.policy.lagCheckIntervalMs) {
-      return state.lagMs !== undefined && state.lagMs <= this.policy.maxLagMs;
+  private async usable(state: ReplicaState<C>, until: number): Promise<boolean> {
+    if (Date.now() < state.downUntil) return false;
+    if (state.checkedAt === 0 || Date.now() - state.checkedAt >= this.policy.lagCheckIntervalMs) {
+      state.check ??= this.check(state);
+      // The read waits only within its own limits. A check it gives up on goes on, bounded
+      // by the connect timeout, and its answer serves the reads that come after.
+      if (!(await waitAtMost(state.check, until - performance.now()))) return false;
     }
-    state.checkedAt = now;
+    return Date.now() >= state.downUntil && state.lagMs !== undefined && state.lastError === undefined;
+  }
+
+  private async check(state: ReplicaState<C>): Promise<void> {
     try {
-      state.lagMs = await state.target.measureLag();
-      if (Number.isNaN(state.lagMs)) throw new Error('not a replica: pg_is_in_recovery() is false');
+      this.record(state, await state.target.measureLag());
     } catch (err) {
-      this.markDown(state.target, err);
-      return false;
+      // Cut by close(), or no free connection in the replica's pool: neither says the replica is down.
+      if (!this.closing() && !(err instanceof PoolTimeoutError)) this.markDown(state.target, err);
+    } finally {
+      state.check = undefined;
     }
-    if (state.lagMs > this.policy.maxLagMs) {
-      state.lastError = `lagging ${Math.round(state.lagMs)} ms behind the primary (bound ${this.policy.maxLagMs} ms)`;
-      return false;
+  }
+
+  private record(state: ReplicaState<C>, row: LagRow): void {
+    if (!row.in_recovery) {
+      this.markDown(state.target, new Error('not a replica: pg_is_in_recovery() is false'));
+      return;
     }
-    state.lastError = undefined;
-    return true;
+    state.checkedAt = Date.now();
+    state.lagMs = row.lag_ms ?? undefined;
+    state.lastError = lagProblem(row, this.policy.maxLagMs);
   }
 
   /** Takes a replica out of rotation after a failure; it is probed again later. */
@@ -108,42 +144,93 @@ export class ReplicaRouter<C> {
   }
 }
 
+/** Why a replica with this lag reading must not serve reads, or undefined when it may. */
+function lagProblem(row: LagRow, maxLagMs: number): string | undefined {
+  if (row.lag_ms === null || row.lag_ms <= maxLagMs) return undefined;
+  return `lagging ${Math.round(row.lag_ms)} ms behind the primary (bound ${maxLagMs} ms)`;
+}
+
 /**
  * Lag in ms: zero when everything received is replayed (also right after a restart,
  * before streaming resumes, when nothing is pending), else the age of the last replay.
  * The age alone would call an idle primary's replica "lagging".
  */
-export const LAG_QUERY = `SELECT CASE
-  WHEN NOT pg_is_in_recovery() THEN NULL
+export const LAG_QUERY = `SELECT r.in_recovery, r.receiving, CASE
+  WHEN NOT r.in_recovery THEN NULL
   WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
   ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000, 0)
-END::float8 AS lag_ms`;
+END::float8 AS lag_ms
+FROM (SELECT pg_is_in_recovery() AS in_recovery, EXISTS (SELECT 1 FROM pg_stat_wal_receiver) AS receiving) AS r`;
+
+/**
+ * A read's own limits, for the read as a whole: the lag check, the replica and a fallback
+ * to the primary share its `timeoutMs`; each step gets the time left, not a fresh one.
+ */
+class ReadBudget {
+  private readonly started = performance.now();
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly maxWaitMs: number,
+  ) {}
+
+  left(): number {
+    return this.timeoutMs - (performance.now() - this.started);
+  }
+
+  /** How long the lag check may hold the read up: a connection wait, and at most half its time, so a fallback keeps the rest. */
+  lagWaitMs(): number {
+    return Math.min(this.maxWaitMs, this.timeoutMs / 2);
+  }
+
+  /** The unit's options with the time left (whole milliseconds, at least 1). */
+  options(opts: TransactionOptions): TransactionOptions {
+    const left = Math.max(1, Math.floor(this.left()));
+    return { ...opts, timeoutMs: left, maxWaitMs: Math.max(1, Math.min(this.maxWaitMs, left)) };
+  }
+}
+
+/**
+ * Whether a replica's failure lets the read go to the primary: `down` for a retryable
+ * connection failure (the replica is taken out of rotation), `busy` for no free connection
+ * in its pool (it is not). Anything else is the caller's: the work's own error, a
+ * non-retryable one (work cut by close(), an ended scope), fn's own throw.
+ */
+function replicaFailure(err: unknown): 'down' | 'busy' | undefined {
+  if (err instanceof PoolTimeoutError) return 'busy';
+  if (err instanceof DatabaseConnectionError && err.retryable) return 'down';
+  return undefined;
+}
 
 /**
  * Units of work with read-only routing: a read-only unit (outside any other unit) runs on
  * a replica; if that replica cannot be reached it is taken out of rotation and the unit
- * runs on the primary. Re-running is safe because a read-only unit wrote nothing. A
- * SERIALIZABLE unit stays on the primary: a hot standby refuses that isolation level.
+ * runs on the primary, in the time the read has left. Re-running is safe because a
+ * read-only unit wrote nothing. A SERIALIZABLE unit stays on the primary: a hot standby
+ * refuses that isolation level. Once close() has begun nothing falls back: the read fails
+ * as work cut by close() does on the primary.
  */
-export function routeReads<C>(
-  primary: UnitsOfWork<C>['transaction'],
-  router: ReplicaRouter<C> | undefined,
-  defaultIsolation: IsolationLevel | undefined,
-): UnitsOfWork<C>['transaction'] {
+export function routeReads<C>(primary: UnitsOfWork<C>['transaction'], router: ReplicaRouter<C> | undefined, routing: ReadRouting): UnitsOfWork<C>['transaction'] {
   if (!router || router.size === 0) return primary;
+  const { defaults } = routing;
   return async <T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions = {}): Promise<T> => {
-    const serializable = (opts.isolationLevel ?? defaultIsolation) === 'Serializable';
-    if (opts.readOnly && !serializable && !inUnitOfWork()) {
-      const target = await router.pick();
-      if (target) {
-        try {
-          return await target.units.transaction(fn, opts);
-        } catch (err) {
-          if (!(err instanceof DatabaseConnectionError || err instanceof PoolTimeoutError)) throw err;
-          router.markDown(target, err);
-        }
+    const serializable = (opts.isolationLevel ?? defaults.isolationLevel) === 'Serializable';
+    if (!opts.readOnly || serializable || inUnitOfWork()) return primary(fn, opts);
+    checkUnitOptions(opts);
+    const budget = new ReadBudget(opts.timeoutMs ?? defaults.timeoutMs, opts.maxWaitMs ?? defaults.maxWaitMs);
+    const target = await router.pick(budget.lagWaitMs());
+    if (target) {
+      try {
+        return await target.units.transaction(fn, budget.options(opts));
+      } catch (err) {
+        const failure = replicaFailure(err);
+        if (failure === undefined) throw err;
+        if (routing.closing()) throw routing.closedError(err);
+        if (failure === 'down') router.markDown(target, err);
+        // The replica used up the read's time: the primary would only fail it again.
+        if (budget.left() < 1) throw err;
       }
     }
-    return primary(fn, opts);
+    if (routing.closing()) throw routing.closedError(undefined);
+    return primary(fn, budget.options(opts));
   };
 }

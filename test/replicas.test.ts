@@ -1,14 +1,17 @@
 // Read replicas for real: a streaming replica (pg_basebackup -R) of a dedicated primary.
 // Reads land on the replica, writes on the primary, a write in a read-only unit fails
 // with a typed error, a stopped or lagging replica is skipped without the caller seeing it.
-import { createDb, DatabaseQueryError, classifyError, type Db } from '../src/index';
+import { createDb, DatabaseConnectionError, DatabaseQueryError, classifyError, type Db } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, startReplica, type Cluster, type Replica } from './support/cluster';
+import { startTcpProxy, type TcpProxy } from './support/tcp-proxy';
 import { buildTemplate } from './support/template';
+import { holdConnection, rejectionOf, sleep } from './support/async';
 
 let primary: Cluster;
 let replica: Replica;
 let db: Db<PrismaClient>;
+let proxy: TcpProxy;
 
 beforeAll(async () => {
   primary = await startCluster({ name: 'repl-primary' });
@@ -16,6 +19,7 @@ beforeAll(async () => {
   await primary.query('CREATE DATABASE repl_app TEMPLATE repl_template');
   replica = await startReplica(primary.info(), { name: 'repl-replica' });
   await replica.waitForCatchUp();
+  proxy = await startTcpProxy({ host: replica.host, port: replica.port });
   db = createDb({
     PrismaClient,
     url: primary.url('repl_app', { sslmode: 'require' }),
@@ -25,6 +29,7 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(async () => {
   await db?.close();
+  await proxy?.close();
   await replica?.destroy();
   await primary?.destroy();
 });
@@ -119,4 +124,72 @@ it('falls back to the primary without an error when the replica is down, and rep
   await new Promise((r) => setTimeout(r, 350)); // retryAfterMs
   await replica.waitForCatchUp();
   await expect(onReplica()).resolves.toBe(true);
+});
+
+type Options = Parameters<typeof createDb<PrismaClient>>[0];
+
+/** A Db of its own on the primary and the replica (or `replicaUrl`), lag checked on every read. */
+function ownDb(extra: Partial<Options> = {}, replicaUrl = replica.url('repl_app', { sslmode: 'require' })): Db<PrismaClient> {
+  return createDb({
+    PrismaClient,
+    url: primary.url('repl_app', { sslmode: 'require' }),
+    replicas: [replicaUrl],
+    replica: { lagCheckIntervalMs: 0, retryAfterMs: 300, maxLagMs: 1000 },
+    ...extra,
+  } as Options);
+}
+
+const inRecovery = (on: Db<PrismaClient>, options: { timeoutMs?: number; maxWaitMs?: number } = {}): Promise<boolean> =>
+  on.read(async (tx) => (await tx.$queryRaw<{ r: boolean }[]>`SELECT pg_is_in_recovery() AS r`)[0]!.r, options);
+
+describe('close() during a replica read', () => {
+  it('fails the read with the non-retryable closed error: not re-run on the primary, the replica not marked down', async () => {
+    const own = ownDb();
+    await expect(inRecovery(own)).resolves.toBe(true);
+    let runs = 0;
+    const read = rejectionOf(
+      own.read(async (tx) => {
+        runs++;
+        await tx.$queryRaw`SELECT pg_sleep(5)::text`;
+      }),
+    );
+    await sleep(300);
+    await own.close({ deadlineMs: 100 });
+    const err = await read;
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect((err as DatabaseConnectionError).retryable).toBe(false);
+    expect(runs).toBe(1);
+    expect(own.replicas()[0]).toMatchObject({ up: true, lastError: undefined });
+  });
+});
+
+describe("a read's own limits bound its lag check", () => {
+  afterEach(() => proxy.heal());
+
+  it('a replica that does not answer: the read is answered by the primary within its timeoutMs, not the connect timeout', async () => {
+    const own = ownDb({ timeouts: { connectMs: 20_000 } }, replica.url('repl_app', { sslmode: 'require' }, { port: proxy.port }));
+    try {
+      proxy.blackhole();
+      const started = Date.now();
+      await expect(inRecovery(own, { timeoutMs: 1500 })).resolves.toBe(false);
+      expect(Date.now() - started).toBeLessThan(6000);
+    } finally {
+      await own.close({ deadlineMs: 0 });
+    }
+  }, 60_000);
+
+  it("a replica pool with no free connection: the read waits its maxWaitMs, goes to the primary, and the replica stays up", async () => {
+    const own = ownDb({ pool: { size: 1, maxOverflow: 0 }, timeouts: { connectMs: 20_000 } });
+    try {
+      await expect(inRecovery(own)).resolves.toBe(true);
+      const release = await holdConnection({ transaction: (fn: () => Promise<void>) => own.read(fn) });
+      const started = Date.now();
+      await expect(inRecovery(own, { maxWaitMs: 500 })).resolves.toBe(false);
+      expect(Date.now() - started).toBeLessThan(6000);
+      expect(own.replicas()[0]).toMatchObject({ up: true });
+      await release();
+    } finally {
+      await own.close({ deadlineMs: 0 });
+    }
+  }, 60_000);
 });
