@@ -20,7 +20,9 @@ export interface ReplicaStatus {
 /** One row of LAG_QUERY. */
 export interface LagRow {
   in_recovery: boolean;
+  /** A WAL receiver process exists: the replica is connected (or connecting) to its primary. */
   receiving: boolean;
+  /** null: unknown (not receiving, and nothing replayed since the replica started). */
   lag_ms: number | null;
 }
 
@@ -146,19 +148,33 @@ export class ReplicaRouter<C> {
 
 /** Why a replica with this lag reading must not serve reads, or undefined when it may. */
 function lagProblem(row: LagRow, maxLagMs: number): string | undefined {
-  if (row.lag_ms === null || row.lag_ms <= maxLagMs) return undefined;
-  return `lagging ${Math.round(row.lag_ms)} ms behind the primary (bound ${maxLagMs} ms)`;
+  const bound = `(bound ${maxLagMs} ms)`;
+  if (row.lag_ms === null) return `not receiving WAL from the primary, and no transaction replayed since it started: its lag is unknown ${bound}`;
+  if (row.lag_ms <= maxLagMs) return undefined;
+  const ms = Math.round(row.lag_ms);
+  return row.receiving
+    ? `lagging ${ms} ms behind the primary ${bound}`
+    : `not receiving WAL from the primary: its last replayed transaction is ${ms} ms old ${bound}`;
 }
 
 /**
- * Lag in ms: zero when everything received is replayed (also right after a restart,
- * before streaming resumes, when nothing is pending), else the age of the last replay.
- * The age alone would call an idle primary's replica "lagging".
+ * The replica's state in one row. Lag in ms:
+ * - 0 when a WAL receiver is running and everything received is replayed. That a receiver
+ *   exists is all a role without pg_read_all_stats can see of pg_stat_wal_receiver (the
+ *   other columns are null to it), and it is enough: without a receiver (primary_conninfo
+ *   wrong, the primary or the network gone) "all received is replayed" says nothing, as
+ *   nothing more arrives, and a read would see data of any age.
+ * - Otherwise the age of the last replayed transaction: an upper bound on how stale the
+ *   replica can be. It calls a replica of an idle primary "lagging" when its receiver is
+ *   down, which is right: nothing then shows that the primary wrote nothing since.
+ * - null (unknown, skipped) when nothing was replayed since the replica started.
+ * A receiver cut off by a partition it has not noticed yet (wal_receiver_timeout) still
+ * counts as receiving: only the primary's own LSN could tell, at one more round trip.
  */
 export const LAG_QUERY = `SELECT r.in_recovery, r.receiving, CASE
   WHEN NOT r.in_recovery THEN NULL
-  WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
-  ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000, 0)
+  WHEN r.receiving AND pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
+  ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000
 END::float8 AS lag_ms
 FROM (SELECT pg_is_in_recovery() AS in_recovery, EXISTS (SELECT 1 FROM pg_stat_wal_receiver) AS receiving) AS r`;
 

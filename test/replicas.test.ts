@@ -6,7 +6,7 @@ import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, startReplica, type Cluster, type Replica } from './support/cluster';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy';
 import { buildTemplate } from './support/template';
-import { holdConnection, rejectionOf, sleep } from './support/async';
+import { holdConnection, rejectionOf, sleep, waitFor } from './support/async';
 
 let primary: Cluster;
 let replica: Replica;
@@ -161,6 +161,33 @@ describe('close() during a replica read', () => {
     expect(runs).toBe(1);
     expect(own.replicas()[0]).toMatchObject({ up: true, lastError: undefined });
   });
+});
+
+describe('a replica whose WAL stream is broken', () => {
+  // As the application connects: the app role sees only pg_stat_wal_receiver's pid.
+  const asApp = (): string => replica.url('repl_app', { sslmode: 'require' }, { user: 'app' });
+  const walReceivers = async (): Promise<number> => (await replica.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_wal_receiver'))[0]!.n;
+
+  it('is not fresh: reads go to the primary and see its latest writes; status says why', async () => {
+    // maxLagMs 0: a replica fits only while it provably has everything the primary sent.
+    const own = ownDb({ replica: { lagCheckIntervalMs: 0, retryAfterMs: 300, maxLagMs: 0 } }, asApp());
+    const conninfo = (await replica.query<{ c: string }>("SELECT current_setting('primary_conninfo') AS c"))[0]!.c;
+    try {
+      await replica.waitForCatchUp();
+      await expect(inRecovery(own)).resolves.toBe(true);
+      await replica.query("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 connect_timeout=1'");
+      await replica.query('SELECT pg_reload_conf()');
+      await waitFor(async () => (await walReceivers()) === 0, 20_000);
+      const created = await own.account.create({ data: { owner: 'wal-broken', balance: 1 } });
+      await expect(own.read((tx) => tx.account.findUnique({ where: { id: created.id } }))).resolves.toMatchObject({ owner: 'wal-broken' });
+      expect(own.replicas()[0]).toMatchObject({ up: false, lastError: expect.stringMatching(/not receiving WAL/) });
+    } finally {
+      await replica.query(`ALTER SYSTEM SET primary_conninfo = '${conninfo.replace(/'/g, "''")}'`);
+      await replica.query('SELECT pg_reload_conf()');
+      await own.close();
+    }
+    await replica.waitForCatchUp();
+  }, 60_000);
 });
 
 describe("a read's own limits bound its lag check", () => {
