@@ -16,7 +16,7 @@ import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
 import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
 import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork, type UnitTelemetry } from './unit-of-work.ts';
-import { DatabaseConnectionError } from './errors.ts';
+import { DatabaseConnectionError, type DatalayerError } from './errors.ts';
 import type * as Verify from './verify.ts';
 import type { VerifyOptions, VerifyReport } from './verify.ts';
 import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
@@ -72,10 +72,11 @@ export interface DatalayerApi<C> {
   scope<T>(fn: () => Promise<T>, options?: ScopeOptions): Promise<T>;
   /** `fn` with a scope per call: `export default db.handler(async (req) => …)`. */
   handler<A extends unknown[], R>(fn: (...args: A) => Promise<R>, options?: ScopeOptions): (...args: A) => Promise<R>;
+  /** Counters, events' lastError: the whole Db's, replicas included. `pool`: the primary's pool (each replica's is in `replicas()`). */
   stats(): DbStats;
   /** One SELECT within `timeoutMs`. Never throws. */
   health(options?: HealthOptions): Promise<HealthReport & { replicas: ReplicaStatus[] }>;
-  /** pg-pool's lifecycle events (pids only), typed `error`s and `slowQuery` (SQL text, never parameters). */
+  /** pg-pool's lifecycle events (pids only), typed `error`s and `slowQuery` (SQL text, never parameters): the primary's and the replicas'. */
   on<E extends keyof DbEvents>(event: E, listener: (...args: DbEvents[E]) => void): () => void;
   /**
    * Startup check, before taking traffic: connects within the connect timeout and checks the
@@ -180,6 +181,7 @@ function replicaTarget<C>(stack: Stack<C>, url: string): ReplicaTarget<C> {
     name: describeUrl(url),
     units: stack.units,
     measureLag: () => queryWithin<LagRow>(() => poolOf(stack), LAG_QUERY, ms, timedOut),
+    figures: () => figuresOf(stack),
     close: stack.end,
   };
 }
@@ -188,6 +190,10 @@ function replicaTarget<C>(stack: Stack<C>, url: string): ReplicaTarget<C> {
 async function poolOf<C>(stack: Stack<C>): Promise<GuardedPool> {
   await stack.prisma.$connect();
   return stack.driver.pool()!;
+}
+
+function figuresOf<C>(stack: Stack<C>): DbStats['pool'] {
+  return stack.driver.pool()?.figures() ?? emptyFigures(stack.config);
 }
 
 export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
@@ -200,15 +206,19 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   const telemetry = createTelemetry(telemetryOptions, (message) => logger?.warn({ event: 'telemetry' }, message));
   const named = (poolName: string): StackTelemetry | undefined => telemetry && { telemetry, poolName };
   const poolName = telemetryOptions?.poolName;
-  const primary = buildStack(PrismaClient, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)));
-  primary.hub.onFailure = (err) => {
+  // One Db's failures, wherever they happen (primary or replica): stats' lastError and the logger.
+  const reportFailure = (err: DatalayerError): void => {
     record(err);
     logger?.error?.({ event: 'error', kind: err.kind, error: lastError?.message }, 'database error');
   };
+  const primary = buildStack(PrismaClient, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)));
+  primary.hub.onFailure = reportFailure;
   const replicaStacks = config.replicaUrls.map((url, i) => {
     const replicaConfig = loadConfig({ ...dbOptions, url, replicas: [] }, env);
     const name = poolName === undefined ? defaultPoolName(replicaConfig.target) : `${poolName}/replica-${i + 1}`;
-    return { url, stack: buildStack(PrismaClient, replicaConfig, lifecycle, logger, () => {}, named(name)) };
+    const stack = buildStack(PrismaClient, replicaConfig, lifecycle, logger, record, named(name));
+    stack.hub.onFailure = reportFailure;
+    return { url, stack };
   });
   const stacks = [primary, ...replicaStacks.map((r) => r.stack)];
   const closing = (): boolean => lifecycle.state !== 'open';
@@ -229,12 +239,15 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     current: primary.units.current,
     scope: lifecycle.guard(<T>(fn: () => Promise<T>, scopeOptions?: ScopeOptions) => runScope(config.mode === 'serverless', fn, scopeOptions)) as DatalayerApi<C>['scope'],
     handler: (fn, handlerOptions) => (...args) => api.scope(() => fn(...args), handlerOptions),
-    stats: () => ({ pool: primary.driver.pool()?.figures() ?? emptyFigures(config), counters: { ...primary.counters }, lastError: lastError && { ...lastError }, state: lifecycle.state }),
+    stats: () => ({ pool: figuresOf(primary), counters: sumCounters(stacks), lastError: lastError && { ...lastError }, state: lifecycle.state }),
     health: (healthOptions) => healthOf(primary, lifecycle, router, healthOptions),
     verify: lifecycle.guard((verifyOptions?: VerifyOptions) =>
       verifier().verify({ config, env: env ?? process.env, query: (sql) => primary.prisma.$queryRawUnsafe(sql) }, verifyOptions),
     ) as DatalayerApi<C>['verify'],
-    on: (event, listener) => primary.hub.on(event, listener),
+    on: (event, listener) => {
+      const offs = stacks.map((s) => s.hub.on(event, listener));
+      return () => offs.forEach((off) => off());
+    },
     describe: () => `${config.driver} ${config.mode} postgresql://${config.target.host}:${config.target.port}/${config.target.database} ssl=${config.ssl.mode}`,
     config,
     close: (closeOptions) => lifecycle.close(closeOptions, shutdown),
@@ -266,6 +279,14 @@ async function healthOf<C>(primary: Stack<C>, lifecycle: Lifecycle, router: Repl
 function closedUnderWork(cause?: unknown): DatabaseConnectionError {
   return new DatabaseConnectionError('The connection was closed by db.close() after its deadline, with this work still running', { retryable: false, ...(cause === undefined ? {} : { cause }) });
 }
+
+/** The counters of the Db: its primary's and its replicas' together. */
+function sumCounters(stacks: readonly Stack<unknown>[]): DbCounters {
+  const sum = newCounters();
+  for (const { counters } of stacks) for (const key of Object.keys(sum) as (keyof DbCounters)[]) sum[key] += counters[key];
+  return sum;
+}
+
 
 let channelBindingWarned = false;
 

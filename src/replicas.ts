@@ -7,14 +7,20 @@
 import type { IsolationLevel } from './config.ts';
 import { waitAtMost } from './deadline.ts';
 import { DatabaseConnectionError, PoolTimeoutError } from './errors.ts';
+import type { PoolFigures } from './stats.ts';
 import { checkUnitOptions } from './unit-options.ts';
 import { inUnitOfWork, type TransactionOptions, type TxClient, type UnitsOfWork } from './unit-of-work.ts';
 
 export interface ReplicaStatus {
   name: string;
+  /** In rotation: not taken out after a failure, not lagging. Also true before anything was checked (see `checked`). */
   up: boolean;
+  /** False until a lag check or a read has told something about this replica: `up` is then only presumed. */
+  checked: boolean;
   lagMs: number | undefined;
   lastError: string | undefined;
+  /** This replica's own pool (db.stats().pool is the primary's). */
+  pool: PoolFigures;
 }
 
 /** One row of LAG_QUERY. */
@@ -31,6 +37,7 @@ export interface ReplicaTarget<C> {
   units: UnitsOfWork<C>;
   /** One LAG_QUERY row, bounded by the replica's connect timeout. Rejects if unreachable. */
   measureLag(): Promise<LagRow>;
+  figures(): PoolFigures;
   close(): Promise<void>;
 }
 
@@ -39,6 +46,7 @@ interface ReplicaState<C> {
   downUntil: number;
   lagMs: number | undefined;
   checkedAt: number;
+  checked: boolean;
   lastError: string | undefined;
   /** The lag check in flight, shared by the reads that arrive meanwhile. */
   check: Promise<void> | undefined;
@@ -69,7 +77,7 @@ export class ReplicaRouter<C> {
     private readonly policy: ReplicaPolicy,
     private readonly closing: () => boolean,
   ) {
-    this.states = targets.map((target) => ({ target, downUntil: 0, lagMs: undefined, checkedAt: 0, lastError: undefined, check: undefined }));
+    this.states = targets.map((target) => ({ target, downUntil: 0, lagMs: undefined, checkedAt: 0, checked: false, lastError: undefined, check: undefined }));
   }
 
   get size(): number {
@@ -112,6 +120,7 @@ export class ReplicaRouter<C> {
   }
 
   private record(state: ReplicaState<C>, row: LagRow): void {
+    state.checked = true;
     if (!row.in_recovery) {
       this.markDown(state.target, new Error('not a replica: pg_is_in_recovery() is false'));
       return;
@@ -127,6 +136,7 @@ export class ReplicaRouter<C> {
     if (!state) return;
     state.downUntil = Date.now() + this.policy.retryAfterMs;
     state.checkedAt = 0;
+    state.checked = true;
     state.lagMs = undefined;
     state.lastError = err instanceof Error ? err.message : String(err);
   }
@@ -136,8 +146,10 @@ export class ReplicaRouter<C> {
     return this.states.map((s) => ({
       name: s.target.name,
       up: now >= s.downUntil && s.lastError === undefined,
+      checked: s.checked,
       lagMs: s.lagMs,
       lastError: s.lastError,
+      pool: s.target.figures(),
     }));
   }
 

@@ -1,7 +1,7 @@
 // Read replicas for real: a streaming replica (pg_basebackup -R) of a dedicated primary.
 // Reads land on the replica, writes on the primary, a write in a read-only unit fails
 // with a typed error, a stopped or lagging replica is skipped without the caller seeing it.
-import { createDb, DatabaseConnectionError, DatabaseQueryError, classifyError, type Db } from '../src/index';
+import { createDb, DatabaseConnectionError, DatabaseQueryError, classifyError, type Db, type DatalayerError } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, startReplica, type Cluster, type Replica } from './support/cluster';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy';
@@ -219,4 +219,54 @@ describe("a read's own limits bound its lag check", () => {
       await own.close({ deadlineMs: 0 });
     }
   }, 60_000);
+});
+
+describe('work on a replica is the Db\'s work', () => {
+  it('its slow queries, counters and failures reach db.on, db.stats() and the logger', async () => {
+    const logged: unknown[] = [];
+    const logger = { info: () => {}, warn: () => {}, error: (obj: unknown) => logged.push(obj) };
+    const own = ownDb({ slowQueryMs: 200, logger });
+    try {
+      const slow: string[] = [];
+      own.on('slowQuery', (info) => slow.push(info.sql));
+      const before = own.stats().counters;
+      await expect(
+        own.read(async (tx) => {
+          await tx.$queryRaw`SELECT pg_sleep(0.4)::text`;
+          return (await tx.$queryRaw<{ r: boolean }[]>`SELECT pg_is_in_recovery() AS r`)[0]!.r;
+        }),
+      ).resolves.toBe(true);
+      expect(slow).toEqual([expect.stringMatching(/pg_sleep/)]);
+      const after = own.stats().counters;
+      expect(after.transactions - before.transactions).toBe(1);
+      expect(after.slowQueries - before.slowQueries).toBe(1);
+      await own.read((tx) => tx.$executeRawUnsafe('SELECT 1/0')).catch(() => {});
+      expect(own.stats().lastError).toMatchObject({ kind: 'query', sqlState: '22012' });
+      expect(own.stats().counters.queryErrors).toBeGreaterThanOrEqual(1);
+    } finally {
+      await own.close();
+    }
+    const dead = ownDb({ logger }, replica.url('repl_app', { sslmode: 'require' }, { port: 1 }));
+    try {
+      const errors: DatalayerError[] = [];
+      dead.on('error', (err) => errors.push(err));
+      await expect(inRecovery(dead)).resolves.toBe(false);
+      expect(errors).toEqual([expect.objectContaining({ kind: 'connection' })]);
+      expect(dead.stats().lastError).toMatchObject({ kind: 'connection' });
+      expect(logged).toContainEqual(expect.objectContaining({ event: 'error', kind: 'connection' }));
+    } finally {
+      await dead.close();
+    }
+  });
+
+  it('db.replicas() tells a replica nothing has checked yet, and shows its own pool', async () => {
+    const own = ownDb();
+    try {
+      expect(own.replicas()[0]).toMatchObject({ up: true, checked: false, pool: { open: 0 } });
+      await expect(inRecovery(own)).resolves.toBe(true);
+      expect(own.replicas()[0]).toMatchObject({ up: true, checked: true, pool: { open: 1 } });
+    } finally {
+      await own.close();
+    }
+  });
 });
