@@ -16,7 +16,7 @@ import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
 import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
 import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork, type UnitTelemetry } from './unit-of-work.ts';
-import { DatabaseConnectionError, type DatalayerError } from './errors.ts';
+import { ConfigError, DatabaseConnectionError, type DatalayerError } from './errors.ts';
 import type * as Verify from './verify.ts';
 import type { VerifyOptions, VerifyReport } from './verify.ts';
 import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
@@ -214,7 +214,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   const primary = buildStack(PrismaClient, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)));
   primary.hub.onFailure = reportFailure;
   const replicaStacks = config.replicaUrls.map((url, i) => {
-    const replicaConfig = loadConfig({ ...dbOptions, url, replicas: [] }, env);
+    const replicaConfig = replicaConfigOf(dbOptions, env, url, i);
     const name = poolName === undefined ? defaultPoolName(replicaConfig.target) : `${poolName}/replica-${i + 1}`;
     const stack = buildStack(PrismaClient, replicaConfig, lifecycle, logger, record, named(name));
     stack.hub.onFailure = reportFailure;
@@ -287,6 +287,20 @@ function sumCounters(stacks: readonly Stack<unknown>[]): DbCounters {
   return sum;
 }
 
+/**
+ * A replica's configuration: the primary's options with the replica's URL. A problem in
+ * that URL is reported under the replica's own setting (`replicas[0]`,
+ * `DATABASE_REPLICA_URL[0]`), not the primary's `url`; ConfigError removes the password.
+ */
+function replicaConfigOf(options: DbOptions, env: Record<string, string | undefined> | undefined, url: string, i: number): DbConfig {
+  try {
+    return loadConfig({ ...options, url, replicas: [] }, env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const setting = `${options.replicas !== undefined ? 'replicas' : 'DATABASE_REPLICA_URL'}[${i}]`;
+    throw new ConfigError(err.issues.map((issue) => ({ ...issue, setting: issue.setting.replace(/^url\b/, setting) })));
+  }
+}
 
 let channelBindingWarned = false;
 

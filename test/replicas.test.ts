@@ -1,7 +1,7 @@
 // Read replicas for real: a streaming replica (pg_basebackup -R) of a dedicated primary.
 // Reads land on the replica, writes on the primary, a write in a read-only unit fails
 // with a typed error, a stopped or lagging replica is skipped without the caller seeing it.
-import { createDb, DatabaseConnectionError, DatabaseQueryError, classifyError, type Db, type DatalayerError } from '../src/index';
+import { createDb, ConfigError, DatabaseConnectionError, DatabaseQueryError, classifyError, type Db, type DatalayerError } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, startReplica, type Cluster, type Replica } from './support/cluster';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy';
@@ -268,5 +268,28 @@ describe('work on a replica is the Db\'s work', () => {
     } finally {
       await own.close();
     }
+  });
+});
+
+describe('a bad replica URL', () => {
+  const secret = 'S3cr3t-replica-pw';
+  const bad = `postgresql://user:${secret}@127.0.0.1:5432/db?sslmode=bogus`;
+  const problemOf = (make: () => unknown): ConfigError => {
+    try {
+      make();
+    } catch (err) {
+      return err as ConfigError;
+    }
+    throw new Error('no ConfigError');
+  };
+
+  it.each([
+    ['the replicas option', { replicas: ['postgresql://user@127.0.0.1:5432/db', bad] }, {}, 'replicas[1] parameter sslmode'],
+    ['DATABASE_REPLICA_URL', {}, { DATABASE_REPLICA_URL: bad }, 'DATABASE_REPLICA_URL[0] parameter sslmode'],
+  ])('from %s: the ConfigError names that setting, never the password', (_from, options, env, setting) => {
+    const err = problemOf(() => createDb({ PrismaClient, url: primary.url('repl_app'), env, ...options }));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.issues.map((i) => i.setting)).toEqual([setting]);
+    expect(`${err.message} ${JSON.stringify(err)}`).not.toContain(secret);
   });
 });
