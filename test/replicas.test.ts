@@ -1,7 +1,7 @@
 // Read replicas for real: a streaming replica (pg_basebackup -R) of a dedicated primary.
 // Reads land on the replica, writes on the primary, a write in a read-only unit fails
 // with a typed error, a stopped or lagging replica is skipped without the caller seeing it.
-import { createDb, ConfigError, DatabaseConnectionError, DatabaseQueryError, classifyError, type Db, type DatalayerError } from '../src/index';
+import { createDb, ConfigError, DatabaseConnectionError, DeadlineExceededError, DatabaseQueryError, classifyError, type Db, type DatalayerError } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, startReplica, type Cluster, type Replica } from './support/cluster';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy';
@@ -215,6 +215,26 @@ describe("a read's own limits bound its lag check", () => {
       expect(Date.now() - started).toBeLessThan(6000);
       expect(own.replicas()[0]).toMatchObject({ up: true });
       await release();
+    } finally {
+      await own.close({ deadlineMs: 0 });
+    }
+  }, 60_000);
+
+  it('a replica that stops answering mid-read uses up the read\'s timeoutMs: the read fails with its deadline, not re-run on the primary with a fresh one', async () => {
+    const own = ownDb({ replica: { lagCheckIntervalMs: 600_000, retryAfterMs: 300, maxLagMs: 1000 } }, replica.url('repl_app', { sslmode: 'require' }, { port: proxy.port }));
+    try {
+      await expect(inRecovery(own)).resolves.toBe(true);
+      proxy.blackhole();
+      let runs = 0;
+      const err = await rejectionOf(
+        own.read(async (tx) => {
+          runs++;
+          return tx.$queryRaw`SELECT 1 AS one`;
+        }, { timeoutMs: 1500 }),
+      );
+      expect(err).toBeInstanceOf(DeadlineExceededError);
+      expect(runs).toBe(1);
+      expect(own.replicas()[0]).toMatchObject({ up: false });
     } finally {
       await own.close({ deadlineMs: 0 });
     }
