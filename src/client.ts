@@ -4,7 +4,7 @@
 
 import { Instrumentation } from './adapter.ts';
 import { keepBatchesInContext } from './batching.ts';
-import { loadConfig, type DbConfig, type DbOptions, type IsolationLevel } from './config.ts';
+import { loadConfig, loadReplicaConfig, type DbConfig, type DbOptions, type IsolationLevel } from './config.ts';
 import { createDriver, type DriverHandle } from './driver/index.ts';
 import { EventHub, type DbEvents } from './events.ts';
 import { checkHealth, queryWithin, type HealthOptions, type HealthReport } from './health.ts';
@@ -214,7 +214,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   const primary = buildStack(PrismaClient, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)));
   primary.hub.onFailure = reportFailure;
   const replicaStacks = config.replicaUrls.map((url, i) => {
-    const replicaConfig = replicaConfigOf(dbOptions, env, url, i);
+    const replicaConfig = loadReplicaConfig(dbOptions, env, url, i);
     const name = poolName === undefined ? defaultPoolName(replicaConfig.target) : `${poolName}/replica-${i + 1}`;
     const stack = buildStack(PrismaClient, replicaConfig, lifecycle, logger, record, named(name));
     stack.hub.onFailure = reportFailure;
@@ -292,16 +292,6 @@ function sumCounters(stacks: readonly Stack<unknown>[]): DbCounters {
  * that URL is reported under the replica's own setting (`replicas[0]`,
  * `DATABASE_REPLICA_URL[0]`), not the primary's `url`; ConfigError removes the password.
  */
-function replicaConfigOf(options: DbOptions, env: Record<string, string | undefined> | undefined, url: string, i: number): DbConfig {
-  try {
-    return loadConfig({ ...options, url, replicas: [] }, env);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    const setting = `${options.replicas !== undefined ? 'replicas' : 'DATABASE_REPLICA_URL'}[${i}]`;
-    throw new ConfigError(err.issues.map((issue) => ({ ...issue, setting: issue.setting.replace(/^url\b/, setting) })));
-  }
-}
-
 let channelBindingWarned = false;
 
 /** Neon's URLs carry channel_binding=require; over its WebSocket, TLS ends at the proxy, so it cannot apply. Said once. */

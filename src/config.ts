@@ -431,6 +431,36 @@ export function isLocalHost(host: string): boolean {
 }
 
 /**
+ * A replica's configuration: the Db's settings, with the server (host, port, database, and
+ * the role when the URL names one) from the replica's URL alone. An explicit `host` or
+ * `database` option would otherwise win over the URL, as it does for the primary, and the
+ * replica pool would connect to the primary. A problem is named after the replica's
+ * setting (`replicas[1] parameter sslmode`), never the primary's `url`.
+ */
+export function loadReplicaConfig(options: DbOptions, env: Env | undefined, url: string, index: number): DbConfig {
+  const { host: _host, port: _port, database: _database, ...rest } = options;
+  const named = urlCredentials(url);
+  const shared: DbOptions = { ...rest, ...(named.user ? { user: undefined } : {}), ...(named.password ? { password: undefined } : {}) };
+  try {
+    return loadConfig({ ...shared, url, replicas: [] }, env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const setting = `${options.replicas !== undefined ? 'replicas' : 'DATABASE_REPLICA_URL'}[${index}]`;
+    throw new ConfigError(err.issues.map((issue) => ({ ...issue, setting: issue.setting.replace(/^url\b/, setting) })));
+  }
+}
+
+/** Does the URL name a role, a password? (A malformed URL is reported by loadConfig.) */
+function urlCredentials(url: string): { user: boolean; password: boolean } {
+  try {
+    const u = new URL(url);
+    return { user: u.username !== '', password: u.password !== '' };
+  } catch {
+    return { user: false, password: false };
+  }
+}
+
+/**
  * Resolves and validates the configuration. Throws one ConfigError listing every problem.
  * `env` defaults to process.env; tests pass their own.
  */

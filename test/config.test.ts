@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ConfigError, DEFAULTS, loadConfig } from '../src/index';
+import { loadReplicaConfig } from '../src/config';
 
 const SECRET = 'S3cr3t-p@ss';
 const URL_WITH_SECRET = `postgresql://app:${encodeURIComponent(SECRET)}@db.example.com:5432/shop`;
@@ -145,5 +146,19 @@ describe('loadConfig', () => {
         'disable',
       );
     });
+  });
+});
+
+describe('loadReplicaConfig', () => {
+  const replica = 'postgresql://reader:replica-pw@replica.example.com:5433/app?sslmode=require';
+
+  it("takes the server from the replica's URL, even when the primary is given by host options", () => {
+    const options = { host: 'primary.example.com', port: 6432, database: 'app', user: 'writer', password: 'primary-pw', sslmode: 'require' as const, pool: { size: 3 } };
+    // Before: the options won over the URL, as they do for the primary: the replica pool connected to the primary.
+    const config = loadReplicaConfig(options, {}, replica, 0);
+    expect(config.target).toMatchObject({ host: 'replica.example.com', port: 5433, database: 'app', user: 'reader', password: 'replica-pw' });
+    expect(config.pool.size).toBe(3);
+    // A URL without a role takes the Db's.
+    expect(loadReplicaConfig(options, {}, 'postgresql://replica.example.com/app?sslmode=require', 0).target).toMatchObject({ host: 'replica.example.com', port: 5432, user: 'writer', password: 'primary-pw' });
   });
 });
