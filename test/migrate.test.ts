@@ -273,3 +273,52 @@ describe("defaults: the application's migrations and schema, never the package's
     expect((failure as Error).message).toContain(path.join(dir, 'prisma.config.ts'));
   });
 });
+
+describe('a migration script is sent whole, as prisma migrate deploy sends it', () => {
+  let empty: TestDb;
+  beforeEach(async () => {
+    empty = await createTestDatabase({ migrated: false });
+  });
+  afterEach(async () => empty?.drop());
+
+  /** A migrations directory holding only these migrations. */
+  function only(name: string, migrations: Record<string, string>): string {
+    const dir = path.join(tmp, name);
+    mkdirSync(dir, { recursive: true });
+    cpSync(path.join(MIGRATIONS, 'migration_lock.toml'), path.join(dir, 'migration_lock.toml'));
+    for (const [migration, sql] of Object.entries(migrations)) {
+      mkdirSync(path.join(dir, migration));
+      writeFileSync(path.join(dir, migration, 'migration.sql'), sql);
+    }
+    return dir;
+  }
+
+  test('semicolons inside a plpgsql body, a string literal and a comment are not statement ends', async () => {
+    const migrationsDir = only('semicolons', {
+      '20000101000000_semicolons': [
+        '-- adds a function; see ticket 42',
+        'CREATE FUNCTION one() RETURNS integer LANGUAGE plpgsql AS $$',
+        'BEGIN',
+        '  RETURN 1;',
+        'END;',
+        '$$;',
+        'CREATE TABLE notes (v text);',
+        "INSERT INTO notes VALUES ('a;b');",
+        '',
+      ].join('\n'),
+    });
+    await expect(deploy({ url: empty.url, ssl: empty.ssl, migrationsDir })).resolves.toEqual({ applied: ['20000101000000_semicolons'] });
+    await expect(empty.query('SELECT one() AS v')).resolves.toEqual([{ v: 1 }]);
+    await expect(empty.query('SELECT v FROM notes')).resolves.toEqual([{ v: 'a;b' }]);
+  });
+
+  test('a migration failing at its second statement leaves nothing of its first behind', async () => {
+    const migrationsDir = only('half', {
+      '20000101000000_half': 'CREATE TABLE half_a (id int);\nCREATE TABLE half_b (id no_such_type);\n',
+    });
+    const failure = await deploy({ url: empty.url, ssl: empty.ssl, migrationsDir }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(MigrationError);
+    expect((failure as MigrationError).message).toContain('no_such_type');
+    await expect(empty.query("SELECT tablename FROM pg_tables WHERE tablename LIKE 'half_%'")).resolves.toEqual([]);
+  });
+});

@@ -287,6 +287,37 @@ function patchClientQuery(client: pg.PoolClient): void {
   (client as unknown as { query: QueryFn }).query = patched;
 }
 
+/** The part of @prisma/adapter-pg's connection adapter `wholeScripts` relies on; test/engine checks it. */
+export interface PgAdapterShape {
+  executeScript(script: string): Promise<void>;
+  /** Throws the driver error converted as the adapter converts every error (a DriverAdapterError). */
+  onError(error: unknown): never;
+}
+
+/**
+ * @prisma/adapter-pg 7's `executeScript` splits the script on every `;` and runs the pieces
+ * as separate autocommit statements: a plpgsql `$$ ... ; ... $$` body, a string or comment
+ * with a `;` is cut apart, and a migration failing half-way stays half-applied. Prisma's
+ * native schema engine sends the whole script as one simple-protocol query, which the
+ * server runs as one implicit transaction. This does the same (a query without parameters
+ * is a simple query in node-postgres), and converts errors with the adapter's own mapping.
+ */
+function wholeScripts(adapter: SqlDriverAdapter, pool: pg.Pool): SqlDriverAdapter {
+  const shape = adapter as unknown as Partial<PgAdapterShape>;
+  if (typeof shape.executeScript !== 'function' || typeof shape.onError !== 'function') {
+    throw new Error('@prisma/adapter-pg: its adapter no longer has executeScript/onError (package version changed?)');
+  }
+  const convert = shape.onError.bind(adapter);
+  adapter.executeScript = async (script: string): Promise<void> => {
+    try {
+      await pool.query(script);
+    } catch (error) {
+      convert(error);
+    }
+  };
+  return adapter;
+}
+
 /**
  * A migration-aware adapter factory over `@prisma/adapter-pg`, with pools owned here. PrismaPg's
  * own `connectToShadowDb()` cannot be used: with a connection string, pg lets the URL's database
@@ -307,7 +338,7 @@ function createAdapterFactory(
     pool.on('connect', patchClientQuery);
     // An idle client dying (server restart, dropped database) must not crash the process.
     pool.on('error', () => undefined);
-    const adapter = await new PrismaPg(pool, pgOptions).connect();
+    const adapter = wholeScripts(await new PrismaPg(pool, pgOptions).connect(), pool);
     const release = adapter.dispose.bind(adapter);
     let disposed: Promise<void> | undefined;
     const entry: Disposable = {
