@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import type { ConnectionOptions } from 'node:tls';
 import { loadConfig, toUrl, type DbConfig } from './config.ts';
-import { MigrationError } from './errors.ts';
+import { ConfigError, MigrationError } from './errors.ts';
 import { describeUrl, redactUrls, registerUrlSecret } from './secrets.ts';
 import { sslPlan } from './ssl.ts';
 export { MigrationError };
@@ -276,11 +276,35 @@ function scrub(text: string, urls: (string | undefined)[]): string {
   return redactUrls(text);
 }
 
+/** Where migrations run, and the configuration (host, SSL, timeouts) of that connection. */
+export interface MigrationTarget {
+  /** postgresql:// URL for the engine, password included. */
+  url: string;
+  /** The setting and where it points, without the password (for messages). */
+  label: string;
+  /** The target's own configuration: DIRECT_URL's alone when it is set, never the pooled URL's. */
+  config: DbConfig;
+}
+
 /** Where migrations run for an application's configuration: DIRECT_URL when set, else its URL. */
-export function migrationTarget(config: DbConfig): { url: string; label: string } {
-  if (config.directUrl !== undefined) return { url: config.directUrl, label: `DIRECT_URL ${describeUrl(config.directUrl)}` };
+export function migrationTarget(config: DbConfig): MigrationTarget {
+  const direct = config.directUrl;
+  if (direct !== undefined) return { url: direct, label: `DIRECT_URL ${describeUrl(direct)}`, config: directConfig(direct) };
   const url = toUrl(config);
-  return { url, label: `DATABASE_URL ${describeUrl(url)}` };
+  return { url, label: `DATABASE_URL ${describeUrl(url)}`, config };
+}
+
+/**
+ * DIRECT_URL's configuration from DIRECT_URL alone: its host is the one its certificate is
+ * checked against, and its sslmode, sslrootcert and connect_timeout apply, not DATABASE_URL's.
+ */
+function directConfig(directUrl: string): DbConfig {
+  try {
+    return loadConfig({ url: directUrl }, {});
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw new ConfigError(error.issues.map((i) => ({ ...i, setting: i.setting.replace(/^url\b/, 'DIRECT_URL') })));
+  }
 }
 
 /** The SSL attempts libpq would make for this sslmode: prefer/allow have a second one. */

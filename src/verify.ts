@@ -104,7 +104,9 @@ function sslVerdict(config: DbConfig, f: Finding): Finding {
 async function checkMigrations(config: DbConfig, where: { migrationsDir?: string; projectDir?: string }, add: (f: Finding) => void): Promise<MigrationStatus | undefined> {
   let result: MigrationStatus;
   try {
-    result = await withSsl(config, { url: migrationTarget(config).url, ...where }, status);
+    // DIRECT_URL's own host and SSL settings when it is set (migrationTarget), never the pool's.
+    const target = migrationTarget(config);
+    result = await withSsl(target.config, { url: target.url, ...where }, status);
   } catch (err) {
     add({ check: 'migrations', status: 'fail', summary: `could not read the migration status: ${describeError(err).message}`, advice: 'Check the migrations directory and DIRECT_URL (`prisma-datalayer migrate status`).' });
     return undefined;

@@ -127,6 +127,16 @@ describe('db.verify()', () => {
     expect(await testDb.query("SELECT to_regclass('verify_extra') AS t")).toEqual([{ t: null }]);
   }, 60_000);
 
+  it("the migrations check connects with DIRECT_URL's own SSL settings: its sslrootcert naming another CA is refused", async () => {
+    const db = dbFromEnv({
+      DATABASE_URL: testDb.appUrl,
+      DB_APPLICATION_NAME: 'verify-direct-ca',
+      DIRECT_URL: testDb.urlWith({ sslmode: 'verify-full', sslrootcert: testDb.wrongCaFile }, { user: testDb.appUser }),
+    });
+    const err = await verificationError(db.verify({ migrations: { migrationsDir: MIGRATIONS } }));
+    expect(err.failures).toEqual([{ check: 'migrations', summary: expect.stringMatching(/certificate|self[- ]signed/i), advice: expect.any(String) }]);
+  }, 60_000);
+
   it('lists every failed check at once: server version, capacity and a pending migration', async () => {
     const env = { DATABASE_URL: testDb.appUrl, DB_APPLICATION_NAME: 'verify-many' };
     const db = dbFromEnv(env);

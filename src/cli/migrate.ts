@@ -31,14 +31,14 @@ export async function runMigrate(cmd: MigrateCommand, io: CliIo): Promise<number
 
   if (cmd.action === 'deploy') {
     say(`Applying pending migrations from ${migrationsDir} to ${target.label} ...`);
-    const result = await withSsl(config, base, deploy);
+    const result = await withSsl(target.config, base, deploy);
     if (cmd.json) io.out(`${JSON.stringify({ target: target.label, ...result })}\n`);
     else if (result.applied.length === 0) say('No pending migrations: the database is up to date.');
     else say(`Applied ${result.applied.length} migration${result.applied.length === 1 ? '' : 's'}:\n${result.applied.map((m) => `  - ${m}`).join('\n')}`);
     return 0;
   }
 
-  const result = await withSsl(config, base, status);
+  const result = await withSsl(target.config, base, status);
   if (cmd.json) {
     io.out(`${JSON.stringify({ target: target.label, ...result })}\n`);
     return result.upToDate ? 0 : 1;

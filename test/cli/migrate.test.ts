@@ -77,6 +77,34 @@ describe('migrate', () => {
     }
   });
 
+  describe("with DIRECT_URL, the migration connection's host and SSL settings are DIRECT_URL's own", () => {
+    const dir = ['--migrations-dir', MIGRATIONS];
+
+    it("verify-full checks the certificate against DIRECT_URL's host, not the pooled DATABASE_URL's", async () => {
+      // The pooled endpoint has another name (a PgBouncer or Neon -pooler host); the certificate is DIRECT_URL's host's.
+      const env = {
+        DATABASE_URL: `postgresql://app:x@pooler.example.invalid:6432/${testDb.name}?sslmode=verify-full&sslrootcert=${encodeURIComponent(testDb.caFile)}`,
+        DB_POOLER: 'true',
+        DIRECT_URL: testDb.urlWith({ sslmode: 'verify-full', sslrootcert: testDb.caFile }, { user: testDb.appUser }),
+      };
+      const run = await runCli(['migrate', 'status', '--json', ...dir], env);
+      expect(run.err).toBe('');
+      expect(JSON.parse(run.out)).toMatchObject({ target: expect.stringMatching(/^DIRECT_URL /) });
+    });
+
+    it("DIRECT_URL's own sslmode=verify-full and sslrootcert are enforced: a certificate from another CA is refused", async () => {
+      const env = {
+        DATABASE_URL: `postgresql://app:x@127.0.0.1:1/${testDb.name}?sslmode=require`,
+        DB_POOLER: 'true',
+        DIRECT_URL: testDb.urlWith({ sslmode: 'verify-full', sslrootcert: testDb.wrongCaFile }, { user: testDb.appUser }),
+      };
+      const run = await runCli(['migrate', 'status', '--json', ...dir], env);
+      expect(run.code).toBe(1);
+      expect(run.out).toBe('');
+      expect(run.err).toMatch(/certificate|self[- ]signed/i);
+    });
+  });
+
   it('rejects an unknown migrate action', async () => {
     expect((await runCli(['migrate', 'reset'], {})).code).toBe(2);
   });
