@@ -604,6 +604,9 @@ export function toUrl(config: DbConfig, overrides: Partial<ConnectionTarget> = {
   // The password is non-enumerable (hidden from printing): a spread would drop it.
   const t = { ...config.target, password: config.target.password, ...overrides };
   const auth = `${encodeURIComponent(t.user)}${t.password === undefined ? '' : `:${encodeURIComponent(t.password)}`}`;
+  const database = encodeURIComponent(t.database);
+  // A unix socket directory goes in the host parameter (Prisma's and libpq's spelling): a URL host cannot hold a path.
+  if (t.host.startsWith('/')) return `postgresql://${auth}@localhost:${t.port}/${database}?host=${encodeURIComponent(t.host)}`;
   const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-  return `postgresql://${auth}@${host}:${t.port}/${encodeURIComponent(t.database)}`;
+  return `postgresql://${auth}@${host}:${t.port}/${database}`;
 }

@@ -3,7 +3,7 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestDatabase, type TestDatabase } from '../support/db';
+import { createTestDatabase, testServer, type TestDatabase } from '../support/db';
 import { runCli } from './run';
 
 const MIGRATIONS = path.resolve(__dirname, '..', '..', 'prisma', 'migrations');
@@ -103,6 +103,14 @@ describe('migrate', () => {
       expect(run.out).toBe('');
       expect(run.err).toMatch(/certificate|self[- ]signed/i);
     });
+  });
+
+  it('runs over a unix socket (DB_HOST=/socket/dir), as the application connects', async () => {
+    const server = testServer();
+    const env = { DB_HOST: server.socketDir, DB_PORT: String(server.port), DB_USER: server.appUser, DB_PASSWORD: server.appPassword, DB_NAME: testDb.name, DB_SSLMODE: 'disable' };
+    const run = await runCli(['migrate', 'status', '--json', '--migrations-dir', MIGRATIONS], env);
+    expect(run.err).toBe('');
+    expect(JSON.parse(run.out)).toMatchObject({ applied: committed });
   });
 
   it('rejects an unknown migrate action', async () => {
