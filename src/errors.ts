@@ -12,7 +12,7 @@
 
 import { redact } from './secrets.ts';
 
-export type ErrorKind = 'config' | 'connection' | 'pool-timeout' | 'query' | 'statement-timeout' | 'transaction' | 'verification';
+export type ErrorKind = 'config' | 'connection' | 'pool-timeout' | 'query' | 'statement-timeout' | 'transaction' | 'verification' | 'migration';
 
 /** `rolled-back`: the database certainly did not keep the work. `unknown`: it may have committed. */
 export type TransactionOutcome = 'rolled-back' | 'unknown';
@@ -182,16 +182,25 @@ export class VerificationError extends DatalayerError {
   }
 }
 
-/** Any failure of deploy, status or drift. The message never contains credentials. */
-export class MigrationError extends Error {
-  /** Prisma error code (e.g. P1000 authentication, P3009 failed migration) when the engine gave one. */
+/**
+ * Any failure of deploy, status or drift. The message never contains credentials.
+ * `outcome: 'unknown'`: the connection was lost while a migration ran, so it may or may not
+ * have been applied (`migrate status` tells). `retryable`: only where trying again can
+ * succeed as is (another session held the migration lock).
+ */
+export class MigrationError extends DatalayerError {
+  readonly kind = 'migration';
+  /**
+   * Prisma error code (e.g. P1000 authentication, P3009 failed migration) when the engine
+   * gave one; also in `prismaCode`. A MigrationError never passes through a Prisma driver
+   * adapter, so this `code` cannot be mistaken for a driver error's.
+   */
   readonly code: string | undefined;
 
   // No `cause`: the engine's raw error may embed connection details, and inspecting an
   // error prints its cause chain.
-  constructor(message: string, code?: string) {
-    super(redact(message));
-    this.name = 'MigrationError';
+  constructor(message: string, code?: string, details: Pick<DatalayerErrorDetails, 'retryable' | 'outcome'> = {}) {
+    super(message, { ...details, ...(code === undefined ? {} : { prismaCode: code }) });
     this.code = code;
   }
 }

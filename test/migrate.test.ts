@@ -4,8 +4,14 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writ
 import os from 'node:os';
 import path from 'node:path';
 
+import { inspect } from 'node:util';
+import { Client } from 'pg';
+
+import { DatalayerError } from '../src/errors';
 import { deploy, drift, MigrationError, status, type MigrateOptions } from '../src/migrate';
+import { eventually } from './support/async';
 import { createTestDatabase } from './support/db';
+import { startTcpProxy } from './support/tcp-proxy';
 
 const ROOT = path.resolve(__dirname, '..');
 const MIGRATIONS = path.join(ROOT, 'prisma', 'migrations');
@@ -184,9 +190,10 @@ test('a wrong password fails with P1000 and never prints a password', async () =
 
   expect(failure).toBeInstanceOf(MigrationError);
   const error = failure as MigrationError;
-  expect(error.code).toBe('P1000');
+  expect(error).toBeInstanceOf(DatalayerError);
+  expect(error).toMatchObject({ kind: 'migration', code: 'P1000', prismaCode: 'P1000', retryable: false });
   expect(error.message).toMatch(/Authentication failed/);
-  const printed = `${error.message}\n${error.stack ?? ''}`;
+  const printed = `${error.message}\n${error.stack ?? ''}\n${inspect(error, { depth: 10 })}\n${JSON.stringify(error)}`;
   expect(printed).not.toContain('wrong-Secret-4711');
   expect(printed).not.toContain(realPassword);
 });
@@ -321,4 +328,57 @@ describe('a migration script is sent whole, as prisma migrate deploy sends it', 
     expect((failure as MigrationError).message).toContain('no_such_type');
     await expect(empty.query("SELECT tablename FROM pg_tables WHERE tablename LIKE 'half_%'")).resolves.toEqual([]);
   });
+});
+
+/** Settles with what `work` settled with, or with 'still waiting' after `ms`. */
+function within(work: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise((resolve) => (timer = setTimeout(() => resolve('still waiting'), ms)));
+  return Promise.race([work.then((value) => value, (error: unknown) => error), late]).finally(() => clearTimeout(timer));
+}
+
+describe('waits that end', () => {
+  let empty: TestDb;
+  beforeEach(async () => {
+    empty = await createTestDatabase({ migrated: false });
+  });
+  afterEach(async () => empty?.drop());
+
+  test('while another session holds the migration lock, deploy fails after the lock timeout, saying so, and applies nothing', async () => {
+    const holder = new Client({ connectionString: empty.urlWith(), ssl: empty.ssl });
+    await holder.connect();
+    try {
+      await holder.query('SELECT pg_advisory_lock(72707369)');
+      // The engine gives up on the lock after about 10 s; before, the pool's end waited for it forever.
+      const failure = await within(deploy({ url: empty.url, ssl: empty.ssl, migrationsDir: MIGRATIONS }), 45_000);
+      expect(failure).toBeInstanceOf(MigrationError);
+      expect(failure).toMatchObject({ retryable: true, message: expect.stringContaining('the migration lock is held by another session') });
+      expect((failure as MigrationError).outcome).toBeUndefined();
+      await expect(empty.query("SELECT to_regclass('public._prisma_migrations')::text AS t")).resolves.toEqual([{ t: null }]);
+    } finally {
+      await holder.end();
+    }
+  }, 60_000);
+
+  test('a network black hole while a migration runs: deploy fails after its deadline, saying the outcome is unknown', async () => {
+    const proxy = await startTcpProxy({ host: empty.host, port: empty.port });
+    try {
+      const migrationsDir = path.join(tmp, `blackhole-${Date.now()}`);
+      mkdirSync(path.join(migrationsDir, '20000101000000_slow'), { recursive: true });
+      cpSync(path.join(MIGRATIONS, 'migration_lock.toml'), path.join(migrationsDir, 'migration_lock.toml'));
+      writeFileSync(path.join(migrationsDir, '20000101000000_slow', 'migration.sql'), 'SELECT pg_sleep(1);\nCREATE TABLE slow (id int);\n');
+      // socket_timeout: Prisma's per-statement limit (seconds), the engine connections' statement deadline.
+      const url = empty.urlWith({ sslmode: 'disable', connect_timeout: '2', socket_timeout: '4' }, { port: proxy.port });
+      const deploying = within(deploy({ url, migrationsDir }), 60_000);
+      // Black-holed while the migration's script runs: its answer never arrives.
+      const running = async (): Promise<boolean> => (await empty.query(`SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%' AND state = 'active'`)).length > 0;
+      expect(await eventually(running, 30_000, 10)).toBe(true);
+      proxy.blackhole();
+      const failure = await deploying;
+      expect(failure).toBeInstanceOf(MigrationError);
+      expect(failure).toMatchObject({ outcome: 'unknown', retryable: false, message: expect.stringContaining('outcome of the migration in flight is unknown') });
+    } finally {
+      proxy.close();
+    }
+  }, 90_000);
 });
