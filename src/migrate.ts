@@ -238,7 +238,8 @@ async function withEngine<T>(
     });
     return await work(engine, migrations);
   } catch (error) {
-    throw toMigrationError(action, error, [options.url, options.shadowDatabaseUrl]);
+    const lost = action === 'deploy' ? engine?.connectionLost() : undefined;
+    throw toMigrationError(action, lost ?? error, [options.url, options.shadowDatabaseUrl], lost !== undefined);
   } finally {
     await engine?.close();
   }
@@ -260,14 +261,29 @@ async function readText(file: string, what: string, url: string): Promise<string
   }
 }
 
-function toMigrationError(action: string, error: unknown, urls: (string | undefined)[]): MigrationError {
+/** The engine's own lock timeout (about 10 s) on `pg_advisory_lock`, which serialises migrations. */
+const LOCK_TIMEOUT = /advisory lock/i;
+
+/**
+ * `inFlight`: the connection was lost while migrations were being applied, so whether the
+ * one then running was applied is unknown.
+ */
+function toMigrationError(action: string, error: unknown, urls: (string | undefined)[], inFlight = false): MigrationError {
   if (error instanceof MigrationError) return error;
-  const raw = error instanceof Error ? error.message : String(error);
+  const raw = scrub(error instanceof Error ? error.message : String(error), urls);
   const code = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : undefined;
   // Prisma codes (P1000...) are useful; Node's (ENOENT...) are already in the message.
   const prismaCode = code !== undefined && /^P\d{4}$/.test(code) ? code : undefined;
-  const message = `migrate ${action} failed${prismaCode ? ` (${prismaCode})` : ''}: ${scrub(raw, urls)}`;
-  return new MigrationError(message, prismaCode);
+  const failed = `migrate ${action} failed${prismaCode ? ` (${prismaCode})` : ''}`;
+  if (inFlight) {
+    const message = `${failed}: the connection was lost while migrations were being applied (${raw}). The outcome of the migration in flight is unknown: run \`prisma-datalayer migrate status\` before deploying again`;
+    return new MigrationError(message, prismaCode, { outcome: 'unknown' });
+  }
+  if (LOCK_TIMEOUT.test(raw)) {
+    const message = `${failed}: the migration lock is held by another session (another migrate deploy is running, or a session still holds pg_advisory_lock(72707369)); nothing was applied. ${raw}`;
+    return new MigrationError(message, prismaCode, { retryable: true });
+  }
+  return new MigrationError(`${failed}: ${raw}`, prismaCode);
 }
 
 /** Removes URL credentials by shape and the passwords of the given URLs by value. */

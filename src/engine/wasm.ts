@@ -7,6 +7,10 @@
 // that breaks if a second instance is started in the same process.
 
 import { redactUrls } from '../secrets.ts';
+import { DEADLINE_GRACE_MS, waitAtMost } from '../deadline.ts';
+import { destroySocket, guardedClientClass, type ClientClass, type ClientPolicy } from '../driver/client.ts';
+import { DatabaseConnectionError, DeadlineExceededError } from '../errors.ts';
+import { isConnectionLoss } from '../failures.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -88,6 +92,11 @@ export interface SchemaEngineHandle {
   reset(input: ResetInput): Promise<void>;
   schemaPush(input: SchemaPushInput): Promise<SchemaPushOutput>;
   version(input?: GetDatabaseVersionInput | null): Promise<string>;
+  /**
+   * The first connection this engine lost while a statement was in flight (a statement or
+   * connect deadline passed, the server went away), if any: what that statement did is unknown.
+   */
+  connectionLost(): Error | undefined;
   /** Frees the engine and ends every pool it opened (including temporary shadow databases). */
   close(): Promise<void>;
 }
@@ -208,15 +217,40 @@ function evaluateGlue(source: string): WasmBindgenGlue {
   return glue as unknown as WasmBindgenGlue;
 }
 
+/** Prisma's default connect_timeout (seconds). */
+const DEFAULT_CONNECT_S = 5;
+/**
+ * How long a statement may go unanswered when the URL has no socket_timeout: a migration
+ * statement can rightly run for minutes (an index build), so this is long; it only bounds
+ * a connection nothing comes back on any more (a black-holed network), which TCP keepalive
+ * cannot detect while a statement's bytes wait for their acknowledgement.
+ */
+const DEFAULT_STATEMENT_S = 600;
+
+/** A pool's settings: pg's, and the deadlines of its connections. */
+interface EngineConnection {
+  config: pg.PoolConfig;
+  schema?: string;
+  connectMs: number;
+  statementMs: number;
+}
+
+/** A whole number of seconds from a URL parameter; 0 or nonsense: the fallback (every wait has a deadline). */
+function seconds(parsed: URL, name: string, fallback: number): number {
+  const value = Number(parsed.searchParams.get(name) ?? fallback);
+  return (Number.isFinite(value) && value > 0 ? value : fallback) * 1000;
+}
+
 /**
  * pg merges URL parameters over the config object, so an explicit `ssl` object only wins
- * if the URL carries no TLS parameters. Prisma-only parameters are dropped for the same reason.
+ * if the URL carries no TLS parameters. Prisma-only parameters are dropped for the same reason;
+ * connect_timeout and socket_timeout (Prisma's, in seconds) become the connections' deadlines.
  */
-function connectionConfig(url: string, ssl: SslOptions | undefined): { config: pg.PoolConfig; schema?: string } {
+function connectionConfig(url: string, ssl: SslOptions | undefined): EngineConnection {
   const parsed = new URL(url);
   const schema = parsed.searchParams.get('schema') ?? undefined;
-  // Prisma's connect_timeout (seconds, default 5, 0 = none), which pg would ignore.
-  const connectTimeout = Number(parsed.searchParams.get('connect_timeout') ?? '5');
+  const connectMs = seconds(parsed, 'connect_timeout', DEFAULT_CONNECT_S);
+  const statementMs = seconds(parsed, 'socket_timeout', DEFAULT_STATEMENT_S);
   const drop = ['schema', 'connection_limit', 'pool_timeout', 'pgbouncer', 'statement_cache_size', 'socket_timeout', 'connect_timeout'];
   if (ssl !== undefined) drop.push('ssl', 'sslmode', 'sslcert', 'sslkey', 'sslrootcert', 'sslaccept', 'uselibpqcompat');
   for (const key of drop) parsed.searchParams.delete(key);
@@ -224,16 +258,32 @@ function connectionConfig(url: string, ssl: SslOptions | undefined): { config: p
   // whichever pooled connection ran `pg_advisory_lock`; pg's default would close that
   // connection after 10 idle seconds (releasing the lock) while a long migration runs on
   // another one. Pools live only as long as the engine, so nothing idles for long.
-  const config: pg.PoolConfig = { connectionString: parsed.toString(), max: 4, idleTimeoutMillis: 0 };
-  if (Number.isFinite(connectTimeout) && connectTimeout > 0) config.connectionTimeoutMillis = connectTimeout * 1000;
+  // connectionTimeoutMillis bounds the wait for a free connection; each connection's own
+  // handshake is bounded by its class (driver/client.ts), which fires first and says so.
+  const config: pg.PoolConfig = { connectionString: parsed.toString(), max: 4, idleTimeoutMillis: 0, connectionTimeoutMillis: connectMs + DEADLINE_GRACE_MS };
   if (ssl !== undefined) config.ssl = ssl;
-  return schema === undefined ? { config } : { config, schema };
+  return { config, connectMs, statementMs, ...(schema === undefined ? {} : { schema }) };
 }
 
-function withDatabase(config: pg.PoolConfig, database: string): pg.PoolConfig {
-  const parsed = new URL(config.connectionString ?? '');
+/**
+ * The library's own connection class (driver/client.ts): a connect deadline, TCP keepalive,
+ * and a deadline on every statement, past which the socket is destroyed.
+ */
+function engineClientClass(connection: EngineConnection): ClientClass {
+  const statement = { ms: connection.statementMs, kind: 'statement' as const };
+  const policy: ClientPolicy = {
+    connectMs: connection.connectMs,
+    keepAliveDelayMs: Math.min(30_000, Math.max(1_000, connection.connectMs)),
+    statementDeadline: () => statement,
+  };
+  const { Client } = require('pg') as typeof import('pg');
+  return guardedClientClass(Client as unknown as ClientClass, policy);
+}
+
+function withDatabase(connection: EngineConnection, database: string): EngineConnection {
+  const parsed = new URL(connection.config.connectionString ?? '');
   parsed.pathname = `/${encodeURIComponent(database)}`;
-  return { ...config, connectionString: parsed.toString() };
+  return { ...connection, config: { ...connection.config, connectionString: parsed.toString() } };
 }
 
 type Disposable = { dispose(): Promise<void> };
@@ -263,24 +313,35 @@ function relabelCharColumns(result: unknown): void {
 
 type QueryFn = (...args: unknown[]) => unknown;
 
-function patchClientQuery(client: pg.PoolClient): void {
+/** Relabels `"char"` columns in every result, and reports a statement whose connection was lost. */
+function patchClientQuery(client: pg.PoolClient, onLost: (error: unknown) => void): void {
   const original = client.query.bind(client) as QueryFn;
+  const settle = (error: unknown, result: unknown): void => {
+    if (!error) relabelCharColumns(result);
+    else if (isConnectionLoss(error)) onLost(error);
+  };
   const patched: QueryFn = (...args) => {
     const last = args[args.length - 1];
     // Pool.query() uses the callback form; the adapter's transactions use the promise form.
     if (typeof last === 'function') {
       args[args.length - 1] = (error: unknown, result: unknown) => {
-        if (!error) relabelCharColumns(result);
+        settle(error, result);
         (last as (e: unknown, r: unknown) => void)(error, result);
       };
       return original(...args);
     }
     const returned = original(...args);
     if (returned instanceof Promise) {
-      return returned.then((result: unknown) => {
-        relabelCharColumns(result);
-        return result;
-      });
+      return returned.then(
+        (result: unknown) => {
+          settle(undefined, result);
+          return result;
+        },
+        (error: unknown) => {
+          settle(error, undefined);
+          throw error;
+        },
+      );
     }
     return returned;
   };
@@ -324,18 +385,47 @@ function wholeScripts(adapter: SqlDriverAdapter, pool: pg.Pool): SqlDriverAdapte
  * override the shadow database name (so it would "shadow" the real database), and it drops the
  * shadow database before ending the pool that is still connected to it.
  */
+/** The connections of one pool, and those checked out (in use) right now. */
+function trackClients(pool: pg.Pool): { all: Set<pg.PoolClient>; busy: Set<pg.PoolClient> } {
+  const all = new Set<pg.PoolClient>();
+  const busy = new Set<pg.PoolClient>();
+  pool.on('connect', (client) => all.add(client));
+  pool.on('acquire', (client) => busy.add(client));
+  pool.on('release', (_err: unknown, client: pg.PoolClient) => busy.delete(client));
+  pool.on('remove', (client) => {
+    all.delete(client);
+    busy.delete(client);
+  });
+  return { all, busy };
+}
+
+/**
+ * Ends a pool without waiting on anything that may never answer. A connection still checked
+ * out when the engine lets go of its pool is stuck (a `pg_advisory_lock` the engine's lock
+ * timeout gave up on, a statement into a black hole): pg-pool's end() would wait for it
+ * forever, so its socket is destroyed. The goodbyes to idle ones get `closeMs`, then theirs too.
+ */
+async function endPool(pool: pg.Pool, clients: ReturnType<typeof trackClients>, closeMs: number): Promise<void> {
+  const reason = new DatabaseConnectionError('The schema engine closed this connection while a statement was still running', { retryable: false });
+  for (const client of clients.busy) destroySocket(client, reason);
+  if (await waitAtMost(pool.end(), closeMs)) return;
+  for (const client of clients.all) destroySocket(client, new DeadlineExceededError('connect', closeMs));
+}
+
 function createAdapterFactory(
   options: OpenSchemaEngineOptions,
   open: Set<Disposable>,
+  onLost: (error: unknown) => void,
 ): SqlMigrationAwareDriverAdapterFactory {
   const { PrismaPg } = require('@prisma/adapter-pg') as typeof import('@prisma/adapter-pg');
   const { Pool } = require('pg') as typeof import('pg');
   const main = connectionConfig(options.url, options.ssl);
   const pgOptions = main.schema === undefined ? undefined : { schema: main.schema };
 
-  const connectTo = async (config: pg.PoolConfig, afterDispose?: () => Promise<void>): Promise<SqlDriverAdapter> => {
-    const pool = new Pool(config);
-    pool.on('connect', patchClientQuery);
+  const connectTo = async (connection: EngineConnection, afterDispose?: () => Promise<void>): Promise<SqlDriverAdapter> => {
+    const pool = new Pool({ ...connection.config, Client: engineClientClass(connection) } as unknown as pg.PoolConfig);
+    const clients = trackClients(pool);
+    pool.on('connect', (client) => patchClientQuery(client, onLost));
     // An idle client dying (server restart, dropped database) must not crash the process.
     pool.on('error', () => undefined);
     const adapter = wholeScripts(await new PrismaPg(pool, pgOptions).connect(), pool);
@@ -347,7 +437,7 @@ function createAdapterFactory(
         disposed ??= (async () => {
           try {
             await release();
-            await pool.end();
+            await endPool(pool, clients, connection.connectMs + DEADLINE_GRACE_MS);
           } finally {
             open.delete(entry);
             await afterDispose?.();
@@ -364,20 +454,20 @@ function createAdapterFactory(
   return {
     provider: 'postgres',
     adapterName: '@prisma/adapter-pg',
-    connect: () => connectTo(main.config),
+    connect: () => connectTo(main),
     connectToShadowDb: async () => {
       if (options.shadowDatabaseUrl !== undefined) {
-        return connectTo(connectionConfig(options.shadowDatabaseUrl, options.ssl).config);
+        return connectTo(connectionConfig(options.shadowDatabaseUrl, options.ssl));
       }
       const name = `prisma_migrate_shadow_db_${globalThis.crypto.randomUUID()}`;
-      const admin = await connectTo(main.config);
+      const admin = await connectTo(main);
       try {
         await admin.executeScript(`CREATE DATABASE "${name}"`);
       } catch (error) {
         await admin.dispose();
         throw error;
       }
-      return connectTo(withDatabase(main.config, name), async () => {
+      return connectTo(withDatabase(main, name), async () => {
         try {
           await admin.executeScript(`DROP DATABASE IF EXISTS "${name}"`);
         } finally {
@@ -441,7 +531,11 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
     require('@prisma/driver-adapter-utils') as typeof import('@prisma/driver-adapter-utils');
 
   const open = new Set<Disposable>();
-  const adapter = bindMigrationAwareSqlAdapterFactory(createAdapterFactory(options, open));
+  let lost: Error | undefined;
+  const onLost = (error: unknown): void => {
+    lost ??= error instanceof Error ? error : new Error(String(error));
+  };
+  const adapter = bindMigrationAwareSqlAdapterFactory(createAdapterFactory(options, open, onLost));
   const closeAdapters = async (): Promise<void> => {
     await Promise.allSettled([...open].map((entry) => entry.dispose()));
   };
@@ -456,6 +550,7 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
   const datamodels = files.length > 0 ? files : undefined;
   const log = options.log ?? (() => undefined);
 
+  const normalise = withExternalErrors(adapter);
   let engine: WasmSchemaEngine;
   openEngines += 1;
   try {
@@ -464,20 +559,46 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
     openEngines -= 1;
     await closeAdapters();
     releaseEngineTimers();
-    throw toSchemaEngineError(error);
+    throw normalise(error);
   }
 
-  return engineHandle(engine, closeAdapters);
+  return engineHandle(engine, closeAdapters, () => lost, normalise);
+}
+
+interface ExternalErrors {
+  consumeError(id: number): { error: unknown } | undefined;
+}
+
+/**
+ * An error the adapter cannot classify (the layer's connect or statement deadline, for one)
+ * reaches the engine as `External error id#N`, the id of the error in the bound adapter's
+ * registry (@prisma/driver-adapter-utils): the message is put back from there.
+ */
+function withExternalErrors(adapter: object): (error: unknown) => SchemaEngineError {
+  const registry = (adapter as { errorRegistry?: ExternalErrors }).errorRegistry;
+  return (error) => {
+    const normalised = toSchemaEngineError(error);
+    const external = /External error id#(\d+)/.exec(normalised.message);
+    const original = external === null ? undefined : registry?.consumeError(Number(external[1]))?.error;
+    if (!(original instanceof Error) || external === null) return normalised;
+    const message = normalised.message.replace(external[0], redactUrls(original.message));
+    return new SchemaEngineError(message, { code: normalised.code, meta: normalised.meta, isPanic: normalised.isPanic, cause: original });
+  };
 }
 
 /** The engine's methods with errors normalised, and a close that frees it once. */
-function engineHandle(engine: WasmSchemaEngine, closeAdapters: () => Promise<void>): SchemaEngineHandle {
+function engineHandle(
+  engine: WasmSchemaEngine,
+  closeAdapters: () => Promise<void>,
+  connectionLost: () => Error | undefined,
+  normalise: (error: unknown) => SchemaEngineError,
+): SchemaEngineHandle {
   // Calls stay on `engine` (no extracted method references): wasm-bindgen needs `this`.
   const run = async <T>(call: () => Promise<T>): Promise<T> => {
     try {
       return await call();
     } catch (error) {
-      throw toSchemaEngineError(error);
+      throw normalise(error);
     }
   };
 
@@ -504,6 +625,7 @@ function engineHandle(engine: WasmSchemaEngine, closeAdapters: () => Promise<voi
     reset: (input) => run(() => engine.reset(input)),
     schemaPush: (input) => run(() => engine.schemaPush(input)),
     version: (input) => run(() => engine.version(input ?? null)),
+    connectionLost,
     close: async () => {
       if (closed) return;
       closed = true;
