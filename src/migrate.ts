@@ -306,8 +306,10 @@ export interface MigrationTarget {
 export function migrationTarget(config: DbConfig): MigrationTarget {
   const direct = config.directUrl;
   if (direct !== undefined) return { url: direct, label: `DIRECT_URL ${describeUrl(direct)}`, config: directConfig(direct) };
-  const url = toUrl(config);
-  return { url, label: `DATABASE_URL ${describeUrl(url)}`, config };
+  const url = new URL(toUrl(config));
+  // Prisma's connect_timeout (whole seconds), which the engine reads: toUrl carries no settings.
+  url.searchParams.set('connect_timeout', String(Math.ceil(config.timeouts.connectMs / 1000)));
+  return { url: url.toString(), label: `DATABASE_URL ${describeUrl(url.toString())}`, config };
 }
 
 /**

@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createTestDatabase, testServer, type TestDatabase } from '../support/db';
+import { startTcpProxy } from '../support/tcp-proxy';
 import { runCli } from './run';
 
 const MIGRATIONS = path.resolve(__dirname, '..', '..', 'prisma', 'migrations');
@@ -112,6 +113,22 @@ describe('migrate', () => {
     expect(run.err).toBe('');
     expect(JSON.parse(run.out)).toMatchObject({ applied: committed });
   });
+
+  it.each([
+    ['DB_CONNECT_TIMEOUT', (url: string) => ({ DATABASE_URL: url, DB_CONNECT_TIMEOUT: '1' })],
+    ["the URL's connect_timeout", (url: string) => ({ DATABASE_URL: `${url}&connect_timeout=1` })],
+  ])('a server that never answers: the connect deadline is the configured one (%s)', async (_how, envOf) => {
+    const proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+    try {
+      proxy.blackhole();
+      const run = await runCli(['migrate', 'status', '--migrations-dir', MIGRATIONS], envOf(testDb.urlWith({ sslmode: 'disable' }, { port: proxy.port })));
+      expect(run.code).toBe(1);
+      // Not Prisma's default of 5 s.
+      expect(run.err).toContain('connect deadline (1000 ms)');
+    } finally {
+      proxy.close();
+    }
+  }, 60_000);
 
   it('rejects an unknown migrate action', async () => {
     expect((await runCli(['migrate', 'reset'], {})).code).toBe(2);
