@@ -5,7 +5,9 @@
 // it runs `ops` more: loading, connecting and the JIT's warm-up are not in the count.
 // Plain JavaScript on purpose, as bench/cold-start.js.
 //
-//   valgrind --tool=callgrind --instr-atstart=no node bench/instructions.js <variant> <point|unit> <warm> <ops>
+//   valgrind --tool=callgrind --instr-atstart=no node bench/instructions.js <variant> <point|unit|burst> <warm> <ops>
+//   burst: units started BURST_WIDTH at a time (the throughput rows' situation: a queue for
+//   the pool's connections, many units in flight), counted per unit
 //   variants: prisma, prisma+als (bare Prisma with an AsyncLocalStorage in use), layer,
 //             prisma+driver and prisma+instrumented (the overhead breakdown's partial variants)
 //   env: as bench/cold-start.js (BENCH_HOST, ..., BENCH_URL, BENCH_APP)
@@ -38,8 +40,18 @@ async function main() {
   await c.close();
 }
 
+/** Units in flight at once in a 'burst' run: wider than the pool (15), as in the throughput rounds. */
+const BURST_WIDTH = 100;
+
 async function run(c, prefix, from, to) {
-  for (let i = from; i < to; i++) await operation(c, op, i, prefix);
+  if (op !== 'burst') {
+    for (let i = from; i < to; i++) await operation(c, op, i, prefix);
+    return;
+  }
+  for (let i = from; i < to; i += BURST_WIDTH) {
+    const width = Math.min(BURST_WIDTH, to - i);
+    await Promise.all(Array.from({ length: width }, (_, k) => operation(c, 'unit', i + k, prefix)));
+  }
 }
 
 main().catch((err) => {

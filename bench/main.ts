@@ -21,6 +21,7 @@
 //                                of the BENCH_ISO_SETS process sets, after BENCH_ISO_BURST_WARMUP_ROUNDS [2]
 //   BENCH_IR_RUNS [2]            CPU instruction counts (callgrind): fresh processes per variant; BENCH_IR_POINT_WARM [500],
 //                                BENCH_IR_POINT_OPS [600], BENCH_IR_UNIT_WARM [300], BENCH_IR_UNIT_OPS [400];
+//                                units 100 at a time: BENCH_IR_BURST_WARM [200], BENCH_IR_BURST_OPS [300]
 //   BENCH_NODES                  more node binaries, comma-separated (e.g. a Node 24): the per-process latency rounds,
 //                                the per-process throughput and the instruction counts also run under each
 //   BENCH_ONLY                   comma list of: point,unit,isolated,throughput,concurrency,recovery,cold,roundtrips,ablation,scope,fleet,instructions
@@ -80,6 +81,8 @@ function settings() {
     irPointOps: envInt('BENCH_IR_POINT_OPS', 600),
     irUnitWarm: envInt('BENCH_IR_UNIT_WARM', 300),
     irUnitOps: envInt('BENCH_IR_UNIT_OPS', 400),
+    irBurstWarm: envInt('BENCH_IR_BURST_WARM', 200),
+    irBurstOps: envInt('BENCH_IR_BURST_OPS', 300),
     nodes: (process.env.BENCH_NODES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
     fleetProcs: envInt('BENCH_FLEET_PROCS', 20),
     fleetConcurrency: envInt('BENCH_FLEET_CONCURRENCY', 10),
@@ -218,7 +221,8 @@ export async function main(): Promise<number> {
         const common = { node, runs: s.irRuns, progress: log };
         const point = await instructionCounts(IR_KEYS, target, { ...common, op: 'point', warm: s.irPointWarm, ops: s.irPointOps });
         const unit = await instructionCounts(IR_KEYS, target, { ...common, op: 'unit', warm: s.irUnitWarm, ops: s.irUnitOps });
-        results.instructions.push({ node: version, point, unit });
+        const burst = await instructionCounts(IR_KEYS, target, { ...common, op: 'burst', warm: s.irBurstWarm, ops: s.irBurstOps });
+        results.instructions.push({ node: version, point, unit, burst });
       }
     }
     if (s.runs('scope')) {

@@ -26,7 +26,7 @@ export interface BenchResults {
    */
   isolated?: { node: string; point?: Map<string, IsolatedResult>; unit?: Map<string, IsolatedResult>; burst?: Map<string, IsolatedResult> }[];
   /** Per node binary: CPU instructions per operation (callgrind, main thread). */
-  instructions?: { node: string; point: Map<string, InstructionCounts>; unit: Map<string, InstructionCounts> }[];
+  instructions?: { node: string; point: Map<string, InstructionCounts>; unit: Map<string, InstructionCounts>; burst: Map<string, InstructionCounts> }[];
 }
 
 export interface Target {
@@ -158,20 +158,21 @@ const IR_LABELS: Record<string, string> = {
 };
 
 /** The instruction counts as "layer vs bare" ratios for one node binary. */
-function instructionRatios(run: NonNullable<BenchResults['instructions']>[number], which: 'point' | 'unit') {
+function instructionRatios(run: NonNullable<BenchResults['instructions']>[number], which: 'point' | 'unit' | 'burst') {
   const counts = run[which];
   const per = (k: string): number => mean(counts.get(k)!.perOp);
   return { vsBare: per('layer') / per('prisma'), vsAls: per('layer') / per('prisma+als'), alsTax: per('prisma+als') / per('prisma') };
 }
 
-function instructionsWhy(res: BenchResults, which: 'point' | 'unit'): string {
-  const runs = res.instructions;
+function instructionsWhy(res: BenchResults, which: 'point' | 'unit' | 'burst', node?: string): string {
+  const runs = res.instructions?.filter((run) => node === undefined || run.node === node);
   if (!runs || runs.length === 0) return '';
   const parts = runs.map((run) => {
     const q = instructionRatios(run, which);
     return `node ${run.node}: ${fmt(q.vsBare, 3)}× bare Prisma, ${fmt(q.vsAls, 3)}× bare Prisma with an AsyncLocalStorage in use`;
   });
-  return `CPU instructions on the main thread per ${which === 'point' ? 'read' : 'unit'} (callgrind, a process per variant): ${parts.join('; ')}.`;
+  const per = { point: 'read', unit: 'unit', burst: 'unit run 100 at a time' }[which];
+  return `CPU instructions on the main thread per ${per} (callgrind, a process per variant): ${parts.join('; ')}.`;
 }
 
 function instructionsSection(res: BenchResults): string | undefined {
@@ -180,22 +181,24 @@ function instructionsSection(res: BenchResults): string | undefined {
   const s = res.settings;
   const blocks = runs.map((run) => {
     const rows = [...run.unit.keys()].map((k) => {
-      const p = mean(run.point.get(k)!.perOp);
-      const u = mean(run.unit.get(k)!.perOp);
-      return [IR_LABELS[k] ?? k, fmt(p / 1000, 0), `${fmt(p / mean(run.point.get('prisma')!.perOp), 3)}×`, fmt(u / 1000, 0), `${fmt(u / mean(run.unit.get('prisma')!.perOp), 3)}×`];
+      const cells = (counts: Map<string, InstructionCounts>): string[] => {
+        const n = mean(counts.get(k)!.perOp);
+        return [fmt(n / 1000, 0), `${fmt(n / mean(counts.get('prisma')!.perOp), 3)}×`];
+      };
+      return [IR_LABELS[k] ?? k, ...cells(run.point), ...cells(run.unit), ...cells(run.burst)];
     });
     const u = instructionRatios(run, 'unit');
     const p = instructionRatios(run, 'point');
     return (
       `#### node ${run.node}\n\n` +
-      table(['variant', 'point read: thousand instructions', 'vs bare Prisma', 'unit of work: thousand instructions', 'vs bare Prisma'], rows) +
+      table(['variant', 'point read: thousand instructions', 'vs bare Prisma', 'unit of work: thousand instructions', 'vs bare Prisma', 'unit, 100 at a time: thousand instructions', 'vs bare Prisma'], rows) +
       `\n\nThe layer's own code: ${fmt(p.vsBare, 3)}× per point read (no AsyncLocalStorage is involved) and ${fmt(u.vsAls, 3)}× per unit of work against bare Prisma in a process that uses an AsyncLocalStorage, ` +
       `as the layer's units do (for \`db.current()\`, nested units and the unit's deadline). That storage itself costs bare Prisma ${fmt((u.alsTax - 1) * 100, 1)}% per unit here: ` +
       `every promise the process creates pays for it while it is enabled, whoever enabled it (an OpenTelemetry context manager, a request-context logger, or this layer).`
     );
   });
   return (
-    `### CPU instructions per operation (callgrind; ${s.irRuns} fresh process(es) per variant; ${s.irPointOps} point reads after ${s.irPointWarm}, ${s.irUnitOps} units after ${s.irUnitWarm})\n\n` +
+    `### CPU instructions per operation (callgrind; ${s.irRuns} fresh process(es) per variant; ${s.irPointOps} point reads after ${s.irPointWarm}, ${s.irUnitOps} units after ${s.irUnitWarm}, ${s.irBurstOps} units 100 at a time after ${s.irBurstWarm})\n\n` +
     `Counted by \`valgrind --tool=callgrind\` on the main thread only, for the measured operations only (\`bench/instructions.js\` turns counting on after its warm-up). ` +
     `Instructions, not seconds: the count does not move with what else the machine does, so differences of a percent are real, which the latency rounds above cannot resolve. ` +
     `Mean of the runs; each variant in a process of its own, so no variant shares a JIT, a heap or an AsyncLocalStorage with another.\n\n` +
@@ -223,7 +226,7 @@ function throughputPerProcess(res: BenchResults, r: Map<string, IsolatedResult>,
   ]);
   sections.push(
     `### Throughput, ${s.concurrentUnits} concurrent units, each variant in a process of its own (node ${node})\n\n` +
-      table(['variant', 'bursts', 'units/s (median burst)', 'per-process-set ratio to bare Prisma: median (min–max)', 'client CPU µs/unit', 'errors'], rows) +
+      table(['variant', 'bursts', 'committed units/s (median burst)', 'per-process-set ratio to bare Prisma: median (min–max)', 'client CPU µs/unit', 'errors'], rows) +
       `\n\n${s.isoSets} process sets, each a fresh process per variant (\`bench/isolated.js\`, ${MAX_CONNECTIONS} connections each), ${s.isoBurstWarmupRounds} warm-up bursts, then ${s.isoBurstRounds} measured bursts ` +
       `of ${s.concurrentUnits} units started at once, alternating between the processes in rotating order.` +
       errorList([...r].filter(([, v]) => v.firstError).map(([k, v]) => `${labels[k] ?? k}: ${v.firstError}`)),
@@ -244,9 +247,14 @@ function throughputPerProcess(res: BenchResults, r: Map<string, IsolatedResult>,
       ? {}
       : {
           missBy: q < 1 ? `${fmt((1 - q) * 100, 1)} points under` : `${errors} errors`,
-          why:
-            `With ${MAX_CONNECTIONS} connections and two cores shared with PostgreSQL, a burst is CPU-bound in the Node process: the layer's CPU per unit (above) decides it. ` +
-            (r.has('prisma+als') ? `Bare Prisma with an AsyncLocalStorage in use: ${fmt(median(tputRatios('prisma+als')), 3)}× bare Prisma.` : ''),
+          why: [
+            `With ${MAX_CONNECTIONS} connections, a burst is CPU-bound: the Node process and PostgreSQL's backends share two cores, so the client's CPU per unit (above) and the server's decide it.`,
+            instructionsWhy(res, 'burst', node),
+            r.has('prisma+als') ? `Bare Prisma with an AsyncLocalStorage in use: ${fmt(median(tputRatios('prisma+als')), 3)}× bare Prisma.` : '',
+            r.has('prisma2') ? `A second bare Prisma process (A/A control): ${fmt(median(tputRatios('prisma2')), 3)}×.` : '',
+          ]
+            .filter(Boolean)
+            .join(' '),
         }),
   });
 }
@@ -684,7 +692,7 @@ removes the server, whatever happens. Sizes: see the header of \`bench/main.ts\`
   latency against bare Prisma's in the same set), with the range over the sets; the A/A control's range is the resolution.
   Throughput is measured the same way: in each set, ${s.isoBurstWarmupRounds} warm-up and then ${s.isoBurstRounds} measured bursts of
   ${s.concurrentUnits} units started at once per process, 200 ms apart; the ratio is bare Prisma's median burst time over
-  the variant's. When these per-process rows ran, they hold the latency and throughput targets, and the
+  the variant's, each burst's time scaled to its committed units (a unit that failed did no work). When these per-process rows ran, they hold the latency and throughput targets, and the
   shared-process rows are reported as figures: variants in one process share compiled code and, once the layer's
   first unit has run, its AsyncLocalStorage, so those rows compare neither variant as an application runs it.
 - **CPU instructions**: \`valgrind --tool=callgrind\` counts the instructions of the main thread per operation, each
@@ -693,6 +701,8 @@ removes the server, whatever happens. Sizes: see the header of \`bench/main.ts\`
   AsyncLocalStorage is in use (as in any application with OpenTelemetry or a request-context logger), and the layer.
   Instructions do not depend on the machine's load, so this resolves differences of about a percent; V8's background
   threads (compilation, parallel GC) are left out, and a run's garbage collections still move the count by 1–3%.
+  Units are also counted 100 at a time (as in the throughput bursts: a queue for the pool, many units in flight), where
+  the interleaving of replies moves the count more, by up to about 7% between runs.
 - **Overhead breakdown**: bare Prisma, bare Prisma on the layer's driver only (\`createDriver\` from \`dist/driver/\`:
   GuardedPool + guarded Client), the same plus the instrumenting adapter (\`dist/adapter.js\`), and the full layer, in their own alternating rounds
   (${s.ablationRounds} + 1 warm-up); client CPU per operation from \`process.cpuUsage()\` per batch. Then a V8 CPU

@@ -441,7 +441,7 @@ export async function coldStarts(keys: string[], target: Target, opts: { runs: n
 
 // ---- CPU instructions per operation -----------------------------------------------------------
 
-export type InstructionOp = 'point' | 'unit';
+export type InstructionOp = 'point' | 'unit' | 'burst';
 
 export interface InstructionCounts {
   /** Instructions per operation on the main thread, one figure per run. */
