@@ -244,6 +244,12 @@ function classifyForeign(err: unknown): DatalayerError {
     return new DatabaseTransactionError(`Transaction failed: ${serverMessage(e, sqlState)}`, { ...detail, outcome: 'rolled-back' });
   }
   if (isConnectionLoss(err)) return connectionError(err, 'query');
+  const attempts = (err as { attempts?: unknown }).attempts;
+  if (typeof attempts === 'number' && isRetryableConflict(err)) {
+    // A conflict a unit of work gave up on after its retries (unit-of-work.ts failure()).
+    const tag = [sqlState, prismaCode].filter(Boolean).join('/');
+    return new DatabaseTransactionError(`Unit of work failed after ${attempts} attempts: ${redact(serverMessage(e, sqlState))} [${tag}]`, { ...detail, outcome: 'rolled-back', retryable: true, attempts });
+  }
   if (sqlState !== undefined || prismaCode !== undefined) {
     const constraint = constraintOf(e);
     const tag = [sqlState, prismaCode].filter(Boolean).join('/');

@@ -151,6 +151,13 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
   /** What the caller gets: its own error unchanged, the database's typed. */
   private failure(err: unknown, attempts: number, correlationId: string | undefined): unknown {
     if (!isDatabaseFailure(err)) return err;
+    if (isRetryableConflict(err) && (err as Error).name === 'PrismaClientKnownRequestError') {
+      // Prisma's own P2034 (or P2010 with 40001/40P01) as Prisma raised it, so that Prisma's
+      // retry habit (`e.code === 'P2034'`) keeps working; what the unit adds rides along,
+      // and classifyError() gives the layer's DatabaseTransactionError for it (failures.ts).
+      // A driver's error (a conflict at COMMIT) has no Prisma code to keep: typed below.
+      return Object.assign(err as object, { attempts, outcome: 'rolled-back', retryable: true, ...(correlationId === undefined ? {} : { correlationId }) });
+    }
     if (isRetryableConflict(err)) {
       const last = classifyError(err, correlationId);
       return new DatabaseTransactionError(`Unit of work failed after ${attempts} attempts: ${last.message}`, {

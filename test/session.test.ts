@@ -3,7 +3,7 @@
  * rollback, retries on serialization failures and deadlocks, the ambient client,
  * savepoints, read-only units, reserved sessions, correlation ids and timeouts.
  */
-import { PrismaClient } from '../src/generated/prisma/client';
+import { Prisma, PrismaClient } from '../src/generated/prisma/client';
 import {
   ConfigError,
   createDb,
@@ -225,6 +225,31 @@ describe('retries', () => {
     expect(failed[0]!.reason).toMatchObject({ retryable: true, sqlState: '40001', attempts: 1, outcome: 'rolled-back' });
   });
 
+  test("a statement's serialization failure, retries exhausted, is Prisma's P2034 as bare Prisma raises it", async () => {
+    await seedAccounts(0, 0);
+    const meet = barrier(2);
+    const results = await Promise.allSettled(
+      ([0, 1] as const).map(() =>
+        db.transaction(
+          async (tx) => {
+            await tx.account.findUnique({ where: { id: 1 } });
+            await meet.arrive();
+            // The second UPDATE waits for the first unit's row lock, then fails with 40001 once it commits.
+            await tx.account.update({ where: { id: 1 }, data: { balance: { increment: 1 } } });
+          },
+          { isolationLevel: 'RepeatableRead', retries: 0, correlationId: 'p2034' },
+        ),
+      ),
+    );
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    expect(failed).toHaveLength(1);
+    // Prisma's retry habit (`e.code === 'P2034'`) keeps working; before, it was the layer's own error, without a code.
+    expect(failed[0]!.reason).toBeInstanceOf(Prisma.PrismaClientKnownRequestError);
+    expect(failed[0]!.reason).toMatchObject({ code: 'P2034', attempts: 1, outcome: 'rolled-back', retryable: true, correlationId: 'p2034' });
+    expect(classifyError(failed[0]!.reason)).toBeInstanceOf(DatabaseTransactionError);
+    expect(classifyError(failed[0]!.reason)).toMatchObject({ sqlState: '40001', prismaCode: 'P2034', attempts: 1, outcome: 'rolled-back', retryable: true });
+  });
+
   test('a unit that keeps failing with 40001 stops after the retry limit with a retryable error', async () => {
     const retries = 2;
     let runs = 0;
@@ -239,8 +264,8 @@ describe('retries', () => {
         { retries, correlationId: 'retry-corr' },
       ),
     );
-    expect(err).toBeInstanceOf(DatabaseTransactionError);
-    expect(err).toMatchObject({
+    expect(classifyError(err)).toBeInstanceOf(DatabaseTransactionError);
+    expect(classifyError(err)).toMatchObject({
       retryable: true,
       attempts: retries + 1,
       outcome: 'rolled-back',
