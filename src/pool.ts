@@ -190,15 +190,20 @@ export class GuardedPool {
   async connect(): Promise<PoolClient> {
     // A unit of work inside a session: the session's connection, to itself until it ends.
     const pin = this.pin();
+    // The first connection taken in a unit's context is the unit's own; a Prisma $transaction
+    // that fn opens beside it (db.$transaction inside db.transaction) takes another.
+    const unit = unitLimits.get();
+    const own = unit !== undefined && unit.connection === undefined;
     if (pin) {
-      const unit = unitLimits.get();
-      if (unit) unit.lease = pin.lent;
+      if (own) {
+        unit.lease = pin.lent;
+        unit.connection = pin.lent.raw;
+      }
       return pin.lent.lease();
     }
     const { client, reused } = await this.take();
     // Tells the unit of work whether a failed BEGIN may be re-run (retry.ts), and which connection it has.
-    const unit = unitLimits.get();
-    if (unit) {
+    if (own) {
       unit.reused = reused;
       unit.connection = client;
     }
@@ -444,6 +449,8 @@ export class GuardedPool {
 
 /** A session's connection, lent to its work one user at a time. */
 interface Lent {
+  /** The connection itself (a unit's own connection, for its settings). */
+  readonly raw: PoolClient;
   /** Statements outside a unit: "release" is a no-op (the session owns the connection). */
   readonly client: PoolClient;
   /** The connection without taking turns: for the unit that holds it. */
@@ -471,6 +478,7 @@ function lend(client: PoolClient): Lent {
   });
   const holder = shared(quiet);
   return {
+    raw: client,
     holder,
     client: {
       ...holder,

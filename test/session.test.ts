@@ -530,6 +530,28 @@ describe('options of a nested unit', () => {
   });
 });
 
+describe("Prisma's own $transaction inside a unit", () => {
+  test("is a transaction of its own: not read-only, not under the unit's timeouts", async () => {
+    const seen = await db.transaction(
+      async (tx) => {
+        await tx.user.count();
+        // Independent work (an outbox row, an audit record) opened with Prisma's API inside the unit.
+        const inner = await db.$transaction(async (t2) => {
+          await t2.user.create({ data: { email: 'independent@example.com' } });
+          return (await t2.$queryRaw<{ ro: string; st: string }[]>`SELECT current_setting('transaction_read_only') AS ro, current_setting('statement_timeout') AS st`)[0];
+        });
+        const outer = (await tx.$queryRaw<{ ro: string; st: string }[]>`SELECT current_setting('transaction_read_only') AS ro, current_setting('statement_timeout') AS st`)[0];
+        return { inner, outer };
+      },
+      { readOnly: true, timeoutMs: 4000 },
+    );
+    // Before: the inner BEGIN carried the unit's settings: its INSERT failed with 25006, and its statement_timeout was the unit's 4 s.
+    expect(seen.outer).toEqual({ ro: 'on', st: '4s' });
+    expect(seen.inner).toEqual({ ro: 'off', st: '30s' });
+    expect(await emails()).toEqual(['independent@example.com']);
+  });
+});
+
 describe('read-only units', () => {
   test('a write inside a read-only unit fails with a typed 25006 error and nothing is written', async () => {
     const err = await rejectionOf(

@@ -39,7 +39,8 @@ export interface ClientPolicy {
   /** The deadline of a statement sent now (read from the unit of work it runs in), or none. */
   statementDeadline(): StatementDeadline | undefined;
   /** The settings of the unit of work a BEGIN sent now opens, sent along with it (begin.ts); absent: none. */
-  transactionSettings?(): TransactionSettings | undefined;
+  /** The settings for a BEGIN sent on `connection`: its unit's, when it is that unit's own connection. */
+  transactionSettings?(connection: object): TransactionSettings | undefined;
   /** Per-connection settings applied after construction (Neon: WebSocket options). */
   configure?(client: object): void;
   /** Hears how long each new connection took to establish (telemetry only; absent: not timed). */
@@ -181,7 +182,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       if (held === undefined) {
         // A connection that already failed gets its BEGIN sent, and refused, as before.
         if (!isBegin(config, values) || this._queryable === false || this._ending === true) return undefined;
-        const settings = policy.transactionSettings?.();
+        const settings = policy.transactionSettings?.(this);
         if (settings !== undefined) settings.carried = true;
         this.held = settings === undefined ? [{ text: 'BEGIN' }] : [{ text: 'BEGIN' }, { text: settings.sql, values: settings.values }];
         this.unconfirmed = false;

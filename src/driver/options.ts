@@ -3,6 +3,7 @@
 
 import type { DbConfig } from '../config.ts';
 import { DEADLINE_GRACE_MS, unitLimits } from '../deadline.ts';
+import { rawConnectionOf } from '../scope.ts';
 import type { SslChoice } from '../ssl.ts';
 import type { PoolRecorder } from '../telemetry.ts';
 import type { ClientPolicy, StatementDeadline } from './client.ts';
@@ -76,9 +77,12 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
       if (unit !== undefined && !unit.ended) return { ms: unit.statementMs(), kind: 'unit', shared: unit };
       return statement;
     },
-    transactionSettings: () => {
+    transactionSettings: (connection) => {
       const unit = unitLimits.get();
-      return unit === undefined || unit.ended ? undefined : unit.settings;
+      // Only the unit's own BEGIN: a Prisma $transaction that fn opens beside it runs in the
+      // unit's context too, and must not become read-only or take the unit's timeouts.
+      if (unit === undefined || unit.ended || unit.connection === undefined || rawConnectionOf(unit.connection) !== connection) return undefined;
+      return unit.settings;
     },
   };
 }
