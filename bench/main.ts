@@ -108,6 +108,15 @@ function nodeBinaries(s: Settings): { node: string; version: string }[] {
   return [process.execPath, ...s.nodes].map((node) => ({ node, version: execFileSync(node, ['--version'], { encoding: 'utf8' }).trim() }));
 }
 
+/** The commit measured (and whether the working tree differed from it): what the report's figures belong to. */
+function codeRevision(): string {
+  try {
+    return execFileSync('git', ['describe', '--always', '--dirty'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
+}
+
 const log = (msg: string): void => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 export async function main(): Promise<number> {
@@ -181,6 +190,7 @@ export async function main(): Promise<number> {
         prisma: pkgVersion('@prisma/client'),
         pg: pkgVersion('pg'),
         platform: `${os.type()} ${os.release()} ${os.arch()}`,
+        code: codeRevision(),
       },
       labels: Object.fromEntries(sequential.map((v) => [v.key, v.label])),
       date: new Date().toISOString(),

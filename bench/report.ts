@@ -7,7 +7,7 @@ import type { ColdStartSample, ConcurrencyRound, CpuProfileShare, FleetResult, I
 
 export interface BenchResults {
   settings: Settings;
-  machine: { nproc: number; cpu: string; memGb: number; node: string; postgres: string; prisma: string; pg: string; platform: string };
+  machine: { nproc: number; cpu: string; memGb: number; node: string; postgres: string; prisma: string; pg: string; platform: string; code: string };
   labels: Record<string, string>;
   date: string;
   durationMs: number;
@@ -635,6 +635,7 @@ export function renderReport(res: BenchResults): { console: string; markdown: st
       ['PostgreSQL', m.postgres.replace(/ on .*$/, '')],
       ['Prisma', m.prisma],
       ['pg', m.pg],
+      ['code', m.code],
       ['run', `${res.date}, ${fmt(res.durationMs / 1000, 0)} s`],
     ],
   );
