@@ -379,12 +379,6 @@ function wholeScripts(adapter: SqlDriverAdapter, pool: pg.Pool): SqlDriverAdapte
   return adapter;
 }
 
-/**
- * A migration-aware adapter factory over `@prisma/adapter-pg`, with pools owned here. PrismaPg's
- * own `connectToShadowDb()` cannot be used: with a connection string, pg lets the URL's database
- * override the shadow database name (so it would "shadow" the real database), and it drops the
- * shadow database before ending the pool that is still connected to it.
- */
 /** The connections of one pool, and those checked out (in use) right now. */
 function trackClients(pool: pg.Pool): { all: Set<pg.PoolClient>; busy: Set<pg.PoolClient> } {
   const all = new Set<pg.PoolClient>();
@@ -412,6 +406,12 @@ async function endPool(pool: pg.Pool, clients: ReturnType<typeof trackClients>, 
   for (const client of clients.all) destroySocket(client, new DeadlineExceededError('connect', closeMs));
 }
 
+/**
+ * A migration-aware adapter factory over `@prisma/adapter-pg`, with pools owned here. PrismaPg's
+ * own `connectToShadowDb()` cannot be used: with a connection string, pg lets the URL's database
+ * override the shadow database name (so it would "shadow" the real database), and it drops the
+ * shadow database before ending the pool that is still connected to it.
+ */
 function createAdapterFactory(
   options: OpenSchemaEngineOptions,
   open: Set<Disposable>,
