@@ -18,7 +18,7 @@
 
 import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
-import { checkedIn, destroySocket, type SocketHolder } from './driver/client.ts';
+import { abandon, checkedIn, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, withDeadline } from './deadline.ts';
 import { DatabaseClosedError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
@@ -431,7 +431,7 @@ export class GuardedPool {
   /** Destroys every connection still checked out (close() after its deadline): their work fails at once. */
   destroyBusy(reason: Error): number {
     const n = this.busy.size;
-    for (const client of this.busy) destroySocket(client, reason);
+    for (const client of this.busy) abandon(client, reason);
     return n;
   }
 

@@ -25,7 +25,7 @@
 
 import { ContextSlot } from './context.ts';
 import { MAX_TIMER_MS, waitAtMost, withDeadline } from './deadline.ts';
-import { destroySocket } from './driver/client.ts';
+import { abandon } from './driver/client.ts';
 import { ConfigError, DeadlineExceededError, ScopeEndedError, type ConfigIssue } from './errors.ts';
 import { describe, wholeOption } from './unit-options.ts';
 import type { Checkout, GuardedPool, PoolClient } from './pool.ts';
@@ -187,7 +187,7 @@ export class ConnectionScope {
     for (const held of [...this.held]) {
       if (this.keep && !held.isClosed) closing.push(held.closed);
       if (held.inUse) {
-        destroySocket(held.raw, reason);
+        abandon(held.raw, reason);
       } else {
         this.drop(held);
       }

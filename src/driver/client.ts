@@ -38,13 +38,14 @@ export interface ClientPolicy {
   ssl?(): false | ConnectionOptions;
   /** The deadline of a statement sent now (read from the unit of work it runs in), or none. */
   statementDeadline(): StatementDeadline | undefined;
-  /** The settings of the unit of work a BEGIN sent now opens, sent along with it (begin.ts); absent: none. */
-  /** The settings for a BEGIN sent on `connection`: its unit's, when it is that unit's own connection. */
+  /** The settings for a BEGIN sent on `connection` (begin.ts): its unit's, when it is that unit's own connection; absent: none. */
   transactionSettings?(connection: object): TransactionSettings | undefined;
   /** Per-connection settings applied after construction (Neon: WebSocket options). */
   configure?(client: object): void;
   /** Hears how long each new connection took to establish (telemetry only; absent: not timed). */
   onConnected?(ms: number): void;
+  /** Send PostgreSQL's cancel request for the work of a connection given up (abandon); absent: only the socket is destroyed. */
+  cancelOnAbandon?: boolean;
 }
 
 type ConnectCallback = (err?: Error | null) => void;
@@ -77,6 +78,54 @@ const lostTo = new WeakMap<object, Error>();
 export function destroySocket(client: SocketHolder, reason: Error): void {
   if (!lostTo.has(client)) lostTo.set(client, reason);
   client.connection?.stream?.destroy(reason);
+}
+
+/**
+ * Gives up a connection whose work may still run on the server (a deadline passed, its
+ * scope ended, close() cut it): a cancel request where the policy asks for one, then the
+ * socket destroyed. Destroying alone leaves a statement that waits on a lock, or runs long,
+ * running until it next writes to the socket (or its server-side timeout).
+ */
+export function abandon(client: object, reason: Error): void {
+  const own = (client as { abandon?: (reason: Error) => void }).abandon;
+  if (typeof own === 'function') own.call(client, reason);
+  else destroySocket(client as SocketHolder, reason);
+}
+
+/** What a cancel request needs of the connection it cancels (node-postgres' Client). */
+interface CancelTarget {
+  processID?: number | null;
+  secretKey?: number | null;
+  host?: unknown;
+  port?: unknown;
+}
+
+/** The part of node-postgres' Connection a cancel request uses (Client.cancel's own steps). */
+interface CancelConnection {
+  stream: { destroy(): void };
+  connect(portOrPath: number | string, host?: string): void;
+  cancel(processID: number, secretKey: number): void;
+  on(event: 'error', listener: () => void): unknown;
+  once(event: 'connect' | 'end', listener: () => void): unknown;
+}
+
+/**
+ * PostgreSQL's CancelRequest for what `client`'s backend runs now, sent as node-postgres'
+ * Client.cancel and libpq's PQcancel send it: on a connection of its own, in the clear (the
+ * server reads it before any TLS or authentication). Best effort: an answer is not waited
+ * for, and the connection is destroyed after `ms` at the latest.
+ */
+function requestCancel(Base: ClientClass, client: CancelTarget, ms: number): void {
+  const { processID, secretKey, host, port } = client;
+  if (typeof processID !== 'number' || typeof secretKey !== 'number' || typeof host !== 'string' || typeof port !== 'number') return;
+  const con = (new Base({ host, port, ssl: false }) as unknown as { connection: CancelConnection }).connection;
+  const timer = setTimeout(() => con.stream.destroy(), ms);
+  timer.unref();
+  con.on('error', () => clearTimeout(timer));
+  con.once('end', () => clearTimeout(timer));
+  con.once('connect', () => con.cancel(processID, secretKey));
+  if (host.startsWith('/')) con.connect(`${host}/.s.PGSQL.${port}`);
+  else con.connect(port, host);
 }
 
 /** A connection going back to its pool keeps nothing of its checkout's transaction (begin.ts). */
@@ -130,6 +179,12 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       this.connection.once('readyForQuery', clear);
       this.connection.once('end', clear);
       return result;
+    }
+
+    /** See abandon(). */
+    abandon(reason: Error): void {
+      if (policy.cancelOnAbandon === true) requestCancel(Base, this as CancelTarget, policy.connectMs);
+      destroySocket(this, reason);
     }
 
     /** The deadline of this connection's statements outside a unit of work: one timer, re-armed per statement. */
@@ -248,7 +303,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         const expire = (): void => {
           settled = true;
           const err = new DeadlineExceededError(deadline.kind, deadline.ms);
-          destroySocket(this, err);
+          this.abandon(err);
           done(err);
         };
         if (deadline.shared !== undefined) stop = deadline.shared.watch(expire);

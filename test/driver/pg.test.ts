@@ -7,7 +7,9 @@
  */
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
-import { createTestDatabase, type TestDatabase } from '../support/db';
+import { abandon, guardedClientClass, type ClientClass } from '../../src/driver/client';
+import { eventually } from '../support/async';
+import { adminQuery, createTestDatabase, type TestDatabase } from '../support/db';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -72,4 +74,20 @@ test("pg-pool creates connections through its Client option; a connection's sock
   } finally {
     await pool.end();
   }
+});
+
+test("a connection given up (abandon) has its statement cancelled on the server: node-postgres' Connection still sends CancelRequest", async () => {
+  const policy = { connectMs: 5_000, keepAliveDelayMs: 5_000, statementDeadline: () => undefined, cancelOnAbandon: true };
+  const Guarded = guardedClientClass(pg.Client as unknown as ClientClass, policy) as unknown as typeof pg.Client;
+  const client = new Guarded({ ssl: testDb.ssl, host: testDb.host, port: testDb.port, user: testDb.user, password: testDb.password, database: testDb.name });
+  client.on('error', () => undefined); // as the pool's connections: the layer listens for their whole life
+  await client.connect();
+  const pid = (client as unknown as { processID: number }).processID;
+  const running = client.query('SELECT pg_sleep(30)').catch(() => 'failed');
+  const active = async (): Promise<boolean> => (await adminQuery(`SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active'`, [pid])).length > 0;
+  expect(await eventually(active, 5_000)).toBe(true);
+  abandon(client, new Error('given up'));
+  expect(await running).toBe('failed');
+  // Without the cancel request the backend would sleep on for its 30 s (it notices a closed socket only when it next writes).
+  expect(await eventually(async () => !(await active()), 10_000)).toBe(true);
 });
