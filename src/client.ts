@@ -7,10 +7,12 @@ import { keepBatchesInContext } from './batching.ts';
 import { loadConfig, loadReplicaConfig, type DbConfig, type DbOptions, type IsolationLevel } from './config.ts';
 import { createDriver, type DriverHandle } from './driver/index.ts';
 import { EventHub, type DbEvents } from './events.ts';
+import type { WithDbExtends } from './extended-types.ts';
+import { ownedUnits, type Member } from './extensions.ts';
 import { checkHealth, queryWithin, type HealthOptions, type HealthReport } from './health.ts';
 import { Lifecycle, type CloseOnSignalsOptions, type CloseOptions, type DbLogger, type Shutdown } from './lifecycle.ts';
 import type { GuardedPool } from './pool.ts';
-import { LAG_QUERY, ReplicaRouter, routeReads, type LagRow, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
+import { LAG_QUERY, ReplicaRouter, routeReads, type LagRow, type ReadRouting, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
 import { runScope, type ScopeOptions } from './scope.ts';
 import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
@@ -102,11 +104,12 @@ export interface DatalayerApi<C> {
  * `$datalayer`: when a model's accessor has the same name (a `Session` or `Transaction`
  * model), the model keeps the name and the layer's member is reached there.
  */
-export type Db<C> = C & DatalayerApi<C> & { readonly $datalayer: DatalayerApi<C> };
+export type Db<C> = WithDbExtends<C> & DatalayerApi<C> & { readonly $datalayer: DatalayerApi<C> };
 
 interface PrismaLike extends TransactionalClient {
   $queryRawUnsafe(query: string, ...values: unknown[]): Promise<unknown>;
   $disconnect(): Promise<void>;
+  $extends: PrismaExtends;
 }
 
 /** One database behind one pool: what the primary and every replica are built from. */
@@ -115,6 +118,8 @@ interface Stack<C> {
   prisma: C & PrismaLike;
   driver: DriverHandle;
   units: UnitOfWork<C>;
+  /** Units of work on another client of this stack's Prisma instance (one extended from it). */
+  unitsOn(client: unknown): UnitOfWork<C>;
   counters: DbCounters;
   hub: EventHub;
   /** Ends Prisma's engine (the original $disconnect) and the pool. */
@@ -146,12 +151,14 @@ function buildStack<C>(
   }) as C & PrismaLike;
   if (!keepBatchesInContext(prisma)) logger?.warn({ event: 'prisma-internals' }, "Prisma's request batching was not found where Prisma 7.10 keeps it: findUnique calls made in one tick inside different scopes or units may share one's context");
   const disconnect = prisma.$disconnect.bind(prisma);
-  const units = new UnitOfWork<C>(prisma, config, counters, driver.pool, telemetry && unitTelemetry(telemetry, config));
+  const spans = telemetry && unitTelemetry(telemetry, config);
+  const unitsOn = (client: unknown): UnitOfWork<C> => new UnitOfWork<C>(client as C & PrismaLike, config, counters, driver.pool, spans);
+  const units = unitsOn(prisma);
   const end = async (): Promise<void> => {
     await Promise.all([disconnect(), driver.close()]);
     recorder?.detach();
   };
-  return { config, prisma, driver, units, counters, hub, end };
+  return { config, prisma, driver, units, unitsOn, counters, hub, end };
 }
 
 /** Registers a pool's metrics: its figures plus the idle bounds its configuration sets. */
@@ -222,8 +229,8 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   });
   const stacks = [primary, ...replicaStacks.map((r) => r.stack)];
   const closing = (): boolean => lifecycle.state !== 'open';
-  const router = replicaStacks.length === 0 ? undefined : new ReplicaRouter(replicaStacks.map(({ url, stack }) => replicaTarget(stack, url)), config.replica, closing);
-  const transaction = routeReads(primary.units.transaction, router, { defaults: config.transaction, closing, closedError: closedUnderWork });
+  const targets = replicaStacks.map(({ url, stack }) => replicaTarget(stack, url));
+  const router = targets.length === 0 ? undefined : new ReplicaRouter(targets, config.replica, closing);
   const pools = (): GuardedPool[] => stacks.flatMap((s) => s.driver.pool() ?? []);
 
   const shutdown: Shutdown = {
@@ -231,14 +238,10 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     end: async () => void (await Promise.all([primary.end(), router?.close()])),
     allClosed: () => allClosed(primary),
   };
-  const api: DatalayerApi<C> = {
-    transaction: lifecycle.guard(transaction) as typeof transaction,
-    read: lifecycle.guard((fn: (tx: TxClient<C>) => Promise<unknown>, readOptions?: Omit<TransactionOptions, 'readOnly'>) => transaction(fn, { ...readOptions, readOnly: true })) as DatalayerApi<C>['read'],
+  const shared: SharedApi<C> = {
     replicas: () => router?.status() ?? [],
-    session: lifecycle.guard(primary.units.session) as UnitsOfWork<C>['session'],
-    current: primary.units.current,
     scope: lifecycle.guard(<T>(fn: () => Promise<T>, scopeOptions?: ScopeOptions) => runScope(config.mode === 'serverless', fn, scopeOptions)) as DatalayerApi<C>['scope'],
-    handler: (fn, handlerOptions) => (...args) => api.scope(() => fn(...args), handlerOptions),
+    handler: (fn, handlerOptions) => (...args) => shared.scope(() => fn(...args), handlerOptions),
     stats: () => ({ pool: figuresOf(primary), counters: sumCounters(stacks), lastError: lastError && { ...lastError }, state: lifecycle.state }),
     health: (healthOptions) => healthOf(primary, lifecycle, router, healthOptions),
     verify: lifecycle.guard((verifyOptions?: VerifyOptions) =>
@@ -251,10 +254,87 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     describe: () => `${config.driver} ${config.mode} postgresql://${config.target.host}:${config.target.port}/${config.target.database} ssl=${config.ssl.mode}`,
     config,
     close: (closeOptions) => lifecycle.close(closeOptions, shutdown),
-    closeOnSignals: (signalOptions) => lifecycle.closeOnSignals(api.close, signalOptions),
+    closeOnSignals: (signalOptions) => lifecycle.closeOnSignals(shared.close, signalOptions),
   };
-  if (closeOnSignals) api.closeOnSignals(closeOnSignals === true ? {} : closeOnSignals);
-  return attach(primary.prisma, api);
+  if (closeOnSignals) shared.closeOnSignals(closeOnSignals === true ? {} : closeOnSignals);
+  const family: Family<C> = {
+    stacks,
+    targets,
+    router,
+    routing: { defaults: config.transaction, closing, closedError: closedUnderWork },
+    lifecycle,
+    shared,
+    prismaExtends: stacks.map((s) => s.prisma.$extends),
+    names: [],
+  };
+  const base: Member = { family, parent: undefined, clients: stacks.map((s) => s.prisma) };
+  const api = memberApi(base, family, stacks.map((s) => s.units));
+  // The layer's members as plain properties of the client (a client extension would put a
+  // proxy layer on every model access); a model accessor of the same name keeps its name.
+  family.names = Object.keys(api).filter((name) => !(name in primary.prisma));
+  present(base, family, api);
+  return primary.prisma as unknown as Db<C>;
+}
+
+/** The layer's API members that are the same on every client of a Db (extended or not). */
+type SharedApi<C> = Omit<DatalayerApi<C>, 'transaction' | 'read' | 'session' | 'current'>;
+
+/** Prisma's own `$extends`, called with the client to extend as `this`. */
+type PrismaExtends = (this: unknown, args: unknown) => unknown;
+
+/** One Db: what its own client and every client extended from it share. */
+interface Family<C> {
+  stacks: Stack<C>[];
+  targets: ReplicaTarget<C>[];
+  router: ReplicaRouter<C> | undefined;
+  routing: ReadRouting<C>;
+  lifecycle: Lifecycle;
+  shared: SharedApi<C>;
+  /** Each stack's Prisma `$extends`, kept before present() replaced the primary's. */
+  prismaExtends: PrismaExtends[];
+  /** The names the layer's members take on the client (not those of a model accessor). */
+  names: string[];
+}
+
+/** The API of one client of the Db: its own units of work (one per pool) with the Db's routing, the rest shared. */
+function memberApi<C>(member: Member, family: Family<C>, units: UnitOfWork<C>[]): DatalayerApi<C> {
+  const owned = units.map((u, i) => ownedUnits(member, i, u));
+  const primary = owned[0]!;
+  // Routing state (which replica is up, whose turn it is) is the Db's; the units are this client's.
+  const unitsOf = (target: ReplicaTarget<C>): UnitsOfWork<C> => owned[family.targets.indexOf(target) + 1]!;
+  const transaction = routeReads(primary.transaction, family.router, { ...family.routing, unitsOf });
+  const { lifecycle } = family;
+  return {
+    ...family.shared,
+    transaction: lifecycle.guard(transaction) as typeof transaction,
+    read: lifecycle.guard((fn: (tx: TxClient<C>) => Promise<unknown>, readOptions?: Omit<TransactionOptions, 'readOnly'>) => transaction(fn, { ...readOptions, readOnly: true })) as DatalayerApi<C>['read'],
+    session: lifecycle.guard(primary.session) as UnitsOfWork<C>['session'],
+    current: primary.current,
+  };
+}
+
+/**
+ * Puts the layer's API on a client of the Db: its members, `$datalayer`, `$disconnect`
+ * closing the pools as close() does, and `$extends` giving a client with the API too.
+ * On an extended client (Prisma's extension proxy) they are set on the proxy's target and
+ * shadow the Db's, which the target inherits.
+ */
+function present<C>(member: Member, family: Family<C>, api: DatalayerApi<C>): void {
+  const client = member.clients[0] as Record<string, unknown>;
+  for (const name of family.names) client[name] = api[name as keyof DatalayerApi<C>];
+  client.$datalayer = api;
+  client.$disconnect = () => api.close();
+  client.$extends = (args: unknown) => extendMember(member, family, args);
+}
+
+/** `client.$extends(args)`: the same extension on the client of every pool, with units of work of its own. */
+function extendMember<C>(member: Member, family: Family<C>, args: unknown): unknown {
+  // Prisma's function form (Prisma.defineExtension) calls $extends on the client given to it: back here.
+  if (typeof args === 'function') return (args as (client: unknown) => unknown)(member.clients[0]);
+  const clients = member.clients.map((client, i) => family.prismaExtends[i]!.call(client, args));
+  const child: Member = { family, parent: member, clients };
+  present(child, family, memberApi(child, family, family.stacks.map((s, i) => s.unitsOn(clients[i]))));
+  return clients[0];
 }
 
 /** db.health(): the primary's pool, plus what read routing learned of the replicas from traffic. */
@@ -318,20 +398,6 @@ function allClosed<C>(stack: Stack<C>): Promise<void> {
       resolve();
     });
   });
-}
-
-/**
- * The layer's members as plain properties of the client (a client extension would put a
- * proxy layer on every model access), and `$disconnect` closing the pools as close() does.
- */
-function attach<C>(prisma: C & PrismaLike, api: DatalayerApi<C>): Db<C> {
-  const db = prisma as unknown as Record<string, unknown>;
-  for (const [name, member] of Object.entries(api)) {
-    if (!(name in db)) db[name] = member;
-  }
-  db.$datalayer = api;
-  db.$disconnect = () => api.close();
-  return db as unknown as Db<C>;
 }
 
 const GLOBAL_KEY = Symbol.for('prisma-datalayer.db');

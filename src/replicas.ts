@@ -59,13 +59,15 @@ export interface ReplicaPolicy {
 }
 
 /** What routing needs from the Db around it. */
-export interface ReadRouting {
+export interface ReadRouting<C = unknown> {
   /** The Db's defaults for a unit's options. */
   defaults: { isolationLevel?: IsolationLevel | undefined; timeoutMs: number; maxWaitMs: number };
   /** True once close() has begun: a failure then says nothing about a replica, and nothing falls back. */
   closing(): boolean;
   /** What a read cut by close() fails with: the primary's non-retryable error for work cut by close(). */
   closedError(cause: unknown): Error;
+  /** The units a read runs on a replica with: the replica's own, or those of a client extended from the Db (client.ts). */
+  unitsOf?(target: ReplicaTarget<C>): UnitsOfWork<C>;
 }
 
 export class ReplicaRouter<C> {
@@ -237,7 +239,7 @@ function replicaFailure(err: unknown): 'down' | 'busy' | undefined {
  * refuses that isolation level. Once close() has begun nothing falls back: the read fails
  * as work cut by close() does on the primary.
  */
-export function routeReads<C>(primary: UnitsOfWork<C>['transaction'], router: ReplicaRouter<C> | undefined, routing: ReadRouting): UnitsOfWork<C>['transaction'] {
+export function routeReads<C>(primary: UnitsOfWork<C>['transaction'], router: ReplicaRouter<C> | undefined, routing: ReadRouting<C>): UnitsOfWork<C>['transaction'] {
   if (!router || router.size === 0) return primary;
   const { defaults } = routing;
   return async <T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions = {}): Promise<T> => {
@@ -248,7 +250,7 @@ export function routeReads<C>(primary: UnitsOfWork<C>['transaction'], router: Re
     const target = await router.pick(budget.lagWaitMs());
     if (target) {
       try {
-        return await target.units.transaction(fn, budget.options(opts));
+        return await (routing.unitsOf?.(target) ?? target.units).transaction(fn, budget.options(opts));
       } catch (err) {
         const failure = replicaFailure(err);
         if (failure === undefined) throw err;

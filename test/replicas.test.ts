@@ -46,6 +46,18 @@ it('sends reads to the replica and writes to the primary', async () => {
   expect(db.replicas()).toEqual([expect.objectContaining({ up: true, lagMs: 0 })]);
 });
 
+it('reads from a client extended from the Db go to the replica with its extensions, routed as the Db routes', async () => {
+  const seen: string[] = [];
+  const x = db.$extends({ query: { account: { findMany: ({ args, query }) => (seen.push('findMany'), query(args)) } } });
+  const read = await x.read(async (tx) => ({
+    inRecovery: (await tx.$queryRaw<{ r: boolean }[]>`SELECT pg_is_in_recovery() AS r`)[0]!.r,
+    rows: await tx.account.findMany({ take: 1 }),
+  }));
+  expect(read.inRecovery).toBe(true);
+  expect(seen).toEqual(['findMany']);
+  expect(x.replicas()).toEqual(db.replicas());
+});
+
 it('fails a write inside a read-only unit with a typed error', async () => {
   const err = await db.read((tx) => tx.account.create({ data: { owner: 'nope' } })).catch((e: unknown) => e);
   expect(classifyError(err)).toBeInstanceOf(DatabaseQueryError);
