@@ -18,7 +18,7 @@ import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
 import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
 import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork, type UnitTelemetry } from './unit-of-work.ts';
-import { ConfigError, DatabaseConnectionError, type DatalayerError } from './errors.ts';
+import { ConfigError, DatabaseConnectionError, type ConfigIssue, type DatalayerError } from './errors.ts';
 import type * as Verify from './verify.ts';
 import type { VerifyOptions, VerifyReport } from './verify.ts';
 import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
@@ -42,6 +42,21 @@ export interface PrismaClientOptions {
 }
 export type PrismaClientClass<C> = new (options: PrismaClientOptions) => C;
 
+/**
+ * Prisma's own client options, passed to every client the layer builds (primary and
+ * replicas). The layer keeps `adapter` (its pool) and `transactionOptions` (set from its
+ * `transaction` option): both are refused here with a ConfigError.
+ */
+export interface PrismaOptions {
+  log?: readonly ('info' | 'query' | 'warn' | 'error' | { level: 'info' | 'query' | 'warn' | 'error'; emit: 'stdout' | 'event' })[];
+  errorFormat?: 'pretty' | 'colorless' | 'minimal';
+  /** Prisma's global omit: `{ user: { password: true } }`. */
+  omit?: Record<string, Record<string, boolean>>;
+  /** Prisma's SQL commenter plugins. */
+  comments?: readonly unknown[];
+  queryPlanCacheMaxSize?: number;
+}
+
 export interface CreateDbOptions<C> extends DbOptions {
   /** The application's generated `PrismaClient` class (from `prisma generate`). */
   PrismaClient: PrismaClientClass<C>;
@@ -53,6 +68,32 @@ export interface CreateDbOptions<C> extends DbOptions {
   closeOnSignals?: boolean | CloseOnSignalsOptions;
   /** OpenTelemetry: pool metrics and unit-of-work spans (see README, Observability). Nothing is measured without it. */
   telemetry?: TelemetryOptions;
+  /** Prisma's own client options (`log`, `errorFormat`, `omit`, `comments`, ...), for every client the layer builds. */
+  prisma?: PrismaOptions;
+}
+
+/** Every option createDb takes (the compiler checks the list is complete). */
+const OPTION_NAMES: Record<keyof CreateDbOptions<unknown>, true> = {
+  PrismaClient: true, env: true, logger: true, closeOnSignals: true, telemetry: true, prisma: true,
+  url: true, directUrl: true, host: true, port: true, user: true, password: true, database: true, driver: true, mode: true, pooler: true,
+  ssl: true, pool: true, timeouts: true, applicationName: true, transaction: true, neon: true, replicas: true, replica: true, slowQueryMs: true,
+};
+const PRISMA_OPTION_NAMES = ['log', 'errorFormat', 'omit', 'comments', 'queryPlanCacheMaxSize', 'adapter', 'accelerateUrl', 'transactionOptions', 'datasourceUrl', 'datasources'];
+
+/** A misplaced or misspelt option is an error, never ignored; Prisma's are refused where the layer owns them. */
+function checkOptions(options: object): void {
+  const issues: ConfigIssue[] = [];
+  for (const name of Object.keys(options)) {
+    if (name in OPTION_NAMES) continue;
+    const problem = PRISMA_OPTION_NAMES.includes(name)
+      ? `is a Prisma client option: pass it as createDb({ prisma: { ${name} } })`
+      : 'is not an option of createDb';
+    issues.push({ setting: name, problem });
+  }
+  const prisma = (options as { prisma?: Record<string, unknown> }).prisma ?? {};
+  if ('adapter' in prisma || 'accelerateUrl' in prisma) issues.push({ setting: 'prisma.adapter', problem: "the layer builds Prisma's driver adapter on its own pool: configure the connection with createDb's options (url, pool, ssl, ...)" });
+  if ('transactionOptions' in prisma) issues.push({ setting: 'prisma.transactionOptions', problem: "the layer sets Prisma's $transaction defaults from its `transaction` option: use transaction: { maxWaitMs, timeoutMs, isolationLevel }" });
+  if (issues.length > 0) throw new ConfigError(issues);
 }
 
 export interface DatalayerApi<C> {
@@ -139,6 +180,7 @@ function buildStack<C>(
   logger: DbLogger | undefined,
   record: (err: unknown) => void,
   telemetry?: StackTelemetry,
+  prismaOptions: PrismaOptions = {},
 ): Stack<C> {
   const counters = newCounters();
   const hub = new EventHub(logger);
@@ -146,9 +188,10 @@ function buildStack<C>(
   const driver = createDriver(config, counters, hub, recorder);
   const ins = new Instrumentation(counters, hub, lifecycle, config.slowQueryMs, logger, record);
   const prisma = new PrismaClient({
+    ...prismaOptions,
     adapter: ins.factory(driver.factory),
     transactionOptions: { maxWait: config.transaction.maxWaitMs, timeout: config.transaction.timeoutMs },
-  }) as C & PrismaLike;
+  } as PrismaClientOptions) as C & PrismaLike;
   if (!keepBatchesInContext(prisma)) logger?.warn({ event: 'prisma-internals' }, "Prisma's request batching was not found where Prisma 7.10 keeps it: findUnique calls made in one tick inside different scopes or units may share one's context");
   const disconnect = prisma.$disconnect.bind(prisma);
   const spans = telemetry && unitTelemetry(telemetry, config);
@@ -204,7 +247,8 @@ function figuresOf<C>(stack: Stack<C>): DbStats['pool'] {
 }
 
 export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
-  const { PrismaClient, env, logger, closeOnSignals, telemetry: telemetryOptions, ...dbOptions } = options;
+  checkOptions(options);
+  const { PrismaClient, env, logger, closeOnSignals, telemetry: telemetryOptions, prisma: prismaOptions, ...dbOptions } = options;
   const config = loadConfig(dbOptions, env);
   const lifecycle = new Lifecycle(logger);
   if (config.driver === 'neon' && config.channelBinding === 'require') warnChannelBinding(logger);
@@ -218,12 +262,12 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     record(err);
     logger?.error?.({ event: 'error', kind: err.kind, error: lastError?.message }, 'database error');
   };
-  const primary = buildStack(PrismaClient, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)));
+  const primary = buildStack(PrismaClient, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)), prismaOptions);
   primary.hub.onFailure = reportFailure;
   const replicaStacks = config.replicaUrls.map((url, i) => {
     const replicaConfig = loadReplicaConfig(dbOptions, env, url, i);
     const name = poolName === undefined ? defaultPoolName(replicaConfig.target) : `${poolName}/replica-${i + 1}`;
-    const stack = buildStack(PrismaClient, replicaConfig, lifecycle, logger, record, named(name));
+    const stack = buildStack(PrismaClient, replicaConfig, lifecycle, logger, record, named(name), prismaOptions);
     stack.hub.onFailure = reportFailure;
     return { url, stack };
   });

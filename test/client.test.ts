@@ -323,3 +323,33 @@ describe('hot pool cost', () => {
     expect(withPing).toBeGreaterThanOrEqual(390);
   });
 });
+
+describe("Prisma's own client options (createDb's `prisma`)", () => {
+  test('reach the client: query events, global omit, on every statement', async () => {
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('prisma-opts'), prisma: { log: [{ emit: 'event', level: 'query' }], omit: { user: { createdAt: true } } } });
+    const queries: string[] = [];
+    (db as unknown as { $on(e: 'query', cb: (e: { query: string }) => void): void }).$on('query', (e) => queries.push(e.query));
+    const user = await db.user.create({ data: { email: `${appName('omit')}@example.com` } });
+    expect(queries.some((q) => q.includes('INSERT INTO'))).toBe(true);
+    expect(user).not.toHaveProperty('createdAt');
+  });
+
+  test('the layer keeps the adapter and transactionOptions, and a misplaced or misspelt option is a ConfigError naming it', () => {
+    const make = (options: object): unknown => {
+      try {
+        createDb({ PrismaClient, url: testDb.url, ...options } as Parameters<typeof openDb>[0]);
+      } catch (err) {
+        return err;
+      }
+      return undefined;
+    };
+    const settings = (err: unknown): string[] => ((err as { issues?: { setting: string }[] }).issues ?? []).map((i) => i.setting);
+    const misplaced = make({ log: ['query'] });
+    expect(settings(misplaced)).toEqual(['log']);
+    expect((misplaced as Error).message).toContain('prisma: { log }');
+    expect(settings(make({ pol: { size: 2 } }))).toEqual(['pol']);
+    expect(settings(make({ prisma: { adapter: {} } }))).toEqual(['prisma.adapter']);
+    expect(settings(make({ prisma: { transactionOptions: { timeout: 1 } } }))).toEqual(['prisma.transactionOptions']);
+    expect(make({ prisma: { errorFormat: 'minimal' } })).toBeUndefined();
+  });
+});
