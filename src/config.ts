@@ -460,12 +460,34 @@ function urlCredentials(url: string): { user: boolean; password: boolean } {
   }
 }
 
+/** The keys each nested option object takes (the compiler checks each list is complete). */
+const NESTED_OPTIONS: { [K in 'ssl' | 'pool' | 'timeouts' | 'transaction' | 'replica' | 'neon']-?: Record<keyof NonNullable<DbOptions[K]>, true> } = {
+  ssl: { mode: true, rootCert: true, cert: true, key: true, allowInsecure: true },
+  pool: { size: true, maxOverflow: true, timeoutMs: true, recycleMs: true, overflowIdleMs: true, validateAfterIdleMs: true },
+  timeouts: { connectMs: true, statementMs: true, idleInTransactionMs: true, lockMs: true },
+  transaction: { maxWaitMs: true, timeoutMs: true, retries: true, isolationLevel: true },
+  replica: { maxLagMs: true, retryAfterMs: true, lagCheckIntervalMs: true },
+  neon: { wsProxy: true, useSecureWebSocket: true, pipelineTLS: true, pipelineConnect: true, fetchEndpoint: true, httpQueries: true },
+};
+
+/** A misspelt nested option (`pool: { sise: 20 }`) would be ignored, and the default silently used: refused. */
+function checkNestedNames(options: DbOptions, r: Resolver): void {
+  for (const [group, known] of Object.entries(NESTED_OPTIONS)) {
+    const value = options[group as keyof typeof NESTED_OPTIONS];
+    if (typeof value !== 'object' || value === null) continue;
+    for (const name of Object.keys(value)) {
+      if (!(name in known)) r.fail(`${group}.${name}`, `is not an option of ${group} (it takes ${Object.keys(known).join(', ')})`);
+    }
+  }
+}
+
 /**
  * Resolves and validates the configuration. Throws one ConfigError listing every problem.
  * `env` defaults to process.env; tests pass their own.
  */
 export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbConfig {
   const r = new Resolver();
+  checkNestedNames(options, r);
 
   // Connection target: an explicit URL, else DATABASE_URL, else the DB_* parts.
   const urlSetting = options.url !== undefined ? 'url' : 'DATABASE_URL';

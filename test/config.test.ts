@@ -162,3 +162,18 @@ describe('loadReplicaConfig', () => {
     expect(loadReplicaConfig(options, {}, 'postgresql://replica.example.com/app?sslmode=require', 0).target).toMatchObject({ host: 'replica.example.com', port: 5432, user: 'writer', password: 'primary-pw' });
   });
 });
+
+describe('nested option names', () => {
+  it('a misspelt nested option is refused, with the others, instead of silently using the default', () => {
+    const options = { host: 'db.example.com', password: 'x', pool: { sise: 20, size: 3 }, timeouts: { statementTimeoutMs: 5 } } as unknown as Parameters<typeof loadConfig>[0];
+    let err: unknown;
+    try {
+      loadConfig(options, {});
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).issues.map((i) => i.setting)).toEqual(['pool.sise', 'timeouts.statementTimeoutMs']);
+    expect((err as ConfigError).issues[0]!.problem).toMatch(/maxOverflow/);
+  });
+});
