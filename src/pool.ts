@@ -503,3 +503,12 @@ function lend(client: PoolClient): Lent {
     idle: () => tail,
   };
 }
+
+/**
+ * Is the caller inside a db.session() on `pool`? For work that bypasses the pool (Neon's
+ * HTTP statements, driver/neon.ts): inside a session it must go to the session's connection.
+ */
+export function inSessionOn(pool: GuardedPool | undefined): boolean {
+  const pin = pinned.get();
+  return pool !== undefined && pin?.pool === pool && !pin.ended;
+}

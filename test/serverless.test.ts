@@ -195,4 +195,31 @@ describe('Neon driver', () => {
     // No socket left in the process (idle HTTP keep-alive sockets of fetch close within seconds).
     expect(await eventually(() => sockets() <= socketsBefore, 10_000, 100)).toBe(true);
   });
+
+  function neonDb(options: Omit<Parameters<typeof serverlessDb>[0], 'url' | 'neon'> = {}): Db<PrismaClient> {
+    return serverlessDb({
+      url: testDb.urlWith(undefined, { host: NEON_TEST_HOST, port: 5432 }),
+      neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false, fetchEndpoint: proxy.fetchEndpoint },
+      ...options,
+    });
+  }
+
+  test('a db.session keeps one connection: the same backend, its settings and its advisory lock, statement after statement', async () => {
+    const db = neonDb();
+    const seen = await db.session(async (c) => {
+      const [first] = await c.$queryRawUnsafe<{ pid: number }[]>('SELECT pg_backend_pid() AS pid');
+      await c.$executeRawUnsafe("SELECT set_config('application_name', 'srv-session-state', false)");
+      await c.$executeRawUnsafe('SELECT pg_advisory_lock(4242)');
+      const [after] = await c.$queryRawUnsafe<{ pid: number; app: string; locks: number }[]>(
+        "SELECT pg_backend_pid() AS pid, current_setting('application_name') AS app, (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND pid = pg_backend_pid()) AS locks",
+      );
+      await c.$executeRawUnsafe('SELECT pg_advisory_unlock(4242)');
+      return { first: first!.pid, ...after! };
+    });
+    expect(seen).toEqual({ first: seen.pid, pid: seen.pid, app: 'srv-session-state', locks: 1 });
+    // Outside the session single statements still go over HTTP.
+    const before = proxy.received().http;
+    await db.$queryRawUnsafe('SELECT 1');
+    expect(proxy.received().http).toBe(before + 1);
+  });
 });

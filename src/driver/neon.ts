@@ -20,7 +20,7 @@ import { DatabaseQueryError, DeadlineExceededError } from '../errors.ts';
 import { connectionError, isConnectionLoss } from '../failures.ts';
 import { toUrl, type DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
-import { GuardedPool, type PoolClient, type RawConnect, type RawPool } from '../pool.ts';
+import { GuardedPool, inSessionOn, type PoolClient, type RawConnect, type RawPool } from '../pool.ts';
 import { currentScope } from '../scope.ts';
 import { SslChoice } from '../ssl.ts';
 import type { DbCounters } from '../stats.ts';
@@ -117,7 +117,7 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
       return adapter;
     },
   };
-  const factory = useHttp ? httpWithWsTransactions(new PrismaNeonHttp(toUrl(config), {}), ws, config) : ws;
+  const factory = useHttp ? httpWithWsTransactions(new PrismaNeonHttp(toUrl(config), {}), ws, config, () => inSessionOn(guard)) : ws;
   // The WebSocket pool ends with Prisma's disconnect (the adapter's dispose).
   return { factory, pool: () => guard, close: async () => {} };
 }
@@ -214,9 +214,10 @@ function httpStatement<T>(config: DbConfig, run: () => Promise<T>): Promise<T> {
 
 /**
  * Serverless Neon: single statements over Neon's HTTP endpoint (no connection at all),
- * transactions over one short-lived WebSocket connection, since HTTP rejects them.
+ * transactions and sessions over short-lived WebSocket connections, since HTTP has no
+ * transaction and no session.
  */
-function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdapterFactory, config: DbConfig): SqlDriverAdapterFactory {
+function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdapterFactory, config: DbConfig, inSession: () => boolean): SqlDriverAdapterFactory {
   hookFetch();
   return {
     provider: http.provider,
@@ -226,8 +227,10 @@ function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdap
       return {
         provider: h.provider,
         adapterName: h.adapterName,
-        queryRaw: (q) => httpStatement(config, () => h.queryRaw(q)),
-        executeRaw: (q) => httpStatement(config, () => h.executeRaw(q)),
+        // Inside a db.session() the statement goes to the session's connection (its SET,
+        // advisory locks and temporary tables); HTTP would reach a fresh backend each time.
+        queryRaw: (q) => (inSession() ? w.queryRaw(q) : httpStatement(config, () => h.queryRaw(q))),
+        executeRaw: (q) => (inSession() ? w.executeRaw(q) : httpStatement(config, () => h.executeRaw(q))),
         executeScript: (s) => w.executeScript(s),
         startTransaction: (level) => w.startTransaction(level),
         getConnectionInfo: () => w.getConnectionInfo?.() ?? { supportsRelationJoins: true },
