@@ -5,11 +5,11 @@
  * short-lived WebSocket for transactions) — without calling db.close().
  */
 import { PrismaClient } from '../src/generated/prisma/client';
-import { createDb, type Db } from '../src/index';
-import { countConnections, createTestDatabase, testServer, type TestDatabase } from './support/db';
+import { createDb, DatabaseConnectionError, type Db } from '../src/index';
+import { adminQuery, countConnections, createTestDatabase, testServer, type TestDatabase } from './support/db';
 import { NEON_TEST_HOST, startNeonProxy, type NeonProxy } from './support/neon-proxy';
 import { startPgBouncer, type PgBouncer } from './support/pgbouncer';
-import { eventually, sockets } from './support/async';
+import { eventually, rejectionOf, sockets } from './support/async';
 
 let testDb: TestDatabase;
 /** Closed in afterAll only, after every assertion about what they left open. */
@@ -204,6 +204,14 @@ describe('Neon driver', () => {
     });
   }
 
+  const running = async (marker: string): Promise<number> =>
+    (
+      await adminQuery<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND query LIKE $2 AND state = 'active' AND pid <> pg_backend_pid()",
+        [testDb.name, `%${marker}%`],
+      )
+    )[0]?.n ?? -1;
+
   test('a db.session keeps one connection: the same backend, its settings and its advisory lock, statement after statement', async () => {
     const db = neonDb();
     const seen = await db.session(async (c) => {
@@ -221,5 +229,19 @@ describe('Neon driver', () => {
     const before = proxy.received().http;
     await db.$queryRawUnsafe('SELECT 1');
     expect(proxy.received().http).toBe(before + 1);
+  });
+
+  test("close()'s deadline ends an HTTP statement still running: it fails before close() resolves, outcome unknown, and the query is cancelled", async () => {
+    const db = neonDb({ timeouts: { statementMs: 60_000 } });
+    let settled: unknown;
+    const statement = rejectionOf(db.$executeRawUnsafe('SELECT pg_sleep(20) /*srv-close-http*/')).then((err) => (settled = err));
+    expect(await eventually(async () => (await running('srv-close-http')) === 1, 10_000, 50)).toBe(true);
+    await db.close({ deadlineMs: 500 });
+    expect(settled).toBeInstanceOf(DatabaseConnectionError);
+    expect(settled).toMatchObject({ retryable: false, outcome: 'unknown' });
+    expect((settled as Error).message).toMatch(/closed by db\.close\(\) after its deadline/);
+    await statement;
+    // The request was aborted: Neon cancels the query when its client goes (sql_over_http.rs).
+    expect(await eventually(async () => (await running('srv-close-http')) === 0, 10_000, 100)).toBe(true);
   });
 });

@@ -16,7 +16,7 @@ import type * as NeonModule from '@neondatabase/serverless';
 import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 import { ContextSlot } from '../context.ts';
 import { withDeadline } from '../deadline.ts';
-import { DatabaseQueryError, DeadlineExceededError } from '../errors.ts';
+import { DatabaseConnectionError, DatabaseQueryError, DeadlineExceededError } from '../errors.ts';
 import { connectionError, isConnectionLoss } from '../failures.ts';
 import { toUrl, type DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
@@ -92,6 +92,7 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
   const wsFactory = new PrismaNeon({ ...poolOptions(config), ssl: false } as never, { onConnectionError: (err) => void hub.fail(err) });
   let guard: GuardedPool | undefined;
   const useHttp = config.mode === 'serverless' && config.neon.httpQueries !== false;
+  const inFlight = new InFlight();
   const ws: SqlDriverAdapterFactory = {
     provider: wsFactory.provider,
     adapterName: wsFactory.adapterName,
@@ -101,7 +102,7 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
       pool.Client = NeonClient;
       const connect = pool.connect as unknown as (cb: unknown) => void;
       const rawConnect: RawConnect = (callback) => void connect.call(pool, callback);
-      const current = new GuardedPool(pool, rawConnect, config, noSsl, counters, hub, recorder);
+      const current = new NeonGuardedPool(inFlight, pool, rawConnect, config, noSsl, counters, hub, recorder);
       pool.connect = () => current.connect();
       pool.query = (text, values) => current.query(text, values);
       // The adapter's dispose ends this pool directly: a warmed connection nobody claimed goes back first.
@@ -117,7 +118,8 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
       return adapter;
     },
   };
-  const factory = useHttp ? httpWithWsTransactions(new PrismaNeonHttp(toUrl(config), {}), ws, config, () => inSessionOn(guard)) : ws;
+  const route: HttpRoute = { config, inFlight, session: () => inSessionOn(guard) };
+  const factory = useHttp ? httpWithWsTransactions(new PrismaNeonHttp(toUrl(config), {}), ws, route) : ws;
   // The WebSocket pool ends with Prisma's disconnect (the adapter's dispose).
   return { factory, pool: () => guard, close: async () => {} };
 }
@@ -172,36 +174,83 @@ function neonMessage(body: string): string {
   }
 }
 
+/** What an HTTP statement needs besides the statement: its Db's settings and state. */
+interface HttpRoute {
+  readonly config: DbConfig;
+  readonly inFlight: InFlight;
+  /** Is the caller inside a db.session()? Then its statements belong on the session's connection. */
+  readonly session: () => boolean;
+}
+
+/**
+ * The HTTP statements running now, each by the function that ends it. They hold no
+ * connection of the pool, so close()'s deadline (destroyBusy) reaches them only here.
+ */
+class InFlight {
+  private readonly running = new Set<(reason: Error) => void>();
+
+  add(end: (reason: Error) => void): () => void {
+    this.running.add(end);
+    return () => void this.running.delete(end);
+  }
+
+  endAll(reason: Error): number {
+    const ends = [...this.running];
+    for (const end of ends) end(reason);
+    return ends.length;
+  }
+}
+
+/** The WebSocket pool, whose close-deadline teardown also ends the HTTP statements in flight. */
+class NeonGuardedPool extends GuardedPool {
+  constructor(
+    private readonly http: InFlight,
+    ...args: ConstructorParameters<typeof GuardedPool>
+  ) {
+    super(...args);
+  }
+
+  override destroyBusy(reason: Error): number {
+    return super.destroyBusy(reason) + this.http.endAll(reason);
+  }
+}
+
+/**
+ * The error of an HTTP statement ended under it (close's deadline): the request may have
+ * reached the compute and run, so the outcome is unknown and a retry is not for the layer.
+ */
+function endedUnder(reason: Error): Error {
+  return new DatabaseConnectionError(reason.message, { cause: reason, retryable: false, outcome: 'unknown' });
+}
+
 /**
  * One HTTP statement. Over HTTP nothing but user and database reaches the compute, so the
  * server-side timeouts cannot be sent; the statement timeout is enforced here instead,
  * with the connect deadline added, since one request covers a compute's wake-up and the
- * statement alike and the client cannot tell them apart. Inside a db.scope() it holds no
- * connection of the scope, so the scope watches it: refused once the scope ended, aborted
- * when the scope ends (its deadline) while it runs.
+ * statement alike and the client cannot tell them apart.
+ * It holds no connection, so what ends connections ends it too: the end of its db.scope()
+ * (refused once the scope ended, aborted when it ends while it runs) and close()'s deadline.
  */
-function httpStatement<T>(config: DbConfig, run: () => Promise<T>): Promise<T> {
-  const { statementMs, connectMs } = config.timeouts;
-  const scope = currentScope();
-  if (statementMs === 0 && scope === undefined) return run().catch((err: unknown) => Promise.reject(httpFailure(err)));
+function httpStatement<T>(route: HttpRoute, run: () => Promise<T>): Promise<T> {
+  const { statementMs, connectMs } = route.config.timeouts;
   const abort = new AbortController();
-  let ended: Promise<never> | undefined;
-  let unwatch: (() => void) | undefined;
-  if (scope !== undefined) {
-    let endWith!: (reason: Error) => void;
-    ended = new Promise<never>((_, reject) => (endWith = reject));
-    try {
-      unwatch = scope.watch((reason) => {
-        abort.abort();
-        endWith(reason);
-      });
-    } catch (refused) {
-      return Promise.reject(refused);
-    }
+  let endWith!: (reason: Error) => void;
+  const ended = new Promise<never>((_, reject) => (endWith = reject));
+  const end = (reason: Error): void => {
+    abort.abort();
+    endWith(reason);
+  };
+  const unwatch: Array<() => void> = [route.inFlight.add((reason) => end(endedUnder(reason)))];
+  const scope = currentScope();
+  try {
+    if (scope !== undefined) unwatch.push(scope.watch(end));
+  } catch (refused) {
+    unwatch.forEach((f) => f());
+    return Promise.reject(refused);
   }
   const sent = httpSignals.run(abort.signal, run).catch((err: unknown) => Promise.reject(httpFailure(err)));
-  const settled = ended === undefined ? sent : Promise.race([sent, ended]);
   const ms = connectMs + statementMs;
+  const settled = Promise.race([sent, ended]);
   const bounded =
     statementMs === 0
       ? settled
@@ -209,7 +258,7 @@ function httpStatement<T>(config: DbConfig, run: () => Promise<T>): Promise<T> {
           abort.abort();
           return new DeadlineExceededError('statement', ms);
         });
-  return unwatch === undefined ? bounded : bounded.finally(unwatch);
+  return bounded.finally(() => unwatch.forEach((f) => f()));
 }
 
 /**
@@ -217,7 +266,7 @@ function httpStatement<T>(config: DbConfig, run: () => Promise<T>): Promise<T> {
  * transactions and sessions over short-lived WebSocket connections, since HTTP has no
  * transaction and no session.
  */
-function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdapterFactory, config: DbConfig, inSession: () => boolean): SqlDriverAdapterFactory {
+function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdapterFactory, route: HttpRoute): SqlDriverAdapterFactory {
   hookFetch();
   return {
     provider: http.provider,
@@ -229,8 +278,8 @@ function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdap
         adapterName: h.adapterName,
         // Inside a db.session() the statement goes to the session's connection (its SET,
         // advisory locks and temporary tables); HTTP would reach a fresh backend each time.
-        queryRaw: (q) => (inSession() ? w.queryRaw(q) : httpStatement(config, () => h.queryRaw(q))),
-        executeRaw: (q) => (inSession() ? w.executeRaw(q) : httpStatement(config, () => h.executeRaw(q))),
+        queryRaw: (q) => (route.session() ? w.queryRaw(q) : httpStatement(route, () => h.queryRaw(q))),
+        executeRaw: (q) => (route.session() ? w.executeRaw(q) : httpStatement(route, () => h.executeRaw(q))),
         executeScript: (s) => w.executeScript(s),
         startTransaction: (level) => w.startTransaction(level),
         getConnectionInfo: () => w.getConnectionInfo?.() ?? { supportsRelationJoins: true },
