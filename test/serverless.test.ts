@@ -244,4 +244,18 @@ describe('Neon driver', () => {
     // The request was aborted: Neon cancels the query when its client goes (sql_over_http.rs).
     expect(await eventually(async () => (await running('srv-close-http')) === 0, 10_000, 100)).toBe(true);
   });
+
+  test('statementMs: 0 (no statement bound): a single statement against a silent endpoint still fails, at the connect deadline', async () => {
+    const db = neonDb({ timeouts: { connectMs: 1_000, statementMs: 0 } });
+    proxy.blackhole();
+    try {
+      const err = await Promise.race([
+        rejectionOf(db.$queryRawUnsafe('SELECT 1')),
+        new Promise((resolve) => setTimeout(() => resolve('still pending after 30 s'), 30_000).unref()),
+      ]);
+      expect(err).toBeInstanceOf(DatabaseConnectionError);
+    } finally {
+      proxy.reset();
+    }
+  });
 });

@@ -91,7 +91,11 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
   const noSsl = new SslChoice({ first: false, fallback: undefined });
   const wsFactory = new PrismaNeon({ ...poolOptions(config), ssl: false } as never, { onConnectionError: (err) => void hub.fail(err) });
   let guard: GuardedPool | undefined;
-  const useHttp = config.mode === 'serverless' && config.neon.httpQueries !== false;
+  // With statementMs 0 a single statement has no bound the layer may enforce, and an HTTP
+  // request that hangs (a black-holed endpoint) cannot be told from a long query: such
+  // statements go over WebSocket, where the connect has its own deadline and a lost
+  // connection is noticed by the socket (keepalive), not by the statement's length.
+  const useHttp = config.mode === 'serverless' && config.neon.httpQueries !== false && config.timeouts.statementMs > 0;
   const inFlight = new InFlight();
   const ws: SqlDriverAdapterFactory = {
     provider: wsFactory.provider,
@@ -227,7 +231,7 @@ function endedUnder(reason: Error): Error {
  * One HTTP statement. Over HTTP nothing but user and database reaches the compute, so the
  * server-side timeouts cannot be sent; the statement timeout is enforced here instead,
  * with the connect deadline added, since one request covers a compute's wake-up and the
- * statement alike and the client cannot tell them apart.
+ * statement alike and the client cannot tell them apart (statementMs 0 never comes here).
  * It holds no connection, so what ends connections ends it too: the end of its db.scope()
  * (refused once the scope ended, aborted when it ends while it runs) and close()'s deadline.
  */
@@ -250,14 +254,10 @@ function httpStatement<T>(route: HttpRoute, run: () => Promise<T>): Promise<T> {
   }
   const sent = httpSignals.run(abort.signal, run).catch((err: unknown) => Promise.reject(httpFailure(err)));
   const ms = connectMs + statementMs;
-  const settled = Promise.race([sent, ended]);
-  const bounded =
-    statementMs === 0
-      ? settled
-      : withDeadline(settled, ms, () => {
-          abort.abort();
-          return new DeadlineExceededError('statement', ms);
-        });
+  const bounded = withDeadline(Promise.race([sent, ended]), ms, () => {
+    abort.abort();
+    return new DeadlineExceededError('statement', ms);
+  });
   return bounded.finally(() => unwatch.forEach((f) => f()));
 }
 
