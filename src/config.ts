@@ -264,6 +264,20 @@ function startupValue(maxBytes?: number): Schema<string> {
   });
 }
 const nonEmpty = startupValue();
+/**
+ * Characters no host name or IP address has, which break the URL the host is put in
+ * (toUrl, and the Neon driver's own connection string): a space or `@` there makes the
+ * driver misparse it and echo the whole string, password included, in its error.
+ */
+const NOT_IN_A_HOST = /[\s\x00-\x1f\x7f/\\?#@%[\]<>^`{|}"']/;
+/** A host name or IP address, or a unix socket directory (starts with /, may hold any path). */
+const hostValue: Schema<string> = custom((value) => {
+  const text = v.safeParse(nonEmpty, value);
+  if (!text.success) return new Problem(text.issues[0].message);
+  const host = text.output;
+  if (host.startsWith('/') || !NOT_IN_A_HOST.test(host.replace(/^\[(.*)\]$/, '$1'))) return host;
+  return new Problem('must be a host name or IP address (no spaces, nor / \\ ? # @ % [ ] < > ^ ` { | } quotes), or a unix socket directory starting with /');
+});
 /** A role or database name: PostgreSQL identifiers are at most 63 bytes, and a longer one is truncated to another name. */
 const identifier = startupValue(63);
 const secret: Schema<string> = custom((value) => {
@@ -496,8 +510,8 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
   const p = (name: string): string | undefined => parsed?.params.get(name) ?? undefined;
   const inUrl = (name: string): string => `${urlSetting} parameter ${name}`;
 
-  const host = r.take(nonEmpty, undefined, ['host', options.host], ['DB_HOST', parsed ? undefined : env.DB_HOST], [urlSetting, parsed?.target.host]);
-  if (host === undefined && !r.issues.some((i) => i.setting === urlSetting)) {
+  const host = r.take(hostValue, undefined, ['host', options.host], ['DB_HOST', parsed ? undefined : env.DB_HOST], [urlSetting, parsed?.target.host]);
+  if (host === undefined && !r.issues.some((i) => [urlSetting, 'host', 'DB_HOST'].includes(i.setting))) {
     r.fail(rawUrl === undefined ? 'DATABASE_URL' : urlSetting, rawUrl === undefined ? 'is not set (nor DB_HOST)' : 'has no host');
   }
   const port = r.take(whole(1, 65535, '', '5432'), DEFAULTS.port, ['port', options.port], ['DB_PORT', parsed ? undefined : env.DB_PORT], [urlSetting, parsed?.target.port]);

@@ -121,7 +121,19 @@ describe('loadConfig', () => {
       ['plaintext to a remote host in production', { DATABASE_URL: URL_WITH_SECRET, DB_SSLMODE: 'disable', NODE_ENV: 'production' }, 'DB_SSLMODE'],
       ['unknown driver', { DATABASE_URL: URL_WITH_SECRET, DB_DRIVER: 'mysql' }, 'DB_DRIVER'],
       ['bad boolean', { DATABASE_URL: URL_WITH_SECRET, DB_SSL_ALLOW_INSECURE: 'maybe' }, 'DB_SSL_ALLOW_INSECURE'],
+      // A space or @ in a host breaks the connection string built from it, and the driver's error then quotes it whole.
+      ['a space inside the host', { DB_HOST: 'ep-quiet sun.us-east-2.aws.neon.tech', DB_PASSWORD: SECRET }, 'DB_HOST'],
+      ['an @ in the host', { DB_HOST: 'evil@ep-x.neon.tech', DB_PASSWORD: SECRET }, 'DB_HOST'],
+      ['a path after the host', { DB_HOST: 'db.example.com/other', DB_PASSWORD: SECRET }, 'DB_HOST'],
     ];
+
+    it('a host with a space given as an option is refused naming `host`; a unix socket directory may hold one', () => {
+      const err = configError(() => loadConfig({ host: 'ep-quiet sun.us-east-2.aws.neon.tech', password: SECRET, mode: 'serverless', driver: 'neon' }, {}));
+      expect(err.issues.map((i) => i.setting)).toEqual(['host']);
+      expect(err.message).not.toContain(SECRET);
+      expect(loadConfig({ host: '/var/run/my sockets', password: SECRET }, {}).target.host).toBe('/var/run/my sockets');
+      expect(loadConfig({}, { DATABASE_URL: 'postgresql://u:p@[::1]:5432/db' }).target.host).toBe('::1');
+    });
 
     it.each(cases)('%s', (_name, env, setting) => {
       const err = configError(() => loadConfig({}, env));
