@@ -5,6 +5,7 @@
 // user wrote it. Nothing here touches the network.
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { isIPv6 } from 'node:net';
 import { MAX_TIMER_MS } from './deadline.ts';
 import * as v from './valibot.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
@@ -275,7 +276,11 @@ const hostValue: Schema<string> = custom((value) => {
   const text = v.safeParse(nonEmpty, value);
   if (!text.success) return new Problem(text.issues[0].message);
   const host = text.output;
-  if (host.startsWith('/') || !NOT_IN_A_HOST.test(host.replace(/^\[(.*)\]$/, '$1'))) return host;
+  if (host.startsWith('/')) return host;
+  const bare = host.replace(/^\[(.*)\]$/, '$1');
+  // Only an IPv6 address has a colon (toUrl puts it in brackets): `host:port` is not one.
+  if (bare.includes(':') && !isIPv6(bare)) return new Problem('must be a host name or IP address; a port goes in the port setting (DB_PORT, port)');
+  if (!NOT_IN_A_HOST.test(bare)) return host;
   return new Problem('must be a host name or IP address (no spaces, nor / \\ ? # @ % [ ] < > ^ ` { | } quotes), or a unix socket directory starting with /');
 });
 /** A role or database name: PostgreSQL identifiers are at most 63 bytes, and a longer one is truncated to another name. */

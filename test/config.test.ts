@@ -125,6 +125,7 @@ describe('loadConfig', () => {
       ['a space inside the host', { DB_HOST: 'ep-quiet sun.us-east-2.aws.neon.tech', DB_PASSWORD: SECRET }, 'DB_HOST'],
       ['an @ in the host', { DB_HOST: 'evil@ep-x.neon.tech', DB_PASSWORD: SECRET }, 'DB_HOST'],
       ['a path after the host', { DB_HOST: 'db.example.com/other', DB_PASSWORD: SECRET }, 'DB_HOST'],
+      ['a port inside the host', { DB_HOST: 'ep-x.us-east-2.aws.neon.tech:5432', DB_PASSWORD: SECRET }, 'DB_HOST'],
     ];
 
     it('a host with a space given as an option is refused naming `host`; a unix socket directory may hold one', () => {
@@ -133,6 +134,7 @@ describe('loadConfig', () => {
       expect(err.message).not.toContain(SECRET);
       expect(loadConfig({ host: '/var/run/my sockets', password: SECRET }, {}).target.host).toBe('/var/run/my sockets');
       expect(loadConfig({}, { DATABASE_URL: 'postgresql://u:p@[::1]:5432/db' }).target.host).toBe('::1');
+      expect(loadConfig({ host: 'fe80::1' }, {}).target.host).toBe('fe80::1');
     });
 
     it.each(cases)('%s', (_name, env, setting) => {
