@@ -92,3 +92,31 @@ export function hideSecrets<T extends object>(holder: T, keys: readonly (keyof T
   });
   return holder;
 }
+
+/** The properties of a driver's error (and its causes') that may quote a connection string. */
+const ERROR_TEXTS = ['message', 'stack', 'originalMessage', 'detail', 'hint'] as const;
+
+/**
+ * `err` with `redact` applied in place to its texts and to its causes' (drivers wrap: a
+ * DriverAdapterError's cause holds the driver's original message). In place, not a copy,
+ * so that Prisma still recognises the driver's error and maps it (SQLSTATE, constraint).
+ */
+export function redactError<T>(err: T): T {
+  let e: unknown = err;
+  for (let depth = 0; depth < 6 && typeof e === 'object' && e !== null; depth++) {
+    const holder = e as Record<string, unknown>;
+    for (const key of ERROR_TEXTS) {
+      const text = holder[key];
+      if (typeof text !== 'string') continue;
+      const clean = redact(text);
+      if (clean === text) continue;
+      try {
+        holder[key] = clean;
+      } catch {
+        // A frozen error: nothing to do but leave it; the layer's own errors are built redacted.
+      }
+    }
+    e = holder.cause;
+  }
+  return err;
+}

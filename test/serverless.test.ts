@@ -258,4 +258,27 @@ describe('Neon driver', () => {
       proxy.reset();
     }
   });
+
+  test('an HTTP error that quotes the connection string reaches the caller without the password', async () => {
+    const password = 'Echoed-Secret-9f3k';
+    const url = testDb.urlWith(undefined, { host: NEON_TEST_HOST, port: 5432 });
+    const echoing = serverlessDb({
+      url: url.replace(/:\/\/([^:@]+)(:[^@]*)?@/, `://$1:${password}@`),
+      neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false, fetchEndpoint: proxy.fetchEndpoint },
+    });
+    // A peer that quotes the request back, as a driver or a proxy may in an error.
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = (async (input: string, init?: RequestInit) => {
+      const quoted = new Headers(init?.headers).get('Neon-Connection-String') ?? '';
+      return new Response(JSON.stringify({ message: `cannot use connection string ${quoted}`, code: 'XX000' }), { status: 400, headers: { 'content-type': 'application/json' } });
+    }) as typeof fetch;
+    try {
+      const err = (await rejectionOf(echoing.$queryRawUnsafe('SELECT 1'))) as Error & { cause?: Error };
+      const seen = `${err.message} ${err.stack} ${JSON.stringify(err)} ${String(err.cause?.message)} ${String(err.cause?.stack)}`;
+      expect(seen).toContain('cannot use connection string');
+      expect(seen).not.toContain(password);
+    } finally {
+      globalThis.fetch = realFetch;
+    }
+  });
 });

@@ -22,6 +22,7 @@ import { toUrl, type DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
 import { GuardedPool, inSessionOn, type PoolClient, type RawConnect, type RawPool } from '../pool.ts';
 import { currentScope } from '../scope.ts';
+import { redactError } from '../secrets.ts';
 import { SslChoice } from '../ssl.ts';
 import type { DbCounters } from '../stats.ts';
 import type { PoolRecorder } from '../telemetry.ts';
@@ -252,13 +253,18 @@ function httpStatement<T>(route: HttpRoute, run: () => Promise<T>): Promise<T> {
     unwatch.forEach((f) => f());
     return Promise.reject(refused);
   }
-  const sent = httpSignals.run(abort.signal, run).catch((err: unknown) => Promise.reject(httpFailure(err)));
+  const sent = httpSignals.run(abort.signal, run).catch((err: unknown) => Promise.reject(redactError(httpFailure(err))));
   const ms = connectMs + statementMs;
   const bounded = withDeadline(Promise.race([sent, ended]), ms, () => {
     abort.abort();
     return new DeadlineExceededError('statement', ms);
   });
   return bounded.finally(() => unwatch.forEach((f) => f()));
+}
+
+/** The driver's rejection with passwords removed (secrets.ts): the HTTP driver's errors can quote its connection string. */
+function redacted<T>(work: Promise<T>): Promise<T> {
+  return work.catch((err: unknown) => Promise.reject(redactError(err)));
 }
 
 /**
@@ -272,16 +278,16 @@ function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdap
     provider: http.provider,
     adapterName: http.adapterName,
     async connect(): Promise<SqlDriverAdapter> {
-      const [h, w] = await Promise.all([http.connect(), ws.connect()]);
+      const [h, w] = await redacted(Promise.all([http.connect(), ws.connect()]));
       return {
         provider: h.provider,
         adapterName: h.adapterName,
         // Inside a db.session() the statement goes to the session's connection (its SET,
         // advisory locks and temporary tables); HTTP would reach a fresh backend each time.
-        queryRaw: (q) => (route.session() ? w.queryRaw(q) : httpStatement(route, () => h.queryRaw(q))),
-        executeRaw: (q) => (route.session() ? w.executeRaw(q) : httpStatement(route, () => h.executeRaw(q))),
-        executeScript: (s) => w.executeScript(s),
-        startTransaction: (level) => w.startTransaction(level),
+        queryRaw: (q) => (route.session() ? redacted(w.queryRaw(q)) : httpStatement(route, () => h.queryRaw(q))),
+        executeRaw: (q) => (route.session() ? redacted(w.executeRaw(q)) : httpStatement(route, () => h.executeRaw(q))),
+        executeScript: (s) => redacted(w.executeScript(s)),
+        startTransaction: (level) => redacted(w.startTransaction(level)),
         getConnectionInfo: () => w.getConnectionInfo?.() ?? { supportsRelationJoins: true },
         dispose: async () => {
           await Promise.all([h.dispose(), w.dispose()]);
