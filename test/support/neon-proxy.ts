@@ -22,6 +22,9 @@
  *   `pipelineConnect: 'password'` works: startup + password + first query arrive at once.
  *   The proxy checks the password itself (the fixture: by the compute's SCRAM answer) and
  *   reports "password authentication failed for user '<u>'" (auth/mod.rs PasswordFailed).
+ * - Allow-lists before the rate limit (auth/backend/mod.rs auth_quirks → control_plane/mod.rs
+ *   EndpointAccessControl::check): "This IP address … is not allowed to connect to this
+ *   endpoint. …" and "… from a blocked network." (auth/mod.rs); over HTTP a 400 (ErrorKind::User).
  * - Rate limit before authentication (auth/backend/mod.rs auth_quirks
  *   connection_attempt_rate_limit): "Too many connections to this endpoint. Please try again later."
  * - Compute wake (proxy/wake_compute.rs, control_plane): a suspended compute takes
@@ -92,7 +95,7 @@ import {
   type ComputeSession,
 } from './neon-wire';
 
-export type NeonFailure = 'compute-unreachable' | 'auth' | 'quota' | 'rate-limit';
+export type NeonFailure = 'compute-unreachable' | 'auth' | 'quota' | 'rate-limit' | 'ip-not-allowed' | 'blocked-network';
 
 export interface NeonProxyOptions {
   /** The harness PostgreSQL standing in for the compute (TLS + SCRAM). */
@@ -153,6 +156,10 @@ export const NEON_ERRORS = {
   rateLimit: 'Too many connections to this endpoint. Please try again later.',
   quota: 'Control plane request failed: endpoint is temporarily unavailable. Check your quotas and/or contact our support.',
   passwordFailed: (user: string) => `password authentication failed for user '${user}'`,
+  // auth/mod.rs AuthError::IpAddressNotAllowed / NetworkNotAllowed (the endpoint's allow-lists).
+  ipNotAllowed: (ip: string) =>
+    `This IP address ${ip} is not allowed to connect to this endpoint. Please add it to the allowed list in the Neon console. Make sure to check for IPv4 or IPv6 addresses.`,
+  blockedNetwork: 'This connection is trying to access this endpoint from a blocked network.',
   missingEndpoint:
     "Endpoint ID is not specified. Either please upgrade the postgres client library (libpq) for SNI support or pass the endpoint ID (first part of the domain name) as a parameter: '?options=endpoint%3D<endpoint-id>'. See more at https://neon.tech/sni",
 } as const;
@@ -304,6 +311,8 @@ class WsSession {
     if (error) return this.refuse(error);
     if (!endpoint) return this.refuse(NEON_ERRORS.missingEndpoint);
     this.endpoint = endpoint;
+    const denied = accessDenied(this.state);
+    if (denied) return this.refuse(denied);
     if (takeFailure(this.state, 'rate-limit')) return this.refuse(NEON_ERRORS.rateLimit);
     this.send(authCleartextPassword());
     this.stage = 'password';
@@ -515,8 +524,21 @@ function parsePayload(body: Buffer): QueryData | QueryData[] {
   throw new HttpError(400, 'could not parse the HTTP request body: data did not match any variant of untagged enum Payload');
 }
 
+/**
+ * auth/backend/mod.rs auth_quirks → control_plane/mod.rs EndpointAccessControl::check: the
+ * endpoint's IP allow-list and network blocks, checked before the rate limit and the password.
+ */
+function accessDenied(state: State): string | undefined {
+  const failure = takeFailure(state, 'ip-not-allowed', 'blocked-network');
+  if (failure === 'ip-not-allowed') return NEON_ERRORS.ipNotAllowed('127.0.0.1');
+  return failure === 'blocked-network' ? NEON_ERRORS.blockedNetwork : undefined;
+}
+
 /** backend.rs authenticate_with_password + connect_to_compute, with the proxy's error mapping. */
 async function openHttpCompute(state: State, info: ConnInfo): Promise<Client> {
+  // A user error (ErrorKind::User): 400 (sql_over_http.rs get_http_status_code).
+  const denied = accessDenied(state);
+  if (denied) throw new HttpError(400, denied);
   if (takeFailure(state, 'rate-limit')) throw new HttpError(500, NEON_ERRORS.rateLimit);
   if (takeFailure(state, 'auth')) throw new HttpError(400, NEON_ERRORS.passwordFailed(info.user));
   await wake(state);
