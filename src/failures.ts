@@ -31,7 +31,16 @@ const LOST_MESSAGE = /Connection terminated|connection timeout|timeout expired|C
  * auth/mod.rs, control_plane/messages.rs).
  */
 const NEON_TRANSIENT = /Couldn't connect to compute node|Too many connections to this endpoint|Failed to acquire permit|rate limit/i;
-const NEON_PERMANENT = /password authentication failed|Check your quotas|endpoint is disabled|exceeded the limit|Endpoint ID is not specified|Inconsistent project name/i;
+const NEON_PERMANENT = new RegExp(
+  [
+    /password authentication failed|Check your quotas|endpoint is disabled|exceeded the limit|Endpoint ID is not specified|Inconsistent project name/.source,
+    // proxy/src/auth/credentials.rs (ComputeUserInfoParseError): a bad endpoint id or startup packet.
+    /must contain only alphanumeric characters and hyphen|is missing in startup packet/.source,
+    // proxy/src/auth/mod.rs (AuthError): the endpoint's IP, network and VPC allow-lists.
+    /is not allowed to connect to this endpoint|from a blocked network|VPC endpoint ID is not specified/.source,
+  ].join('|'),
+  'i',
+);
 
 /**
  * Failures a retry cannot fix: wrong credentials, a missing database, a startup value the

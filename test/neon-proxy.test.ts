@@ -261,6 +261,8 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     ['rate-limit', NEON_ERRORS.rateLimit, true],
     ['auth', 'password authentication failed', false],
     ['quota', NEON_ERRORS.quota, false],
+    ['ip-not-allowed', NEON_ERRORS.ipNotAllowed('127.0.0.1'), false],
+    ['blocked-network', NEON_ERRORS.blockedNetwork, false],
   ];
 
   test.each(proxyErrors)('proxy error %s on a single query: typed, retryable = %#', async (kind, text, retryable) => {
@@ -281,6 +283,20 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     if (retryable) expect(err).toBeInstanceOf(DatabaseConnectionError);
     expect((err as DatalayerError).retryable).toBe(retryable);
     expect((err as Error).message).toContain(text);
+  });
+
+  // Over WebSocket, where `options` reaches the proxy (a serverless single query goes over HTTP).
+  test.each(mode === 'pooled' ? (['query', 'unit'] as const) : (['unit'] as const))("a malformed endpoint id (credentials.rs): the proxy's refusal reaches a %s as a connection error, not retryable", async (what) => {
+    // A host outside neon.tech, so the endpoint comes from `options` alone (no SNI to disagree with).
+    const db = neonDb(mode, {
+      url: testDb.urlWith({ options: 'endpoint=ep_bad_name' }, { user: testDb.appUser, password: testDb.appPassword, host: 'db.example.com', port: 5432 }),
+      driver: 'neon',
+      timeouts: { connectMs: 5_000 },
+    });
+    const err = await within(30_000, rejectionOf(what === 'query' ? db.$queryRawUnsafe('SELECT 1') : db.transaction((tx) => tx.$queryRawUnsafe('SELECT 1'), { retries: 0 })));
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect((err as Error).message).toContain("Project name ('ep_bad_name') must contain only alphanumeric characters and hyphen.");
+    expect((err as DatabaseConnectionError).retryable).toBe(false);
   });
 
   test('a compute suspend in the middle of a 200-read loop surfaces no error after the wake', async () => {
