@@ -47,6 +47,12 @@ const NEON_PERMANENT = new RegExp(
  * server refuses, and TLS that can never succeed (certificate, host name, no SSL support).
  */
 const PERMANENT_SQLSTATES = new Set(['28P01', '28000', '3D000', '22023', '42704']);
+/**
+ * The compute's own startup refusals, which Neon's proxy relays as XX000 with the text alone
+ * (compute/mod.rs): only for failures already known to be connects (a statement's
+ * `database "x" does not exist` is a query error, not a lost connection).
+ */
+const COMPUTE_REFUSED = /^(?:FATAL: )?(?:database|role) "[^"]*" does not exist$/i;
 const PERMANENT_TLS = /certificate|self[- ]signed|altname|Hostname\/IP does not match|does not support SSL|unable to verify|UNABLE_TO_|CERT_|ERR_TLS|wrong version number/i;
 
 interface DriverCause {
@@ -129,7 +135,7 @@ export function isPermanentConnectFailure(err: unknown): boolean {
   const state = sqlStateOf(err);
   if (state !== undefined && PERMANENT_SQLSTATES.has(state)) return true;
   const e = shape(err);
-  return PERMANENT_TLS.test(`${String(e.code ?? '')} ${e.message ?? ''}`) || NEON_PERMANENT.test(e.message ?? '');
+  return PERMANENT_TLS.test(`${String(e.code ?? '')} ${e.message ?? ''}`) || NEON_PERMANENT.test(e.message ?? '') || COMPUTE_REFUSED.test(e.message ?? '');
 }
 
 /** Failures of opening a connection: nothing of the caller's work was sent. */

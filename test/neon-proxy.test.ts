@@ -299,6 +299,16 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     expect((err as DatabaseConnectionError).retryable).toBe(false);
   });
 
+  // Neon's proxy relays the compute's startup refusal as XX000 with its text, then closes
+  // (the fixture's header; stream.rs): after the pipelined startup, before ReadyForQuery.
+  test.each(mode === 'pooled' ? (['query', 'unit'] as const) : (['unit'] as const))("a database that does not exist: the compute's refusal reaches a %s as a connection error with its text, not retryable", async (what) => {
+    const db = neonDb(mode, { database: 'no_such_db', timeouts: { connectMs: 5_000 } });
+    const err = await within(30_000, rejectionOf(what === 'query' ? db.$queryRawUnsafe('SELECT 1') : db.transaction((tx) => tx.$queryRawUnsafe('SELECT 1'), { retries: 0 })));
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect((err as Error).message).toContain('database "no_such_db" does not exist');
+    expect((err as DatabaseConnectionError).retryable).toBe(false);
+  });
+
   test('a compute suspend in the middle of a 200-read loop surfaces no error after the wake', async () => {
     const db = neonDb(mode, { timeouts: { connectMs: 10_000 } });
     const errors: unknown[] = [];

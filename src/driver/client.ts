@@ -177,6 +177,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       const timer = setTimeout(expire, policy.connectMs);
       const clear = (): void => clearTimeout(timer);
       this.connection.once('readyForQuery', clear);
+      this.connection.once('readyForQuery', () => (this.serverReady = true));
       this.connection.once('end', clear);
       return result;
     }
@@ -186,6 +187,12 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       if (policy.cancelOnAbandon === true) requestCancel(Base, this as CancelTarget, policy.connectMs);
       destroySocket(this, reason);
     }
+
+    /**
+     * The server's first real ReadyForQuery came. Before it (Neon's pipelined startup), an
+     * error is the proxy or the compute refusing the connection, not the statement.
+     */
+    private serverReady = false;
 
     /** The deadline of this connection's statements outside a unit of work: one timer, re-armed per statement. */
     private statementTimer: ReusedTimer | undefined;
@@ -368,7 +375,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         // Refused by the server before BEGIN ran, so nothing of it ran: a syntax error anywhere
         // in a simple-protocol text refuses the whole `BEGIN;…;text`. BEGIN goes first, then
         // the statement again, as Prisma sends them: it fails there, in the transaction.
-        if (err && !begun && sqlStateOf(err) !== undefined && !isConnectionLoss(err)) this.sendAfter(ahead, config, values, confirmed, known, answer);
+        if (err && !begun && this.serverReady && sqlStateOf(err) !== undefined && !isConnectionLoss(err)) this.sendAfter(ahead, config, values, confirmed, known, answer);
         else {
           if (!err) confirmed();
           known();
@@ -421,7 +428,8 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
      * was confirmed (`carrier`: with the statement that carried it).
      */
     private failure(err: unknown, carrier: boolean): unknown {
-      const e = typed(err);
+      // Refused at startup: nothing was sent to a backend, and the refusal's text is the reason.
+      const e = this.serverReady ? typed(err) : connectionError(err, 'connect');
       if (this.unconfirmed && isConnectionLoss(e)) {
         markBeforeBegin(e, carrier);
         if (carrier && typeof e === 'object' && e !== null) this.lostWithFirst = e;
