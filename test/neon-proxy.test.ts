@@ -7,6 +7,8 @@
  * fixed (see the issue-14 report for the list and the changes they need).
  */
 import { Client, neon, neonConfig, NeonDbError, type ClientConfig } from '@neondatabase/serverless';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import ws from 'ws';
 import { PrismaClient } from '../src/generated/prisma/client';
 import {
@@ -374,6 +376,72 @@ describe('SQL over HTTP (serverless single queries)', () => {
     const authErr = await rejectionOf(db.$queryRawUnsafe('SELECT 1'));
     expect(authErr).toBeInstanceOf(DatalayerError);
     expect((authErr as DatalayerError).sqlState ?? undefined).not.toBe('');
+  });
+});
+
+/**
+ * What lies between the driver and Neon's proxy can break an answer the proxy never would:
+ * a plain HTTP peer in its place, answering each request as `answer` says after reading it
+ * whole (so the statement has been sent).
+ */
+describe('SQL over HTTP: answers lost or broken after the request was sent', () => {
+  type Answer = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  let answer: Answer = (_req, res) => res.end();
+  let peer: http.Server;
+  let peerPort = 0;
+  beforeAll(async () => {
+    peer = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => answer(req, res));
+    });
+    await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
+    peerPort = (peer.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    peer.closeAllConnections();
+    await new Promise<void>((resolve) => peer.close(() => resolve()));
+  });
+
+  function peerDb(fetchEndpoint = (): string => `http://127.0.0.1:${peerPort}/sql`): Db<PrismaClient> {
+    return neonDb('serverless', { timeouts: { connectMs: 5_000, statementMs: 5_000 }, neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false, fetchEndpoint } });
+  }
+
+  const answers: Array<[string, Answer]> = [
+    [
+      'a 200 whose body is cut off (undici: terminated)',
+      (req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': '500' });
+        res.write('{"command":"INSERT","rowCount":1,"rows":[],"fie');
+        setTimeout(() => req.socket.destroy(), 20);
+      },
+    ],
+    ['a connection reset before any answer', (req) => req.socket.destroy()],
+    ['a load balancer\'s HTML 400', (_req, res) => res.writeHead(400, { 'content-type': 'text/html' }).end('<html><body>Bad Request</body></html>')],
+    ['a 502 from a gateway', (_req, res) => res.writeHead(502, { 'content-type': 'text/html' }).end('<html>502 Bad Gateway</html>')],
+    [
+      "Neon cancelling the query under load (sql_over_http.rs: 400, 08P01)",
+      (_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ message: 'Query cancelled, connection was terminated', code: '08P01' })),
+    ],
+  ];
+
+  test.each(answers)('%s: a connection error saying the statement may have run, not retryable', async (_what, how) => {
+    answer = how;
+    const err = await within(20_000, rejectionOf(peerDb().$executeRawUnsafe("INSERT INTO users (email) VALUES ('http-lost@example.com')")));
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect(err).toMatchObject({ outcome: 'unknown', retryable: false });
+    expect((err as Error).message).toMatch(/may have run/);
+  });
+
+  test('a refused TCP connect: nothing was sent, a retryable "Could not connect"', async () => {
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const err = await within(20_000, rejectionOf(peerDb(() => `http://127.0.0.1:${port}/sql`).$queryRawUnsafe('SELECT 1')));
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect(err).toMatchObject({ retryable: true });
+    expect((err as { outcome?: unknown }).outcome).toBeUndefined();
+    expect((err as Error).message).toMatch(/^Could not connect/);
   });
 });
 

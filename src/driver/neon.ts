@@ -17,12 +17,12 @@ import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-a
 import { ContextSlot } from '../context.ts';
 import { withDeadline } from '../deadline.ts';
 import { DatabaseConnectionError, DatabaseQueryError, DeadlineExceededError } from '../errors.ts';
-import { connectionError, isConnectionLoss } from '../failures.ts';
+import { connectionError, isConnectionLoss, sqlStateOf } from '../failures.ts';
 import { toUrl, type DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
 import { GuardedPool, inSessionOn, type PoolClient, type RawConnect, type RawPool } from '../pool.ts';
 import { currentScope } from '../scope.ts';
-import { redactError } from '../secrets.ts';
+import { redact, redactError } from '../secrets.ts';
 import { SslChoice } from '../ssl.ts';
 import type { DbCounters } from '../stats.ts';
 import type { PoolRecorder } from '../telemetry.ts';
@@ -152,22 +152,55 @@ function hookFetch(): void {
 const HTTP_STATUS = /^Server error \(HTTP status (\d+)\): ([\s\S]*)$/;
 
 /**
- * Neon's SQL-over-HTTP failures as the layer's errors. 400 is the server's own SQL error
- * (it keeps its SQLSTATE, for Prisma to map); 413/507 are Neon's 10 MiB limits on the
- * request and the response; a 500 is the proxy failing to reach or start the compute
- * (http_util.rs, error.rs), classified by its text like the WebSocket proxy's errors.
+ * Neon's SQL-over-HTTP failures as the layer's errors, told apart by whether the statement
+ * can have run. Not sent: the request never left (a refused TCP or TLS connect), or the proxy
+ * answered that it could not reach or start the compute (http_util.rs, error.rs; by their
+ * text, like the WebSocket proxy's errors) — connect failures. May have run: the request went
+ * out and the answer was lost, cut off or not Neon's (a load balancer's page), or Neon
+ * cancelled the query under load (08P01, sql_over_http.rs) — outcome unknown. 400 with a
+ * SQLSTATE is the server's own SQL error (kept for Prisma to map); 413/507 are Neon's 10 MiB
+ * limits on the request and the response.
  */
 function httpFailure(err: unknown): unknown {
-  const message = err instanceof Error ? err.message : String(err);
+  const message = isErrorLike(err) ? err.message : String(err);
   const status = HTTP_STATUS.exec(message);
-  if (status) {
-    const text = neonMessage(status[2] ?? '');
-    if (status[1] === '413' || status[1] === '507') return new DatabaseQueryError(`Neon refused the statement: ${text} [HTTP ${status[1]}]`, { cause: err });
-    return connectionError(new Error(text), 'connect');
-  }
-  // Proxy errors (auth, quota) come as a 4xx body with code "": connection failures by their text.
-  if (/^Error connecting to database/.test(message) || isConnectionLoss(err)) return connectionError(err, 'connect');
+  if (status) return statusFailure(err, status[1] ?? '', neonMessage(status[2] ?? ''));
+  if (/^Error connecting to database/.test(message)) return neverSent(err) ? connectionError(err, 'connect') : mayHaveRun(err, 'lost the connection after the request was sent');
+  if (!isNeonDbError(err)) return isErrorLike(err) ? mayHaveRun(err, 'sent an answer that could not be read') : err;
+  if (sqlStateOf(err)?.startsWith('08')) return mayHaveRun(err, 'ended the query');
+  // Proxy errors (auth, quota) come as a 400 body with code "": connection failures by their text.
+  if (isConnectionLoss(err)) return connectionError(err, 'connect');
   return err;
+}
+
+function statusFailure(err: unknown, code: string, text: string): Error {
+  if (code === '413' || code === '507') return new DatabaseQueryError(`Neon refused the statement: ${text} [HTTP ${code}]`, { cause: err });
+  const said = new Error(text);
+  return isConnectionLoss(said) ? connectionError(said, 'connect') : mayHaveRun(err, `answered HTTP ${code}`);
+}
+
+/** By shape: fetch's errors come from undici's realm, where `instanceof Error` can fail (a vm context). */
+const isErrorLike = (err: unknown): err is Error => typeof err === 'object' && err !== null && typeof (err as Error).message === 'string';
+const isNeonDbError = (err: unknown): boolean => isErrorLike(err) && err.name === 'NeonDbError';
+
+/** Failures of fetch that happen before a byte of the request is written (undici's codes). */
+const BEFORE_SENDING = /^(?:ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|ERR_TLS_CERT_ALTNAME_INVALID|CERT_\w+|UNABLE_TO_\w+|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN)$/;
+
+/** The driver's "Error connecting to database" wraps fetch's TypeError, whose cause has the socket's code. */
+function neverSent(err: unknown): boolean {
+  const fetchError = (err as { sourceError?: { cause?: { code?: unknown } } }).sourceError;
+  const code = fetchError?.cause?.code;
+  return typeof code === 'string' && BEFORE_SENDING.test(code);
+}
+
+/** The request went out, so the statement may have run (autocommit): whether to retry is the caller's call. */
+function mayHaveRun(err: unknown, what: string): DatabaseConnectionError {
+  const text = isErrorLike(err) ? err.message : String(err);
+  return new DatabaseConnectionError(`Neon's HTTP endpoint ${what}: the statement may have run (outcome unknown): ${redact(text)}`, {
+    cause: err,
+    retryable: false,
+    outcome: 'unknown',
+  });
 }
 
 function neonMessage(body: string): string {
