@@ -8,7 +8,7 @@
  */
 import { Client, neon, neonConfig, NeonDbError, type ClientConfig } from '@neondatabase/serverless';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import ws from 'ws';
 import { PrismaClient } from '../src/generated/prisma/client';
 import {
@@ -442,6 +442,38 @@ describe('SQL over HTTP: answers lost or broken after the request was sent', () 
     expect(err).toMatchObject({ retryable: true });
     expect((err as { outcome?: unknown }).outcome).toBeUndefined();
     expect((err as Error).message).toMatch(/^Could not connect/);
+  });
+});
+
+describe("Neon's load shedding (serverless/mod.rs client_conn_threshold)", () => {
+  test('a connection cancelled to make room fails its HTTP statement: outcome unknown, not retryable, and the query is cancelled', async () => {
+    const shedding = await startNeonProxy({ upstream: testServer().info(), clientConnThreshold: 0 });
+    const other = new net.Socket();
+    try {
+      const db = createDb({
+        PrismaClient,
+        url: neonUrl(),
+        mode: 'serverless',
+        timeouts: { statementMs: 30_000 },
+        neon: { wsProxy: shedding.wsProxy, useSecureWebSocket: false, fetchEndpoint: shedding.fetchEndpoint },
+      });
+      opened.push(db);
+      const statement = rejectionOf(db.$executeRawUnsafe('SELECT pg_sleep(20) /*neon-shed*/'));
+      const running = async (): Promise<number> =>
+        (await adminQuery<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%neon-shed%' AND state = 'active' AND pid <> pg_backend_pid()", [testDb.name]))[0]?.n ?? -1;
+      expect(await eventually(async () => (await running()) === 1, 10_000, 50)).toBe(true);
+      // One more client connection: over the threshold, the proxy cancels the one open before it.
+      await new Promise<void>((resolve) => other.connect(shedding.port, '127.0.0.1', resolve));
+      const err = await within(15_000, statement);
+      expect(err).toBeInstanceOf(DatabaseConnectionError);
+      expect(err).toMatchObject({ outcome: 'unknown', retryable: false });
+      expect((err as Error).message).toContain('Query cancelled, connection was terminated');
+      expect(await eventually(async () => (await running()) === 0, 10_000, 100)).toBe(true);
+    } finally {
+      other.destroy();
+      for (const d of opened.splice(0)) await d.close({ deadlineMs: 5_000 }).catch(() => undefined);
+      await shedding.close();
+    }
   });
 });
 

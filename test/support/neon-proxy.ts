@@ -61,6 +61,11 @@
  *   payloads), 500 for compute/control-plane/rate-limit/quota errors, 507, 413.
  * - A client that disconnects mid-query gets its query cancelled on the compute
  *   (serverless/mod.rs http_cancellation_token → sql_over_http.rs process → cancel_query).
+ * - Load shedding (serverless/mod.rs task_main): a new connection arriving while more than
+ *   `clientConnThreshold` are open cancels a random open one (cancel_set.take()). A request
+ *   in flight on it has its query cancelled on the compute and, unless the query finishes
+ *   within 100 ms, gets 400 {"message":"Query cancelled, connection was terminated",
+ *   "code":"08P01"} (sql_over_http.rs handle / process); the connection then closes.
  *
  * Compute suspend (compute_ctl / Postgres fast shutdown): `suspend()` terminates every
  * compute backend opened through the proxy with pg_terminate_backend (the client sees
@@ -106,6 +111,8 @@ export interface NeonProxyOptions {
   maxRequestBytes?: number;
   /** sql_over_http_max_response_size_bytes; default 10 MiB as in binary/proxy.rs. */
   maxResponseBytes?: number;
+  /** sql_over_http_client_conn_threshold; default 10 000 as in binary/proxy.rs. */
+  clientConnThreshold?: number;
 }
 
 /** What one client connection asked for and what reached the compute. */
@@ -236,6 +243,8 @@ interface State {
   failures: NeonFailure[];
   computes: Set<Tracked>;
   sockets: Set<Socket>;
+  /** The cancel_set: how to cancel the request in flight on an HTTP connection. */
+  httpCancels: Map<Socket, () => void>;
   websockets: Set<WebSocket>;
   /** proxy cancel key → compute cancel key (cancellation.rs). */
   cancelKeys: Map<string, { pid: number; secret: number }>;
@@ -596,10 +605,36 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(text);
 }
 
+/** serverless/mod.rs task_main: over the threshold, a random open connection is cancelled. */
+function shedLoad(state: State): void {
+  if (state.sockets.size <= state.opts.clientConnThreshold) return;
+  const open = [...state.sockets];
+  const victim = open[Math.floor(Math.random() * open.length)]!;
+  const cancel = state.httpCancels.get(victim);
+  if (cancel) cancel();
+  else victim.destroy();
+}
+
+const LOAD_SHED_BODY = { message: 'Query cancelled, connection was terminated', code: '08P01' };
+
 async function handleSql(state: State, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   let client: Client | undefined;
   let tracked: Tracked | undefined;
   let entry: NeonSessionLog | undefined;
+  let cancelled = false;
+  const socket = req.socket;
+  // sql_over_http.rs process: cancel_query on the compute, then 100 ms for the query to end.
+  const shed = (): void => {
+    cancelled = true;
+    const conn = client as unknown as { processID?: number; secretKey?: number } | undefined;
+    if (conn?.processID !== undefined && conn.secretKey !== undefined) void cancelOnCompute(state.compute, conn.processID, conn.secretKey);
+    setTimeout(() => sendJson(res, 400, LOAD_SHED_BODY), 100).unref();
+  };
+  state.httpCancels.set(socket, shed);
+  res.once('finish', () => {
+    state.httpCancels.delete(socket);
+    if (cancelled) socket.destroy();
+  });
   try {
     const headers = parseHttpHeaders(req);
     const info = connInfo(req);
@@ -607,6 +642,7 @@ async function handleSql(state: State, req: http.IncomingMessage, res: http.Serv
     state.log.push(entry);
     const payload = parsePayload(await readBody(req, state.opts.maxRequestBytes));
     client = await openHttpCompute(state, info);
+    if (cancelled) throw new HttpError(400, LOAD_SHED_BODY.message);
     const c = client;
     const conn = c as unknown as { processID: number; secretKey: number };
     tracked = { pid: conn.processID, close: () => void c.end().catch(() => undefined) };
@@ -622,6 +658,7 @@ async function handleSql(state: State, req: http.IncomingMessage, res: http.Serv
   } catch (err) {
     const e = toHttpError(err);
     if (entry) entry.refused = e.message;
+    if (cancelled) sendJson(res, 400, LOAD_SHED_BODY);
     sendJson(res, e.status, neonErrorBody(e.message, e.db));
   } finally {
     if (tracked) state.computes.delete(tracked);
@@ -687,6 +724,7 @@ export async function startNeonProxy(options: NeonProxyOptions): Promise<NeonPro
       wakeDelayMs: options.wakeDelayMs ?? 500,
       maxRequestBytes: options.maxRequestBytes ?? 10 * MiB,
       maxResponseBytes: options.maxResponseBytes ?? 10 * MiB,
+      clientConnThreshold: options.clientConnThreshold ?? 10_000,
     },
     compute: { host: options.upstream.host, port: options.upstream.port, tls: tlsOptions(options.upstream) },
     upstream: options.upstream,
@@ -696,6 +734,7 @@ export async function startNeonProxy(options: NeonProxyOptions): Promise<NeonPro
     failures: [],
     computes: new Set(),
     sockets: new Set(),
+    httpCancels: new Map(),
     websockets: new Set(),
     cancelKeys: new Map(),
     log: [],
@@ -716,8 +755,12 @@ export async function startNeonProxy(options: NeonProxyOptions): Promise<NeonPro
     void p.finally(() => inFlight.delete(p));
   });
   server.on('connection', (socket: Socket) => {
+    shedLoad(state);
     state.sockets.add(socket);
-    socket.once('close', () => state.sockets.delete(socket));
+    socket.once('close', () => {
+      state.sockets.delete(socket);
+      state.httpCancels.delete(socket);
+    });
   });
   // serverless/mod.rs: a WebSocket upgrade is accepted on any path.
   server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => onUpgrade(state, wss, req, socket, head));
