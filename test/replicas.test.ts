@@ -257,14 +257,15 @@ describe('work on a replica is the Db\'s work', () => {
   it('its slow queries, counters and failures reach db.on, db.stats() and the logger', async () => {
     const logged: unknown[] = [];
     const logger = { info: () => {}, warn: () => {}, error: (obj: unknown) => logged.push(obj) };
-    const own = ownDb({ slowQueryMs: 200, logger });
+    // 1 s: far above what a fast statement takes on a loaded machine (200 ms was crossed by SELECT pg_is_in_recovery() in CI).
+    const own = ownDb({ slowQueryMs: 1000, logger });
     try {
       const slow: string[] = [];
       own.on('slowQuery', (info) => slow.push(info.sql));
       const before = own.stats().counters;
       await expect(
         own.read(async (tx) => {
-          await tx.$queryRaw`SELECT pg_sleep(0.4)::text`;
+          await tx.$queryRaw`SELECT pg_sleep(1.2)::text`;
           return (await tx.$queryRaw<{ r: boolean }[]>`SELECT pg_is_in_recovery() AS r`)[0]!.r;
         }),
       ).resolves.toBe(true);

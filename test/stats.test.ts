@@ -133,7 +133,7 @@ describe('events', () => {
 
 describe('listeners and loggers that throw', () => {
   // They run inside the layer's work (a checkout, a release, a COMMIT): what they throw is reported, and changes nothing.
-  const slowCommit = `CREATE OR REPLACE FUNCTION stats_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+  const slowCommit = `CREATE OR REPLACE FUNCTION stats_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1.2); RETURN NULL; END $$;
     DROP TRIGGER IF EXISTS stats_slow_commit ON users;
     CREATE CONSTRAINT TRIGGER stats_slow_commit AFTER INSERT ON users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
       WHEN (NEW.email LIKE 'slow-commit-%') EXECUTE FUNCTION stats_slow_commit()`;
@@ -141,7 +141,7 @@ describe('listeners and loggers that throw', () => {
   it('a slowQuery listener and a logger that throw at COMMIT leave a committed unit committed', async () => {
     await testDb.query(slowCommit);
     const logger = { ...recordingLogger(), warn: () => { throw new Error('logger bug'); } };
-    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('slow-commit'), slowQueryMs: 200, logger });
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('slow-commit'), slowQueryMs: 1000, logger });
     try {
       db.on('slowQuery', (info) => {
         if (/COMMIT/.test(info.sql)) throw new Error('listener bug at COMMIT');
