@@ -397,6 +397,11 @@ export class GuardedPool {
     }
   }
 
+  /** Does the caller run inside a db.session() on this pool? */
+  inSession(): boolean {
+    return this.pin() !== undefined;
+  }
+
   /** The caller's session on this pool, while it runs. */
   private pin(): Pin | undefined {
     const pin = pinned.get();
@@ -509,6 +514,5 @@ function lend(client: PoolClient): Lent {
  * HTTP statements, driver/neon.ts): inside a session it must go to the session's connection.
  */
 export function inSessionOn(pool: GuardedPool | undefined): boolean {
-  const pin = pinned.get();
-  return pool !== undefined && pin?.pool === pool && !pin.ended;
+  return pool?.inSession() ?? false;
 }
