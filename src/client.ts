@@ -5,6 +5,7 @@
 import { Instrumentation } from './adapter.ts';
 import { keepBatchesInContext } from './batching.ts';
 import { loadConfig, loadReplicaConfig, type DbConfig, type DbOptions, type IsolationLevel } from './config.ts';
+import { ReusedTimers } from './deadline.ts';
 import { createDriver, type DriverHandle } from './driver/index.ts';
 import { EventHub, type DbEvents } from './events.ts';
 import type { WithDbExtends } from './extended-types.ts';
@@ -17,7 +18,7 @@ import { runScope, type ScopeOptions } from './scope.ts';
 import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
 import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
-import { UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsOfWork, type UnitTelemetry } from './unit-of-work.ts';
+import { inUnitOf, UnitOfWork, type TransactionalClient, type TransactionOptions, type TxClient, type UnitsHome, type UnitsOfWork, type UnitTelemetry } from './unit-of-work.ts';
 import { ConfigError, DatabaseConnectionError, type ConfigIssue, type DatalayerError } from './errors.ts';
 import type * as Verify from './verify.ts';
 import type { VerifyOptions, VerifyReport } from './verify.ts';
@@ -175,6 +176,8 @@ interface StackTelemetry {
 
 function buildStack<C>(
   PrismaClient: PrismaClientClass<C>,
+  /** The Db's identity (UnitsHome.db), the same for all its stacks. */
+  db: object,
   config: DbConfig,
   lifecycle: Lifecycle,
   logger: DbLogger | undefined,
@@ -194,8 +197,8 @@ function buildStack<C>(
   } as PrismaClientOptions) as C & PrismaLike;
   if (!keepBatchesInContext(prisma)) logger?.warn({ event: 'prisma-internals' }, "Prisma's request batching was not found where Prisma 7.10 keeps it: findUnique calls made in one tick inside different scopes or units may share one's context");
   const disconnect = prisma.$disconnect.bind(prisma);
-  const spans = telemetry && unitTelemetry(telemetry, config);
-  const unitsOn = (client: unknown): UnitOfWork<C> => new UnitOfWork<C>(client as C & PrismaLike, config, counters, driver.pool, spans);
+  const home: UnitsHome = { db, config, counters, pool: driver.pool, telemetry: telemetry && unitTelemetry(telemetry, config), timers: new ReusedTimers() };
+  const unitsOn = (client: unknown): UnitOfWork<C> => new UnitOfWork<C>(client as C & PrismaLike, home);
   const units = unitsOn(prisma);
   const end = async (): Promise<void> => {
     await Promise.all([disconnect(), driver.close()]);
@@ -251,6 +254,8 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   const { PrismaClient, env, logger, closeOnSignals, telemetry: telemetryOptions, prisma: prismaOptions, ...dbOptions } = options;
   const config = loadConfig(dbOptions, env);
   const lifecycle = new Lifecycle(logger);
+  // Which units of work are this Db's: its clients and pools join them, another Db's do not.
+  const db = {};
   if (config.driver === 'neon' && config.channelBinding === 'require') warnChannelBinding(logger);
   let lastError: LastError | null = null;
   const record = (err: unknown): void => void (lastError = describeError(err));
@@ -262,12 +267,12 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     record(err);
     logger?.error?.({ event: 'error', kind: err.kind, error: lastError?.message }, 'database error');
   };
-  const primary = buildStack(PrismaClient, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)), prismaOptions);
+  const primary = buildStack(PrismaClient, db, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)), prismaOptions);
   primary.hub.onFailure = reportFailure;
   const replicaStacks = config.replicaUrls.map((url, i) => {
     const replicaConfig = loadReplicaConfig(dbOptions, env, url, i);
     const name = poolName === undefined ? defaultPoolName(replicaConfig.target) : `${poolName}/replica-${i + 1}`;
-    const stack = buildStack(PrismaClient, replicaConfig, lifecycle, logger, record, named(name), prismaOptions);
+    const stack = buildStack(PrismaClient, db, replicaConfig, lifecycle, logger, record, named(name), prismaOptions);
     stack.hub.onFailure = reportFailure;
     return { url, stack };
   });
@@ -305,7 +310,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     stacks,
     targets,
     router,
-    routing: { defaults: config.transaction, closing, closedError: closedUnderWork },
+    routing: { defaults: config.transaction, closing, closedError: closedUnderWork, inUnit: () => inUnitOf(db) },
     lifecycle,
     shared,
     prismaExtends: stacks.map((s) => s.prisma.$extends),

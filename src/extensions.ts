@@ -17,7 +17,7 @@
 
 import { ContextSlot } from './context.ts';
 import { ConfigError } from './errors.ts';
-import { inUnitOfWork, type SessionOptions, type TransactionOptions, type TxClient, type UnitsOfWork } from './unit-of-work.ts';
+import type { SessionOptions, TransactionOptions, TxClient, UnitOfWork, UnitsOfWork } from './unit-of-work.ts';
 
 /** One client of a Db's family: the Db or a client extended from it. */
 export interface Member {
@@ -29,16 +29,21 @@ export interface Member {
   readonly clients: readonly unknown[];
 }
 
-/** Who started the unit or session the caller runs in, on which pool, and its client. */
-interface Owner {
+/** Which client started a unit of work or session, on which pool: a unit's is kept in its own context (unit-of-work.ts). */
+interface Origin {
   member: Member;
   stack: number;
+}
+
+/** The owner of the unit or session the caller runs in, and its client. */
+interface Owner extends Origin {
   /** The transaction client (a unit) or the member's client (a session outside any unit). */
   client: unknown;
   unit: boolean;
 }
 
-const owners = new ContextSlot<Owner>();
+/** Sessions outside any unit (a unit's owner is its context's origin). */
+const sessions = new ContextSlot<Owner>();
 
 function extendsOrIs(member: Member, ancestor: Member): boolean {
   for (let m: Member | undefined = member; m !== undefined; m = m.parent) if (m === ancestor) return true;
@@ -60,12 +65,18 @@ function clientIn(member: Member, owner: Owner): unknown {
   ]);
 }
 
-/** The running unit's owner, when it belongs to `member`'s Db. */
-function ownerFor(member: Member, inUnit: boolean): Owner | undefined {
-  const owner = owners.get();
-  if (owner === undefined || owner.member.family !== member.family) return undefined;
-  // Work a settled unit left behind is outside it (as unit-of-work.ts's current()).
-  return owner.unit && !inUnit ? undefined : owner;
+/** The owner of the Db's unit the caller runs in (`units` knows the Db), if a member started it. */
+function unitOwner(units: UnitOfWork<unknown>): Owner | undefined {
+  const unit = units.running();
+  const origin = unit?.origin as Origin | undefined;
+  return origin === undefined ? undefined : { member: origin.member, stack: origin.stack, client: unit!.tx, unit: true };
+}
+
+/** The owner of the unit, else of the session of `member`'s Db, the caller runs in. */
+function ownerFor(member: Member, units: UnitOfWork<unknown>): Owner | undefined {
+  if (units.running() !== undefined) return unitOwner(units);
+  const session = sessions.get();
+  return session?.member.family === member.family ? session : undefined;
 }
 
 /**
@@ -73,24 +84,31 @@ function ownerFor(member: Member, inUnit: boolean): Owner | undefined {
  * pool) with the owner recorded, and a unit or session that joins a running unit given
  * the client the header describes.
  */
-export function ownedUnits<C>(member: Member, stack: number, units: UnitsOfWork<C>): UnitsOfWork<C> {
-  const start = <T>(unit: boolean, run: (fn: (c: TxClient<C>) => Promise<T>) => Promise<T>, fn: (c: TxClient<C>) => Promise<T>): Promise<T> => {
-    const outer = inUnitOfWork() ? ownerFor(member, true) : undefined;
-    if (outer === undefined) return run((c) => owners.run({ member, stack, client: c, unit }, () => fn(c)));
+export function ownedUnits<C>(member: Member, stack: number, units: UnitOfWork<C>): UnitsOfWork<C> {
+  const origin: Origin = { member, stack };
+  const join = <T>(owner: Owner, run: (fn: (c: TxClient<C>) => Promise<T>) => Promise<T>, fn: (c: TxClient<C>) => Promise<T>): Promise<T> => {
     let client: unknown;
     try {
-      client = clientIn(member, outer);
+      client = clientIn(member, owner);
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    if (client === outer.client) return run(() => fn(client as TxClient<C>));
-    return run(() => owners.run({ member, stack: outer.stack, client, unit: true }, () => fn(client as TxClient<C>)));
+    if (client === owner.client) return run(() => fn(client as TxClient<C>));
+    // The same transaction through this member's extensions: what joins it from here gets them too.
+    return run(() => units.joinAs({ member, stack: owner.stack } satisfies Origin, client, () => fn(client as TxClient<C>)));
   };
   return {
-    transaction: <T>(fn: (tx: TxClient<C>) => Promise<T>, options?: TransactionOptions) => start(true, (f) => units.transaction(f, options), fn),
-    session: <T>(fn: (c: TxClient<C>) => Promise<T>, options?: SessionOptions) => start(false, (f) => units.session(f, options), fn),
+    transaction: <T>(fn: (tx: TxClient<C>) => Promise<T>, options?: TransactionOptions) => {
+      const owner = unitOwner(units);
+      return owner === undefined ? units.transaction(fn, options, origin) : join(owner, (f) => units.transaction(f, options), fn);
+    },
+    session: <T>(fn: (c: TxClient<C>) => Promise<T>, options?: SessionOptions) => {
+      const owner = unitOwner(units);
+      if (owner !== undefined) return join(owner, (f) => units.session(f, options), fn);
+      return units.session((c) => sessions.run({ ...origin, client: c, unit: false }, () => fn(c)), options);
+    },
     current: () => {
-      const owner = ownerFor(member, inUnitOfWork());
+      const owner = ownerFor(member, units);
       return owner === undefined ? units.current() : (clientIn(member, owner) as TxClient<C>);
     },
   };

@@ -9,7 +9,7 @@ import { waitAtMost } from './deadline.ts';
 import { DatabaseConnectionError, PoolTimeoutError } from './errors.ts';
 import type { PoolFigures } from './stats.ts';
 import { checkUnitOptions } from './unit-options.ts';
-import { inUnitOfWork, type TransactionOptions, type TxClient, type UnitsOfWork } from './unit-of-work.ts';
+import type { TransactionOptions, TxClient, UnitsOfWork } from './unit-of-work.ts';
 
 export interface ReplicaStatus {
   name: string;
@@ -66,6 +66,8 @@ export interface ReadRouting<C = unknown> {
   closing(): boolean;
   /** What a read cut by close() fails with: the primary's non-retryable error for work cut by close(). */
   closedError(cause: unknown): Error;
+  /** Does the caller run inside a unit of this Db? Then its reads are that unit's. */
+  inUnit(): boolean;
   /** The units a read runs on a replica with: the replica's own, or those of a client extended from the Db (client.ts). */
   unitsOf?(target: ReplicaTarget<C>): UnitsOfWork<C>;
 }
@@ -244,7 +246,7 @@ export function routeReads<C>(primary: UnitsOfWork<C>['transaction'], router: Re
   const { defaults } = routing;
   return async <T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions = {}): Promise<T> => {
     const serializable = (opts.isolationLevel ?? defaults.isolationLevel) === 'Serializable';
-    if (!opts.readOnly || serializable || inUnitOfWork()) return primary(fn, opts);
+    if (!opts.readOnly || serializable || routing.inUnit()) return primary(fn, opts);
     checkUnitOptions(opts);
     const budget = new ReadBudget(opts.timeoutMs ?? defaults.timeoutMs, opts.maxWaitMs ?? defaults.maxWaitMs);
     const target = await router.pick(budget.lagWaitMs());

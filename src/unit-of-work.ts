@@ -38,12 +38,23 @@ type UnitState = 'starting' | 'running' | 'committing';
 interface UnitContext {
   /** Prisma's transaction client; undefined until BEGIN has gone through (the unit is still starting). */
   tx: unknown;
+  /** The Db the unit belongs to (UnitsHome.db): only that Db's clients join it. */
+  readonly db: object;
+  /** Who started the unit (or joined it with a client of its own): opaque here, extensions.ts's record. */
+  readonly origin: unknown;
+  /** A unit of another Db the caller was in when this one started: it still joins there. */
+  readonly enclosing: UnitContext | undefined;
   correlationId: string | undefined;
-  savepoints: number;
+  /** The savepoint units nested at this level (shared by a joined view of the unit). */
+  readonly savepoints: SavepointStack;
   /** What the unit's transaction runs at: the level a nested unit may ask for (checkNested). */
   readonly isolationLevel: IsolationLevel;
   /** The unit's limits, shared with its nested contexts: `ended` once the unit settled. */
   readonly limits: UnitLimits;
+}
+
+interface SavepointStack {
+  count: number;
   /** The savepoint unit nested here that runs now: siblings wait for it (savepoints are a stack). */
   turn?: Promise<void>;
 }
@@ -58,16 +69,37 @@ export interface TransactionalClient {
 const units = new ContextSlot<UnitContext>();
 const correlations = new ContextSlot<string>();
 
-/** The unit of work the caller runs in, once its BEGIN has gone through (until then it has no `tx`). */
-function startedUnit(): UnitContext | undefined {
-  const unit = units.get();
+/**
+ * The unit of work of `db` the caller runs in, once its BEGIN has gone through (until then
+ * it has no `tx`). A unit of another Db started inside it is not it: that Db's transaction
+ * is on another database (or another pool's server), never this Db's connection.
+ */
+function startedUnit(db: object): UnitContext | undefined {
+  const unit = unitOf(db);
   // Work a settled unit left behind (a timer, a detached promise) runs outside it: a new unit, the root client.
   return unit?.tx === undefined || unit.limits.ended ? undefined : unit;
 }
 
-/** Is the caller inside a unit of work? */
-export function inUnitOfWork(): boolean {
-  return startedUnit() !== undefined;
+/** The caller's unit of `db`, started or not, settled or not. */
+function unitOf(db: object): UnitContext | undefined {
+  let unit = units.get();
+  while (unit !== undefined && unit.db !== db) unit = unit.enclosing;
+  return unit;
+}
+
+/**
+ * The running unit of another Db the caller is in, for a unit of `db` starting there: that
+ * unit stays reachable from inside the new one. Settled units and `db`'s own (a settled one
+ * whose leftover work starts this unit) are skipped, so the chain holds only running units.
+ */
+function otherDbsUnit(unit: UnitContext | undefined, db: object): UnitContext | undefined {
+  while (unit !== undefined && (unit.db === db || unit.limits.ended)) unit = unit.enclosing;
+  return unit;
+}
+
+/** Is the caller inside a unit of work of `db` (any of its clients and pools)? */
+export function inUnitOf(db: object): boolean {
+  return startedUnit(db) !== undefined;
 }
 
 /** The correlation id of the unit of work or session the caller is running in. */
@@ -91,42 +123,82 @@ export interface UnitTelemetry {
 /** Thrown when BEGIN failed on a pooled connection that was already dead: nothing reached the server. */
 class NotStarted extends Error {}
 
-export class UnitOfWork<C> implements UnitsOfWork<C> {
+/** What the units of work of one pool share, whichever client (extended or not) they run on. */
+export interface UnitsHome {
+  /** The Db's identity, the same for all its pools and clients: its units join one another, never another Db's. */
+  readonly db: object;
+  readonly config: DbConfig;
+  readonly counters: DbCounters;
+  readonly pool: () => GuardedPool | undefined;
+  readonly telemetry?: UnitTelemetry | undefined;
   /** The units' deadline timers, reused by units that run one after another. */
-  private readonly timers = new ReusedTimers();
+  readonly timers: ReusedTimers;
+}
+
+/** The unit of work a caller runs in, as extensions.ts sees it. */
+export interface RunningUnit {
+  readonly origin: unknown;
+  readonly tx: unknown;
+}
+
+export class UnitOfWork<C> implements UnitsOfWork<C> {
+  private readonly db: object;
+  private readonly config: DbConfig;
+  private readonly counters: DbCounters;
+  private readonly pool: () => GuardedPool | undefined;
+  private readonly telemetry: UnitTelemetry | undefined;
+  private readonly timers: ReusedTimers;
 
   constructor(
     private readonly client: C & TransactionalClient,
-    private readonly config: DbConfig,
-    private readonly counters: DbCounters,
-    private readonly pool: () => GuardedPool | undefined,
-    private readonly telemetry?: UnitTelemetry,
-  ) {}
+    home: UnitsHome,
+  ) {
+    ({ db: this.db, config: this.config, counters: this.counters, pool: this.pool, telemetry: this.telemetry, timers: this.timers } = home);
+  }
 
-  // Not an async function: the unit's promise is its attempts' own, one hop fewer.
-  transaction = <T>(fn: (tx: TxClient<C>) => Promise<T>, options: TransactionOptions = {}): Promise<T> => {
+  /**
+   * A unit of work; `origin` is recorded in its context for whoever asks who started it
+   * (extensions.ts), at no cost of a context run of its own.
+   * Not an async function: the unit's promise is its attempts' own, one hop fewer.
+   */
+  transaction = <T>(fn: (tx: TxClient<C>) => Promise<T>, options: TransactionOptions = {}, origin?: unknown): Promise<T> => {
     let opts: TransactionOptions;
     try {
       opts = checkUnitOptions(options);
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    const outer = startedUnit();
+    const outer = startedUnit(this.db);
     if (outer) return this.nested(outer, fn, opts);
     const correlationId = opts.correlationId ?? currentCorrelationId();
     this.counters.transactions++;
     const telemetry = this.telemetry;
-    if (telemetry === undefined) return this.attempts(fn, opts, correlationId, undefined);
+    if (telemetry === undefined) return this.attempts(fn, opts, correlationId, undefined, origin);
     const info: UnitInfo = { ...telemetry.info, isolationLevel: opts.isolationLevel ?? this.config.transaction.isolationLevel, readOnly: opts.readOnly };
-    return telemetry.telemetry.unit(info, (span) => this.attempts(fn, opts, correlationId, span));
+    return telemetry.telemetry.unit(info, (span) => this.attempts(fn, opts, correlationId, span, origin));
   };
 
+  /** The unit of this Db the caller runs in (started: BEGIN went through), if any. */
+  running(): RunningUnit | undefined {
+    return startedUnit(this.db);
+  }
+
+  /**
+   * Runs `fn` in the caller's unit seen as `origin`'s, with `tx` as its transaction client
+   * (the same transaction, through a client with other extensions: extensions.ts).
+   */
+  joinAs<R>(origin: unknown, tx: unknown, fn: () => R): R {
+    const unit = startedUnit(this.db);
+    if (unit === undefined) throw new Error('joinAs outside a unit of work');
+    return units.run({ ...unit, origin, tx }, fn);
+  }
+
   /** The unit's runs: re-run after a dead pooled connection or a retryable conflict. */
-  private async attempts<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined, span: UnitSpan | undefined): Promise<T> {
+  private async attempts<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined, span: UnitSpan | undefined, origin: unknown): Promise<T> {
     const retries = opts.retries ?? this.config.transaction.retries;
     for (let attempt = 0, recovered = 0; ; attempt++) {
       try {
-        return await this.runOnce(fn, opts, correlationId);
+        return await this.runOnce(fn, opts, correlationId, origin);
       } catch (err) {
         if (err instanceof NotStarted && recovered < recoveryBudget(this.config)) {
           // The connection died before BEGIN got through: run it again on another one.
@@ -185,13 +257,14 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
    * whole transaction (the context gets Prisma's client once BEGIN has gone through), so
    * `fn` is called straight from the body, with no context switch of its own.
    */
-  private runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined): Promise<T> {
+  private runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined, origin: unknown): Promise<T> {
     const unit = { state: 'starting' as UnitState };
     const limits = this.limits(opts);
     const prelude = this.prelude(opts);
     limits.settings = prelude;
     const isolationLevel = opts.isolationLevel ?? this.config.transaction.isolationLevel ?? SERVER_DEFAULT_ISOLATION;
-    const context: UnitContext = { tx: undefined, correlationId, savepoints: 0, isolationLevel, limits };
+    const enclosing = otherDbsUnit(units.get(), this.db);
+    const context: UnitContext = { tx: undefined, db: this.db, origin, enclosing, correlationId, savepoints: { count: 0 }, isolationLevel, limits };
     const body = async (tx: never): Promise<T> => {
       unit.state = 'running';
       // Carried by the connection along with BEGIN and the first statement, unless it cannot (driver/begin.ts).
@@ -294,9 +367,10 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     if (opts.nested !== 'savepoint') return fn(outer.tx as TxClient<C>);
     // Savepoints are a stack on one connection: sibling units (a Promise.all) take turns, or
     // one's ROLLBACK TO would undo what another, already resolved, wrote after it.
-    const before = outer.turn;
+    const stack = outer.savepoints;
+    const before = stack.turn;
     let done!: () => void;
-    outer.turn = new Promise<void>((resolve) => (done = resolve));
+    stack.turn = new Promise<void>((resolve) => (done = resolve));
     try {
       if (before !== undefined) await before;
       return await this.savepoint(outer, fn);
@@ -308,10 +382,10 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
   private async savepoint<T>(outer: UnitContext, fn: (tx: TxClient<C>) => Promise<T>): Promise<T> {
     const tx = outer.tx as TransactionalClient;
     // The name is ours (a counter), never the caller's.
-    const name = `datalayer_sp_${++outer.savepoints}`;
+    const name = `datalayer_sp_${++outer.savepoints.count}`;
     await tx.$executeRawUnsafe(`SAVEPOINT ${name}`);
     try {
-      const value = await units.run({ ...outer, savepoints: 0, turn: undefined }, () => fn(outer.tx as TxClient<C>));
+      const value = await units.run({ ...outer, savepoints: { count: 0 } }, () => fn(outer.tx as TxClient<C>));
       await tx.$executeRawUnsafe(`RELEASE SAVEPOINT ${name}`);
       return value;
     } catch (err) {
@@ -321,7 +395,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
   }
 
   session = async <T>(fn: (c: TxClient<C>) => Promise<T>, opts: SessionOptions = {}): Promise<T> => {
-    const outer = startedUnit();
+    const outer = startedUnit(this.db);
     if (outer) {
       // The unit's connection is the session's: what the session leaves on it is discarded before its next use.
       const connection = unitLimits.get()?.connection;
@@ -341,5 +415,10 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     }
   };
 
-  current = (): TxClient<C> => (units.get()?.tx ?? this.client) as TxClient<C>;
+  /**
+   * The unit's transaction client, else this client. In work a settled unit left behind it
+   * is still the unit's, which refuses (P2028): a write meant for a unit that rolled back
+   * must not land outside it.
+   */
+  current = (): TxClient<C> => (unitOf(this.db)?.tx ?? this.client) as TxClient<C>;
 }

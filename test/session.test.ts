@@ -398,6 +398,56 @@ describe('the ambient client', () => {
   });
 });
 
+describe('units of two Dbs (found by probes)', () => {
+  // An app with two databases (its own and, say, an audit store) nests one's unit in the
+  // other's: each must run on its own database, and commit or roll back on its own.
+  let other: TestDatabase;
+  let audit: Db<PrismaClient>;
+  beforeAll(async () => {
+    other = await createTestDatabase({ prefix: 'session_other' });
+    audit = createDb({ PrismaClient, url: other.url, applicationName: 'session-test-audit' });
+  });
+  afterAll(async () => {
+    await audit?.close();
+    await other?.drop();
+  });
+  beforeEach(async () => {
+    await other.query('TRUNCATE users, transfers, accounts RESTART IDENTITY CASCADE');
+  });
+  const auditEmails = async (): Promise<string[]> => (await other.query<{ email: string }>('SELECT email FROM users ORDER BY email')).map((r) => r.email);
+
+  test("another Db's unit inside a unit runs on its own database and commits on its own", async () => {
+    const err = await rejectionOf(
+      db.transaction(async (tx) => {
+        await tx.user.create({ data: { email: 'main@example.com' } });
+        await audit.transaction((atx) => atx.user.create({ data: { email: 'audit@example.com' } }));
+        // Committed already (its own transaction), while the outer unit is still open.
+        expect(await auditEmails()).toEqual(['audit@example.com']);
+        await audit.current().user.create({ data: { email: 'audit-direct@example.com' } });
+        await audit.session((s) => s.user.create({ data: { email: 'audit-session@example.com' } }));
+        throw new Error('the outer unit fails');
+      }),
+    );
+    expect((err as Error).message).toBe('the outer unit fails');
+    expect(await emails()).toEqual([]);
+    expect(await auditEmails()).toEqual(['audit-direct@example.com', 'audit-session@example.com', 'audit@example.com']);
+  });
+
+  test("inside another Db's unit, the first Db's current() is still its own unit's transaction", async () => {
+    await rejectionOf(
+      db.transaction(async () => {
+        await audit.transaction(async () => {
+          await db.current().user.create({ data: { email: 'inner-main@example.com' } });
+          await audit.current().user.create({ data: { email: 'inner-audit@example.com' } });
+        });
+        throw new Error('roll back the first Db only');
+      }),
+    );
+    expect(await emails()).toEqual([]);
+    expect(await auditEmails()).toContain('inner-audit@example.com');
+  });
+});
+
 describe('nesting', () => {
   test('a savepoint unit that fails rolls back only its own writes', async () => {
     const innerFailure = new Error('inner failed');
@@ -929,6 +979,25 @@ describe('concurrency inside units and sessions (found by probes)', () => {
     await fired.promise;
     expect(await later!).toBe('ok');
     expect(await emails()).toEqual(['first@x', 'later@x']);
+  });
+
+  test("db.current() in work a rolled-back unit left behind refuses: the write never lands outside the unit", async () => {
+    const d = newDb('current-left-behind');
+    const fired = latch();
+    let later: Promise<string> | undefined;
+    await rejectionOf(
+      d.transaction(async (tx) => {
+        await tx.$executeRawUnsafe(insert('first@x'));
+        setTimeout(() => {
+          later = outcome(d.current().user.create({ data: { email: 'stray@x' } }));
+          fired.open();
+        }, 100);
+        throw new Error('roll back');
+      }),
+    );
+    await fired.promise;
+    expect(await later!).not.toBe('ok');
+    expect(await emails()).toEqual([]);
   });
 
   test('a unit whose fn outlives its timeoutMs and then returns: rolled back, and the error says so', async () => {
