@@ -95,11 +95,13 @@ export class DeadlineExceededError extends DatabaseConnectionError {
  * (`waited`): it never started, so its outcome is `rolled-back`.
  */
 export class DatabaseClosedError extends DatabaseConnectionError {
-  constructor(correlationId?: string, waited?: { cause?: unknown }) {
-    super(waited === undefined ? 'The database client is closed (db.close() was called): no new work is accepted' : 'db.close() ended the pool while this work waited for a connection: it did not start', {
+  constructor(details: { correlationId?: string | undefined; whileWaiting?: boolean; cause?: unknown } = {}) {
+    const { correlationId, whileWaiting = false, cause } = details;
+    super(whileWaiting ? 'db.close() ended the pool while this work waited for a connection: it did not start' : 'The database client is closed (db.close() was called): no new work is accepted', {
       retryable: false,
       ...(correlationId === undefined ? {} : { correlationId }),
-      ...(waited === undefined ? {} : { cause: waited.cause, outcome: 'rolled-back' as const }),
+      // Work that waited for a connection never started: nothing of it ran.
+      ...(whileWaiting ? { cause, outcome: 'rolled-back' as const } : {}),
     });
   }
 }

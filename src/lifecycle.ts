@@ -180,5 +180,5 @@ export class Lifecycle {
  * says "retry"). It never started, and this Db will not run it again.
  */
 function closedWhileWaiting(err: PoolTimeoutError): DatabaseClosedError {
-  return new DatabaseClosedError(err.correlationId, { cause: err });
+  return new DatabaseClosedError({ correlationId: err.correlationId, whileWaiting: true, cause: err });
 }

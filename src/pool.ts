@@ -447,7 +447,7 @@ export class GuardedPool {
    */
   end(): Promise<void> {
     this.releaseSpare();
-    for (const giveUp of [...this.queued]) giveUp(new DatabaseClosedError(undefined, {}));
+    for (const giveUp of [...this.queued]) giveUp(new DatabaseClosedError({ whileWaiting: true }));
     return this.raw.end();
   }
 }
