@@ -14,11 +14,12 @@ import type {
   Transaction,
   TransactionOptions,
 } from '@prisma/driver-adapter-utils';
-import { DatabaseClosedError } from './errors.ts';
+import { DatabaseClosedError, DatabaseTransactionError } from './errors.ts';
 import type { EventHub, SlowQueryInfo } from './events.ts';
 import type { DbLogger, Lifecycle } from './lifecycle.ts';
 import { redactSql } from './secrets.ts';
 import type { DbCounters } from './stats.ts';
+import { savepointInTheWay } from './unit-of-work.ts';
 
 const MAX_SQL_LENGTH = 2_000;
 
@@ -154,11 +155,36 @@ class InstrumentedTransaction implements Transaction {
     this.adapterName = inner.adapterName;
     this.options = inner.options;
   }
+  // A statement sent beside a savepoint unit nested in the caller's unit goes after it (unit-of-work.ts).
   queryRaw(q: SqlQuery): Promise<SqlResultSet> {
-    return this.ins.statement(q, true, () => this.inner.queryRaw(q));
+    const wait = savepointInTheWay();
+    return wait === undefined || this.ends(q) ? this.ins.statement(q, true, () => this.inner.queryRaw(q)) : wait.then(() => this.afterWait(() => this.queryRaw(q)));
   }
   executeRaw(q: SqlQuery): Promise<number> {
-    return this.ins.statement(q, true, () => this.inner.executeRaw(q));
+    const wait = savepointInTheWay();
+    return wait === undefined || this.ends(q) ? this.ins.statement(q, true, () => this.inner.executeRaw(q)) : wait.then(() => this.afterWait(() => this.executeRaw(q)));
+  }
+  /** The transaction's COMMIT or ROLLBACK was sent while statements waited for a savepoint unit. */
+  private ending = false;
+  /**
+   * Prisma's COMMIT or ROLLBACK (fn returned or threw, the unit's deadline passed, with a
+   * savepoint unit still running) goes at once: Prisma holds the transaction for it, and the
+   * savepoint unit's statements could not end it. Statements still waiting are then refused.
+   */
+  private ends(q: SqlQuery): boolean {
+    if (q.sql !== 'COMMIT' && q.sql !== 'ROLLBACK') return false;
+    this.ending = true;
+    return true;
+  }
+  /** A statement that waited: never sent once the transaction ended (it would run on its own, outside it). */
+  private afterWait<R>(send: () => Promise<R>): Promise<R> {
+    if (!this.ending && !this.done) return send();
+    return Promise.reject(
+      new DatabaseTransactionError('The unit of work ended (committed or rolled back) while this statement waited for a savepoint unit nested in it: the statement was not sent', {
+        outcome: 'rolled-back',
+        retryable: false,
+      }),
+    );
   }
   commit(): Promise<void> {
     return this.settled(this.inner.commit());

@@ -57,6 +57,13 @@ interface SavepointStack {
   count: number;
   /** The savepoint unit nested here that runs now: siblings wait for it (savepoints are a stack). */
   turn?: Promise<void>;
+  /**
+   * Set while a savepoint unit nested here holds its savepoint (SAVEPOINT to RELEASE or
+   * ROLLBACK TO); resolves when it no longer does. This context's own statements wait for
+   * it (savepointInTheWay): sent meanwhile, they would run inside the savepoint, and its
+   * ROLLBACK TO would undo them after they had succeeded.
+   */
+  held?: Promise<void>;
 }
 
 /** What this module needs from the Prisma client. */
@@ -78,6 +85,17 @@ function startedUnit(db: object): UnitContext | undefined {
   const unit = unitOf(db);
   // Work a settled unit left behind (a timer, a detached promise) runs outside it: a new unit, the root client.
   return unit?.tx === undefined || unit.limits.ended ? undefined : unit;
+}
+
+/**
+ * What a statement of a unit's transaction waits for before it is sent (adapter.ts asks,
+ * for every statement of a transaction): a savepoint unit nested in the caller's unit
+ * (or savepoint unit) that holds its savepoint now. A plain `tx` statement beside a
+ * savepoint unit (a Promise.all) then runs after it, not inside it. Undefined, nearly
+ * always: nothing to wait for, no promise made.
+ */
+export function savepointInTheWay(): Promise<void> | undefined {
+  return units.get()?.savepoints.held;
 }
 
 /** The caller's unit of `db`, started or not, settled or not. */
@@ -383,14 +401,35 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const tx = outer.tx as TransactionalClient;
     // The name is ours (a counter), never the caller's.
     const name = `datalayer_sp_${++outer.savepoints.count}`;
-    await tx.$executeRawUnsafe(`SAVEPOINT ${name}`);
+    // The outer context's statements wait from now until the savepoint is gone; the
+    // savepoint's own (SAVEPOINT, fn's, RELEASE / ROLLBACK TO) run in the inner context.
+    let free!: () => void;
+    const held = new Promise<void>((resolve) => {
+      free = () => {
+        if (outer.savepoints.held === held) outer.savepoints.held = undefined;
+        resolve();
+      };
+    });
+    outer.savepoints.held = held;
+    // Never a wait without a deadline (fn awaiting a statement that waits for it): past the
+    // unit's deadline the waiting statements go, and fail as the unit's do.
+    const unwatch = outer.limits.watch(free);
+    const inner: UnitContext = { ...outer, savepoints: { count: 0 } };
     try {
-      const value = await units.run({ ...outer, savepoints: { count: 0 } }, () => fn(outer.tx as TxClient<C>));
-      await tx.$executeRawUnsafe(`RELEASE SAVEPOINT ${name}`);
-      return value;
-    } catch (err) {
-      await tx.$executeRawUnsafe(`ROLLBACK TO SAVEPOINT ${name}`);
-      throw err;
+      return await units.run(inner, async () => {
+        await tx.$executeRawUnsafe(`SAVEPOINT ${name}`);
+        try {
+          const value = await fn(outer.tx as TxClient<C>);
+          await tx.$executeRawUnsafe(`RELEASE SAVEPOINT ${name}`);
+          return value;
+        } catch (err) {
+          await tx.$executeRawUnsafe(`ROLLBACK TO SAVEPOINT ${name}`);
+          throw err;
+        }
+      });
+    } finally {
+      unwatch();
+      free();
     }
   }
 

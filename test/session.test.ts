@@ -965,6 +965,80 @@ describe('concurrency inside units and sessions (found by probes)', () => {
     expect(await emails()).toEqual(['second@x']);
   });
 
+  test("a plain statement of the unit beside a savepoint unit (a Promise.all) runs after it: the savepoint's rollback never undoes it", async () => {
+    const d = newDb('statement-beside-savepoint');
+    // Through a client extended from the unit's too: the same transaction, another client over it.
+    const stamped = d.$extends({ query: { user: { create: ({ args, query }) => query({ ...args, data: { ...args.data, name: 'stamped' } }) } } });
+    const order: string[] = [];
+    const results = await d.transaction(async (tx) =>
+      Promise.all([
+        outcome(
+          d.transaction(
+            async (t) => {
+              await t.$executeRawUnsafe(insert('child@x'));
+              await sleep(300);
+              order.push('savepoint unit ends');
+              throw new Error('child fails');
+            },
+            { nested: 'savepoint' },
+          ),
+        ),
+        // Sent while the savepoint is open: before, each resolved and was then rolled back with it.
+        sleep(50).then(() => outcome(tx.user.create({ data: { email: 'plain@x' } }).then(() => order.push('plain')))),
+        sleep(50).then(() => outcome(stamped.current().user.create({ data: { email: 'extended@x' } }).then(() => order.push('extended')))),
+        sleep(50).then(() => outcome(d.current().$executeRawUnsafe(insert('raw@x')).then(() => order.push('raw')))),
+      ]),
+    );
+    expect(results).toEqual(['child fails', 'ok', 'ok', 'ok']);
+    expect(order[0]).toBe('savepoint unit ends');
+    expect(await emails()).toEqual(['extended@x', 'plain@x', 'raw@x']);
+    expect(await testDb.query('SELECT name FROM users WHERE email = $1', ['extended@x'])).toEqual([{ name: 'stamped' }]);
+  });
+
+  test('a statement the outer unit started beside a savepoint unit that awaits it waits no longer than the unit, and never runs outside its transaction', async () => {
+    const d = newDb('statement-awaited-by-savepoint');
+    const started = performance.now();
+    const err = await rejectionOf(
+      d.transaction(
+        async (tx) => {
+          const early = tx.user.create({ data: { email: 'early@x' } }).then((u) => u);
+          await d.transaction(async () => early, { nested: 'savepoint' });
+        },
+        { timeoutMs: 1_000 },
+      ),
+    );
+    expect(err).toMatchObject({ outcome: 'rolled-back' });
+    expect(performance.now() - started).toBeLessThan(15_000);
+    // Nothing committed, nothing autocommitted on the connection after the unit ended.
+    await sleep(200);
+    expect(await emails()).toEqual([]);
+    expect(d.stats().pool.inUse).toBe(0);
+  });
+
+  test('the same one level down: a statement of a savepoint unit beside a savepoint nested in it', async () => {
+    const d = newDb('statement-beside-inner-savepoint');
+    await d.transaction(async () =>
+      d.transaction(
+        async (t) =>
+          Promise.all([
+            outcome(
+              d.transaction(
+                async (inner) => {
+                  await inner.$executeRawUnsafe(insert('inner@x'));
+                  await sleep(200);
+                  throw new Error('inner fails');
+                },
+                { nested: 'savepoint' },
+              ),
+            ),
+            sleep(50).then(() => t.user.create({ data: { email: 'middle@x' } })),
+          ]),
+        { nested: 'savepoint' },
+      ),
+    );
+    expect(await emails()).toEqual(['middle@x']);
+  });
+
   test('db.transaction() from a timer a committed unit left behind is a unit of its own', async () => {
     const d = newDb('unit-left-behind');
     const fired = latch();
