@@ -187,7 +187,7 @@ export class ConnectionScope {
     for (const held of [...this.held]) {
       if (this.keep && !held.isClosed) closing.push(held.closed);
       if (held.inUse) {
-        abandon(held.raw, reason);
+        abandon(held.raw, ownError(reason));
       } else {
         this.drop(held);
       }
@@ -224,6 +224,20 @@ export class ConnectionScope {
       await this.end(expired ?? new ScopeEndedError());
     }
   }
+}
+
+/**
+ * The error work still running on a connection at the scope's end fails with: one of its
+ * own, like the scope's. The work completes it (a unit of work sets its outcome,
+ * 'rolled-back', and its correlation id); shared, that rewrote the error the scope's caller
+ * holds, whose 'unknown' says that other work (an autocommit statement) may have happened.
+ * (An HTTP statement, never part of a unit, gets the scope's own.)
+ */
+function ownError(reason: Error): Error {
+  if (reason instanceof DeadlineExceededError) {
+    return new DeadlineExceededError(reason.deadline, reason.timeoutMs, { retryable: reason.retryable, ...(reason.outcome === undefined ? {} : { outcome: reason.outcome }) });
+  }
+  return reason instanceof ScopeEndedError ? new ScopeEndedError() : reason;
 }
 
 /** `db.scope(fn, options)`: `serverless` keeps the scope's connections between its statements. */

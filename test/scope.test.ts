@@ -387,6 +387,37 @@ describe('serverless mode', () => {
   });
 });
 
+describe('the scope deadline with a unit of work and a statement still running', () => {
+  for (const mode of ['serverless', 'pooled'] as const) {
+    test(`${mode}: the scope's error keeps 'unknown' (the statement may have happened); the unit's own error says rolled-back`, async () => {
+      const { db } = makeDb(mode);
+      let inside: PromiseSettledResult<unknown>[] = [];
+      const err = await rejectionOf(
+        db.scope(
+          async () => {
+            inside = await Promise.allSettled([
+              db.transaction(async (tx) => tx.$executeRaw`SELECT pg_sleep(8)`, { correlationId: 'unit-in-scope' }),
+              db.$executeRaw`SELECT pg_sleep(8)`,
+            ]);
+          },
+          // Long enough for both connections to open on a loaded machine: both are on the server at the deadline.
+          { timeoutMs: 2_500 },
+        ),
+      );
+      // The work inside settles after the scope rejected: it must not rewrite the scope's error.
+      expect(await eventually(() => inside.length === 2, 5_000)).toBe(true);
+      expect(err).toBeInstanceOf(DeadlineExceededError);
+      // Before: the same error object was handed to the unit, which set outcome 'rolled-back' (and its correlation id) on it.
+      expect(err).toMatchObject({ deadline: 'scope', outcome: 'unknown', retryable: false });
+      expect((err as DeadlineExceededError).correlationId).toBeUndefined();
+      const [unit, statement] = inside.map((r) => (r.status === 'rejected' ? r.reason : undefined));
+      expect(unit).toMatchObject({ outcome: 'rolled-back', correlationId: 'unit-in-scope' });
+      expect(statement).toBeInstanceOf(DeadlineExceededError);
+      expect((statement as DeadlineExceededError).outcome).not.toBe('rolled-back');
+    });
+  }
+});
+
 describe('concurrent invocations', () => {
   test('two invocations whose findUnique go out in the same tick (Prisma batches those) each use their own connection', async () => {
     const { db, app } = makeDb('serverless');
