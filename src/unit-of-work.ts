@@ -45,7 +45,7 @@ interface UnitContext {
   /** A unit of another Db the caller was in when this one started: it still joins there. */
   readonly enclosing: UnitContext | undefined;
   correlationId: string | undefined;
-  /** The savepoint units nested at this level (shared by a joined view of the unit). */
+  /** This level of savepoint nesting (the unit's, or a savepoint unit's): shared by a joined view of it. */
   readonly savepoints: SavepointStack;
   /** What the unit's transaction runs at: the level a nested unit may ask for (checkNested). */
   readonly isolationLevel: IsolationLevel;
@@ -64,6 +64,13 @@ interface SavepointStack {
    * ROLLBACK TO would undo them after they had succeeded.
    */
   held?: Promise<void>;
+  /**
+   * Set on a savepoint unit's level once its function settled: what its work left behind (a
+   * detached promise, a timer) sends afterwards is refused, as a settled unit's is by
+   * Prisma. Sent, it would land in the outer transaction and commit with it, though the
+   * savepoint unit had rolled back.
+   */
+  over?: boolean;
 }
 
 /** What this module needs from the Prisma client. */
@@ -95,7 +102,16 @@ function startedUnit(db: object): UnitContext | undefined {
  * always: nothing to wait for, no promise made.
  */
 export function savepointInTheWay(): Promise<void> | undefined {
-  return units.get()?.savepoints.held;
+  const level = units.get()?.savepoints;
+  if (level === undefined) return undefined;
+  return level.over === true ? Promise.reject(leftBehind()) : level.held;
+}
+
+function leftBehind(): DatabaseTransactionError {
+  return new DatabaseTransactionError(
+    "This statement was sent by work a savepoint unit (nested: 'savepoint') left behind, after that unit had ended (released or rolled back): it was not sent. Await a savepoint unit's work inside it",
+    { outcome: 'rolled-back', retryable: false },
+  );
 }
 
 /** The caller's unit of `db`, started or not, settled or not. */
@@ -415,15 +431,20 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     // unit's deadline the waiting statements go, and fail as the unit's do.
     const unwatch = outer.limits.watch(free);
     const inner: UnitContext = { ...outer, savepoints: { count: 0 } };
+    // RELEASE / ROLLBACK TO go from a context of their own: `inner` refuses statements from the moment fn settled.
+    const ender: UnitContext = { ...inner, savepoints: { count: 0 } };
+    const end = (sql: string): Promise<number> => units.run(ender, () => tx.$executeRawUnsafe(sql));
     try {
       return await units.run(inner, async () => {
         await tx.$executeRawUnsafe(`SAVEPOINT ${name}`);
         try {
           const value = await fn(outer.tx as TxClient<C>);
-          await tx.$executeRawUnsafe(`RELEASE SAVEPOINT ${name}`);
+          inner.savepoints.over = true;
+          await end(`RELEASE SAVEPOINT ${name}`);
           return value;
         } catch (err) {
-          await tx.$executeRawUnsafe(`ROLLBACK TO SAVEPOINT ${name}`);
+          inner.savepoints.over = true;
+          await end(`ROLLBACK TO SAVEPOINT ${name}`);
           throw err;
         }
       });

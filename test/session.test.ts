@@ -1039,6 +1039,32 @@ describe('concurrency inside units and sessions (found by probes)', () => {
     expect(await emails()).toEqual(['middle@x']);
   });
 
+  test('work a rolled-back savepoint unit left behind is refused, as a settled unit\'s is: it never commits with the outer unit', async () => {
+    const d = newDb('savepoint-left-behind');
+    let late: Promise<unknown> | undefined;
+    const results = await d.transaction(async () => {
+      const child = await outcome(
+        d.transaction(
+          async () => {
+            await Promise.all([
+              sleep(50).then(() => Promise.reject(new Error('fast failure'))),
+              // Still running when Promise.all rejects and the savepoint unit rolls back.
+              (late = sleep(300).then(() => d.current().user.create({ data: { email: 'left-behind@x' } }))),
+            ]);
+          },
+          { nested: 'savepoint' },
+        ),
+      );
+      const leftover = await outcome(late!);
+      await d.current().user.create({ data: { email: 'outer@x' } });
+      return [child, leftover];
+    });
+    expect(results[0]).toBe('fast failure');
+    // Before: it resolved, and was committed with the outer unit although its savepoint unit had rolled back.
+    expect(results[1]).toMatch(/savepoint unit .* left behind/);
+    expect(await emails()).toEqual(['outer@x']);
+  });
+
   test('db.transaction() from a timer a committed unit left behind is a unit of its own', async () => {
     const d = newDb('unit-left-behind');
     const fired = latch();
