@@ -210,7 +210,8 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     // Over WebSocket the server cancels it (57014); over HTTP the layer aborts the request
     // at connectMs + statementMs and Neon cancels the query on the client's disconnect.
     if (mode === 'pooled') expect(err).toBeInstanceOf(StatementTimeoutError);
-    else expect(err).toMatchObject({ name: 'DeadlineExceededError', deadline: 'statement' });
+    // The request went out: the statement may have run, the layer cannot tell (see below).
+    else expect(err).toMatchObject({ name: 'DeadlineExceededError', deadline: 'statement', outcome: 'unknown', retryable: false });
     expect(Date.now() - started).toBeLessThan(15_000);
     const running = async (): Promise<number> =>
       (await adminQuery<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()", [testDb.name]))[0]?.n ?? -1;
@@ -226,7 +227,10 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     const err = await within(20_000, rejectionOf(db.$queryRawUnsafe('SELECT 1')));
     const elapsed = Date.now() - started;
     expect(err).toBeInstanceOf(DatabaseConnectionError);
-    expect((err as DatabaseConnectionError).retryable).toBe(true);
+    // Over WebSocket the connect never completed: nothing ran, retry. Over HTTP the request
+    // was sent and a proxy that reads it may run it: outcome unknown, not retryable.
+    if (mode === 'pooled') expect((err as DatabaseConnectionError).retryable).toBe(true);
+    else expect(err).toMatchObject({ name: 'DeadlineExceededError', outcome: 'unknown', retryable: false });
     expect(elapsed).toBeLessThan(mode === 'pooled' ? 3_000 : 4_000);
   });
 
@@ -239,7 +243,7 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     expect(Date.now() - started).toBeLessThan(3_000);
   });
 
-  test('a compute wake slower than connectMs is a retryable DatabaseConnectionError within connectMs + 1 s', async () => {
+  test('a compute wake slower than connectMs is a DatabaseConnectionError within connectMs + 1 s (WebSocket: retryable; HTTP: outcome unknown)', async () => {
     const shared = proxy;
     const slow = await startNeonProxy({ upstream: testServer().info(), wakeDelayMs: 15_000 });
     proxy = slow;
@@ -249,7 +253,10 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
       const started = Date.now();
       const err = await within(20_000, rejectionOf(db.$queryRawUnsafe('SELECT 1')));
       expect(err).toBeInstanceOf(DatabaseConnectionError);
-      expect((err as DatabaseConnectionError).retryable).toBe(true);
+      // Over HTTP one request covers the wake and the statement: past the deadline the client
+      // cannot tell a wake from a statement that ran, so the outcome is unknown.
+      if (mode === 'pooled') expect((err as DatabaseConnectionError).retryable).toBe(true);
+      else expect(err).toMatchObject({ outcome: 'unknown', retryable: false });
       expect(Date.now() - started).toBeLessThan(mode === 'pooled' ? 3_000 : 4_000);
     } finally {
       proxy = shared;
@@ -430,6 +437,46 @@ describe('SQL over HTTP: answers lost or broken after the request was sent', () 
     expect(err).toBeInstanceOf(DatabaseConnectionError);
     expect(err).toMatchObject({ outcome: 'unknown', retryable: false });
     expect((err as Error).message).toMatch(/may have run/);
+  });
+
+  test('an answer still arriving at the deadline (a slow drip): the statement ran, so the error says outcome unknown, not retryable', async () => {
+    // A peer in front of the real proxy fixture: the statement runs and commits there, then
+    // its answer trickles back slower than the layer's deadline (connectMs + statementMs).
+    const drip = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k.startsWith('neon-')) headers[k] = v;
+        void fetch(proxy.fetchEndpoint(HOST, 5432), { method: 'POST', headers, body: Buffer.concat(chunks) })
+          .then((r) => r.text())
+          .then((body) => {
+            res.writeHead(200, { 'content-type': 'application/json' });
+            let i = 0;
+            const timer = setInterval(() => {
+              if (res.destroyed || i >= body.length) {
+                clearInterval(timer);
+                if (!res.destroyed) res.end();
+                return;
+              }
+              res.write(body[i++]);
+            }, 500);
+          });
+      });
+    });
+    await new Promise<void>((resolve) => drip.listen(0, '127.0.0.1', resolve));
+    const port = (drip.address() as AddressInfo).port;
+    try {
+      const db = neonDb('serverless', { timeouts: { connectMs: 1_000, statementMs: 1_000 }, neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false, fetchEndpoint: () => `http://127.0.0.1:${port}/sql` } });
+      const email = `http-drip-${Date.now()}@example.com`;
+      const err = await within(20_000, rejectionOf(db.$executeRawUnsafe(`INSERT INTO users (email) VALUES ('${email}')`)));
+      expect(err).toMatchObject({ name: 'DeadlineExceededError', deadline: 'statement', outcome: 'unknown', retryable: false });
+      // Why: it did run. A caller retrying on `retryable` would have inserted it twice.
+      expect(await testDb.query('SELECT count(*)::int AS n FROM users WHERE email = $1', [email])).toEqual([{ n: 1 }]);
+    } finally {
+      drip.closeAllConnections();
+      await new Promise<void>((resolve) => drip.close(() => resolve()));
+    }
   });
 
   test('a refused TCP connect: nothing was sent, a retryable "Could not connect"', async () => {

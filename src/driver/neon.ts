@@ -266,6 +266,7 @@ function endedUnder(reason: Error): Error {
  * server-side timeouts cannot be sent; the statement timeout is enforced here instead,
  * with the connect deadline added, since one request covers a compute's wake-up and the
  * statement alike and the client cannot tell them apart (statementMs 0 never comes here).
+ * Past that deadline the statement may have run: outcome unknown, not retryable.
  * It holds no connection, so what ends connections ends it too: the end of its db.scope()
  * (refused once the scope ended, aborted when it ends while it runs) and close()'s deadline.
  */
@@ -288,9 +289,12 @@ function httpStatement<T>(route: HttpRoute, run: () => Promise<T>): Promise<T> {
   }
   const sent = httpSignals.run(abort.signal, run).catch((err: unknown) => Promise.reject(redactError(httpFailure(err))));
   const ms = connectMs + statementMs;
+  // Past the deadline the request has gone out (or may have: fetch does not say how far it
+  // got) and the compute may be running or have run the statement, committed on its own: its
+  // outcome is unknown and re-running it is the caller's call, as for an answer lost.
   const bounded = withDeadline(Promise.race([sent, ended]), ms, () => {
     abort.abort();
-    return new DeadlineExceededError('statement', ms);
+    return new DeadlineExceededError('statement', ms, { outcome: 'unknown', retryable: false });
   });
   return bounded.finally(() => unwatch.forEach((f) => f()));
 }
