@@ -146,6 +146,28 @@ export function isConnectFailure(err: unknown): boolean {
 }
 
 /**
+ * Statements node-postgres refused to send because their connection had already failed
+ * (it was not queryable any more): they never reached a backend.
+ */
+const neverSent = new WeakSet<object>();
+
+export function markNeverSent(err: unknown): void {
+  if (typeof err === 'object' && err !== null) neverSent.add(err);
+}
+
+/**
+ * Can the statement that failed with `err` have run on the server? Not if it was never sent,
+ * nor if the server's answer was that it was ending the backend (57P01–57P03: shutdown,
+ * pg_terminate_backend), which aborts whatever the backend ran. Any other loss (a reset, the
+ * connection closed, no answer) may have come after the server ran, and committed, it.
+ */
+export function mayHaveRun(err: unknown): boolean {
+  if (typeof err === 'object' && err !== null && neverSent.has(err)) return false;
+  const state = sqlStateOf(err);
+  return state === undefined || !/^57P0[1-3]$/.test(state);
+}
+
+/**
  * Connections lost before the server confirmed a transaction's BEGIN, which went out with
  * the transaction's first statement (driver/begin.ts): no transaction was open there, so
  * nothing of it can have committed.

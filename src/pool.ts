@@ -23,7 +23,7 @@ import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, withDeadline } from './dea
 import { DatabaseClosedError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
 import { connectionError, isConnectionLoss } from './failures.ts';
-import { diedWhileIdle, recoveryBudget } from './retry.ts';
+import { diedWhileIdle, recoveryBudget, statementMayRerun } from './retry.ts';
 import { currentScope, rawConnectionOf } from './scope.ts';
 import type { SslChoice } from './ssl.ts';
 import type { DbCounters, PoolFigures } from './stats.ts';
@@ -235,7 +235,8 @@ export class GuardedPool {
         // pg-pool would discard the connection after any failed statement; only a lost one needs that.
         client.release(lost ? (err as Error) : undefined);
         if (!lost) throw err;
-        if (this.mayRecover(err, reused, recovered)) continue;
+        // It commits as it runs: re-run only when it cannot have run on the lost connection.
+        if (statementMayRerun(err, reused) && this.mayRecover(err, reused, recovered)) continue;
         this.counters.errors++;
         throw this.hub.fail(err);
       }

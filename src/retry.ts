@@ -4,12 +4,15 @@
 //   reached a live backend, so it is re-run on another connection. A restart kills every
 //   idle connection at once, so the budget is one re-run per connection the pool can hold.
 //   A fresh connection's failure is never re-run: that is the server being unreachable.
+//   A statement outside a transaction commits as it runs, so a lost connection re-runs it
+//   only when it cannot have run (statementMayRerun); a unit of work has not committed
+//   before its COMMIT, so it re-runs on any loss before BEGIN was confirmed.
 // - Conflicts: a unit of work that failed with a serialization failure or deadlock is
 //   re-run as a whole, `transaction.retries` times, with full-jitter backoff.
 
 import type { DbConfig } from './config.ts';
 import { DeadlineExceededError } from './errors.ts';
-import { isConnectFailure, isConnectionLoss, isPermanentConnectFailure } from './failures.ts';
+import { isConnectFailure, isConnectionLoss, isPermanentConnectFailure, mayHaveRun } from './failures.ts';
 
 /**
  * Did this work fail because the pooled connection it got had died while idle, so that it
@@ -19,6 +22,16 @@ import { isConnectFailure, isConnectionLoss, isPermanentConnectFailure } from '.
  */
 export function diedWhileIdle(err: unknown, reused: boolean): boolean {
   return reused && isConnectionLoss(err) && !isConnectFailure(err) && !(err instanceof DeadlineExceededError) && !isPermanentConnectFailure(err);
+}
+
+/**
+ * May a statement sent outside a transaction (autocommit) run again on another connection?
+ * Only when its connection had died while idle and it cannot have run there: the server may
+ * have run and committed a statement whose answer was lost (a reset or close mid-statement
+ * looks the same as a connection found dead), and a write run twice is applied twice.
+ */
+export function statementMayRerun(err: unknown, reused: boolean): boolean {
+  return diedWhileIdle(err, reused) && !mayHaveRun(err);
 }
 
 /** How many dead pooled connections one statement, unit start or health check may skip. */

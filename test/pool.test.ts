@@ -8,6 +8,7 @@ import { SPARE_MS } from '../src/pool';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
 import { driverCase, type DriverCase } from './support/drivers';
 import { rejectionOf, waitFor } from './support/async';
+import { startTcpProxy, type TcpProxy } from './support/tcp-proxy';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -119,4 +120,36 @@ it('a warmed connection that fails is reported to the first statement, once, as 
   // The next statement tries again: a new attempt, not the old failure.
   expect(await rejectionOf(db.user.count())).toBeInstanceOf(DatabaseConnectionError);
   expect(errors).toHaveLength(2);
+});
+
+// A statement outside a unit of work commits as it runs: when its connection goes after the
+// server ran it, running it again on another connection would apply it twice (src/retry.ts).
+describe('re-running a statement whose pooled connection was lost (pg)', () => {
+  let proxy: TcpProxy;
+  beforeAll(async () => {
+    proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+  });
+  afterAll(() => proxy.close());
+  const viaProxy = (label: string) =>
+    createDb({
+      PrismaClient,
+      url: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+      applicationName: appName(label),
+      // One reused connection, not validated at checkout: the statement itself finds the loss.
+      pool: { size: 1, maxOverflow: 0, validateAfterIdleMs: 3_600_000 },
+    });
+
+  it.each(['rst', 'fin'] as const)('%s after the server ran an increment: not re-run, applied once, the caller told the connection was lost', async (mode) => {
+    const db = viaProxy(`answer-lost-${mode}`);
+    const account = await db.account.create({ data: { owner: `answer-lost-${mode}`, balance: 0 } });
+    proxy.dropAfterStatement(/^UPDATE/i, mode);
+    const failure = await rejectionOf(db.account.update({ where: { id: account.id }, data: { balance: { increment: 1 } } }));
+    expect(proxy.fired.at(-1)).toEqual({ kind: 'after-statement', mode, result: 'answered' });
+    expect(failure).toBeInstanceOf(DatabaseConnectionError);
+    // Once: the server ran it; the layer did not run it again.
+    expect((await testDb.query<{ balance: number }>('SELECT balance FROM accounts WHERE id = $1', [account.id]))[0]!.balance).toBe(1);
+    expect(db.stats().counters.connectionsRecovered).toBe(0);
+    // The pool carries on with a new connection.
+    expect((await db.account.findUniqueOrThrow({ where: { id: account.id } })).balance).toBe(1);
+  });
 });

@@ -21,7 +21,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import { DatabaseTransactionError, DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
 import { ReusedTimer, type TransactionSettings } from '../deadline.ts';
-import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, sqlStateOf, wentOnAfter } from '../failures.ts';
+import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, markNeverSent, sqlStateOf, wentOnAfter } from '../failures.ts';
 import { answered, carrying, isBegin, isolationStatement, queryClassOf, transactionEnd, type Ahead } from './begin.ts';
 
 export interface StatementDeadline {
@@ -320,11 +320,13 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         }
       }
       const held = this.held;
+      // node-postgres refuses a statement on a connection that already failed: it is not sent.
+      const dead = this._queryable === false || this._ending === true;
       const answer: QueryCallback = (err, result) => {
         if (settled) return;
         settled = true;
         stop?.();
-        if (err) done(this.failure(lostTo.get(this) ?? err, held !== undefined));
+        if (err) done(this.failure(lostTo.get(this) ?? err, held !== undefined, dead));
         else if ((result as { command?: unknown } | undefined)?.command === 'ROLLBACK' && transactionEnd(config, values) === 'COMMIT') done(rolledBackAtCommit());
         else done(undefined, result);
       };
@@ -425,11 +427,13 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
 
     /**
      * The error the caller gets: typed, and marked when the connection went before BEGIN
-     * was confirmed (`carrier`: with the statement that carried it).
+     * was confirmed (`carrier`: with the statement that carried it) or before the statement
+     * could be sent (`unsent`: the connection had already failed).
      */
-    private failure(err: unknown, carrier: boolean): unknown {
+    private failure(err: unknown, carrier: boolean, unsent = false): unknown {
       // Refused at startup: nothing was sent to a backend, and the refusal's text is the reason.
       const e = this.serverReady ? typed(err) : connectionError(err, 'connect');
+      if (unsent && isConnectionLoss(e)) markNeverSent(e);
       if (this.unconfirmed && isConnectionLoss(e)) {
         markBeforeBegin(e, carrier);
         if (carrier && typeof e === 'object' && e !== null) this.lostWithFirst = e;

@@ -22,10 +22,13 @@ import net from 'node:net';
 export type CutMode = 'rst' | 'fin';
 
 export interface FiredFault {
-  kind: 'before-commit' | 'after-commit' | 'statement';
+  kind: 'before-commit' | 'after-commit' | 'statement' | 'after-statement';
   mode: CutMode;
-  /** How the cut went: 'committed' = the server answered COMMIT with tag COMMIT before the cut. */
-  result?: 'dropped' | 'committed' | 'rolled-back-by-server' | 'connection-gone';
+  /**
+   * How the cut went: 'committed' = the server answered COMMIT with tag COMMIT before the cut;
+   * 'answered' = the server completed the statement (its CommandComplete swallowed) before the cut.
+   */
+  result?: 'dropped' | 'committed' | 'answered' | 'rolled-back-by-server' | 'connection-gone';
 }
 
 export interface TcpProxy {
@@ -73,6 +76,13 @@ export interface TcpProxy {
    * server side closed). A cut on a unit's last statement is a loss before COMMIT is sent.
    */
   dropOnStatement(pattern: RegExp, mode: CutMode, times?: number): void;
+  /**
+   * Arms the next `times` statements whose SQL (simple Query or Parse) matches `pattern`:
+   * the statement is forwarded, the server's CommandComplete and ReadyForQuery are
+   * swallowed (outside a transaction: the statement has committed), then the client side
+   * is cut with `mode`. The client never hears that its statement ran.
+   */
+  dropAfterStatement(pattern: RegExp, mode: CutMode, times?: number): void;
   /** Faults fired so far, in order, with how each went. */
   readonly fired: readonly FiredFault[];
   /** COMMIT messages seen from clients (plaintext connections). */
@@ -163,6 +173,7 @@ export async function startTcpProxy(target: { host: string; port: number }, list
   let holding = false;
   const armed: Armed[] = [];
   const statementCuts: StatementCut[] = [];
+  const answerCuts: StatementCut[] = [];
   const fired: FiredFault[] = [];
   let commitsSeen = 0;
   let roundTrips = 0;
@@ -251,7 +262,14 @@ export async function startTcpProxy(target: { host: string; port: number }, list
       if (m.type === 'Q' || m.type === 'S') roundTrips++;
       if (sql !== undefined) statementsSeen.push(sql);
       const cutAt = sql === undefined ? -1 : statementCuts.findIndex((c) => c.pattern.test(sql));
-      if (cutAt >= 0) {
+      const answerCutAt = sql === undefined || cutAt >= 0 ? -1 : answerCuts.findIndex((c) => c.pattern.test(sql));
+      if (answerCutAt >= 0) {
+        const [c] = answerCuts.splice(answerCutAt, 1);
+        const record: FiredFault = { kind: 'after-statement', mode: c!.mode };
+        fired.push(record);
+        pair.fault = { record, tag: undefined };
+        toServer(pair, m.raw);
+      } else if (cutAt >= 0) {
         const [c] = statementCuts.splice(cutAt, 1);
         fired.push({ kind: 'statement', mode: c!.mode, result: 'dropped' });
         cut(pair, c!.mode);
@@ -290,7 +308,7 @@ export async function startTcpProxy(target: { host: string; port: number }, list
           // COMMIT failed (an error came instead of CommandComplete): nothing to cut.
           fault.record.result = 'rolled-back-by-server';
         } else {
-          fault.record.result = fault.tag === 'COMMIT' ? 'committed' : 'rolled-back-by-server';
+          fault.record.result = fault.record.kind === 'after-statement' ? 'answered' : fault.tag === 'COMMIT' ? 'committed' : 'rolled-back-by-server';
           cut(pair, fault.record.mode);
           return;
         }
@@ -380,6 +398,9 @@ export async function startTcpProxy(target: { host: string; port: number }, list
     onNextCommit: (hook) => void armed.push({ kind: 'hook', hook }),
     dropOnStatement: (pattern, mode, times = 1) => {
       for (let i = 0; i < times; i++) statementCuts.push({ pattern, mode });
+    },
+    dropAfterStatement: (pattern, mode, times = 1) => {
+      for (let i = 0; i < times; i++) answerCuts.push({ pattern, mode });
     },
     get fired() {
       return fired;
