@@ -407,7 +407,9 @@ function parseUrl(setting: string, raw: string, r: Resolver): ParsedUrl | undefi
 }
 
 /**
- * Splits libpq's `options` (`-c statement_timeout=5s -c search_path=app`) into settings.
+ * Splits libpq's `options` (`-c statement_timeout=5s -c search_path=app`) into settings,
+ * named as PostgreSQL names them (lower case, `-` as `_`), so a managed timeout spelt
+ * `-c Statement_Timeout=…` is validated and applied like any other spelling.
  * Other `name=value` tokens (Neon's `endpoint=<id>`, for clients without SNI) are kept
  * verbatim: the proxy reads and strips them. Anything else is refused, so nothing
  * unexpected reaches the startup packet.
@@ -427,7 +429,8 @@ function parseServerOptions(raw: string, setting: string, r: Resolver): { settin
     else if (tok.startsWith('-c')) tok = tok.slice(2);
     else if (tok.startsWith('--')) tok = tok.slice(2);
     const eq = tok.indexOf('=');
-    const name = eq > 0 ? tok.slice(0, eq).replace(/-/g, '_') : '';
+    // PostgreSQL folds setting names to lower case (`-c STATEMENT_TIMEOUT=0` is statement_timeout).
+    const name = eq > 0 ? tok.slice(0, eq).replace(/-/g, '_').toLowerCase() : '';
     if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) {
       r.fail(setting, `must be -c name=value settings (got a token of ${tok.length} characters that is not one)`);
     } else if (flagged) settings.set(name, tok.slice(eq + 1));

@@ -39,6 +39,18 @@ describe('loadConfig', () => {
     expect(loadConfig({}, { DATABASE_URL: 'postgresql://u:p@localhost/db' }).ssl.mode).toBe('prefer');
   });
 
+  it('reads a managed timeout in the URL options whatever its case (PostgreSQL folds setting names); explicit options still win', () => {
+    const url = `${URL_WITH_SECRET}?options=${encodeURIComponent('-c STATEMENT_TIMEOUT=0 --Lock-Timeout=2s -c Search_Path=app')}`;
+    const fromUrl = loadConfig({}, { DATABASE_URL: url });
+    expect(fromUrl.timeouts).toMatchObject({ statementMs: 0, lockMs: 2000 });
+    expect(fromUrl.serverOptions).toBe('-c search_path=app');
+    // Before: the layer kept its 1 s (and its client deadline) while the upper-case setting,
+    // passed through after it, turned the server's statement timeout off.
+    const explicit = loadConfig({ timeouts: { statementMs: 1000 } }, { DATABASE_URL: url });
+    expect(explicit.timeouts.statementMs).toBe(1000);
+    expect(explicit.serverOptions).not.toMatch(/statement_timeout/i);
+  });
+
   it('takes explicit options over DB_* variables over URL parameters', () => {
     const env = {
       DATABASE_URL: `${URL_WITH_SECRET}?sslmode=verify-full&connect_timeout=3&application_name=from-url&pool_timeout=7`,

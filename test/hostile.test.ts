@@ -113,6 +113,9 @@ const CASES: HostileCase[] = [
   { name: 'URL options with NUL injects database=postgres', where: 'url', env: (c) => ({ DATABASE_URL: c.realUrl('options=-c%20search_path%3Dpublic%00database%00postgres') }), expect: cfg(/^DATABASE_URL parameter options/, NUL) },
   { name: 'URL options statement_timeout=5x', where: 'url', env: (c) => ({ DATABASE_URL: c.fakeUrl('options=-c%20statement_timeout%3D5x') }), expect: cfg('DATABASE_URL parameter options statement_timeout', DURATION) },
   { name: 'URL options statement_timeout carrying a quote and SQL', where: 'url', env: (c) => ({ DATABASE_URL: c.fakeUrl(`options=${encodeURIComponent("-c statement_timeout=1000';DROP TABLE canary_victim;--")}`) }), expect: cfg('DATABASE_URL parameter options statement_timeout', DURATION) },
+  // PostgreSQL folds setting names: these are statement_timeout and lock_timeout to the server.
+  { name: 'URL options STATEMENT_TIMEOUT=5x (the name in upper case)', where: 'url', env: (c) => ({ DATABASE_URL: c.fakeUrl('options=-c%20STATEMENT_TIMEOUT%3D5x') }), expect: cfg('DATABASE_URL parameter options statement_timeout', DURATION) },
+  { name: 'URL options --Lock-Timeout beyond PostgreSQL (mixed case, dashes)', where: 'url', env: (c) => ({ DATABASE_URL: c.fakeUrl('options=--Lock-Timeout%3D99999999999') }), expect: cfg('DATABASE_URL parameter options lock_timeout', /at most/) },
   { name: 'URL user with NUL', where: 'url', env: (c) => ({ DATABASE_URL: c.fakeUrl('', `postgres%00database%00postgres:${FAKE}`) }), expect: cfg('DATABASE_URL', NUL) },
   { name: 'URL database name with NUL', where: 'url', env: (c) => ({ DATABASE_URL: c.realUrl().replace(`/${c.t.name}`, `/${c.t.name}%00options%00-c%20default_transaction_read_only%3Don`) }), expect: cfg('DATABASE_URL', NUL) },
   { name: 'URL sslmode garbage', where: 'url', env: (c) => ({ DATABASE_URL: c.fakeUrl('sslmode=sometimes') }), expect: cfg('DATABASE_URL parameter sslmode', SSLMODES) },
