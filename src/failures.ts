@@ -9,6 +9,7 @@
 import {
   DatabaseConnectionError,
   DatabaseQueryError,
+  DeadlineExceededError,
   DatabaseTransactionError,
   DatalayerError,
   PoolTimeoutError,
@@ -165,6 +166,27 @@ export function mayHaveRun(err: unknown): boolean {
   if (typeof err === 'object' && err !== null && neverSent.has(err)) return false;
   const state = sqlStateOf(err);
   return state === undefined || !/^57P0[1-3]$/.test(state);
+}
+
+/**
+ * What the caller of a statement sent outside a transaction (autocommit) gets when its
+ * connection went before the answer came: the statement may have run and committed, so the
+ * outcome is unknown and a blind retry may apply it twice (`retryable: false`), as for a
+ * Neon HTTP statement whose answer was lost or a scope's deadline with work in flight. A
+ * failure that shows the statement did not run (mayHaveRun) is left as it is.
+ */
+export function lostAfterSending(err: unknown): unknown {
+  if (!(err instanceof DatabaseConnectionError) || !err.retryable || err.outcome !== undefined || isConnectFailure(err) || !mayHaveRun(err)) return err;
+  const details = {
+    cause: err,
+    outcome: 'unknown' as const,
+    retryable: false,
+    ...(err.sqlState === undefined ? {} : { sqlState: err.sqlState }),
+    ...(err.correlationId === undefined ? {} : { correlationId: err.correlationId }),
+  };
+  if (err instanceof DeadlineExceededError) return new DeadlineExceededError(err.deadline, err.timeoutMs, details);
+  if (err.constructor !== DatabaseConnectionError) return err;
+  return new DatabaseConnectionError(`${err.message} (after the statement was sent: it may have run, outcome unknown)`, details);
 }
 
 /**

@@ -22,7 +22,7 @@ import { abandon, checkedIn, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, withDeadline } from './deadline.ts';
 import { DatabaseClosedError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
-import { connectionError, isConnectionLoss } from './failures.ts';
+import { connectionError, isConnectionLoss, lostAfterSending } from './failures.ts';
 import { diedWhileIdle, recoveryBudget, statementMayRerun } from './retry.ts';
 import { currentScope, rawConnectionOf } from './scope.ts';
 import type { SslChoice } from './ssl.ts';
@@ -222,7 +222,13 @@ export class GuardedPool {
     if (pin) {
       // Sent from inside the unit of work that holds the session's connection: in that unit.
       const unit = unitLimits.get();
-      return await (unit !== undefined && !unit.ended && unit.lease === pin.lent ? pin.lent.holder : pin.lent.client).query(text, values);
+      const inUnit = unit !== undefined && !unit.ended && unit.lease === pin.lent;
+      try {
+        return await (inUnit ? pin.lent.holder : pin.lent.client).query(text, values);
+      } catch (err) {
+        // Outside a unit the session's statement commits as it runs.
+        throw inUnit ? err : lostAfterSending(err);
+      }
     }
     for (let recovered = 0; ; recovered++) {
       const { client, reused } = await this.take();
@@ -238,7 +244,7 @@ export class GuardedPool {
         // It commits as it runs: re-run only when it cannot have run on the lost connection.
         if (statementMayRerun(err, reused) && this.mayRecover(err, reused, recovered)) continue;
         this.counters.errors++;
-        throw this.hub.fail(err);
+        throw this.hub.fail(lostAfterSending(err));
       }
     }
   }

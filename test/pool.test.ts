@@ -152,4 +152,17 @@ describe('re-running a statement whose pooled connection was lost (pg)', () => {
     // The pool carries on with a new connection.
     expect((await db.account.findUniqueOrThrow({ where: { id: account.id } })).balance).toBe(1);
   });
+
+  it.each(['statement', 'session statement'] as const)('a %s whose answer was lost tells the caller it may have run: outcome unknown, not retryable', async (where) => {
+    const db = viaProxy(`unknown-${where.replace(' ', '-')}`);
+    const account = await db.account.create({ data: { owner: `unknown-${where}`, balance: 0 } });
+    proxy.dropAfterStatement(/^UPDATE/i, 'rst');
+    const increment = () => db.account.update({ where: { id: account.id }, data: { balance: { increment: 1 } } });
+    const failure = await rejectionOf(where === 'statement' ? increment() : db.session(() => increment()));
+    expect(proxy.fired.at(-1)).toEqual({ kind: 'after-statement', mode: 'rst', result: 'answered' });
+    // Before: retryable true and no outcome, and a caller retrying on `retryable` applied the increment twice.
+    expect(failure).toBeInstanceOf(DatabaseConnectionError);
+    expect(failure).toMatchObject({ outcome: 'unknown', retryable: false });
+    expect((await testDb.query<{ balance: number }>('SELECT balance FROM accounts WHERE id = $1', [account.id]))[0]!.balance).toBe(1);
+  });
 });

@@ -310,6 +310,8 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         const expire = (): void => {
           settled = true;
           const err = new DeadlineExceededError(deadline.kind, deadline.ms);
+          // Before the server's first real ReadyForQuery (Neon's pipelined startup) nothing ran.
+          if (!this.serverReady) markNeverSent(err);
           this.abandon(err);
           done(err);
         };
