@@ -673,6 +673,37 @@ describe.each(['rst', 'fin'] as CutMode[])('connection lost around COMMIT (%s)',
   }, 120_000);
 });
 
+describe.each(['rst', 'fin'] as CutMode[])("Prisma's own $transaction on the Db, COMMIT's answer lost (%s)", (mode) => {
+  it.each(['batch', 'interactive'] as const)('%s: committed on the server; the caller gets outcome unknown, not retryable (it was a retryable connection error)', async (kind) => {
+    const proxy = await openProxy();
+    const { db } = openDb(proxy, `prisma-tx-${kind}-${mode}`, { pool: { size: 2, maxOverflow: 0 } });
+    const [fromId, toId] = [accountIds[0]!, accountIds[1]!];
+    const reference = `prisma-tx-${kind}-${mode}-${++refSeq}`;
+    const amount = 3;
+    proxy.dropAfterCommit(mode);
+    const writes = () => [
+      db.account.update({ where: { id: fromId }, data: { balance: { decrement: amount } } }),
+      db.account.update({ where: { id: toId }, data: { balance: { increment: amount } } }),
+      db.transfer.create({ data: { fromId, toId, amount, reference } }),
+    ];
+    const run: Promise<unknown> =
+      kind === 'batch'
+        ? db.$transaction(writes())
+        : db.$transaction(async (tx) => {
+            await tx.account.update({ where: { id: fromId }, data: { balance: { decrement: amount } } });
+            await tx.account.update({ where: { id: toId }, data: { balance: { increment: amount } } });
+            return tx.transfer.create({ data: { fromId, toId, amount, reference } });
+          });
+    const err = await within(run, 30_000).catch((e: unknown) => e);
+    ledger.set(reference, 'unknown');
+    expect(proxy.fired.at(-1)).toEqual({ kind: 'after-commit', mode, result: 'committed' });
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect(view(err)).toMatchObject({ outcome: 'unknown', retryable: false });
+    expect(await transferRow(reference)).toBe(true);
+    await expectBooksBalanced();
+  }, 60_000);
+});
+
 describe('backend terminated during COMMIT (57P01)', () => {
   it('3×: outcome unknown, retryable false, never re-run; nothing committed', async () => {
     const proxy = await openProxy();

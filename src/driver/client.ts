@@ -19,7 +19,7 @@
 // - a transaction's BEGIN sent with its first statement, one round trip fewer (begin.ts).
 
 import type { ConnectionOptions } from 'node:tls';
-import { DatabaseTransactionError, DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
+import { DatabaseConnectionError, DatabaseTransactionError, DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
 import { ReusedTimer, type TransactionSettings } from '../deadline.ts';
 import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, markNeverSent, sqlStateOf, wentOnAfter } from '../failures.ts';
 import { answered, carrying, isBegin, isolationStatement, queryClassOf, transactionEnd, type Ahead } from './begin.ts';
@@ -309,7 +309,9 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       if (deadline !== undefined) {
         const expire = (): void => {
           settled = true;
-          const err = new DeadlineExceededError(deadline.kind, deadline.ms);
+          // A COMMIT that went unanswered may have committed.
+          const atCommit = !this.unconfirmed && transactionEnd(config, values) === 'COMMIT';
+          const err = new DeadlineExceededError(deadline.kind, deadline.ms, atCommit ? { outcome: 'unknown', retryable: false } : {});
           // Before the server's first real ReadyForQuery (Neon's pipelined startup) nothing ran.
           if (!this.serverReady) markNeverSent(err);
           this.abandon(err);
@@ -328,7 +330,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         if (settled) return;
         settled = true;
         stop?.();
-        if (err) done(this.failure(lostTo.get(this) ?? err, held !== undefined, dead));
+        if (err) done(this.failure(lostTo.get(this) ?? err, held !== undefined, dead, transactionEnd(config, values) === 'COMMIT'));
         else if ((result as { command?: unknown } | undefined)?.command === 'ROLLBACK' && transactionEnd(config, values) === 'COMMIT') done(rolledBackAtCommit());
         else done(undefined, result);
       };
@@ -432,10 +434,12 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
      * was confirmed (`carrier`: with the statement that carried it) or before the statement
      * could be sent (`unsent`: the connection had already failed).
      */
-    private failure(err: unknown, carrier: boolean, unsent = false): unknown {
+    private failure(err: unknown, carrier: boolean, unsent = false, commit = false): unknown {
       // Refused at startup: nothing was sent to a backend, and the refusal's text is the reason.
       const e = this.serverReady ? typed(err) : connectionError(err, 'connect');
       if (unsent && isConnectionLoss(e)) markNeverSent(e);
+      // A COMMIT sent in a transaction the server had begun, then no answer: it may have committed.
+      else if (commit && !this.unconfirmed && isConnectionLoss(e)) return lostDuringCommit(e);
       if (this.unconfirmed && isConnectionLoss(e)) {
         markBeforeBegin(e, carrier);
         if (carrier && typeof e === 'object' && e !== null) this.lostWithFirst = e;
@@ -443,6 +447,18 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       return e;
     }
   };
+}
+
+/**
+ * A COMMIT whose connection went before its answer: the transaction may have committed. The
+ * layer's units say so themselves (unit-of-work.ts); Prisma's own `$transaction` on the Db
+ * passes this on as it is, where the driver's error said "retryable" and nothing more.
+ */
+function lostDuringCommit(err: unknown): unknown {
+  if (!(err instanceof DatabaseConnectionError) || err.outcome !== undefined || !err.retryable) return err;
+  const details = { cause: err, outcome: 'unknown' as const, retryable: false, ...(err.sqlState === undefined ? {} : { sqlState: err.sqlState }) };
+  if (err instanceof DeadlineExceededError) return new DeadlineExceededError(err.deadline, err.timeoutMs, details);
+  return new DatabaseConnectionError('The connection was lost during COMMIT: the transaction may or may not have committed', details);
 }
 
 /**
