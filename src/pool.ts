@@ -395,13 +395,27 @@ export class GuardedPool {
   /** `sql` on a connection about to be handed out, within the connect deadline; one that fails it is dropped. */
   private async ready(client: PoolClient, sql: string): Promise<boolean> {
     try {
-      const ms = this.config.timeouts.connectMs;
-      await withDeadline(client.query(sql), ms, () => new DeadlineExceededError('validation', ms));
+      await this.housekeeping(client, sql);
       return true;
     } catch (err) {
       client.release(err instanceof Error ? err : new Error(`${sql} failed`));
       return false;
     }
+  }
+
+  /**
+   * A statement of the layer's own (a validation ping, a session's DISCARD ALL), bounded by
+   * the connect deadline whatever the statement timeout (0 = none is for the caller's
+   * statements): past it the socket is destroyed, so a silent connection neither holds its
+   * slot nor lingers half-closed.
+   */
+  private housekeeping(client: PoolClient, sql: string): Promise<unknown> {
+    const ms = this.config.timeouts.connectMs;
+    return withDeadline(client.query(sql), ms, () => {
+      const err = new DeadlineExceededError('validation', ms);
+      abandon(client, err);
+      return err;
+    });
   }
 
   /** Does the caller run inside a db.session() on this pool? */
@@ -435,7 +449,7 @@ export class GuardedPool {
       pin.ended = true;
       // What the session still had queued goes first (each statement has its deadline), then the discard.
       await pin.lent.idle();
-      if (!broken) await client.query('DISCARD ALL').catch((err: Error) => (broken = err));
+      if (!broken) await this.housekeeping(client, 'DISCARD ALL').catch((err: Error) => (broken = err));
       client.release(broken);
     }
   }

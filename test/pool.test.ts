@@ -166,3 +166,38 @@ describe('re-running a statement whose pooled connection was lost (pg)', () => {
     expect((await testDb.query<{ balance: number }>('SELECT balance FROM accounts WHERE id = $1', [account.id]))[0]!.balance).toBe(1);
   });
 });
+
+describe("the layer's own statements on a silent connection (pg)", () => {
+  let proxy: TcpProxy;
+  beforeAll(async () => {
+    proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+  });
+  afterAll(() => proxy.close());
+
+  it("statementMs 0: a session whose network goes silent before its DISCARD ALL settles by the connect deadline, frees its slot, and the pool heals", async () => {
+    const db = createDb({
+      PrismaClient,
+      url: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+      applicationName: appName('session-silent-end'),
+      pool: { size: 1, maxOverflow: 0, timeoutMs: 2_000 },
+      // No statement timeout (the caller's statements may run unbounded). 3 s to connect: the
+      // first connect overlaps Prisma's load of its query compiler, which blocks a loaded machine.
+      timeouts: { statementMs: 0, connectMs: 3_000 },
+    });
+    await db.account.count();
+    const started = Date.now();
+    const session = db.session(async (c) => {
+      await c.account.count();
+      proxy.blackhole(); // after the caller's last statement: only the layer's DISCARD ALL is left
+      return 'done';
+    });
+    // Before: still pending (forever), holding the only connection.
+    const settled = await Promise.race([session.then((v) => ({ v })), new Promise((r) => setTimeout(() => r('pending'), 12_000))]);
+    expect(settled).toEqual({ v: 'done' });
+    expect(Date.now() - started).toBeLessThan(12_000);
+    expect(db.stats().pool.inUse).toBe(0);
+    proxy.heal();
+    // The pool heals with the network (a connect caught in the hole fails by its own deadline).
+    await waitFor(() => db.account.count().then(() => true, () => false), 10_000, 100);
+  }, 30_000);
+});
