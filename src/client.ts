@@ -283,7 +283,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   const pools = (): GuardedPool[] => stacks.flatMap((s) => s.driver.pool() ?? []);
 
   const shutdown: Shutdown = {
-    destroyBusy: () => pools().reduce((n, pool) => n + pool.destroyBusy(closedUnderWork()), 0),
+    destroyBusy: () => pools().reduce((n, pool) => n + pool.destroyBusy(cutByClose), 0),
     end: async () => void (await Promise.all([primary.end(), router?.close()])),
     allClosed: () => allClosed(primary),
   };
@@ -407,6 +407,17 @@ async function healthOf<C>(primary: Stack<C>, lifecycle: Lifecycle, router: Repl
 /** What work still running at close()'s deadline fails with: its connection was closed under it. */
 function closedUnderWork(cause?: unknown): DatabaseConnectionError {
   return new DatabaseConnectionError('The connection was closed by db.close() after its deadline, with this work still running', { retryable: false, ...(cause === undefined ? {} : { cause }) });
+}
+
+/**
+ * What work running at close()'s deadline fails with, one error per connection: it was
+ * running, so it may have happened (`outcome: 'unknown'`; a unit of work, which knows
+ * better, says 'rolled-back' for its own).
+ */
+function cutByClose(): DatabaseConnectionError {
+  const err = closedUnderWork();
+  err.outcome = 'unknown';
+  return err;
 }
 
 /** The counters of the Db: its primary's and its replicas' together. */

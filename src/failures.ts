@@ -139,6 +139,21 @@ export function isPermanentConnectFailure(err: unknown): boolean {
   return PERMANENT_TLS.test(`${String(e.code ?? '')} ${e.message ?? ''}`) || NEON_PERMANENT.test(e.message ?? '') || COMPUTE_REFUSED.test(e.message ?? '');
 }
 
+/**
+ * Why the layer gave up a connection with work on it (close()'s deadline, a scope's end, a
+ * deadline: driver/client.ts destroySocket): that work was running, it did not land on a
+ * connection that had died while idle, and is never re-run (retry.ts).
+ */
+const givenUp = new WeakSet<object>();
+
+export function markGivenUp(reason: Error): void {
+  givenUp.add(reason);
+}
+
+export function isGivenUp(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && givenUp.has(err);
+}
+
 /** Failures of opening a connection: nothing of the caller's work was sent. */
 const connectFailures = new WeakSet<object>();
 

@@ -454,10 +454,14 @@ export class GuardedPool {
     }
   }
 
-  /** Destroys every connection still checked out (close() after its deadline): their work fails at once. */
-  destroyBusy(reason: Error): number {
+  /**
+   * Destroys every connection still checked out (close() after its deadline): their work
+   * fails at once, each with an error of its own (a unit completes its own with its outcome
+   * and correlation id; shared, a statement beside it would report them).
+   */
+  destroyBusy(reason: () => Error): number {
     const n = this.busy.size;
-    for (const client of this.busy) abandon(client, reason);
+    for (const client of this.busy) abandon(client, reason());
     return n;
   }
 

@@ -12,16 +12,17 @@
 
 import type { DbConfig } from './config.ts';
 import { DeadlineExceededError } from './errors.ts';
-import { isConnectFailure, isConnectionLoss, isPermanentConnectFailure, mayHaveRun } from './failures.ts';
+import { isConnectFailure, isConnectionLoss, isGivenUp, isPermanentConnectFailure, mayHaveRun } from './failures.ts';
 
 /**
  * Did this work fail because the pooled connection it got had died while idle, so that it
  * never reached a live backend and may run again on another one? Never for a fresh
  * connection or a failed connect (the server is unreachable), a deadline (the peer may be
- * slow, not gone) or a failure a retry cannot fix.
+ * slow, not gone), work the layer gave up while it ran (close()'s deadline, a scope's end:
+ * it may have happened) or a failure a retry cannot fix.
  */
 export function diedWhileIdle(err: unknown, reused: boolean): boolean {
-  return reused && isConnectionLoss(err) && !isConnectFailure(err) && !(err instanceof DeadlineExceededError) && !isPermanentConnectFailure(err);
+  return reused && isConnectionLoss(err) && !isConnectFailure(err) && !(err instanceof DeadlineExceededError) && !isGivenUp(err) && !isPermanentConnectFailure(err);
 }
 
 /**

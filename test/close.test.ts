@@ -118,6 +118,26 @@ describe('db.close()', () => {
     expect(db.stats().counters.connectionsRecovered).toBe(0);
   });
 
+  it('a statement and a unit cut by the close: each gets its own error; the statement is not run again and may have happened', async () => {
+    const { db } = open('cut-statement');
+    await db.$queryRaw`SELECT 1`; // the statement below gets this pooled (reused) connection
+    const statement = db.$executeRaw`SELECT pg_sleep(8)`.then(() => 'resolved', (err: unknown) => err);
+    const unit = db.transaction(async (tx) => tx.$executeRaw`SELECT pg_sleep(8)`, { correlationId: 'cut-unit', timeoutMs: 10_000 }).then(() => 'resolved', (err: unknown) => err);
+    await waitFor(() => db.stats().pool.inUse === 2);
+    await sleep(300); // both on the server
+    await db.close({ deadlineMs: 300 });
+    const [fromStatement, fromUnit] = await Promise.all([statement, unit]);
+    // Before: the statement was taken for one that hit a connection dead while idle and sent again,
+    // into the ended pool: 'Could not connect to the database: Cannot use a pool after calling end
+    // on the pool', retryable: true. Or it got the unit's error object: outcome 'rolled-back' and
+    // the unit's correlation id.
+    expect(fromStatement).toMatchObject({ name: 'DatabaseConnectionError', retryable: false, outcome: 'unknown', message: expect.stringContaining('db.close()') });
+    expect((fromStatement as { correlationId?: string }).correlationId).toBeUndefined();
+    expect(fromUnit).toMatchObject({ name: 'DatabaseConnectionError', retryable: false, outcome: 'rolled-back', correlationId: 'cut-unit' });
+    expect(fromUnit).not.toBe(fromStatement);
+    expect(db.stats().counters.connectionsRecovered).toBe(0);
+  });
+
   it('callers still queued for a connection when the deadline passes fail at once, as work that did not start', async () => {
     const name = appName('queued');
     const db = createDb({ PrismaClient, url: testDb.url, applicationName: name, pool: { size: 1, maxOverflow: 0, timeoutMs: 60_000 }, transaction: { maxWaitMs: 60_000 } });

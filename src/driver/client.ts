@@ -21,7 +21,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import { DatabaseConnectionError, DatabaseTransactionError, DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
 import { ReusedTimer, type TransactionSettings } from '../deadline.ts';
-import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, markNeverSent, sqlStateOf, wentOnAfter } from '../failures.ts';
+import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, markGivenUp, markNeverSent, sqlStateOf, wentOnAfter } from '../failures.ts';
 import { answered, carrying, isBegin, isolationStatement, queryClassOf, transactionEnd, type Ahead } from './begin.ts';
 
 export interface StatementDeadline {
@@ -77,6 +77,7 @@ const lostTo = new WeakMap<object, Error>();
 /** Destroys the socket under a client: whatever it was waiting for fails with `reason`, and pg-pool drops it. */
 export function destroySocket(client: SocketHolder, reason: Error): void {
   if (!lostTo.has(client)) lostTo.set(client, reason);
+  markGivenUp(reason);
   client.connection?.stream?.destroy(reason);
 }
 

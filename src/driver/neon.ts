@@ -248,8 +248,8 @@ class NeonGuardedPool extends GuardedPool {
     super(...args);
   }
 
-  override destroyBusy(reason: Error): number {
-    return super.destroyBusy(reason) + this.http.endAll(reason);
+  override destroyBusy(reason: () => Error): number {
+    return super.destroyBusy(reason) + this.http.endAll(reason());
   }
 }
 
