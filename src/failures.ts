@@ -171,6 +171,11 @@ export function markNeverSent(err: unknown): void {
   if (typeof err === 'object' && err !== null) neverSent.add(err);
 }
 
+/** The driver refused this statement without sending it: a COMMIT refused so took the transaction with its lost connection (rolled back). */
+export function wasNeverSent(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && neverSent.has(err);
+}
+
 /**
  * Can the statement that failed with `err` have run on the server? Not if it was never sent,
  * nor if the server's answer was that it was ending the backend (57P01–57P03: shutdown,
@@ -178,7 +183,7 @@ export function markNeverSent(err: unknown): void {
  * connection closed, no answer) may have come after the server ran, and committed, it.
  */
 export function mayHaveRun(err: unknown): boolean {
-  if (typeof err === 'object' && err !== null && neverSent.has(err)) return false;
+  if (wasNeverSent(err)) return false;
   const state = sqlStateOf(err);
   return state === undefined || !/^57P0[1-3]$/.test(state);
 }

@@ -20,7 +20,7 @@ import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits, type TransactionSettings } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, PoolTimeoutError, StatementTimeoutError } from './errors.ts';
-import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isLostWithFirstStatement, isRetryableConflict } from './failures.ts';
+import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isLostWithFirstStatement, isRetryableConflict, wasNeverSent } from './failures.ts';
 import { discardBeforeReuse, type GuardedPool } from './pool.ts';
 import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
@@ -333,7 +333,8 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const lost = isConnectionLoss(err);
     this.counters.rollbacks++;
     const detail = correlationId === undefined ? {} : { correlationId };
-    if (state === 'committing' && lost && begun) {
+    // A COMMIT the driver refused unsent (its connection already lost) took the transaction with the connection.
+    if (state === 'committing' && lost && begun && !wasNeverSent(err)) {
       return new DatabaseTransactionError('The connection was lost during COMMIT: the transaction may or may not have committed', {
         cause: err,
         outcome: 'unknown',

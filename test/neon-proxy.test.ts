@@ -332,6 +332,31 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     expect(errors).toEqual([]);
   });
 
+  test("a compute suspend between a unit's last statement and its COMMIT: rolled back, and said so (not 'unknown')", async () => {
+    const db = neonDb(mode, { timeouts: { connectMs: 10_000 } });
+    const email = `neon-suspend-commit-${mode}-${Date.now()}@example.com`;
+    const err = await within(
+      30_000,
+      rejectionOf(
+        db.transaction(async (tx) => {
+          await tx.user.create({ data: { email } });
+          expect(await proxy.suspend()).toBeGreaterThanOrEqual(1);
+          // The compute's 57P01 and the proxy's close reach the driver before fn returns:
+          // the COMMIT that follows is refused by the driver unsent.
+          expect(await eventually(() => proxy.computeConnections() === 0, 10_000, 20)).toBe(true);
+          await sleep(500);
+        }),
+      ),
+    );
+    // Before: 'The connection was lost during COMMIT: the transaction may or may not have
+    // committed' (outcome unknown, not retryable), for a COMMIT that never left the client.
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect(err).toMatchObject({ outcome: 'rolled-back', retryable: true });
+    expect(await testDb.query('SELECT count(*)::int AS n FROM users WHERE email = $1', [email])).toEqual([{ n: 0 }]);
+    // The next unit runs after the wake.
+    await expect(db.transaction((tx) => tx.user.count({ where: { email } }))).resolves.toBe(0);
+  });
+
   test("options=endpoint%3D<id> (Neon's no-SNI workaround) connects", async () => {
     const db = neonDb(mode, {}, { options: `endpoint=${ENDPOINT}` });
     await expect(db.transaction((tx) => tx.$queryRawUnsafe<{ n: number }[]>('SELECT 1::int AS n'))).resolves.toEqual([{ n: 1 }]);
