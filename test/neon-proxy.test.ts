@@ -357,6 +357,31 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     await expect(db.transaction((tx) => tx.user.count({ where: { email } }))).resolves.toBe(0);
   });
 
+  const activeOnCompute = async (marker: string): Promise<number> =>
+    (await adminQuery<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND query LIKE $2 AND state = 'active' AND pid <> pg_backend_pid()", [testDb.name, `%${marker}%`]))[0]?.n ?? -1;
+
+  test("a db.scope() timing out under a unit's long statement: the statement is cancelled on the compute (a CancelRequest through the proxy's WebSocket front), not left running", async () => {
+    const db = neonDb(mode, { timeouts: { statementMs: 60_000 } });
+    const marker = `neon-scope-cancel-${mode}`;
+    const err = await within(
+      20_000,
+      rejectionOf(db.scope(() => db.transaction((tx) => tx.$executeRawUnsafe(`SELECT pg_sleep(30) /*${marker}*/`), { timeoutMs: 50_000 }), { timeoutMs: 1_500 })),
+    );
+    expect(err).toMatchObject({ name: 'DeadlineExceededError', deadline: 'scope' });
+    // Before: the compute slept on for its 30 s (60 s statement_timeout), holding whatever the unit had locked.
+    expect(await eventually(async () => (await activeOnCompute(marker)) === 0, 10_000, 100)).toBe(true);
+  });
+
+  test("close()'s deadline under a statement running over WebSocket: the statement is cancelled on the compute", async () => {
+    const db = neonDb(mode, { timeouts: { statementMs: 60_000 } });
+    const marker = `neon-close-cancel-${mode}`;
+    const unit = rejectionOf(db.transaction((tx) => tx.$executeRawUnsafe(`SELECT pg_sleep(30) /*${marker}*/`), { timeoutMs: 50_000 }));
+    expect(await eventually(async () => (await activeOnCompute(marker)) === 1, 10_000, 50)).toBe(true);
+    await db.close({ deadlineMs: 300 });
+    expect(await within(10_000, unit)).toMatchObject({ name: 'DatabaseConnectionError', retryable: false });
+    expect(await eventually(async () => (await activeOnCompute(marker)) === 0, 10_000, 100)).toBe(true);
+  });
+
   test("options=endpoint%3D<id> (Neon's no-SNI workaround) connects", async () => {
     const db = neonDb(mode, {}, { options: `endpoint=${ENDPOINT}` });
     await expect(db.transaction((tx) => tx.$queryRawUnsafe<{ n: number }[]>('SELECT 1::int AS n'))).resolves.toEqual([{ n: 1 }]);

@@ -114,12 +114,18 @@ interface CancelConnection {
  * PostgreSQL's CancelRequest for what `client`'s backend runs now, sent as node-postgres'
  * Client.cancel and libpq's PQcancel send it: on a connection of its own, in the clear (the
  * server reads it before any TLS or authentication). Best effort: an answer is not waited
- * for, and the connection is destroyed after `ms` at the latest.
+ * for, and the connection is destroyed after `ms` at the latest. On Neon the connection is
+ * a WebSocket to the proxy with the connection's own settings (`configure`): the proxy
+ * takes a CancelRequest as the first message of any connection, WebSocket ones included,
+ * and forwards it with the compute's key (neondatabase/neon proxy/src/pglb/mod.rs
+ * handle_connection, cancellation.rs).
  */
-function requestCancel(Base: ClientClass, client: CancelTarget, ms: number): void {
+function requestCancel(Base: ClientClass, client: CancelTarget, ms: number, configure: ((client: object) => void) | undefined): void {
   const { processID, secretKey, host, port } = client;
   if (typeof processID !== 'number' || typeof secretKey !== 'number' || typeof host !== 'string' || typeof port !== 'number') return;
-  const con = (new Base({ host, port, ssl: false }) as unknown as { connection: CancelConnection }).connection;
+  const carrier = new Base({ host, port, ssl: false });
+  configure?.(carrier);
+  const con = (carrier as unknown as { connection: CancelConnection }).connection;
   const timer = setTimeout(() => con.stream.destroy(), ms);
   timer.unref();
   con.on('error', () => clearTimeout(timer));
@@ -185,7 +191,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
 
     /** See abandon(). */
     abandon(reason: Error): void {
-      if (policy.cancelOnAbandon === true) requestCancel(Base, this as CancelTarget, policy.connectMs);
+      if (policy.cancelOnAbandon === true) requestCancel(Base, this as CancelTarget, policy.connectMs, policy.configure);
       destroySocket(this, reason);
     }
 

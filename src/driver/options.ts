@@ -72,8 +72,8 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     ...(ssl === undefined ? {} : { ssl: () => ssl.ssl }),
     ...(configure === undefined ? {} : { configure }),
     ...(recorder === undefined ? {} : { onConnected: (ms: number) => recorder.recordCreate(ms) }),
-    // node-postgres over TCP. Neon's proxy takes cancel requests only through its own TLS/WebSocket front (not sent: left to its timeouts).
-    cancelOnAbandon: config.driver === 'pg',
+    // node-postgres over TCP; on Neon over a WebSocket to the proxy, which forwards it to the compute.
+    cancelOnAbandon: true,
     statementDeadline(): StatementDeadline | undefined {
       const unit = unitLimits.get();
       if (unit !== undefined && !unit.ended) return { ms: unit.statementMs(), kind: 'unit', shared: unit };
