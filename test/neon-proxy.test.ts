@@ -234,6 +234,29 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     expect(elapsed).toBeLessThan(mode === 'pooled' ? 3_000 : 4_000);
   });
 
+  test('a unit cut at its deadline on a connection gone silent: that connection is never handed out again, the next unit runs on a new one', async () => {
+    const db = neonDb(mode, { timeouts: { connectMs: 5_000, statementMs: 1_000 } });
+    await db.transaction((tx) => tx.$queryRawUnsafe('SELECT 1'));
+    const err = await within(
+      20_000,
+      rejectionOf(
+        db.transaction(
+          async (tx) => {
+            await tx.$queryRawUnsafe('SELECT 1');
+            expect(proxy.silenceOpen()).toBeGreaterThanOrEqual(1);
+            await tx.$queryRawUnsafe('SELECT 2');
+          },
+          { timeoutMs: 2_000 },
+        ),
+      ),
+    );
+    expect(err).toMatchObject({ name: 'DeadlineExceededError', deadline: 'unit', outcome: 'rolled-back' });
+    // Before: Neon's WebSocket closes only once its closing handshake is answered (here never:
+    // ws waits 30 s), node-postgres still called the connection queryable, and pg-pool took it
+    // back as idle when Prisma released it: the next unit got it and waited out its deadline.
+    await expect(within(10_000, db.transaction((tx) => tx.$queryRawUnsafe<{ n: number }[]>('SELECT 3::int AS n')))).resolves.toEqual([{ n: 3 }]);
+  });
+
   test('a unit of work against a silent proxy fails within connectMs + 1 s too', async () => {
     const db = neonDb(mode, { timeouts: { connectMs: 2_000 } });
     proxy.blackhole();

@@ -78,6 +78,12 @@ const lostTo = new WeakMap<object, Error>();
 export function destroySocket(client: SocketHolder, reason: Error): void {
   if (!lostTo.has(client)) lostTo.set(client, reason);
   markGivenUp(reason);
+  // node-postgres calls a connection queryable until its socket reports the close, and
+  // pg-pool keeps a released connection that is still queryable. Neon's WebSocket closes
+  // only once its closing handshake is answered (a silent peer: ws gives up after 30 s);
+  // until then a unit's connection, released by Prisma after the unit's deadline, went
+  // back to the pool and to the next unit.
+  (client as { _queryable?: boolean })._queryable = false;
   client.connection?.stream?.destroy(reason);
 }
 

@@ -135,6 +135,12 @@ export interface NeonProxy {
   readonly fetchEndpoint: (host: string, port: number | string, options?: unknown) => string;
   /** While on, WebSockets are accepted and HTTP requests read, and nothing is ever answered. */
   blackhole(on?: boolean): void;
+  /**
+   * A black-holed network under the WebSockets open now: nothing of theirs is read or
+   * answered any more, not even the WebSocket closing handshake, and they stay silent
+   * (reset() does not revive them; close() ends them). Returns how many.
+   */
+  silenceOpen(): number;
   /** Compute shutdown: terminates (57P01) every backend opened through the proxy; the next connect waits wakeDelayMs. */
   suspend(): Promise<number>;
   /** The next `times` connections (WebSocket or HTTP) fail with this proxy error. */
@@ -246,6 +252,8 @@ interface State {
   /** The cancel_set: how to cancel the request in flight on an HTTP connection. */
   httpCancels: Map<Socket, () => void>;
   websockets: Set<WebSocket>;
+  /** WebSockets silenced by silenceOpen(): their socket is no longer read, nothing is sent to them. */
+  silenced: WeakSet<WebSocket>;
   /** proxy cancel key → compute cancel key (cancellation.rs). */
   cancelKeys: Map<string, { pid: number; secret: number }>;
   log: NeonSessionLog[];
@@ -290,7 +298,7 @@ class WsSession {
   ) {}
 
   onData(chunk: Buffer): void {
-    if (this.state.blackholed || this.stage === 'done') return;
+    if (this.state.blackholed || this.stage === 'done' || this.state.silenced.has(this.ws)) return;
     if (this.stage === 'relay' && this.compute) {
       this.compute.socket.write(chunk);
       return;
@@ -404,6 +412,7 @@ class WsSession {
   }
 
   private send(data: Buffer): void {
+    if (this.state.silenced.has(this.ws)) return;
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(data, { binary: true });
   }
 
@@ -736,6 +745,7 @@ export async function startNeonProxy(options: NeonProxyOptions): Promise<NeonPro
     sockets: new Set(),
     httpCancels: new Map(),
     websockets: new Set(),
+    silenced: new WeakSet(),
     cancelKeys: new Map(),
     log: [],
     counts: { ws: 0, http: 0 },
@@ -778,6 +788,14 @@ export async function startNeonProxy(options: NeonProxyOptions): Promise<NeonPro
     fetchEndpoint: () => `http://127.0.0.1:${port}/sql`,
     blackhole: (on = true) => {
       state.blackholed = on;
+    },
+    silenceOpen: () => {
+      for (const ws of state.websockets) {
+        state.silenced.add(ws);
+        // Not read any more: the ws library cannot answer a close frame it never reads.
+        (ws as unknown as { _socket?: Socket })._socket?.pause();
+      }
+      return state.websockets.size;
     },
     async suspend() {
       state.suspended = true;
