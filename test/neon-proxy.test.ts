@@ -227,10 +227,10 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     const err = await within(20_000, rejectionOf(db.$queryRawUnsafe('SELECT 1')));
     const elapsed = Date.now() - started;
     expect(err).toBeInstanceOf(DatabaseConnectionError);
-    // Over WebSocket the connect never completed: nothing ran, retry. Over HTTP the request
-    // was sent and a proxy that reads it may run it: outcome unknown, not retryable.
-    if (mode === 'pooled') expect((err as DatabaseConnectionError).retryable).toBe(true);
-    else expect(err).toMatchObject({ name: 'DeadlineExceededError', outcome: 'unknown', retryable: false });
+    // Over HTTP the request was sent and a proxy that reads it may run it; over WebSocket the
+    // driver sent the statement with its pipelined startup, which a proxy relays once it has
+    // the compute (the pipelined-connect test below): either way outcome unknown, not retryable.
+    expect(err).toMatchObject({ name: 'DeadlineExceededError', outcome: 'unknown', retryable: false });
     expect(elapsed).toBeLessThan(mode === 'pooled' ? 3_000 : 4_000);
   });
 
@@ -266,7 +266,7 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     expect(Date.now() - started).toBeLessThan(3_000);
   });
 
-  test('a compute wake slower than connectMs is a DatabaseConnectionError within connectMs + 1 s (WebSocket: retryable; HTTP: outcome unknown)', async () => {
+  test('a compute wake slower than connectMs is a DatabaseConnectionError within connectMs + 1 s, saying the statement (already sent) may have run', async () => {
     const shared = proxy;
     const slow = await startNeonProxy({ upstream: testServer().info(), wakeDelayMs: 15_000 });
     proxy = slow;
@@ -276,10 +276,10 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
       const started = Date.now();
       const err = await within(20_000, rejectionOf(db.$queryRawUnsafe('SELECT 1')));
       expect(err).toBeInstanceOf(DatabaseConnectionError);
-      // Over HTTP one request covers the wake and the statement: past the deadline the client
-      // cannot tell a wake from a statement that ran, so the outcome is unknown.
-      if (mode === 'pooled') expect((err as DatabaseConnectionError).retryable).toBe(true);
-      else expect(err).toMatchObject({ outcome: 'unknown', retryable: false });
+      // Over HTTP one request covers the wake and the statement; over WebSocket the statement
+      // went with the pipelined startup (its statement deadline or the connect deadline, whichever
+      // comes first, cuts it), and Neon relays it after the wake: outcome unknown.
+      expect(err).toMatchObject({ outcome: 'unknown', retryable: false });
       expect(Date.now() - started).toBeLessThan(mode === 'pooled' ? 3_000 : 4_000);
     } finally {
       proxy = shared;
@@ -427,6 +427,34 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     }
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).issues.map((i) => i.setting).join(' ')).toContain('channel_binding');
+  });
+});
+
+describe("the driver's pipelined connect (pipelineConnect: 'password', its production default)", () => {
+  test('a statement pipelined into a connect whose compute wakes past connectMs: the error says it may have run, and it did (Neon relays it after the wake)', async () => {
+    const slow = await startNeonProxy({ upstream: testServer().info(), wakeDelayMs: 4_000 });
+    try {
+      const db = createDb({
+        PrismaClient,
+        url: neonUrl(),
+        mode: 'pooled',
+        timeouts: { connectMs: 1_500, statementMs: 5_000 },
+        neon: { wsProxy: slow.wsProxy, useSecureWebSocket: false, fetchEndpoint: slow.fetchEndpoint },
+      });
+      opened.push(db);
+      await slow.suspend();
+      const email = `neon-pipelined-${Date.now()}@example.com`;
+      // The driver sends the statement with the startup and the password, before the proxy
+      // has woken the compute: the layer's connect deadline cannot take it back.
+      const err = await within(20_000, rejectionOf(db.$executeRawUnsafe(`INSERT INTO users (email) VALUES ('${email}')`)));
+      // Before: 'Could not connect' (retryable, nothing sent), and a caller retrying inserted it twice.
+      expect(err).toMatchObject({ name: 'DeadlineExceededError', deadline: 'connect', outcome: 'unknown', retryable: false });
+      const count = async (): Promise<number> => (await testDb.query<{ n: number }>('SELECT count(*)::int AS n FROM users WHERE email = $1', [email]))[0]?.n ?? -1;
+      expect(await eventually(async () => (await count()) === 1, 15_000, 200)).toBe(true);
+    } finally {
+      for (const d of opened.splice(0)) await d.close({ deadlineMs: 5_000 }).catch(() => undefined);
+      await slow.close();
+    }
   });
 });
 

@@ -317,16 +317,21 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
     }
 
     private sendNow(deadline: StatementDeadline | undefined, config: unknown, values: unknown, done: QueryCallback): void {
+      const held = this.held;
+      // node-postgres refuses a statement on a connection that already failed: it is not sent.
+      const dead = this._queryable === false || this._ending === true;
       let settled = false;
       let stop: (() => void) | undefined;
       if (deadline !== undefined) {
         const expire = (): void => {
           settled = true;
-          // A COMMIT that went unanswered may have committed.
+          // A COMMIT that went unanswered may have committed; so may a statement sent with the
+          // Neon driver's pipelined startup (see pipelinedPastConnect).
           const atCommit = !this.unconfirmed && transactionEnd(config, values) === 'COMMIT';
-          const err = new DeadlineExceededError(deadline.kind, deadline.ms, atCommit ? { outcome: 'unknown', retryable: false } : {});
-          // Before the server's first real ReadyForQuery (Neon's pipelined startup) nothing ran.
-          if (!this.serverReady) markNeverSent(err);
+          const pipelined = !this.serverReady && !dead && held === undefined;
+          const err = new DeadlineExceededError(deadline.kind, deadline.ms, atCommit || pipelined ? { outcome: 'unknown', retryable: false } : {});
+          // Before the server's first real ReadyForQuery, a unit's first statement (it carries BEGIN) committed nothing.
+          if (!this.serverReady && !pipelined) markNeverSent(err);
           this.abandon(err);
           done(err);
         };
@@ -336,9 +341,6 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
           stop = this.statementTimer.start(expire);
         }
       }
-      const held = this.held;
-      // node-postgres refuses a statement on a connection that already failed: it is not sent.
-      const dead = this._queryable === false || this._ending === true;
       const answer: QueryCallback = (err, result) => {
         if (settled) return;
         settled = true;
@@ -448,6 +450,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
      * could be sent (`unsent`: the connection had already failed).
      */
     private failure(err: unknown, carrier: boolean, unsent = false, commit = false): unknown {
+      if (!this.serverReady && !unsent && !carrier && err instanceof DeadlineExceededError && err.deadline === 'connect' && lostTo.get(this) === err) return pipelinedPastConnect(err);
       // Refused at startup: nothing was sent to a backend, and the refusal's text is the reason.
       const e = this.serverReady ? typed(err) : connectionError(err, 'connect');
       if (unsent && isConnectionLoss(e)) markNeverSent(e);
@@ -472,6 +475,18 @@ function lostDuringCommit(err: unknown): unknown {
   const details = { cause: err, outcome: 'unknown' as const, retryable: false, ...(err.sqlState === undefined ? {} : { sqlState: err.sqlState }) };
   if (err instanceof DeadlineExceededError) return new DeadlineExceededError(err.deadline, err.timeoutMs, details);
   return new DatabaseConnectionError('The connection was lost during COMMIT: the transaction may or may not have committed', details);
+}
+
+/**
+ * A statement the Neon driver sent with its pipelined startup (before the compute's first
+ * ReadyForQuery), cut by the connect deadline: the proxy is not listening to the client while
+ * it wakes the compute, and relays what the client had sent once it has (neondatabase/neon
+ * proxy/src/proxy/mod.rs handle_client, pglb/passthrough.rs). The statement may run after
+ * all; outside a unit nothing rolls it back. (A unit's first statement carries its BEGIN: the
+ * transaction is never committed, so that one keeps the connect failure.)
+ */
+function pipelinedPastConnect(deadline: DeadlineExceededError): DeadlineExceededError {
+  return new DeadlineExceededError('connect', deadline.timeoutMs, { cause: deadline, outcome: 'unknown', retryable: false });
 }
 
 /**

@@ -31,6 +31,11 @@
  *   `wakeDelayMs` to start; quota errors come from the control plane (control_plane/messages.rs
  *   get_user_facing_message fallback for 423); an unreachable compute is
  *   "Couldn't connect to compute node" (compute/mod.rs COULD_NOT_CONNECT, ConnectionError).
+ * - The client is not watched while the compute wakes and connects (proxy/mod.rs
+ *   handle_client); the startup and password are read message by message (stream.rs,
+ *   pqproto.rs read_message), so what the driver pipelined after them stays in the stream and
+ *   is relayed to the compute in the passthrough (pglb/passthrough.rs), even when the client
+ *   has left by then: a pipelined statement runs after a wake the client gave up on.
  * - Startup parameters forwarded to the compute: only user, database, application_name,
  *   replication and `options` minus `endpoint=`/`project=`/`neon_*:` entries, plus
  *   client_encoding=UTF8 (compute/mod.rs AuthInfo::set_startup_params, filtered_options).
@@ -351,7 +356,12 @@ class WsSession {
     const user = this.params.user ?? '';
     if (takeFailure(this.state, 'auth')) return this.refuse(NEON_ERRORS.passwordFailed(user));
     await wake(this.state);
-    if (this.isDone()) return;
+    // The proxy does not watch the client while it wakes and connects the compute (proxy/mod.rs
+    // handle_client): a client that left meanwhile is noticed only in the passthrough, after
+    // what it had sent. The proxy reads the startup and the password message by message
+    // (stream.rs, pqproto.rs read_message), so what the driver pipelined after them is still
+    // in the stream, and pglb/passthrough.rs relays it to the compute, which runs it.
+    if (this.isDone() && this.pending.length === 0) return;
     const failure = takeFailure(this.state, 'quota', 'compute-unreachable');
     if (failure === 'quota') return this.refuse(NEON_ERRORS.quota);
     if (failure === 'compute-unreachable') return this.refuse(NEON_ERRORS.computeUnreachable);
@@ -366,10 +376,22 @@ class WsSession {
       return this.refuse(entry.refused);
     }
     if (this.isDone()) {
-      session.socket.destroy();
+      if (this.pending.length === 0) session.socket.destroy();
+      else this.relayLeftovers(session);
       return;
     }
     this.attach(session);
+  }
+
+  /** The client left during the wake: what it had pipelined goes to the compute, then the client's end. */
+  private relayLeftovers(session: ComputeSession): void {
+    const tracked: Tracked = { pid: session.pid, close: () => session.socket.destroy() };
+    this.state.computes.add(tracked);
+    session.socket.on('error', () => session.socket.destroy());
+    session.socket.on('close', () => this.state.computes.delete(tracked));
+    session.socket.resume(); // answers go nowhere: the client is gone
+    for (const chunk of this.pending.splice(0)) session.socket.write(chunk);
+    session.socket.end();
   }
 
   /** Auth failures are the proxy's own check; other compute refusals keep PG's message (compute/mod.rs PostgresError). */
