@@ -6,15 +6,16 @@
 // startup settings) but sends its statement directly, not through Prisma: a health probe
 // every few seconds should not count as application queries or trip slow-query logging.
 
-import { withDeadline } from './deadline.ts';
+import { MAX_TIMER_MS, withDeadline } from './deadline.ts';
 import { destroySocket } from './driver/client.ts';
-import { DeadlineExceededError } from './errors.ts';
+import { ConfigError, DeadlineExceededError, type ConfigIssue } from './errors.ts';
 import { isConnectionLoss } from './failures.ts';
 import type { GuardedPool, PoolClient } from './pool.ts';
 import { describeError, type PoolFigures } from './stats.ts';
+import { describe, wholeOption } from './unit-options.ts';
 
 export interface HealthOptions {
-  /** How long to wait for the answer, connecting included. Default 5 000 ms. */
+  /** How long to wait for the answer, connecting included: 1 to 2147483647. Default 5 000 ms. */
   timeoutMs?: number;
 }
 
@@ -64,7 +65,6 @@ export interface HealthDeps {
 }
 
 export async function checkHealth(deps: HealthDeps, options: HealthOptions = {}): Promise<HealthReport> {
-  const timeoutMs = options.timeoutMs ?? DEFAULT_HEALTH_TIMEOUT_MS;
   const started = performance.now();
   const elapsed = (): number => Math.round(performance.now() - started);
   const unhealthy = (error: string): HealthReport => ({
@@ -78,6 +78,15 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
     error,
   });
   if (deps.isClosed()) return unhealthy('the database client is closed');
+  // A timeout that is not one (NaN from an unset variable, Infinity, a string) would leave
+  // the check without its deadline: a frozen server would hold the probe for as long as
+  // the statement deadline allows, or forever with statement_timeout 0. Nothing is sent.
+  let timeoutMs: number;
+  try {
+    timeoutMs = checkOptions(options);
+  } catch (err) {
+    return unhealthy((err as Error).message);
+  }
   try {
     const row = await queryWithin<HealthRow>(deps.pool, HEALTH_SQL, timeoutMs, () => new DeadlineExceededError('health', timeoutMs));
     return {
@@ -92,6 +101,18 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
   } catch (err) {
     return unhealthy(describeError(err).message);
   }
+}
+
+/** The check's timeout: a whole number of milliseconds Node's timers can honour (ConfigError otherwise). */
+function checkOptions(options: unknown): number {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ConfigError([{ setting: 'health options', problem: `must be an object such as { timeoutMs: 5000 } (got ${describe(options)})` }]);
+  }
+  const issues: ConfigIssue[] = [];
+  const ms = (options as HealthOptions).timeoutMs;
+  wholeOption(issues, 'health option timeoutMs', ms, 1, MAX_TIMER_MS, 'milliseconds', '5000');
+  if (issues.length > 0) throw new ConfigError(issues);
+  return ms ?? DEFAULT_HEALTH_TIMEOUT_MS;
 }
 
 /**

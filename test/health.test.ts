@@ -104,6 +104,41 @@ describe('db.health()', () => {
     await waitFor(async () => (await db.health()).status === 'healthy', 10_000);
   });
 
+  it('a timeout that is not a number of milliseconds (NaN from an unset variable, Infinity, null options) is reported at once, never a check without a deadline', async () => {
+    // A frozen backend: before, `timeoutMs: NaN` left the check waiting for it with no
+    // deadline at all (statement_timeout 0 here), and `health(null)` threw a TypeError.
+    const frozen = createDb({
+      PrismaClient,
+      url: cluster.url('postgres', { sslmode: 'require', sslrootcert: cluster.caFile }),
+      applicationName: `${APP}-options`,
+      pool: { size: 1, maxOverflow: 0 },
+      timeouts: { connectMs: 2000, statementMs: 0 },
+    });
+    try {
+      expect((await frozen.health()).status).toBe('healthy');
+      const [row] = await cluster.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = $1`, [`${APP}-options`]);
+      execFileSync('kill', ['-STOP', String(row!.pid)]);
+      try {
+        const bad: unknown[] = [{ timeoutMs: Number(process.env.UNSET_HEALTH_TIMEOUT_MS) }, { timeoutMs: Infinity }, { timeoutMs: '2000' }, null];
+        for (const options of bad) {
+          let timer: NodeJS.Timeout | undefined;
+          const answer = await Promise.race([
+            (async () => frozen.health(options as never))().catch((err: unknown) => ({ threw: String(err) })),
+            new Promise((resolve) => (timer = setTimeout(() => resolve('no answer within 10 s'), 10_000))),
+          ]);
+          clearTimeout(timer);
+          expect(answer).toMatchObject({ status: 'unhealthy', error: expect.stringMatching(/health option/) });
+        }
+      } finally {
+        execFileSync('kill', ['-CONT', String(row!.pid)]);
+      }
+      // Nothing was sent on the frozen connection: it is still there and answers.
+      expect((await frozen.health()).status).toBe('healthy');
+    } finally {
+      await frozen.close({ deadlineMs: 0 });
+    }
+  }, 60_000);
+
   it('reports a closed Db as unhealthy', async () => {
     const other = createDb({ PrismaClient, url: cluster.url(), applicationName: `${APP}-closed` });
     await other.close();
