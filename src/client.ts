@@ -386,9 +386,10 @@ function extendMember<C>(member: Member, family: Family<C>, args: unknown): unkn
   return clients[0];
 }
 
-/** db.health(): the primary's pool, plus what read routing learned of the replicas from traffic. */
+/** db.health(): the primary's pool, and each replica's lag check when one is due, within the same timeout. */
 async function healthOf<C>(primary: Stack<C>, lifecycle: Lifecycle, router: ReplicaRouter<C> | undefined, options?: HealthOptions): Promise<HealthReport & { replicas: ReplicaStatus[] }> {
   const figures = (): DbStats['pool'] => primary.driver.pool()?.figures() ?? emptyFigures(primary.config);
+  let replicas: ReplicaStatus[] | undefined;
   const report = await checkHealth(
     {
       pool: async () => {
@@ -397,11 +398,13 @@ async function healthOf<C>(primary: Stack<C>, lifecycle: Lifecycle, router: Repl
       },
       figures,
       isClosed: () => lifecycle.state !== 'open',
+      // Each replica is checked when a reading is due, not only reported from what reads
+      // have learned: one no read has reached yet would otherwise be reported up.
+      ...(router === undefined ? {} : { alongside: async (ms: number) => void (replicas = await router.probe(ms)) }),
     },
     options,
   );
-  // Health itself sends nothing to the replicas.
-  return { ...report, replicas: router?.status() ?? [] };
+  return { ...report, replicas: replicas ?? router?.status() ?? [] };
 }
 
 /** What work still running at close()'s deadline fails with: its connection was closed under it. */

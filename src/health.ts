@@ -62,6 +62,8 @@ export interface HealthDeps {
   figures(): PoolFigures;
   /** Set once close() has started: no new connection may be opened. */
   isClosed(): boolean;
+  /** Other checks run beside this one (the replicas'), given its timeout; never rejects, resolves within it. */
+  alongside?(timeoutMs: number): Promise<void>;
 }
 
 export async function checkHealth(deps: HealthDeps, options: HealthOptions = {}): Promise<HealthReport> {
@@ -87,8 +89,10 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
   } catch (err) {
     return unhealthy((err as Error).message);
   }
+  const others = deps.alongside?.(timeoutMs);
   try {
     const row = await queryWithin<HealthRow>(deps.pool, HEALTH_SQL, timeoutMs, () => new DeadlineExceededError('health', timeoutMs));
+    await others;
     return {
       status: 'healthy',
       latencyMs: elapsed(),
@@ -99,6 +103,7 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
       pool: deps.figures(),
     };
   } catch (err) {
+    await others;
     return unhealthy(describeError(err).message);
   }
 }

@@ -2,7 +2,8 @@
 // primary's. Read-only units of work go to a healthy replica, round robin; a replica that
 // fails or lags past the bound is skipped for a while and reads fall back to the primary.
 // Health is learned from the traffic itself plus one lag query per replica at most every
-// `lagCheckIntervalMs`, run only when a read is about to be routed: no background loop.
+// `lagCheckIntervalMs`, run only when a read is about to be routed or db.health() asks: no
+// background loop.
 
 import type { IsolationLevel } from './config.ts';
 import { waitAtMost } from './deadline.ts';
@@ -13,7 +14,10 @@ import type { TransactionOptions, TxClient, UnitsOfWork } from './unit-of-work.t
 
 export interface ReplicaStatus {
   name: string;
-  /** In rotation: not taken out after a failure, not lagging. Also true before anything was checked (see `checked`). */
+  /**
+   * In rotation: not taken out after a failure, not lagging. In db.replicas(), also true
+   * before anything was checked (see `checked`); db.health() checks first.
+   */
   up: boolean;
   /** False until a lag check or a read has told something about this replica: `up` is then only presumed. */
   checked: boolean;
@@ -101,9 +105,14 @@ export class ReplicaRouter<C> {
     return undefined;
   }
 
+  /** Is a lag reading due (none yet, or older than lagCheckIntervalMs)? */
+  private due(state: ReplicaState<C>): boolean {
+    return state.checkedAt === 0 || Date.now() - state.checkedAt >= this.policy.lagCheckIntervalMs;
+  }
+
   private async usable(state: ReplicaState<C>, until: number): Promise<boolean> {
     if (Date.now() < state.downUntil) return false;
-    if (state.checkedAt === 0 || Date.now() - state.checkedAt >= this.policy.lagCheckIntervalMs) {
+    if (this.due(state)) {
       state.check ??= this.check(state);
       // The read waits only within its own limits. A check it gives up on goes on, bounded
       // by the connect timeout, and its answer serves the reads that come after.
@@ -143,6 +152,25 @@ export class ReplicaRouter<C> {
     state.checked = true;
     state.lagMs = undefined;
     state.lastError = err instanceof Error ? err.message : String(err);
+  }
+
+  /**
+   * For db.health(): the lag checks that are due (the same ones a read would run, shared
+   * with reads and at most one per lagCheckIntervalMs), waited for at most `waitMs`, then
+   * the status. A replica never heard from whose check did not answer in that time is
+   * reported not up: a health endpoint must not call a replica nobody could reach "up".
+   * Its check goes on (bounded by the connect timeout) and decides routing as usual.
+   */
+  async probe(waitMs: number): Promise<ReplicaStatus[]> {
+    const answered = await Promise.all(
+      this.states.map((state) => {
+        if (Date.now() < state.downUntil || !this.due(state)) return true;
+        return waitAtMost((state.check ??= this.check(state)), waitMs);
+      }),
+    );
+    return this.status().map((s, i) =>
+      answered[i] || s.checked ? s : { ...s, up: false, lastError: `no answer to its lag check within the health timeout (${waitMs} ms)` },
+    );
   }
 
   status(): ReplicaStatus[] {

@@ -304,6 +304,46 @@ describe('work on a replica is the Db\'s work', () => {
   });
 });
 
+describe('db.health() and the replicas', () => {
+  it('checks each replica before reporting it, within the health timeout: live, refused and black-holed', async () => {
+    const silent = await startTcpProxy({ host: replica.host, port: replica.port });
+    silent.blackhole();
+    const own = createDb({
+      PrismaClient,
+      url: primary.url('repl_app', { sslmode: 'require' }),
+      replicas: [
+        replica.url('repl_app', { sslmode: 'require' }),
+        replica.url('repl_app', { sslmode: 'require' }, { port: 1 }),
+        replica.url('repl_app', { sslmode: 'require' }, { port: silent.port }),
+      ],
+      replica: { lagCheckIntervalMs: 60_000, retryAfterMs: 60_000, maxLagMs: 10_000 },
+      timeouts: { connectMs: 20_000 },
+    });
+    try {
+      // No read yet: db.replicas() presumes them up (and says so with checked: false).
+      expect(own.replicas().map((r) => [r.up, r.checked])).toEqual([[true, false], [true, false], [true, false]]);
+      // The primary's first connection and Prisma's engine, before the timed check (a statement goes to the primary).
+      await own.$queryRawUnsafe('SELECT 1');
+      expect(own.replicas().map((r) => [r.up, r.checked])).toEqual([[true, false], [true, false], [true, false]]);
+      const started = Date.now();
+      const health = await own.health({ timeoutMs: 2000 });
+      expect(Date.now() - started).toBeLessThan(6000);
+      expect(health.status).toBe('healthy');
+      // Before: all three up: true, checked: false, although two could not be reached.
+      expect(health.replicas).toEqual([
+        expect.objectContaining({ up: true, checked: true, lagMs: expect.any(Number), lastError: undefined }),
+        expect.objectContaining({ up: false, checked: true, lastError: expect.stringMatching(/connect/i) }),
+        expect.objectContaining({ up: false, checked: false, lastError: expect.stringMatching(/health timeout \(2000 ms\)/) }),
+      ]);
+      // Reads are routed on what the checks found: the live replica serves them.
+      await expect(inRecovery(own)).resolves.toBe(true);
+    } finally {
+      await own.close({ deadlineMs: 0 });
+      await silent.close();
+    }
+  }, 60_000);
+});
+
 describe('a bad replica URL', () => {
   const secret = 'S3cr3t-replica-pw';
   const bad = `postgresql://user:${secret}@127.0.0.1:5432/db?sslmode=bogus`;
