@@ -26,6 +26,7 @@ import type {
   Tracer,
   TracerProvider,
 } from '@opentelemetry/api';
+import { ConfigError, type ConfigIssue } from './errors.ts';
 import { sqlStateOf } from './failures.ts';
 
 export interface TelemetryOptions {
@@ -172,12 +173,58 @@ function loadApi(): OtelApi | undefined {
   }
 }
 
+/** Each option and the method that shows a value is one (what the layer calls on it). */
+const TELEMETRY_OPTIONS: Record<keyof TelemetryOptions, string | undefined> = {
+  meter: 'createHistogram',
+  meterProvider: 'getMeter',
+  tracer: 'startActiveSpan',
+  tracerProvider: 'getTracer',
+  global: undefined,
+  poolName: undefined,
+};
+
+/** Longest `poolName`: it becomes an attribute of every pool series and unit span. */
+const MAX_POOL_NAME = 256;
+
+/**
+ * The problems of a `telemetry` option. A misspelt key (`meterprovider`) would otherwise
+ * be ignored and nothing measured, without a word; a value that is not what it names
+ * would fail later, inside the pool or a unit of work.
+ */
+function telemetryIssues(options: unknown): ConfigIssue[] {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    return [{ setting: 'telemetry', problem: 'must be an object such as { meterProvider, tracerProvider } or { global: true }' }];
+  }
+  const issues: ConfigIssue[] = [];
+  const given = options as Record<string, unknown>;
+  for (const [name, value] of Object.entries(given)) {
+    if (!(name in TELEMETRY_OPTIONS)) {
+      issues.push({ setting: `telemetry.${name}`, problem: `is not an option of telemetry (it takes ${Object.keys(TELEMETRY_OPTIONS).join(', ')})` });
+      continue;
+    }
+    const method = TELEMETRY_OPTIONS[name as keyof TelemetryOptions];
+    if (value === undefined || method === undefined) continue;
+    if (typeof (value as Record<string, unknown> | null)?.[method] !== 'function') {
+      issues.push({ setting: `telemetry.${name}`, problem: `must be an OpenTelemetry ${name} (an object with ${method}())` });
+    }
+  }
+  if (given.global !== undefined && typeof given.global !== 'boolean') issues.push({ setting: 'telemetry.global', problem: 'must be true or false' });
+  const poolName = given.poolName;
+  if (poolName !== undefined && (typeof poolName !== 'string' || poolName.length === 0 || poolName.length > MAX_POOL_NAME || /[\x00-\x1f\x7f]/.test(poolName))) {
+    issues.push({ setting: 'telemetry.poolName', problem: `must be a text of 1 to ${MAX_POOL_NAME} characters without control characters` });
+  }
+  return issues;
+}
+
 /**
  * The layer's telemetry, or undefined when the application gave nothing to report to.
- * `warn` hears about `global: true` without @opentelemetry/api installed.
+ * `warn` hears about `global: true` without @opentelemetry/api installed. A `telemetry`
+ * option that is not one (a misspelt key, a value of the wrong kind) is a ConfigError.
  */
 export function createTelemetry(options: TelemetryOptions | undefined, warn?: (message: string) => void): Telemetry | undefined {
   if (!options) return undefined;
+  const issues = telemetryIssues(options);
+  if (issues.length > 0) throw new ConfigError(issues);
   let { meter, tracer } = options;
   meter ??= options.meterProvider?.getMeter(SCOPE);
   tracer ??= options.tracerProvider?.getTracer(SCOPE);

@@ -28,7 +28,7 @@ import { PrismaInstrumentation, registerInstrumentations } from '@prisma/instrum
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { Prisma, PrismaClient } from '../src/generated/prisma/client';
-import { classifyError, createDb, PoolTimeoutError, type CreateDbOptions, type Db } from '../src/index';
+import { classifyError, ConfigError, createDb, PoolTimeoutError, type CreateDbOptions, type Db } from '../src/index';
 import { ATTR, createTelemetry, defaultPoolName, METRICS, RETRY_EVENT, UNIT_SPAN, type PoolRecorder, type TelemetryOptions } from '../src/telemetry';
 import { createTestDatabase, type TestDatabase } from './support/db';
 import { holdConnection, latch, rejectionOf, waitFor } from './support/async';
@@ -494,6 +494,29 @@ describe('createDb({ telemetry })', () => {
     const after = await m.collect();
     expect(valueOf(after, METRICS.max, pool)).toBe(2);
     expect(valueOf(after, METRICS.count, { ...pool, [ATTR.state]: 'idle' })).toBe(1);
+  });
+
+  it('a misspelt or wrong telemetry option is a ConfigError naming it, not silently nothing measured', () => {
+    const bad: Array<[Record<string, unknown>, string]> = [
+      [{ meterprovider: m.meterProvider, tracerProvider }, 'telemetry.meterprovider'],
+      [{ meterProvider: m.meterProvider, tracerprovider: tracerProvider }, 'telemetry.tracerprovider'],
+      [{ meterProvider: {} }, 'telemetry.meterProvider'],
+      [{ tracer: tracerProvider }, 'telemetry.tracer'],
+      [{ global: 'yes' }, 'telemetry.global'],
+      [{ meterProvider: m.meterProvider, poolName: 'x'.repeat(10_000) }, 'telemetry.poolName'],
+      [{ meterProvider: m.meterProvider, poolName: 42 }, 'telemetry.poolName'],
+    ];
+    for (const [telemetry, setting] of bad) {
+      let err: unknown;
+      try {
+        // Before: createDb returned a Db measuring nothing (or failed with a TypeError).
+        dbs.push(createDb({ PrismaClient, url: testDb.url, telemetry } as unknown as TelemetryDbOptions));
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).issues.map((i) => i.setting)).toEqual([setting]);
+    }
   });
 
   it('a pool timeout: timeouts = 1', async () => {
