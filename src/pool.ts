@@ -111,6 +111,13 @@ export class GuardedPool {
   private abandoned = 0;
   /** Connections pg-pool reported removed: it reports a destroyed checked-out one twice. */
   private readonly removed = new WeakSet<object>();
+  /**
+   * Connections the pool gives back without having handed them out (a late handover to a
+   * checkout that gave up, a failed validation, the warmed spare): their pg-pool release
+   * is no `release` event, as there was no `acquire` (listeners counting in-use
+   * connections with the pair went negative by one per pool timeout).
+   */
+  private readonly unlent = new WeakSet<object>();
 
   constructor(
     private readonly raw: RawPool,
@@ -166,6 +173,7 @@ export class GuardedPool {
       this.lastUse.set(client, now);
       this.busy.delete(client);
       checkedIn(client);
+      if (this.unlent.has(client)) return;
       if (hub.wants('release')) hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null });
     }) as never);
     this.raw.on('remove', ((client: PoolClient) => {
@@ -279,7 +287,7 @@ export class GuardedPool {
         if (this.spare !== spare || this.config.mode !== 'pooled') return;
         // The pool keeps its connections anyway: idle, it serves whichever checkout comes first.
         this.claimSpare();
-        client.release();
+        this.giveBack(client);
       },
       () => {
         if (this.spare === spare) this.spareCounted = false;
@@ -301,7 +309,18 @@ export class GuardedPool {
 
   /** Gives an unclaimed warmed connection back (pooled: idle; serverless: closed). Before the pool ends. */
   releaseSpare(): void {
-    this.claimSpare()?.then((client) => client.release(), quiet);
+    this.claimSpare()?.then((client) => this.giveBack(client), quiet);
+  }
+
+  /** A connection back to pg-pool that no checkout was handed: no `release` event (see `unlent`). */
+  private giveBack(client: PoolClient, err?: Error): void {
+    // pg-pool emits `release` synchronously inside release().
+    this.unlent.add(client);
+    try {
+      client.release(err);
+    } finally {
+      this.unlent.delete(client);
+    }
   }
 
   /** A connection fit for use: validated when it sat idle long, bounded in time throughout. */
@@ -366,7 +385,7 @@ export class GuardedPool {
         if (settled) {
           if (queued) this.abandoned--;
           // A connection handed over after we gave up goes straight back.
-          client?.release();
+          if (client !== undefined) this.giveBack(client);
           return;
         }
         settled = true;
@@ -398,7 +417,7 @@ export class GuardedPool {
       await this.housekeeping(client, sql);
       return true;
     } catch (err) {
-      client.release(err instanceof Error ? err : new Error(`${sql} failed`));
+      this.giveBack(client, err instanceof Error ? err : new Error(`${sql} failed`));
       return false;
     }
   }

@@ -7,7 +7,7 @@ import { PrismaClient } from '../src/generated/prisma/client';
 import { SPARE_MS } from '../src/pool';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
 import { driverCase, type DriverCase } from './support/drivers';
-import { rejectionOf, waitFor } from './support/async';
+import { latch, rejectionOf, waitFor } from './support/async';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy';
 
 let testDb: TestDatabase;
@@ -200,4 +200,36 @@ describe("the layer's own statements on a silent connection (pg)", () => {
     // The pool heals with the network (a connect caught in the hole fails by its own deadline).
     await waitFor(() => db.account.count().then(() => true, () => false), 10_000, 100);
   }, 30_000);
+});
+
+it('acquire and release events pair up: a checkout that gave up (pool timeout) and the warmed connection are no release', async () => {
+  // A listener keeping the number of connections in use from the pair, as a dashboard would.
+  const db = createDb({
+    PrismaClient,
+    url: testDb.url,
+    applicationName: appName('pairs'),
+    pool: { size: 1, maxOverflow: 0, timeoutMs: 200 },
+  });
+  let inUse = 0;
+  const seen: string[] = [];
+  db.on('acquire', () => void (inUse++, seen.push('acquire')));
+  db.on('release', () => void (inUse--, seen.push('release')));
+  // Opens the warmed connection, which pg-pool's release hands back idle before any checkout.
+  await db.$connect();
+  await waitFor(() => db.stats().pool.open === 1);
+  const held = latch();
+  const holding = db.transaction(() => held.promise);
+  await waitFor(() => inUse === 1);
+  // Three callers give up waiting; each one's queued request is served later, and goes straight back.
+  const timedOut = await Promise.all([1, 2, 3].map(() => rejectionOf(db.user.count())));
+  expect(timedOut.map((e) => (e as Error).name)).toEqual(['PoolTimeoutError', 'PoolTimeoutError', 'PoolTimeoutError']);
+  held.open();
+  await holding;
+  // The late handovers have happened: the connection is idle again.
+  await waitFor(() => db.stats().pool.idle === 1);
+  await db.user.count();
+  // Before: a release event for each late handover to a checkout that had given up: inUse ended at -3.
+  expect(inUse).toBe(0);
+  expect(seen.filter((e) => e === 'acquire').length).toBe(seen.filter((e) => e === 'release').length);
+  expect(db.stats().counters.poolTimeouts).toBe(3);
 });
