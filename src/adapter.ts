@@ -93,6 +93,11 @@ export class Instrumentation {
   admit(): () => void {
     return this.lifecycle.enter();
   }
+
+  /** A transaction that could not start (no free connection in time, the connection lost): stats' lastError, as a statement's failure is. */
+  failed(err: unknown): void {
+    this.record(err);
+  }
 }
 
 class InstrumentedAdapter implements SqlDriverAdapter {
@@ -126,6 +131,7 @@ class InstrumentedAdapter implements SqlDriverAdapter {
       return new InstrumentedTransaction(await this.inner.startTransaction(level), this.ins, leave);
     } catch (err) {
       leave();
+      this.ins.failed(err);
       throw err;
     }
   }

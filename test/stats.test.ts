@@ -3,7 +3,7 @@
 import { classifyError, createDb, DatabaseTransactionError, type Db, type DbLogger } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, terminateConnections, type TestDatabase } from './support/db';
-import { waitFor } from './support/async';
+import { holdConnection, waitFor } from './support/async';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -83,6 +83,31 @@ describe('stats()', () => {
     expect(last?.message).not.toContain('SECRET-VALUE-42');
     expect(Date.parse(last?.at ?? '')).toBeGreaterThan(Date.now() - 10_000);
     expect(db.stats().state).toBe('open');
+  });
+});
+
+describe('lastError', () => {
+  it('is the pool timeout a unit of work failed with, as for a statement', async () => {
+    const own = createDb({ PrismaClient, url: testDb.url, applicationName: appName('timeout'), pool: { size: 1, maxOverflow: 0, timeoutMs: 200 } });
+    try {
+      // A statement's failure first, then every connection busy.
+      await expect(own.$queryRaw`SELECT ${'x'}::int AS n`).rejects.toThrow();
+      expect(own.stats().lastError).toMatchObject({ kind: 'query' });
+      const release = await holdConnection(own);
+      try {
+        const err = await own.transaction(async () => 1).catch((e: unknown) => e);
+        expect(classifyError(err).kind).toBe('pool-timeout');
+        // Before: still the query error: a status page showed no sign of units failing for want of a connection.
+        expect(own.stats().lastError).toMatchObject({ kind: 'pool-timeout' });
+        // A statement that waits in vain is one already (the adapter records it).
+        await expect(own.$queryRaw`SELECT ${'x'}::int AS n`).rejects.toThrow();
+        expect(own.stats().lastError).toMatchObject({ kind: 'pool-timeout' });
+      } finally {
+        await release();
+      }
+    } finally {
+      await own.close();
+    }
   });
 });
 
