@@ -267,10 +267,14 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
     record(err);
     logger?.error?.({ event: 'error', kind: err.kind, error: lastError?.message }, 'database error');
   };
+  // Every replica's configuration before any stack is built: a bad replica URL must fail
+  // createDb before the primary's pool exists (it would live on unclosed, its telemetry
+  // series reported for ever and added to those of a Db on the same target).
+  const replicaConfigs = config.replicaUrls.map((url, i) => loadReplicaConfig(dbOptions, env, url, i));
   const primary = buildStack(PrismaClient, db, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)), prismaOptions);
   primary.hub.onFailure = reportFailure;
   const replicaStacks = config.replicaUrls.map((url, i) => {
-    const replicaConfig = loadReplicaConfig(dbOptions, env, url, i);
+    const replicaConfig = replicaConfigs[i]!;
     const name = poolName === undefined ? defaultPoolName(replicaConfig.target) : `${poolName}/replica-${i + 1}`;
     const stack = buildStack(PrismaClient, db, replicaConfig, lifecycle, logger, record, named(name), prismaOptions);
     stack.hub.onFailure = reportFailure;

@@ -519,6 +519,15 @@ describe('createDb({ telemetry })', () => {
     }
   });
 
+  it('a createDb refused for a bad replica URL reports no pool: a Db on the same target is reported alone', async () => {
+    const bad = { PrismaClient, url: testDb.url, pool: { size: 2, maxOverflow: 0 }, replicas: ['postgresql://u@127.0.0.1:5432/db?sslmode=bogus'] };
+    expect(() => createDb({ ...bad, telemetry: { meterProvider: m.meterProvider } } as TelemetryDbOptions)).toThrow(ConfigError);
+    const db = newDb('otel-db-refused', { pool: { size: 3, maxOverflow: 0 } });
+    await db.$queryRawUnsafe('SELECT 1');
+    // Before: the refused Db's primary pool had been built and registered: max 5 (its 2 + this Db's 3), for ever.
+    expect(valueOf(await m.collect(), METRICS.max, { [ATTR.poolName]: primaryPool() })).toBe(3);
+  });
+
   it('a pool timeout: timeouts = 1', async () => {
     const db = newDb('otel-db-timeout', { pool: { size: 1, maxOverflow: 0, timeoutMs: 300 } });
     const release = await holdConnection(db);
