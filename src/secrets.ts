@@ -51,9 +51,24 @@ export function redact(text: string): string {
  */
 const SQL_STRING_CONSTANT = /\b[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$([A-Za-z_][A-Za-z_0-9]*)?\$[\s\S]*?\$\1\$/g;
 
+/**
+ * Comments and quoted identifiers, matched at the same positions as the constants and
+ * first, so that an apostrophe in them (`-- don't`, `"it's"`) does not start a "constant"
+ * that ends at the next real one's opening quote and leaves that one's value in clear.
+ */
+const SQL_TOKEN = new RegExp(`--[^\\n]*|/\\*[\\s\\S]*?\\*/|"(?:[^"]|"")*"|${SQL_STRING_CONSTANT.source}`, 'g');
+const QUOTED = /'(?:[^']|'')*'/g;
+
 /** SQL text fit for a log or an event: `redact`, and every string constant replaced, as pg_stat_statements does with constants. */
 export function redactSql(sql: string): string {
-  return redact(sql.replace(SQL_STRING_CONSTANT, "'…'"));
+  return redact(
+    sql.replace(SQL_TOKEN, (token) => {
+      if (token.startsWith('"')) return token;
+      // A comment stays, its quoted parts replaced (sqlcommenter's key='value' pairs).
+      if (token.startsWith('--') || token.startsWith('/*')) return token.replace(QUOTED, "'…'");
+      return "'…'";
+    }),
+  );
 }
 
 /** Stricter than `redact` for engine output: the whole user-info part of any URL goes. */

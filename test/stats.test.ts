@@ -265,6 +265,17 @@ describe('slow queries', () => {
     await db.close();
   });
 
+  it("emit slowQuery without the constants after an apostrophe in a comment or a quoted identifier", async () => {
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('slow-quotes'), slowQueryMs: 1000 });
+    const slow: string[] = [];
+    db.on('slowQuery', (info) => slow.push(info.sql));
+    await db.$queryRaw`SELECT 1`;
+    // Before: the apostrophe opened a "constant" that ended at the opening quote of the real one, whose value was left in clear.
+    await db.$executeRawUnsafe(`SELECT pg_sleep(1.1)::text AS "it's", 'Hunter2-PASSWORD' AS pw -- don't log this\n, 'LITERAL-AFTER-COMMENT' AS v /* it's */, 'LITERAL-3' AS w`);
+    expect(slow).toEqual([`SELECT pg_sleep(1.1)::text AS "it's", '…' AS pw -- don't log this\n, '…' AS v /* it's */, '…' AS w`]);
+    await db.close();
+  });
+
   it('emit nothing when no threshold is set', async () => {
     const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('noslow'), env: {} });
     const slow: unknown[] = [];
