@@ -259,7 +259,10 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   if (config.driver === 'neon' && config.channelBinding === 'require') warnChannelBinding(logger);
   let lastError: LastError | null = null;
   const record = (err: unknown): void => void (lastError = describeError(err));
-  const telemetry = createTelemetry(telemetryOptions, (message) => logger?.warn({ event: 'telemetry' }, message));
+  // Said even without a logger (as a process warning): telemetry was asked for and there will be none.
+  const telemetry = createTelemetry(telemetryOptions, (message) =>
+    logger ? logger.warn({ event: 'telemetry' }, message) : process.emitWarning(message, { code: 'PRISMA_DATALAYER_TELEMETRY' }),
+  );
   const named = (poolName: string): StackTelemetry | undefined => telemetry && { telemetry, poolName };
   const poolName = telemetryOptions?.poolName;
   // One Db's failures, wherever they happen (primary or replica): stats' lastError and the logger.

@@ -586,6 +586,13 @@ let build: Build;
 beforeAll(() => void (build = buildExamples()), 120_000);
 afterAll(() => build?.remove());
 
+/** A preload that makes @opentelemetry/api unresolvable, as in an application that did not install it. */
+const WITHOUT_API = `const M = require('module'); const resolve = M._resolveFilename;
+  M._resolveFilename = function (request, ...rest) {
+    if (request === '@opentelemetry/api') { const e = new Error("Cannot find module '@opentelemetry/api'"); e.code = 'MODULE_NOT_FOUND'; throw e; }
+    return resolve.call(this, request, ...rest);
+  };`;
+
 function loadedOtelModules(script: string): Promise<string[]> {
   const program = `
     const { createDb } = require('./src/index.js');
@@ -618,6 +625,24 @@ describe('without telemetry', () => {
       await db.transaction((tx) => tx.account.count());
       await db.close();`);
     expect(loaded.some((k) => k.includes(`${path.sep}@opentelemetry${path.sep}api${path.sep}`))).toBe(true);
+  });
+
+  it('telemetry: { global: true } without @opentelemetry/api installed says so, without a logger too', async () => {
+    const program = `${WITHOUT_API}
+      const { createDb } = require('./src/index.js');
+      const { PrismaClient } = require('./src/generated/prisma/client.js');
+      process.on('warning', (w) => process.stdout.write(JSON.stringify({ code: w.code, message: w.message }) + '\\n'));
+      const db = createDb({ PrismaClient, url: process.env.DATABASE_URL, telemetry: { global: true } });
+      db.close().then(() => setTimeout(() => {}, 50));`;
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['-e', program], { cwd: build.dir, env: { ...process.env, DATABASE_URL: testDb.url }, timeout: 30_000 }, (err, out, stderr) => {
+        if (err) reject(new Error(`${err.message}\n${stderr}`));
+        else resolve(out);
+      });
+    });
+    // Before: nothing at all (the warning went only to a logger, and there was none): no metrics, no spans, no word.
+    const warnings = stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { code?: string; message: string });
+    expect(warnings).toContainEqual({ code: 'PRISMA_DATALAYER_TELEMETRY', message: expect.stringMatching(/@opentelemetry\/api is not installed/) });
   });
 
   it('the check sees @opentelemetry/api once telemetry is asked for (control)', async () => {
