@@ -8,7 +8,7 @@
 
 import { MAX_TIMER_MS, withDeadline } from './deadline.ts';
 import { destroySocket } from './driver/client.ts';
-import { ConfigError, DeadlineExceededError, type ConfigIssue } from './errors.ts';
+import { ConfigError, DeadlineExceededError, PoolTimeoutError, type ConfigIssue } from './errors.ts';
 import { isConnectionLoss } from './failures.ts';
 import type { GuardedPool, PoolClient } from './pool.ts';
 import { describeError, type PoolFigures } from './stats.ts';
@@ -128,10 +128,29 @@ function checkOptions(options: unknown): number {
  */
 export async function queryWithin<R>(pool: () => Promise<GuardedPool>, sql: string, timeoutMs: number, expire: () => Error): Promise<R> {
   const abort = new AbortController();
-  return withDeadline(run<R>(pool, sql, abort.signal), timeoutMs, () => {
+  const waiting: Waiting = { pool: undefined, forSlot: false };
+  return withDeadline(run<R>(pool, sql, abort.signal, waiting), timeoutMs, () => {
     abort.abort();
-    return expire();
+    return busyPool(waiting, timeoutMs) ?? expire();
   });
+}
+
+/** Where a check stands: waiting for a connection of its pool, or past that. */
+interface Waiting {
+  pool: GuardedPool | undefined;
+  forSlot: boolean;
+}
+
+/**
+ * A check that was still queued for a slot of a full pool at its deadline never reached
+ * the database: that is a pool timeout (the application holds every connection), not a
+ * silent server, and nothing was closed. A health endpoint would otherwise report the
+ * database down under load, and a replica's lag check would take it out of rotation.
+ */
+function busyPool(waiting: Waiting, timeoutMs: number): PoolTimeoutError | undefined {
+  if (!waiting.forSlot || waiting.pool === undefined || !waiting.pool.hasWaiters()) return undefined;
+  const { inUse, max } = waiting.pool.figures();
+  return inUse >= max ? new PoolTimeoutError(timeoutMs, { max }) : undefined;
 }
 
 /**
@@ -140,10 +159,13 @@ export async function queryWithin<R>(pool: () => Promise<GuardedPool>, sql: stri
  * connection with the statement still running is destroyed, so nothing is left running.
  * A reused connection found dead is replaced, within the pool's recovery budget.
  */
-async function run<R>(connect: () => Promise<GuardedPool>, sql: string, signal: AbortSignal): Promise<R> {
+async function run<R>(connect: () => Promise<GuardedPool>, sql: string, signal: AbortSignal, waiting: Waiting): Promise<R> {
   const pool = await connect();
+  waiting.pool = pool;
   for (let recovered = 0; ; recovered++) {
+    waiting.forSlot = true;
     const { client, reused } = await pool.checkout();
+    waiting.forSlot = false;
     if (signal.aborted) {
       client.release();
       throw new Error('check abandoned');

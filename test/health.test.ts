@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { createDb, type Db } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, type Cluster } from './support/cluster';
-import { waitFor } from './support/async';
+import { holdConnection, waitFor } from './support/async';
 
 let cluster: Cluster;
 let db: Db<PrismaClient>;
@@ -138,6 +138,30 @@ describe('db.health()', () => {
       await frozen.close({ deadlineMs: 0 });
     }
   }, 60_000);
+
+  it('with every connection held by the application, says the pool is busy (a pool timeout), not that the database did not answer', async () => {
+    const busy = createDb({
+      PrismaClient,
+      url: cluster.url('postgres', { sslmode: 'require', sslrootcert: cluster.caFile }),
+      applicationName: `${APP}-busy`,
+      pool: { size: 1, maxOverflow: 0, timeoutMs: 30_000 },
+    });
+    try {
+      const release = await holdConnection(busy);
+      try {
+        const report = await busy.health({ timeoutMs: 500 });
+        expect(report.status).toBe('unhealthy');
+        // Before: "No answer from the database within the health deadline (500 ms): the connection was closed".
+        expect(report.error).toMatch(/waiting for a database connection \(all 1 connections in use\)/);
+        expect(busy.stats().pool).toMatchObject({ open: 1, inUse: 1 });
+      } finally {
+        await release();
+      }
+      expect((await busy.health()).status).toBe('healthy');
+    } finally {
+      await busy.close({ deadlineMs: 0 });
+    }
+  });
 
   it('reports a closed Db as unhealthy', async () => {
     const other = createDb({ PrismaClient, url: cluster.url(), applicationName: `${APP}-closed` });

@@ -232,6 +232,26 @@ describe("a read's own limits bound its lag check", () => {
     }
   }, 60_000);
 
+  it('a replica pool busy for longer than the connect timeout: its lag check gives up as a pool timeout, and the replica stays in rotation', async () => {
+    const own = ownDb({ pool: { size: 1, maxOverflow: 0 }, timeouts: { connectMs: 1000 } });
+    try {
+      await expect(inRecovery(own)).resolves.toBe(true);
+      const release = await holdConnection({ transaction: (fn: () => Promise<void>) => own.read(fn) });
+      try {
+        await expect(inRecovery(own, { maxWaitMs: 300 })).resolves.toBe(false);
+        // The lag check the read left behind waits out the connect timeout for the held connection.
+        await sleep(2000);
+        // Before: up: false, "did not answer its lag check within the connect timeout": a busy replica taken out of rotation.
+        expect(own.replicas()[0]).toMatchObject({ up: true, lastError: undefined });
+      } finally {
+        await release();
+      }
+      await expect(inRecovery(own)).resolves.toBe(true);
+    } finally {
+      await own.close({ deadlineMs: 0 });
+    }
+  }, 60_000);
+
   it('a replica that stops answering mid-read uses up the read\'s timeoutMs: the read fails with its deadline, not re-run on the primary with a fresh one', async () => {
     const own = ownDb({ replica: { lagCheckIntervalMs: 600_000, retryAfterMs: 300, maxLagMs: 1000 } }, replica.url('repl_app', { sslmode: 'require' }, { port: proxy.port }));
     try {
