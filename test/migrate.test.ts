@@ -182,6 +182,22 @@ test('drift shows the SQL and a summary when schema.prisma moved on', async () =
   });
 });
 
+test("with the URL's ?schema=, the tables and the bookkeeping go to that schema, as prisma migrate deploy puts them", async () => {
+  const other = await createTestDatabase({ migrated: false });
+  try {
+    await other.query(`CREATE SCHEMA "billing dept" AUTHORIZATION ${other.appUser}`);
+    const url = new URL(other.appUrl);
+    url.searchParams.set('schema', 'billing dept');
+    // The URL's own startup options are kept beside the search_path.
+    url.searchParams.set('options', '-c lock_timeout=5s');
+    expect(await deploy({ url: url.toString(), migrationsDir: MIGRATIONS })).toEqual({ applied: committed });
+    expect(await other.query(`SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_name IN ('users', '_prisma_migrations')`)).toEqual([{ table_schema: 'billing dept' }]);
+    expect(await status({ url: url.toString(), migrationsDir: MIGRATIONS })).toMatchObject({ upToDate: true, applied: committed });
+  } finally {
+    await other.drop();
+  }
+});
+
 test('a wrong password fails with P1000 and never prints a password', async () => {
   const url = new URL(db.url);
   const realPassword = decodeURIComponent(url.password);

@@ -254,6 +254,9 @@ function connectionConfig(url: string, ssl: SslOptions | undefined): EngineConne
   const drop = ['schema', 'connection_limit', 'pool_timeout', 'pgbouncer', 'statement_cache_size', 'socket_timeout', 'connect_timeout'];
   if (ssl !== undefined) drop.push('ssl', 'sslmode', 'sslcert', 'sslkey', 'sslrootcert', 'sslaccept', 'uselibpqcompat');
   for (const key of drop) parsed.searchParams.delete(key);
+  // Migration scripts name their tables without a schema (`CREATE TABLE "users"`): the
+  // native engine runs them with the URL's schema as search_path, and so do these connections.
+  if (schema !== undefined) parsed.searchParams.set('options', [searchPathOption(schema), parsed.searchParams.get('options')].filter(Boolean).join(' '));
   // idleTimeoutMillis 0: migrations are serialised by a session-level advisory lock taken on
   // whichever pooled connection ran `pg_advisory_lock`; pg's default would close that
   // connection after 10 idle seconds (releasing the lock) while a long migration runs on
@@ -263,6 +266,12 @@ function connectionConfig(url: string, ssl: SslOptions | undefined): EngineConne
   const config: pg.PoolConfig = { connectionString: parsed.toString(), max: 4, idleTimeoutMillis: 0, connectionTimeoutMillis: connectMs + DEADLINE_GRACE_MS };
   if (ssl !== undefined) config.ssl = ssl;
   return { config, connectMs, statementMs, ...(schema === undefined ? {} : { schema }) };
+}
+
+/** `-c search_path="<schema>"` for the startup packet's options (a space or backslash escaped, as PostgreSQL splits them). */
+function searchPathOption(schema: string): string {
+  const value = `"${schema.replace(/"/g, '""')}"`.replace(/[\\\s]/g, (c) => `\\${c}`);
+  return `-c search_path=${value}`;
 }
 
 /**
