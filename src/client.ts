@@ -77,7 +77,7 @@ export interface CreateDbOptions<C> extends DbOptions {
 const OPTION_NAMES: Record<keyof CreateDbOptions<unknown>, true> = {
   PrismaClient: true, env: true, logger: true, closeOnSignals: true, telemetry: true, prisma: true,
   url: true, directUrl: true, host: true, port: true, user: true, password: true, database: true, driver: true, mode: true, pooler: true,
-  ssl: true, pool: true, timeouts: true, applicationName: true, transaction: true, neon: true, replicas: true, replica: true, slowQueryMs: true,
+  ssl: true, pool: true, timeouts: true, applicationName: true, transaction: true, neon: true, replicas: true, replica: true, slowQueryMs: true, schema: true,
 };
 const PRISMA_OPTION_NAMES = ['log', 'errorFormat', 'omit', 'comments', 'queryPlanCacheMaxSize', 'adapter', 'accelerateUrl', 'transactionOptions', 'datasourceUrl', 'datasources'];
 
@@ -273,7 +273,9 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   // Every replica's configuration before any stack is built: a bad replica URL must fail
   // createDb before the primary's pool exists (it would live on unclosed, its telemetry
   // series reported for ever and added to those of a Db on the same target).
-  const replicaConfigs = config.replicaUrls.map((url, i) => loadReplicaConfig(dbOptions, env, url, i));
+  // A replica is a copy of the primary: the models are in the primary's schema there too.
+  const replicaOptions = config.schema === undefined ? dbOptions : { ...dbOptions, schema: config.schema };
+  const replicaConfigs = config.replicaUrls.map((url, i) => loadReplicaConfig(replicaOptions, env, url, i));
   const primary = buildStack(PrismaClient, db, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)), prismaOptions);
   primary.hub.onFailure = reportFailure;
   const replicaStacks = config.replicaUrls.map((url, i) => {

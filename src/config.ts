@@ -109,6 +109,11 @@ export interface DbOptions {
   };
   /** Statements at least this slow emit `slowQuery` (and a logger warning); 0 = off (DB_SLOW_QUERY_MS). Default 0. */
   slowQueryMs?: number;
+  /**
+   * The PostgreSQL schema the models live in (Prisma's `schema` URL parameter, `PrismaPg`'s
+   * `schema` option). Default: the URL's `schema` parameter, else `public`.
+   */
+  schema?: string;
 }
 
 export interface ConnectionTarget {
@@ -163,6 +168,8 @@ export interface DbConfig {
   };
   readonly neon: NeonOptions;
   readonly slowQueryMs: number;
+  /** The schema Prisma's queries name (`"<schema>"."<table>"`); undefined = `public`. */
+  readonly schema: string | undefined;
   readonly replicaUrls: readonly string[];
   readonly replica: { readonly maxLagMs: number; readonly retryAfterMs: number; readonly lagCheckIntervalMs: number };
 }
@@ -285,6 +292,15 @@ const hostValue: Schema<string> = custom((value) => {
 });
 /** A role or database name: PostgreSQL identifiers are at most 63 bytes, and a longer one is truncated to another name. */
 const identifier = startupValue(63);
+/**
+ * The models' schema. Prisma puts it between double quotes without doubling a quote inside
+ * (`"a"b"."users"`): a `"` would end the identifier and put the rest of the value into the SQL.
+ */
+const schemaName: Schema<string> = custom((value) => {
+  const name = v.safeParse(identifier, value);
+  if (!name.success) return new Problem(name.issues[0].message);
+  return name.output.includes('"') ? new Problem('must not contain a double quote ("): Prisma writes the schema name into its SQL between double quotes as it is') : name.output;
+});
 const secret: Schema<string> = custom((value) => {
   if (typeof value !== 'string') return new Problem('must be a string');
   return value.includes('\0') ? new Problem(NUL_PROBLEM) : value;
@@ -601,6 +617,8 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
   };
 
   const slowQueryMs = r.take(whole(0, MAX_MS, 'milliseconds', '500'), 0, ['slowQueryMs', options.slowQueryMs], ['DB_SLOW_QUERY_MS', env.DB_SLOW_QUERY_MS]);
+  // Prisma's `?schema=` (what `prisma migrate` and the schema engine read): the models' schema.
+  const schema = r.take(schemaName, undefined, ['schema', options.schema], [inUrl('schema'), p('schema')]);
 
   const replicaSetting = options.replicas !== undefined ? 'replicas' : 'DATABASE_REPLICA_URL';
   const replicaUrls = (options.replicas ?? (env.DATABASE_REPLICA_URL ?? '').split(',')).map((u) => u.trim()).filter(Boolean);
@@ -636,6 +654,7 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
     transaction,
     neon: options.neon ?? {},
     slowQueryMs,
+    schema,
     replicaUrls,
     replica,
   };

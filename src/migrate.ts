@@ -305,11 +305,24 @@ export interface MigrationTarget {
 /** Where migrations run for an application's configuration: DIRECT_URL when set, else its URL. */
 export function migrationTarget(config: DbConfig): MigrationTarget {
   const direct = config.directUrl;
-  if (direct !== undefined) return { url: direct, label: `DIRECT_URL ${describeUrl(direct)}`, config: directConfig(direct) };
+  if (direct !== undefined) {
+    const own = directConfig(direct);
+    // The application's models are in its schema: migrations go there unless DIRECT_URL names one.
+    const url = own.schema === undefined && config.schema !== undefined ? withParam(direct, 'schema', config.schema) : direct;
+    return { url, label: `DIRECT_URL ${describeUrl(direct)}`, config: own };
+  }
   const url = new URL(toUrl(config));
   // Prisma's connect_timeout (whole seconds), which the engine reads: toUrl carries no settings.
   url.searchParams.set('connect_timeout', String(Math.ceil(config.timeouts.connectMs / 1000)));
+  // The models' schema, where the engine creates the tables and `_prisma_migrations` (as `prisma migrate` does with `?schema=`).
+  if (config.schema !== undefined) url.searchParams.set('schema', config.schema);
   return { url: url.toString(), label: `DATABASE_URL ${describeUrl(url.toString())}`, config };
+}
+
+function withParam(raw: string, name: string, value: string): string {
+  const url = new URL(raw);
+  url.searchParams.set(name, value);
+  return url.toString();
 }
 
 /**

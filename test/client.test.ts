@@ -177,6 +177,22 @@ describe.each(['pg', 'neon'] as const)('%s driver', (driverName) => {
     await waitFor(async () => (await countConnections(name)) === 0);
   });
 
+  it("reads and writes the models in the URL's ?schema= (where `prisma migrate` puts them), not in public", async () => {
+    const schema = `app_${driverName}`;
+    await testDb.query(`CREATE SCHEMA ${schema} AUTHORIZATION ${testDb.appUser}`);
+    await testDb.query(`CREATE TABLE ${schema}.users (LIKE public.users INCLUDING ALL)`);
+    const options = driver.options(testDb);
+    const url = new URL(options.url!);
+    url.searchParams.set('schema', schema);
+    const db = createDb({ PrismaClient, ...options, url: url.toString(), applicationName: appName(`schema-${driverName}`) });
+    await db.user.create({ data: { email: `one@${schema}` } });
+    await db.transaction(async (tx) => void (await tx.user.create({ data: { email: `two@${schema}` } })));
+    expect((await db.user.findMany({ orderBy: { id: 'asc' } })).map((u) => u.email)).toEqual([`one@${schema}`, `two@${schema}`]);
+    expect(await testDb.query(`SELECT email FROM ${schema}.users ORDER BY id`)).toEqual([{ email: `one@${schema}` }, { email: `two@${schema}` }]);
+    expect(await testDb.query(`SELECT email FROM public.users WHERE email LIKE '%@${schema}'`)).toEqual([]);
+    await db.close();
+  });
+
   it('raises PoolTimeoutError (never hangs) when no connection frees up within the pool timeout', async () => {
     const db = createDb({
       PrismaClient,

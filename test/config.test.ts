@@ -93,6 +93,15 @@ describe('loadConfig', () => {
     expect(c.serverOptions).toBe('-c search_path=app');
   });
 
+  it("reads Prisma's ?schema= (the models' schema), and refuses a name Prisma would put into its SQL unquoted", () => {
+    expect(loadConfig({}, { DATABASE_URL: URL_WITH_SECRET }).schema).toBeUndefined();
+    expect(loadConfig({}, { DATABASE_URL: `${URL_WITH_SECRET}?schema=billing` }).schema).toBe('billing');
+    expect(loadConfig({ schema: 'audit' }, { DATABASE_URL: `${URL_WITH_SECRET}?schema=billing` }).schema).toBe('audit');
+    const err = configError(() => loadConfig({}, { DATABASE_URL: `${URL_WITH_SECRET}?schema=${encodeURIComponent('x"."users" --')}` }));
+    expect(err.issues).toEqual([{ setting: 'DATABASE_URL parameter schema', problem: expect.stringContaining('must not contain a double quote') }]);
+    expect(configError(() => loadConfig({ schema: 's'.repeat(64) }, { DATABASE_URL: URL_WITH_SECRET })).issues[0]).toMatchObject({ setting: 'schema' });
+  });
+
   it('chooses the neon driver for *.neon.tech and the pooler for -pooler hosts', () => {
     const c = loadConfig({}, { DATABASE_URL: 'postgresql://u:p@ep-cool-1234-pooler.eu-central-1.aws.neon.tech/neondb' });
     expect(c.driver).toBe('neon');

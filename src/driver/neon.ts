@@ -28,7 +28,7 @@ import type { DbCounters } from '../stats.ts';
 import type { PoolRecorder } from '../telemetry.ts';
 import { guardedClientClass, type ClientClass } from './client.ts';
 import type { DriverHandle } from './index.ts';
-import { clientPolicy, poolOptions } from './options.ts';
+import { adapterSchema, clientPolicy, poolOptions } from './options.ts';
 
 let loaded: typeof NeonModule | undefined;
 
@@ -90,7 +90,7 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
   // Neon's proxy terminates TLS on the WebSocket (wss); the driver turns node-postgres'
   // own `ssl` off inside it (forceDisablePgSSL), so the SSL plan does not apply here.
   const noSsl = new SslChoice({ first: false, fallback: undefined });
-  const wsFactory = new PrismaNeon({ ...poolOptions(config), ssl: false } as never, { onConnectionError: (err) => void hub.fail(err) });
+  const wsFactory = new PrismaNeon({ ...poolOptions(config), ssl: false } as never, { ...adapterSchema(config), onConnectionError: (err) => void hub.fail(err) });
   let guard: GuardedPool | undefined;
   // With statementMs 0 a single statement has no bound the layer may enforce, and an HTTP
   // request that hangs (a black-holed endpoint) cannot be told from a long query: such

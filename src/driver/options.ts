@@ -59,6 +59,14 @@ export function serverSettings(config: DbConfig): Record<string, number> {
   return settings;
 }
 
+/**
+ * The adapter option naming the models' schema: Prisma's queries name `"<schema>"."<table>"`
+ * and, without it, `"public"."<table>"` whatever the URL says.
+ */
+export function adapterSchema(config: DbConfig): { schema?: string } {
+  return config.schema === undefined ? {} : { schema: config.schema };
+}
+
 /** The per-connection policy (driver/client.ts) for this configuration. */
 export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, configure?: (client: object) => void, recorder?: PoolRecorder): ClientPolicy {
   const { connectMs, statementMs } = config.timeouts;

@@ -15,7 +15,7 @@ import type { DbCounters } from '../stats.ts';
 import type { PoolRecorder } from '../telemetry.ts';
 import { guardedClientClass, type ClientClass } from './client.ts';
 import type { DriverHandle } from './index.ts';
-import { clientPolicy, poolOptions } from './options.ts';
+import { adapterSchema, clientPolicy, poolOptions } from './options.ts';
 
 export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub, recorder?: PoolRecorder): DriverHandle {
   const ssl = new SslChoice(sslPlan(config));
@@ -39,7 +39,7 @@ export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub, 
   const pool = new LayerPool({ ...poolOptions(config), ...binding, Client } as unknown as pg.PoolConfig);
   const rawConnect: RawConnect = (callback) => void (pg.Pool.prototype.connect as (cb: unknown) => void).call(pool, callback);
   guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub, recorder);
-  const adapter = new PrismaPg(pool as unknown as pg.Pool, { onConnectionError: (err) => void hub.fail(err) });
+  const adapter = new PrismaPg(pool as unknown as pg.Pool, { ...adapterSchema(config), onConnectionError: (err) => void hub.fail(err) });
   // Prisma connects the adapter on its first query (or $connect), then loads its query compiler: the pool's first connection opens meanwhile.
   const factory: SqlDriverAdapterFactory = {
     provider: adapter.provider,

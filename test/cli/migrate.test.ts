@@ -54,6 +54,25 @@ describe('migrate', () => {
     for (const run of [before, deploy, again, after]) expect(run.out + run.err).not.toContain(testDb.appPassword);
   });
 
+  it("deploys into the URL's ?schema=, where the application's queries go", async () => {
+    const other = await createTestDatabase({ migrated: false });
+    try {
+      const url = new URL(other.appUrl);
+      url.searchParams.set('schema', 'billing');
+      // No DIRECT_URL: the target is DATABASE_URL's configuration.
+      const deploy = await runCli(['migrate', 'deploy', '--migrations-dir', MIGRATIONS], { DATABASE_URL: url.toString() });
+      expect(deploy.err).toBe('');
+      expect(deploy.code).toBe(0);
+      expect(await other.query(`SELECT table_schema FROM information_schema.tables WHERE table_name = 'users'`)).toEqual([{ table_schema: 'billing' }]);
+      // A DIRECT_URL without a schema of its own migrates the application's schema too.
+      const direct = new URL(other.appUrl);
+      const status = await runCli(['migrate', 'status', '--json', '--migrations-dir', MIGRATIONS], { DATABASE_URL: url.toString(), DIRECT_URL: direct.toString() });
+      expect(JSON.parse(status.out)).toMatchObject({ upToDate: true, pending: [] });
+    } finally {
+      await other.drop();
+    }
+  });
+
   it('reports a failure readably, without the password, and exits 1', async () => {
     const run = await runCli(['migrate', 'status'], { DATABASE_URL: `postgresql://app:Sup3r-Secret@127.0.0.1:${testDb.port}/${testDb.name}`, DB_SSLMODE: 'require' });
     expect(run.code).toBe(1);
