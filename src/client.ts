@@ -146,7 +146,40 @@ export interface DatalayerApi<C> {
  * `$datalayer`: when a model's accessor has the same name (a `Session` or `Transaction`
  * model), the model keeps the name and the layer's member is reached there.
  */
-export type Db<C> = WithDbExtends<C> & DatalayerApi<C> & { readonly $datalayer: DatalayerApi<C> };
+export type Db<C, L extends LogLevel = never> = DbOn<L> & WithDbExtends<C> & DatalayerApi<C> & { readonly $datalayer: DatalayerApi<C> };
+
+type LogLevel = 'info' | 'query' | 'warn' | 'error';
+
+/** The event of `db.$on('query', ...)`, as Prisma's generated `Prisma.QueryEvent`. */
+export interface QueryEvent {
+  timestamp: Date;
+  query: string;
+  /** The parameters as JSON text. */
+  params: string;
+  /** Milliseconds. */
+  duration: number;
+  target: string;
+}
+
+/** The event of `db.$on('info' | 'warn' | 'error', ...)`, as Prisma's generated `Prisma.LogEvent`. */
+export interface LogEvent {
+  timestamp: Date;
+  message: string;
+  target: string;
+}
+
+/**
+ * The levels `prisma.log` lists, counted as Prisma's generated client counts them (GetEvents):
+ * what `db.$on` takes. The generated class infers them from its constructor's options, which
+ * the layer calls, so the class the application passes types `$on` with none.
+ */
+export type LogEvents<P> = P extends { log?: readonly (infer E)[] } ? (E extends LogLevel ? E : E extends { level: infer V extends LogLevel } ? V : never) : never;
+
+/** `$on` for the levels the Db was created with, as Prisma types it on a client built with those options. */
+type DbOn<L extends LogLevel> = [L] extends [never] ? unknown : DbOnLevels<L>;
+interface DbOnLevels<L extends LogLevel> {
+  $on<V extends L>(eventType: V, callback: (event: V extends 'query' ? QueryEvent : LogEvent) => void): this;
+}
 
 interface PrismaLike extends TransactionalClient {
   $queryRawUnsafe(query: string, ...values: unknown[]): Promise<unknown>;
@@ -249,7 +282,7 @@ function figuresOf<C>(stack: Stack<C>): DbStats['pool'] {
   return stack.driver.pool()?.figures() ?? emptyFigures(stack.config);
 }
 
-export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
+export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptions<C> & { prisma?: P }): Db<C, LogEvents<P>> {
   checkOptions(options);
   const { PrismaClient, env, logger, closeOnSignals, telemetry: telemetryOptions, prisma: prismaOptions, ...dbOptions } = options;
   const config = loadConfig(dbOptions, env);
@@ -331,7 +364,7 @@ export function createDb<C>(options: CreateDbOptions<C>): Db<C> {
   // proxy layer on every model access); a model accessor of the same name keeps its name.
   family.names = Object.keys(api).filter((name) => !(name in primary.prisma));
   present(base, family, api);
-  return primary.prisma as unknown as Db<C>;
+  return primary.prisma as unknown as Db<C, LogEvents<P>>;
 }
 
 /** The layer's API members that are the same on every client of a Db (extended or not). */
@@ -479,10 +512,10 @@ type GlobalSlot = { [GLOBAL_KEY]?: unknown };
  * The process-wide Db. Kept on globalThis so that a development server's module reloads
  * reuse the open pool instead of leaking a new one per reload.
  */
-export function getDb<C>(options: CreateDbOptions<C>): Db<C> {
+export function getDb<C, P extends PrismaOptions = {}>(options: CreateDbOptions<C> & { prisma?: P }): Db<C, LogEvents<P>> {
   const slot = globalThis as GlobalSlot;
   slot[GLOBAL_KEY] ??= createDb(options);
-  return slot[GLOBAL_KEY] as Db<C>;
+  return slot[GLOBAL_KEY] as Db<C, LogEvents<P>>;
 }
 
 /** Forgets the process-wide Db (after closing it), so the next getDb creates a new one. */

@@ -1,6 +1,6 @@
 // The public API of prisma-datalayer.
 export { createDb, getDb, resetDb } from './client.ts';
-export type { CreateDbOptions, Db, DatalayerApi, PrismaClientClass, PrismaClientOptions, PrismaOptions } from './client.ts';
+export type { CreateDbOptions, Db, DatalayerApi, LogEvent, LogEvents, PrismaClientClass, PrismaClientOptions, PrismaOptions, QueryEvent } from './client.ts';
 export { loadConfig, DEFAULTS, SSL_MODES, ISOLATION_LEVELS } from './config.ts';
 export type { DbConfig, DbOptions, Driver, IsolationLevel, NeonOptions, PoolMode, SslMode } from './config.ts';
 export {

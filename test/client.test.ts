@@ -344,10 +344,27 @@ describe("Prisma's own client options (createDb's `prisma`)", () => {
   test('reach the client: query events, global omit, on every statement', async () => {
     const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('prisma-opts'), prisma: { log: [{ emit: 'event', level: 'query' }], omit: { user: { createdAt: true } } } });
     const queries: string[] = [];
-    (db as unknown as { $on(e: 'query', cb: (e: { query: string }) => void): void }).$on('query', (e) => queries.push(e.query));
+    // Typed as on a PrismaClient built with these options: no cast (`npm run typecheck` checks this file).
+    db.$on('query', (e) => queries.push(`${e.query} (${e.duration} ms)`));
     const user = await db.user.create({ data: { email: `${appName('omit')}@example.com` } });
     expect(queries.some((q) => q.includes('INSERT INTO'))).toBe(true);
     expect(user).not.toHaveProperty('createdAt');
+  });
+
+  test('db.$on is typed by the log levels passed, as on a PrismaClient built with them', async () => {
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('prisma-on'), prisma: { log: [{ emit: 'event', level: 'query' }, { emit: 'event', level: 'info' }] } });
+    const seen: string[] = [];
+    // Chained, as Prisma's $on returns the client.
+    db.$on('query', (e) => seen.push(`query ${typeof e.params} ${typeof e.duration}`)).$on('info', (e) => seen.push(`info ${typeof e.message}`));
+    // @ts-expect-error -- 'warn' is not among the levels logged as events (Prisma types it so too).
+    db.$on('warn', () => undefined);
+    // @ts-expect-error -- a query event has no `message`.
+    db.$on('query', (e) => e.message);
+    const plain = createDb({ PrismaClient, url: testDb.url });
+    // @ts-expect-error -- no `log` option: no event, as on a PrismaClient without one.
+    plain.$on('query', () => undefined);
+    await db.user.count();
+    expect(seen).toContain('query string number');
   });
 
   test('the layer keeps the adapter and transactionOptions, and a misplaced or misspelt option is a ConfigError naming it', () => {
