@@ -605,6 +605,15 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
     ...[...serverOpts].filter(([k]) => !MANAGED_OPTIONS.includes(k)).map(([k, v]) => `-c ${k}=${v}`),
     ...parsedOptions.verbatim,
   ];
+  // A transaction pooler gets no startup parameters (driver/options.ts): a session setting
+  // of the URL's `options` would be dropped without a word, and every statement run without it.
+  const unsendable = [...serverOpts.keys()].filter((k) => !MANAGED_OPTIONS.includes(k));
+  if (pooler && unsendable.length > 0) {
+    r.fail(
+      inUrl('options'),
+      `sets ${unsendable.join(', ')}, which cannot reach the server through a transaction-mode pooler (no startup parameters are sent to it, and a SET would stay on a server connection other clients share): set it on the role (ALTER ROLE ... SET ${unsendable[0]} = ...), or connect without the pooler`,
+    );
+  }
 
   const channelBinding = r.take(oneOf(['disable', 'prefer', 'require'], 'must be disable, prefer or require'), 'prefer', [inUrl('channel_binding'), p('channel_binding')], ['DB_CHANNEL_BINDING', env.DB_CHANNEL_BINDING]);
   const applicationName = r.take(startupValue(63), DEFAULTS.applicationName, ['applicationName', options.applicationName], ['DB_APPLICATION_NAME', env.DB_APPLICATION_NAME], [inUrl('application_name'), p('application_name')]);

@@ -102,6 +102,17 @@ describe('loadConfig', () => {
     expect(configError(() => loadConfig({ schema: 's'.repeat(64) }, { DATABASE_URL: URL_WITH_SECRET })).issues[0]).toMatchObject({ setting: 'schema' });
   });
 
+  it("behind a transaction pooler, a session setting in the URL's options is refused instead of silently dropped", () => {
+    const withPath = `${URL_WITH_SECRET}?options=${encodeURIComponent('-c search_path=app -c statement_timeout=5s')}`;
+    for (const [options, env] of [[{}, { DATABASE_URL: `${withPath}&pgbouncer=true` }], [{ pooler: true }, { DATABASE_URL: withPath }]] as const) {
+      const err = configError(() => loadConfig(options, env));
+      expect(err.issues).toEqual([{ setting: 'DATABASE_URL parameter options', problem: expect.stringMatching(/^sets search_path, which cannot reach the server through a transaction-mode pooler.*ALTER ROLE \.\.\. SET search_path/) }]);
+      expect(err.message).not.toContain(SECRET);
+    }
+    // The timeouts it manages are set per unit of work there; Neon's endpoint hint is the proxy's.
+    expect(loadConfig({}, { DATABASE_URL: `${URL_WITH_SECRET}?pgbouncer=true&options=${encodeURIComponent('-c statement_timeout=5s endpoint=ep-x')}` }).timeouts.statementMs).toBe(5000);
+  });
+
   it('chooses the neon driver for *.neon.tech and the pooler for -pooler hosts', () => {
     const c = loadConfig({}, { DATABASE_URL: 'postgresql://u:p@ep-cool-1234-pooler.eu-central-1.aws.neon.tech/neondb' });
     expect(c.driver).toBe('neon');
