@@ -25,7 +25,12 @@ export interface DoctorFacts {
   target?: string;
   latencyMs?: number;
   serverVersion?: string;
-  ssl?: { active: boolean; version: string | null; cipher: string | null; mode: string };
+  /**
+   * SSL of this connection: `active` when it is known to be on. Behind a transaction pooler
+   * the server only sees the pooler's own link (`serverLink`), so `active` then follows from
+   * the sslmode (require and verify-* refuse a plaintext pooler), and version/cipher are unknown.
+   */
+  ssl?: { active: boolean; version: string | null; cipher: string | null; mode: string; serverLink?: { active: boolean; version: string | null; cipher: string | null } };
   applicationName?: { configured: string; seenByServer: string | null };
   capacity?: {
     poolMaxPerInstance: number;
@@ -108,6 +113,10 @@ export function checkSsl(config: DbConfig, row: Facts, facts: DoctorFacts, env: 
     );
     return;
   }
+  if (config.pooler) {
+    checkSslBehindPooler(config, row, facts, env, from, add);
+    return;
+  }
   if (!active) {
     const allowed = /^(1|true|yes)$/i.test(env.DB_SSL_ALLOW_INSECURE ?? '');
     add({
@@ -131,6 +140,39 @@ export function checkSsl(config: DbConfig, row: Facts, facts: DoctorFacts, env: 
     add({ check: 'ssl', status: 'ok', summary: `${what}; certificate verified against the CA (host name not checked: verify-full would also check it)` });
   } else {
     add({ check: 'ssl', status: 'ok', summary: `${what}; certificate and host name verified` });
+  }
+}
+
+/**
+ * Behind a transaction pooler, pg_stat_ssl describes the pooler's connection to the server,
+ * not the application's to the pooler: the application's side follows from its sslmode.
+ */
+function checkSslBehindPooler(config: DbConfig, row: Facts, facts: DoctorFacts, env: Record<string, string | undefined>, from: Provenance, add: (f: Finding) => void): void {
+  const mode = config.ssl.mode;
+  const link = row.ssl === 'true' ? `SSL (${row.ssl_version ?? '?'}, ${row.ssl_cipher ?? '?'})` : 'plaintext';
+  const serverLink = `the pooler's own link to the server is ${link} (pg_stat_ssl)`;
+  const required = mode === 'require' || mode === 'verify-ca' || mode === 'verify-full';
+  facts.ssl = { active: required, version: null, cipher: null, mode, serverLink: { active: row.ssl === 'true', version: row.ssl_version, cipher: row.ssl_cipher } };
+  if (mode === 'disable') {
+    const allowed = /^(1|true|yes)$/i.test(env.DB_SSL_ALLOW_INSECURE ?? '');
+    add({ check: 'ssl', status: allowed ? 'warn' : 'fail', summary: `the connection to the pooler is plaintext (sslmode=disable from ${from.sslMode}); ${serverLink}`, advice: plaintextAdvice(mode, from.sslMode) });
+    return;
+  }
+  if (!required) {
+    add({
+      check: 'ssl',
+      status: 'warn',
+      summary: `cannot tell whether the connection to the pooler uses SSL: sslmode=${mode} (from ${from.sslMode}) falls back to plaintext, and the server only sees the pooler; ${serverLink}`,
+      advice: 'Set sslmode=verify-full (DB_SSLMODE) with the CA (DB_SSLROOTCERT), so a plaintext connection to the pooler is refused instead.',
+    });
+    return;
+  }
+  const verified = mode === 'verify-full' || mode === 'verify-ca' || config.ssl.rootCert !== undefined;
+  const what = `SSL to the pooler (sslmode=${mode} refuses plaintext); ${serverLink}`;
+  if (!verified) {
+    add({ check: 'ssl', status: 'warn', summary: `${what}; the pooler's certificate is not verified`, advice: "Anyone on the network path can impersonate the pooler. Set DB_SSLMODE=verify-full and DB_SSLROOTCERT (the CA file, or `system` for public CAs)." });
+  } else {
+    add({ check: 'ssl', status: 'ok', summary: `${what}; certificate ${mode === 'verify-full' ? 'and host name ' : ''}verified` });
   }
 }
 

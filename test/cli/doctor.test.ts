@@ -4,7 +4,10 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import type { DoctorReport } from '../../src/cli/index';
 import { startCluster, type Cluster } from '../support/cluster';
-import { adminQuery, createTestDatabase, dbVarsFrom, type TestDatabase } from '../support/db';
+import { createDb } from '../../src/index';
+import { PrismaClient } from '../../src/generated/prisma/client';
+import { adminQuery, createTestDatabase, dbVarsFrom, testServer, type TestDatabase } from '../support/db';
+import { startPgBouncer } from '../support/pgbouncer';
 import { runCli } from './run';
 
 let testDb: TestDatabase;
@@ -162,6 +165,31 @@ describe('doctor', () => {
     const fell = finding(JSON.parse((await runCli(['doctor', '--json'], env)).out) as DoctorReport, 'ssl');
     expect(fell.status).toBe('fail');
     expect(fell.advice).toMatch(/asked for SSL and the server refused it, so the connection fell back to plaintext/);
+  });
+
+  it("behind PgBouncer, judges SSL by the application's connection to the pooler, not the pooler's link to the server", async () => {
+    // TLS from the application to PgBouncer (verify-full), plaintext from PgBouncer to the server.
+    const bouncer = await startPgBouncer(testServer().info(), { name: 'doctor-ssl', extraConf: { server_tls_sslmode: 'disable' } });
+    try {
+      const url = (sslmode: string): string => bouncer.url(testDb.name, { pgbouncer: 'true', sslmode, sslrootcert: testDb.caFile }, { user: testDb.appUser, password: testDb.appPassword });
+      const env = { DATABASE_URL: url('verify-full'), DIRECT_URL: testDb.appUrl, DB_APPLICATION_NAME: 'doctor-test' };
+      const run = await runCli(['doctor', '--json'], env);
+      const ssl = finding(JSON.parse(run.out) as DoctorReport, 'ssl');
+      expect(ssl).toMatchObject({ status: 'ok', summary: expect.stringMatching(/^SSL to the pooler \(sslmode=verify-full refuses plaintext\); the pooler's own link to the server is plaintext/) });
+      expect(run.code).toBe(0);
+      // db.verify() shares the check: a verify-full application behind the pooler starts.
+      const db = createDb({ PrismaClient, url: url('verify-full'), applicationName: 'doctor-test' });
+      try {
+        await expect(db.verify()).resolves.toMatchObject({ facts: { ssl: { active: true, mode: 'verify-full', serverLink: { active: false } } } });
+      } finally {
+        await db.close();
+      }
+      // prefer may have fallen back: the server cannot say, so doctor says it cannot tell.
+      const prefer = finding(JSON.parse((await runCli(['doctor', '--json'], { ...env, DATABASE_URL: url('prefer') })).out) as DoctorReport, 'ssl');
+      expect(prefer).toMatchObject({ status: 'warn', summary: expect.stringMatching(/^cannot tell whether the connection to the pooler uses SSL: sslmode=prefer/) });
+    } finally {
+      await bouncer.stop();
+    }
   });
 
   it('rejects wrong usage with exit code 2', async () => {
