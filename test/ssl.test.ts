@@ -93,3 +93,33 @@ describe('sslmode against a server without TLS', () => {
     expect((err as Error).message).not.toContain(plain.password);
   });
 });
+
+describe("channel_binding=require (libpq's meaning: SCRAM-SHA-256-PLUS over SSL, or no connection)", () => {
+  async function bound(url: string, mode: SslMode): Promise<unknown> {
+    const withBinding = new URL(url);
+    withBinding.searchParams.set('channel_binding', 'require');
+    const db = createDb({ PrismaClient, url: withBinding.toString(), ssl: { mode } });
+    try {
+      const [row] = await db.$queryRaw<{ ssl: boolean }[]>`SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()`;
+      return row!.ssl;
+    } catch (err) {
+      return err;
+    } finally {
+      await db.close();
+    }
+  }
+
+  it('connects over SSL to a SCRAM server (channel bound)', async () => {
+    await expect(bound(tlsDb.urlWith(), 'require')).resolves.toBe(true);
+  });
+
+  it.each([
+    ['sslmode=disable to a server with TLS', () => tlsDb.urlWith(), 'disable'],
+    ['sslmode=prefer to a server without TLS', () => plain.url('postgres'), 'prefer'],
+  ] as const)('%s: refused before any password is sent, not connected in plaintext', async (_name, url, mode) => {
+    const err = await bound(url(), mode);
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect((err as DatabaseConnectionError).message).toMatch(/^channel_binding=require: the server asked for SCRAM on a connection without SSL.*the password was not sent/);
+    expect((err as DatabaseConnectionError).retryable).toBe(false);
+  });
+});

@@ -46,6 +46,12 @@ export interface ClientPolicy {
   onConnected?(ms: number): void;
   /** Send PostgreSQL's cancel request for the work of a connection given up (abandon); absent: only the socket is destroyed. */
   cancelOnAbandon?: boolean;
+  /**
+   * libpq's channel_binding=require: authenticate only with SCRAM-SHA-256-PLUS over SSL; a
+   * server (or a man in the middle) asking for anything else gets no password, and the
+   * connection fails. node-postgres' own `enableChannelBinding` only prefers it.
+   */
+  requireChannelBinding?: boolean;
 }
 
 type ConnectCallback = (err?: Error | null) => void;
@@ -62,6 +68,10 @@ export interface PgClientShape {
   /** node-postgres' own state: false once the connection failed, true once it is ending. */
   _queryable?: boolean;
   _ending?: boolean;
+  /** node-postgres' handlers of the server's authentication requests (channel_binding=require checks them). */
+  _handleAuthCleartextPassword?(msg: unknown): void;
+  _handleAuthMD5Password?(msg: unknown): void;
+  _handleAuthSASL?(msg: { mechanisms: string[] }): void;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- mixin constructors must take any[]
@@ -192,7 +202,41 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       this.connection.once('readyForQuery', clear);
       this.connection.once('readyForQuery', () => (this.serverReady = true));
       this.connection.once('end', clear);
+      // Trust authentication: the server let us in without the channel-bound exchange.
+      if (policy.requireChannelBinding === true) this.connection.once('authenticationOk', () => void (this.channelBound || this.refuseUnbound('authenticated the connection without asking for a password')));
       return result;
+    }
+
+    /** SCRAM-SHA-256-PLUS was started on this connection (channel_binding=require). */
+    private channelBound = false;
+
+    /** channel_binding=require: fails the connection, before any password is sent. */
+    private refuseUnbound(what: string): void {
+      const reason = new DatabaseConnectionError(
+        `channel_binding=require: the server ${what}, not SCRAM-SHA-256-PLUS over SSL (channel binding); the password was not sent. Use SSL (sslmode=require or verify-full) to a server with SCRAM-SHA-256 passwords, or set channel_binding=prefer`,
+        { retryable: false },
+      );
+      destroySocket(this, reason);
+    }
+
+    override _handleAuthCleartextPassword(msg: unknown): void {
+      if (policy.requireChannelBinding === true) return this.refuseUnbound('asked for the password in clear text');
+      super._handleAuthCleartextPassword!(msg);
+    }
+
+    override _handleAuthMD5Password(msg: unknown): void {
+      if (policy.requireChannelBinding === true) return this.refuseUnbound('asked for an MD5 password');
+      super._handleAuthMD5Password!(msg);
+    }
+
+    override _handleAuthSASL(msg: { mechanisms: string[] }): void {
+      if (policy.requireChannelBinding === true) {
+        const tls = typeof (this.connection.stream as { getPeerCertificate?: unknown }).getPeerCertificate === 'function';
+        if (!tls) return this.refuseUnbound('asked for SCRAM on a connection without SSL');
+        if (!msg.mechanisms.includes('SCRAM-SHA-256-PLUS')) return this.refuseUnbound(`offered only ${msg.mechanisms.join(', ')}`);
+        this.channelBound = true;
+      }
+      super._handleAuthSASL!(msg);
     }
 
     /** See abandon(). */
