@@ -20,7 +20,7 @@ import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
 import { abandon, checkedIn, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, withDeadline } from './deadline.ts';
-import { DatabaseClosedError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
+import { DatabaseClosedError, DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
 import { connectionError, isConnectionLoss, lostAfterSending } from './failures.ts';
 import { diedWhileIdle, recoveryBudget, statementMayRerun } from './retry.ts';
@@ -334,7 +334,7 @@ export class GuardedPool {
         if (err instanceof PoolTimeoutError) throw err;
         if (sslRetries++ === 0 && this.ssl.fallBack(err)) continue;
         this.counters.errors++;
-        throw this.hub.fail(connectionError(err, 'connect'));
+        throw this.hub.fail(this.ssl.explain(connectionError(err, 'connect'), (message, cause) => connectionError(new DatabaseConnectionError(message, { cause, retryable: false }), 'connect')));
       }
       const reused = this.lastUse.has(client);
       if (toDiscard.has(client) && !(await this.discard(client))) continue;

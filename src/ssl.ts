@@ -21,6 +21,12 @@ export interface SslPlan {
    * `undefined` = no second attempt (libpq behaves the same).
    */
   fallback: false | ConnectionOptions | undefined;
+  /**
+   * The settings behind the plan and where each came from (`sslmode=verify-full from
+   * DB_SSLMODE, root certificate /etc/ca.pem from DATABASE_URL parameter sslrootcert`),
+   * added to a certificate failure's message so that it names what to change.
+   */
+  settings?: string;
 }
 
 type SslSource = Pick<DbConfig, 'ssl' | 'target'> & { sslSources?: DbConfig['sslSources'] };
@@ -67,12 +73,19 @@ export function sslPlan(config: SslSource): SslPlan {
     case 'disable':
       return { first: false, fallback: undefined };
     case 'allow':
-      return { first: false, fallback: tlsOptions(config, mode) };
+      return { first: false, fallback: tlsOptions(config, mode), settings: settingsOf(config) };
     case 'prefer':
-      return { first: tlsOptions(config, mode), fallback: false };
+      return { first: tlsOptions(config, mode), fallback: false, settings: settingsOf(config) };
     default:
-      return { first: tlsOptions(config, mode), fallback: undefined };
+      return { first: tlsOptions(config, mode), fallback: undefined, settings: settingsOf(config) };
   }
+}
+
+function settingsOf(config: SslSource): string {
+  const { mode, rootCert } = config.ssl;
+  const from = (name: 'mode' | 'rootCert'): string => (config.sslSources?.[name] === undefined ? '' : ` from ${config.sslSources[name]}`);
+  const root = rootCert === undefined ? 'no root certificate (DB_SSLROOTCERT / sslrootcert: Node\'s public CAs only)' : rootCert === 'system' ? `the system's CAs${from('rootCert')}` : `root certificate ${rootCert}${from('rootCert')}`;
+  return `sslmode=${mode}${from('mode')}, ${root}`;
 }
 
 const NO_SSL_SUPPORT = 'The server does not support SSL connections';
@@ -103,6 +116,16 @@ export class SslChoice {
   /** The `ssl` option for the next connection. */
   get ssl(): false | ConnectionOptions {
     return this.current;
+  }
+
+  /**
+   * A connect that failed on the server's certificate, with the SSL settings that checked it
+   * and where they came from; any other error as it is.
+   */
+  explain<E extends Error & { retryable: boolean }>(err: E, make: (message: string, cause: unknown) => E): E {
+    const settings = this.plan.settings;
+    if (settings === undefined || !CERT_FAILURE.test(`${String((err.cause as { code?: unknown } | undefined)?.code)} ${err.message}`)) return err;
+    return make(`${err.message} (${settings})`, err.cause ?? err);
   }
 
   /** True when a failed attempt should be retried with the other side (now current). */

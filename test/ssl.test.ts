@@ -52,6 +52,22 @@ describe('sslmode against a server with TLS', () => {
     }
   });
 
+  it("a certificate failure names the SSL settings that checked it and where each came from", async () => {
+    const fromEnv = createDb({ PrismaClient, url: url(), env: { DB_SSLMODE: 'verify-full', DB_SSLROOTCERT: tlsDb.wrongCaFile } });
+    const fromUrl = createDb({ PrismaClient, url: tlsDb.urlWith({ sslmode: 'verify-ca', sslrootcert: tlsDb.wrongCaFile }) });
+    try {
+      const envErr = await fromEnv.user.count().catch((e: unknown) => e);
+      expect(envErr).toBeInstanceOf(DatabaseConnectionError);
+      expect((envErr as Error).message).toMatch(/^Could not connect to the database: .*certificate.* \(sslmode=verify-full from DB_SSLMODE, root certificate \S+wrong-ca\.crt from DB_SSLROOTCERT\)$/);
+      expect((envErr as DatabaseConnectionError).retryable).toBe(false);
+      const urlErr = await fromUrl.transaction(async (tx) => tx.user.count()).catch((e: unknown) => e);
+      expect((urlErr as Error).message).toMatch(/\(sslmode=verify-ca from url parameter sslmode, root certificate \S+wrong-ca\.crt from url parameter sslrootcert\)$/);
+      expect((urlErr as Error).message).not.toContain(tlsDb.password);
+    } finally {
+      await Promise.all([fromEnv.close(), fromUrl.close()]);
+    }
+  });
+
   it('verify-full checks the host name; verify-ca does not', async () => {
     // The certificate names 127.0.0.1 and localhost; a proxy on 127.0.0.2 reaches the
     // same server under a name the certificate does not carry.
