@@ -546,8 +546,19 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
 
   const directUrl = r.take(someText, undefined, ['directUrl', options.directUrl], ['DIRECT_URL', env.DIRECT_URL]);
   if (directUrl !== undefined) {
-    const direct = parseUrl(options.directUrl !== undefined ? 'directUrl' : 'DIRECT_URL', directUrl, r);
+    const directSetting = options.directUrl !== undefined ? 'directUrl' : 'DIRECT_URL';
+    const direct = parseUrl(directSetting, directUrl, r);
     registerSecret(direct?.target.password);
+    // Migrations connect with DIRECT_URL's own settings alone (migrate.ts): checked now, as
+    // the application's are, not first when `migrate deploy` runs.
+    if (direct !== undefined) {
+      try {
+        loadConfig({ url: directUrl }, {});
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        for (const issue of err.issues) r.fail(issue.setting.replace(/^url\b/, directSetting), issue.problem);
+      }
+    }
   }
 
   const hostName = host ?? '';

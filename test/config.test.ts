@@ -113,6 +113,17 @@ describe('loadConfig', () => {
     expect(loadConfig({}, { DATABASE_URL: `${URL_WITH_SECRET}?pgbouncer=true&options=${encodeURIComponent('-c statement_timeout=5s endpoint=ep-x')}` }).timeouts.statementMs).toBe(5000);
   });
 
+  it("checks DIRECT_URL's own parameters at startup, as migrate reads them, naming DIRECT_URL (never its password)", () => {
+    const direct = `postgresql://migrator:${encodeURIComponent(SECRET)}@db.example.com/shop`;
+    const err = configError(() => loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DIRECT_URL: `${direct}?sslmode=verify_full&connect_timeout=5s` }));
+    expect(err.issues.map((i) => i.setting).sort()).toEqual(['DIRECT_URL parameter connect_timeout', 'DIRECT_URL parameter sslmode']);
+    expect(err.message).not.toContain(SECRET);
+    expect(configError(() => loadConfig({ directUrl: `${direct}?sslmode=bogus` }, { DATABASE_URL: URL_WITH_SECRET })).issues).toEqual([
+      { setting: 'directUrl parameter sslmode', problem: expect.stringMatching(/^must be one of disable/) },
+    ]);
+    expect(loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DIRECT_URL: `${direct}?sslmode=verify-full&connect_timeout=5` }).directUrl).toContain('migrator');
+  });
+
   it('chooses the neon driver for *.neon.tech and the pooler for -pooler hosts', () => {
     const c = loadConfig({}, { DATABASE_URL: 'postgresql://u:p@ep-cool-1234-pooler.eu-central-1.aws.neon.tech/neondb' });
     expect(c.driver).toBe('neon');
