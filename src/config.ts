@@ -642,7 +642,8 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
 
   const replicaSetting = options.replicas !== undefined ? 'replicas' : 'DATABASE_REPLICA_URL';
   const replicaUrls = (options.replicas ?? (env.DATABASE_REPLICA_URL ?? '').split(',')).map((u) => u.trim()).filter(Boolean);
-  for (const replicaUrl of replicaUrls) registerSecret(parseUrl(replicaSetting, replicaUrl, r)?.target.password);
+  // Named with its index, as loadReplicaConfig names the problems in its parameters.
+  replicaUrls.forEach((replicaUrl, i) => registerSecret(parseUrl(`${replicaSetting}[${i}]`, replicaUrl, r)?.target.password));
   const replica = {
     maxLagMs: r.take(whole(0, MAX_MS, 'milliseconds', '10000'), 10_000, ['replica.maxLagMs', options.replica?.maxLagMs], ['DB_REPLICA_MAX_LAG_MS', env.DB_REPLICA_MAX_LAG_MS]),
     retryAfterMs: r.take(whole(0, MAX_MS, 'milliseconds', '5000'), 5_000, ['replica.retryAfterMs', options.replica?.retryAfterMs]),

@@ -379,6 +379,8 @@ describe('a bad replica URL', () => {
   it.each([
     ['the replicas option', { replicas: ['postgresql://user@127.0.0.1:5432/db', bad] }, {}, 'replicas[1] parameter sslmode'],
     ['DATABASE_REPLICA_URL', {}, { DATABASE_REPLICA_URL: bad }, 'DATABASE_REPLICA_URL[0] parameter sslmode'],
+    // A URL that does not parse at all names its index too (the third of three).
+    ['a malformed entry of DATABASE_REPLICA_URL', {}, { DATABASE_REPLICA_URL: `postgresql://127.0.0.1/a,postgresql://127.0.0.1/b,postgres://app:${secret}@127.0.0.1:99999/c` }, 'DATABASE_REPLICA_URL[2]'],
   ])('from %s: the ConfigError names that setting, never the password', (_from, options, env, setting) => {
     const err = problemOf(() => createDb({ PrismaClient, url: primary.url('repl_app'), env, ...options }));
     expect(err).toBeInstanceOf(ConfigError);
