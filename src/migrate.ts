@@ -316,6 +316,8 @@ export function migrationTarget(config: DbConfig): MigrationTarget {
   url.searchParams.set('connect_timeout', String(Math.ceil(config.timeouts.connectMs / 1000)));
   // The models' schema, where the engine creates the tables and `_prisma_migrations` (as `prisma migrate` does with `?schema=`).
   if (config.schema !== undefined) url.searchParams.set('schema', config.schema);
+  // The application's channel_binding (DB_CHANNEL_BINDING or the URL's), which the engine's connections honour.
+  if (config.channelBinding !== 'prefer') url.searchParams.set('channel_binding', config.channelBinding);
   return { url: url.toString(), label: `DATABASE_URL ${describeUrl(url.toString())}`, config };
 }
 

@@ -198,6 +198,25 @@ test("with the URL's ?schema=, the tables and the bookkeeping go to that schema,
   }
 });
 
+test("channel_binding=require in the URL holds for the engine's connections too: no plaintext migration, no password sent", async () => {
+  const other = await createTestDatabase({ migrated: false });
+  try {
+    const url = new URL(other.appUrl);
+    url.searchParams.set('sslmode', 'disable');
+    url.searchParams.set('channel_binding', 'require');
+    const err = await deploy({ url: url.toString(), migrationsDir: MIGRATIONS }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect((err as MigrationError).message).toMatch(/channel_binding=require: the server asked for SCRAM on a connection without SSL/);
+    expect((err as MigrationError).message).not.toContain(other.appPassword);
+    expect(await other.query(`SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name = '_prisma_migrations'`)).toEqual([{ n: 0 }]);
+    // Over SSL the binding holds and the migrations apply.
+    url.searchParams.set('sslmode', 'require');
+    expect(await deploy({ url: url.toString(), migrationsDir: MIGRATIONS })).toEqual({ applied: committed });
+  } finally {
+    await other.drop();
+  }
+});
+
 test('a wrong password fails with P1000 and never prints a password', async () => {
   const url = new URL(db.url);
   const realPassword = decodeURIComponent(url.password);

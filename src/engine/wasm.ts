@@ -231,6 +231,8 @@ const DEFAULT_STATEMENT_S = 600;
 interface EngineConnection {
   config: pg.PoolConfig;
   schema?: string;
+  /** The URL's channel_binding=require (libpq's): SCRAM-SHA-256-PLUS over SSL or no connection. */
+  requireChannelBinding?: boolean;
   connectMs: number;
   statementMs: number;
 }
@@ -251,7 +253,8 @@ function connectionConfig(url: string, ssl: SslOptions | undefined): EngineConne
   const schema = parsed.searchParams.get('schema') ?? undefined;
   const connectMs = seconds(parsed, 'connect_timeout', DEFAULT_CONNECT_S);
   const statementMs = seconds(parsed, 'socket_timeout', DEFAULT_STATEMENT_S);
-  const drop = ['schema', 'connection_limit', 'pool_timeout', 'pgbouncer', 'statement_cache_size', 'socket_timeout', 'connect_timeout'];
+  const channelBinding = parsed.searchParams.get('channel_binding') ?? 'prefer';
+  const drop = ['schema', 'channel_binding', 'connection_limit', 'pool_timeout', 'pgbouncer', 'statement_cache_size', 'socket_timeout', 'connect_timeout'];
   if (ssl !== undefined) drop.push('ssl', 'sslmode', 'sslcert', 'sslkey', 'sslrootcert', 'sslaccept', 'uselibpqcompat');
   for (const key of drop) parsed.searchParams.delete(key);
   // Migration scripts name their tables without a schema (`CREATE TABLE "users"`): the
@@ -265,7 +268,9 @@ function connectionConfig(url: string, ssl: SslOptions | undefined): EngineConne
   // handshake is bounded by its class (driver/client.ts), which fires first and says so.
   const config: pg.PoolConfig = { connectionString: parsed.toString(), max: 4, idleTimeoutMillis: 0, connectionTimeoutMillis: connectMs + DEADLINE_GRACE_MS };
   if (ssl !== undefined) config.ssl = ssl;
-  return { config, connectMs, statementMs, ...(schema === undefined ? {} : { schema }) };
+  // As the application's connections (driver/pg.ts, options.ts): bound when the server offers it; `require` refuses otherwise.
+  if (channelBinding !== 'disable') Object.assign(config, { enableChannelBinding: true });
+  return { config, connectMs, statementMs, ...(schema === undefined ? {} : { schema }), ...(channelBinding === 'require' ? { requireChannelBinding: true } : {}) };
 }
 
 /** `-c search_path="<schema>"` for the startup packet's options (a space or backslash escaped, as PostgreSQL splits them). */
@@ -284,6 +289,7 @@ function engineClientClass(connection: EngineConnection): ClientClass {
     connectMs: connection.connectMs,
     keepAliveDelayMs: Math.min(30_000, Math.max(1_000, connection.connectMs)),
     statementDeadline: () => statement,
+    ...(connection.requireChannelBinding === true ? { requireChannelBinding: true } : {}),
   };
   const { Client } = require('pg') as typeof import('pg');
   return guardedClientClass(Client as unknown as ClientClass, policy);

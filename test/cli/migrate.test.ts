@@ -73,6 +73,14 @@ describe('migrate', () => {
     }
   });
 
+  it('DB_CHANNEL_BINDING=require holds for migrations too: a plaintext connection is refused', async () => {
+    const url = new URL(testDb.appUrl);
+    url.searchParams.set('sslmode', 'disable');
+    const run = await runCli(['migrate', 'status', '--migrations-dir', MIGRATIONS], { DATABASE_URL: url.toString(), DB_CHANNEL_BINDING: 'require' });
+    expect(run.code).toBe(1);
+    expect(run.err).toMatch(/channel_binding=require: the server asked for SCRAM on a connection without SSL/);
+  });
+
   it('reports a failure readably, without the password, and exits 1', async () => {
     const run = await runCli(['migrate', 'status'], { DATABASE_URL: `postgresql://app:Sup3r-Secret@127.0.0.1:${testDb.port}/${testDb.name}`, DB_SSLMODE: 'require' });
     expect(run.code).toBe(1);
