@@ -41,7 +41,7 @@ const STATEMENT_MS = 2000;
 const CONNECT_MS = 2000;
 const UNIT_TIMEOUT_MS = 2000;
 /**
- * The client-side deadline of a statement outside a unit is the statement timeout plus a
+ * The client-side deadline of a statement outside a unit (and of a unit) is its timeout plus a
  * grace (the server should cancel first and say so). The issue does not fix the grace;
  * this suite allows up to 1 s of it.
  */
@@ -349,7 +349,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     // Callers queued for the only slot: their deadline is the pool wait, then a connect.
     const queued = [1, 2, 3].map((i) => track(`queued read ${i}`, db.account.count()));
 
-    await expectSettledWithin(u, UNIT_TIMEOUT_MS + SLACK_MS);
+    await expectSettledWithin(u, UNIT_TIMEOUT_MS + STATEMENT_GRACE_MS + SLACK_MS);
     expectDeadline(u.error, 'unit');
     expect((u.error as DatabaseConnectionError).retryable).toBe(true);
     for (const q of queued) {
@@ -437,7 +437,7 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
     proxy.onNextCommit(async () => proxy.blackhole()); // the COMMIT itself goes into the hole
     const unit = transfer(db, 'bh-commit', { timeoutMs: UNIT_TIMEOUT_MS });
     const u = track('unit', unit.done);
-    await expectSettledWithin(u, UNIT_TIMEOUT_MS + SLACK_MS);
+    await expectSettledWithin(u, UNIT_TIMEOUT_MS + STATEMENT_GRACE_MS + SLACK_MS);
     expectUnknownOutcome(u.error);
     expect(proxy.commitsSeen).toBe(1); // not re-run
 
@@ -517,7 +517,7 @@ describe('30 concurrent workers through a 20 s black hole', () => {
       pool: { size: 1, maxOverflow: 0, timeoutMs: POOL_TIMEOUT_MS },
       timeouts: { statementMs: STATEMENT_MS, connectMs },
     });
-    const unitBound = POOL_TIMEOUT_MS + connectMs + UNIT_TIMEOUT_MS + SLACK_MS;
+    const unitBound = POOL_TIMEOUT_MS + connectMs + UNIT_TIMEOUT_MS + STATEMENT_GRACE_MS + SLACK_MS;
     const readBound = POOL_TIMEOUT_MS + connectMs + STATEMENT_MS + STATEMENT_GRACE_MS + SLACK_MS;
 
     const pending = new Set<Tracked<unknown>>();
