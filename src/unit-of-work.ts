@@ -46,14 +46,15 @@ interface UnitContext {
   readonly enclosing: UnitContext | undefined;
   correlationId: string | undefined;
   /** This level of savepoint nesting (the unit's, or a savepoint unit's): shared by a joined view of it. */
-  readonly savepoints: SavepointStack;
+  readonly savepoints: SavepointLevel;
   /** What the unit's transaction runs at: the level a nested unit may ask for (checkNested). */
   readonly isolationLevel: IsolationLevel;
   /** The unit's limits, shared with its nested contexts: `ended` once the unit settled. */
   readonly limits: UnitLimits;
 }
 
-interface SavepointStack {
+/** One level of savepoint nesting: the unit itself, or a savepoint unit inside it. */
+interface SavepointLevel {
   count: number;
   /** The savepoint unit nested here that runs now: siblings wait for it (savepoints are a stack). */
   turn?: Promise<void>;
