@@ -6,13 +6,13 @@
 // startup settings) but sends its statement directly, not through Prisma: a health probe
 // every few seconds should not count as application queries or trip slow-query logging.
 
-import { MAX_TIMER_MS, withDeadline } from './deadline.ts';
+import { withDeadline } from './deadline.ts';
 import { destroySocket } from './driver/client.ts';
-import { ConfigError, DeadlineExceededError, PoolTimeoutError, type ConfigIssue } from './errors.ts';
+import { DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import { isConnectionLoss } from './failures.ts';
 import type { GuardedPool, PoolClient } from './pool.ts';
 import { describeError, type PoolFigures } from './stats.ts';
-import { describe, wholeOption } from './unit-options.ts';
+import { timeoutOption } from './unit-options.ts';
 
 export interface HealthOptions {
   /** How long to wait for the answer, connecting included: 1 to 2147483647. Default 5 000 ms. */
@@ -85,7 +85,7 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
   // the statement deadline allows, or forever with statement_timeout 0. Nothing is sent.
   let timeoutMs: number;
   try {
-    timeoutMs = checkOptions(options);
+    timeoutMs = timeoutOption(options, 'health', DEFAULT_HEALTH_TIMEOUT_MS) ?? DEFAULT_HEALTH_TIMEOUT_MS;
   } catch (err) {
     return unhealthy((err as Error).message);
   }
@@ -106,18 +106,6 @@ export async function checkHealth(deps: HealthDeps, options: HealthOptions = {})
     await others;
     return unhealthy(describeError(err).message);
   }
-}
-
-/** The check's timeout: a whole number of milliseconds Node's timers can honour (ConfigError otherwise). */
-function checkOptions(options: unknown): number {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new ConfigError([{ setting: 'health options', problem: `must be an object such as { timeoutMs: 5000 } (got ${describe(options)})` }]);
-  }
-  const issues: ConfigIssue[] = [];
-  const ms = (options as HealthOptions).timeoutMs;
-  wholeOption(issues, 'health option timeoutMs', ms, 1, MAX_TIMER_MS, 'milliseconds', '5000');
-  if (issues.length > 0) throw new ConfigError(issues);
-  return ms ?? DEFAULT_HEALTH_TIMEOUT_MS;
 }
 
 /**

@@ -24,10 +24,10 @@
 // the same way — refusal afterwards, busy connections destroyed.
 
 import { ContextSlot } from './context.ts';
-import { MAX_TIMER_MS, waitAtMost, withDeadline } from './deadline.ts';
+import { waitAtMost, withDeadline } from './deadline.ts';
 import { abandon } from './driver/client.ts';
-import { ConfigError, DeadlineExceededError, ScopeEndedError, type ConfigIssue } from './errors.ts';
-import { describe, wholeOption } from './unit-options.ts';
+import { DeadlineExceededError, ScopeEndedError } from './errors.ts';
+import { timeoutOption } from './unit-options.ts';
 import type { Checkout, GuardedPool, PoolClient } from './pool.ts';
 
 export interface ScopeOptions {
@@ -242,7 +242,7 @@ function ownError(reason: Error): Error {
 
 /** `db.scope(fn, options)`: `serverless` keeps the scope's connections between its statements. */
 export function runScope<T>(serverless: boolean, fn: () => Promise<T>, options: ScopeOptions = {}): Promise<T> {
-  const timeoutMs = checkOptions(options);
+  const timeoutMs = timeoutOption(options, 'scope', 10_000);
   const outer = currentScope();
   // A scope inside a running scope is the outer one: one invocation, one set of
   // connections; its own deadline still holds for it. A scope opened after the outer one
@@ -253,16 +253,4 @@ export function runScope<T>(serverless: boolean, fn: () => Promise<T>, options: 
     return timeoutMs === undefined ? work : withDeadline(work, timeoutMs, () => new DeadlineExceededError('scope', timeoutMs, { outcome: 'unknown', retryable: false }));
   }
   return new ConnectionScope(serverless).run(fn, timeoutMs);
-}
-
-/** Checked before anything runs, like a unit's options. */
-function checkOptions(options: unknown): number | undefined {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new ConfigError([{ setting: 'scope options', problem: `must be an object such as { timeoutMs: 10000 } (got ${describe(options)})` }]);
-  }
-  const issues: ConfigIssue[] = [];
-  const ms = (options as ScopeOptions).timeoutMs;
-  wholeOption(issues, 'scope option timeoutMs', ms, 1, MAX_TIMER_MS, 'milliseconds', '10000');
-  if (issues.length > 0) throw new ConfigError(issues);
-  return ms;
 }
