@@ -62,9 +62,11 @@ function makeClient(variant, env, { underValgrind = false } = {}) {
   }
   if (variant === 'layer') {
     const { createDb } = require('../dist/index.js');
-    // Under valgrind, as bare Prisma's: a unit's deadline and its wait for a connection raised.
-    const transaction = underValgrind ? { transaction: { timeoutMs: 60_000, maxWaitMs: 60_000 } } : {};
-    const db = createDb({ PrismaClient, url: env.BENCH_URL, pool: { size: 5, maxOverflow: 10 }, applicationName: env.BENCH_APP, env: {}, ...transaction });
+    // Under valgrind (tens of times slower), as bare Prisma's: a unit's deadline and its wait
+    // for a connection raised, and the statement timeout behind each statement's client
+    // deadline too (at 30 s, a COMMIT queued behind 100 units was cut: "lost during COMMIT").
+    const slow = underValgrind ? { transaction: { timeoutMs: 60_000, maxWaitMs: 60_000 }, timeouts: { statementMs: 120_000 }, pool: { size: 5, maxOverflow: 10, timeoutMs: 60_000 } } : {};
+    const db = createDb({ PrismaClient, url: env.BENCH_URL, pool: { size: 5, maxOverflow: 10 }, applicationName: env.BENCH_APP, env: {}, ...slow });
     return { point: (id) => db.user.findUnique({ where: { id } }), unit: (fn) => db.transaction(fn), close: () => db.close() };
   }
   throw new Error(`unknown variant ${variant}`);
