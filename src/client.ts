@@ -336,7 +336,7 @@ export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptio
     stats: () => ({ pool: figuresOf(primary), counters: sumCounters(stacks), lastError: lastError && { ...lastError }, state: lifecycle.state }),
     health: (healthOptions) => healthOf(primary, lifecycle, router, healthOptions),
     verify: lifecycle.guard((verifyOptions?: VerifyOptions) =>
-      verifier().verify({ config, env: env ?? process.env, query: (sql) => primary.prisma.$queryRawUnsafe(sql) }, verifyOptions),
+      verifier().verify({ config, env: env ?? process.env, query: (sql, ms, expire) => queryWithin(() => poolOf(primary), sql, ms, expire) }, verifyOptions),
     ) as DatalayerApi<C>['verify'],
     on: (event, listener) => {
       const offs = stacks.map((s) => s.hub.on(event, listener));

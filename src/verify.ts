@@ -21,7 +21,7 @@ import {
   type Finding,
 } from './audit.ts';
 import type { DbConfig } from './config.ts';
-import { DEADLINE_GRACE_MS, withDeadline } from './deadline.ts';
+import { DEADLINE_GRACE_MS } from './deadline.ts';
 import { ConfigError, DeadlineExceededError, VerificationError, type ConfigIssue } from './errors.ts';
 import { migrationTarget, status, withSsl, type MigrationStatus } from './migrate.ts';
 import { wholeOption } from './unit-options.ts';
@@ -52,8 +52,12 @@ export interface VerifyReport {
 export interface VerifyTarget {
   config: DbConfig;
   env: Record<string, string | undefined>;
-  /** One statement on the Db's own pool (so its startup parameters and SSL are the ones seen). */
-  query(sql: string): Promise<unknown>;
+  /**
+   * One statement's first row on the Db's own pool (so its startup parameters and SSL are
+   * the ones seen), connecting included, within `timeoutMs`: past it `expire`'s error, and a
+   * connection whose statement is still unanswered is destroyed, never left holding a slot.
+   */
+  query(sql: string, timeoutMs: number, expire: () => Error): Promise<Record<string, unknown>>;
 }
 
 const REQUIRED_SSL = new Set(['require', 'verify-ca', 'verify-full']);
@@ -83,12 +87,15 @@ export async function verify(target: VerifyTarget, options: VerifyOptions = {}):
   return settle(findings, facts, migrations);
 }
 
-/** The facts row through the Db's pool, bounded: the pool bounds the connect, this the whole. */
+/**
+ * The facts row through the Db's pool, bounded as a whole (with statement_timeout 0 the
+ * statement has no deadline of its own): a silent server's connection is destroyed at the
+ * bound rather than left with the statement pending, holding a pool slot for ever.
+ */
 async function readFacts(target: VerifyTarget): Promise<Facts> {
   const { connectMs, statementMs } = target.config.timeouts;
   const limitMs = connectMs + (statementMs > 0 ? statementMs : connectMs) + DEADLINE_GRACE_MS;
-  const rows = (await withDeadline(target.query(FACTS_SQL), limitMs, () => new DeadlineExceededError('connect', limitMs))) as Record<string, unknown>[];
-  const first = rows[0] ?? {};
+  const first = await target.query(FACTS_SQL, limitMs, () => new DeadlineExceededError('connect', limitMs));
   return toFacts((name) => first[name]);
 }
 

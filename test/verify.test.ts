@@ -14,6 +14,7 @@ import { runCli } from './cli/run';
 import { buildExamples, type Build } from './support/build';
 import { startCluster, type Cluster } from './support/cluster';
 import { createTestDatabase, type TestDatabase } from './support/db';
+import { startTcpProxy } from './support/tcp-proxy';
 
 const MIGRATIONS = path.resolve(__dirname, '..', 'prisma', 'migrations');
 const EXTRA = '20990101000000_verify_extra';
@@ -98,6 +99,31 @@ describe('db.verify()', () => {
       expect(err.message).not.toContain(plain.password);
     } finally {
       await plain.start();
+    }
+  }, 60_000);
+
+  it('statement timeout 0 and a server gone silent: verify fails at its deadline, the frozen connection is destroyed, not left holding a pool slot', async () => {
+    const proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+    try {
+      const db = createDb({
+        PrismaClient,
+        url: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+        applicationName: 'verify-blackhole',
+        timeouts: { statementMs: 0, connectMs: 2_000 },
+        pool: { size: 1, maxOverflow: 0, timeoutMs: 5_000 },
+      });
+      dbs.push(db);
+      await db.user.count();
+      proxy.blackholeExisting();
+      const started = performance.now();
+      const err = await verificationError(db.verify());
+      expect(performance.now() - started).toBeLessThan(30_000);
+      expect(err.failures.map((f) => f.check)).toEqual(['connection']);
+      // The silent connection was destroyed: no slot stays busy, and the next statement gets a new connection.
+      expect(db.stats().pool.inUse).toBe(0);
+      await expect(db.user.count()).resolves.toEqual(expect.any(Number));
+    } finally {
+      await proxy.close();
     }
   }, 60_000);
 
