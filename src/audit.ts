@@ -5,6 +5,7 @@
 // into a finding with concrete advice, so both tell the user the same thing.
 
 import { durationMs, isLocalHost, loadConfig, type DbConfig } from './config.ts';
+import { DEADLINE_GRACE_MS } from './deadline.ts';
 import { quoteIdent } from './sql.ts';
 
 export type FindingStatus = 'ok' | 'info' | 'warn' | 'fail';
@@ -87,11 +88,22 @@ export function toFacts(cell: (name: string) => unknown): Facts {
   })) as Facts;
 }
 
+/**
+ * How long doctor and db.verify() wait for the facts row, connecting included: the connect
+ * timeout, then the statement timeout (or, with statement_timeout 0, the connect timeout
+ * again: the statement is tiny), plus the client deadline's grace. Past it the connection
+ * is destroyed: a server gone silent is a finding, never a hang.
+ */
+export function factsLimitMs(config: DbConfig): number {
+  const { connectMs, statementMs } = config.timeouts;
+  return connectMs + (statementMs > 0 ? statementMs : connectMs) + DEADLINE_GRACE_MS;
+}
+
 /** What to do about a failed connection, from its (redacted) message. */
 export function connectionAdvice(message: string, config: DbConfig, from: Provenance): string {
   if (/password authentication failed|28P01/i.test(message)) return `Check the user name and password (${from.target}).`;
   if (/does not exist|3D000/i.test(message)) return `Check the database name (${config.target.database}) and that it has been created.`;
-  if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|timeout|unreachable/i.test(message)) {
+  if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|timeout|unreachable|No answer from the database/i.test(message)) {
     return `Check that ${config.target.host}:${config.target.port} is reachable from this host (DNS, firewall, security group, the server running). The connect timeout is ${config.timeouts.connectMs} ms (DB_CONNECT_TIMEOUT).`;
   }
   if (/SSL|certificate|self.signed|TLS/i.test(message)) {

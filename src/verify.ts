@@ -12,6 +12,7 @@ import {
   checkSsl,
   connectionAdvice,
   FACTS_SQL,
+  factsLimitMs,
   MIGRATION_ADVICE,
   provenance,
   SUPPORTED_MAJOR,
@@ -21,7 +22,6 @@ import {
   type Finding,
 } from './audit.ts';
 import type { DbConfig } from './config.ts';
-import { DEADLINE_GRACE_MS } from './deadline.ts';
 import { ConfigError, DeadlineExceededError, VerificationError, type ConfigIssue } from './errors.ts';
 import { migrationTarget, status, withSsl, type MigrationStatus } from './migrate.ts';
 import { wholeOption } from './unit-options.ts';
@@ -93,8 +93,7 @@ export async function verify(target: VerifyTarget, options: VerifyOptions = {}):
  * bound rather than left with the statement pending, holding a pool slot for ever.
  */
 async function readFacts(target: VerifyTarget): Promise<Facts> {
-  const { connectMs, statementMs } = target.config.timeouts;
-  const limitMs = connectMs + (statementMs > 0 ? statementMs : connectMs) + DEADLINE_GRACE_MS;
+  const limitMs = factsLimitMs(target.config);
   const first = await target.query(FACTS_SQL, limitMs, () => new DeadlineExceededError('connect', limitMs));
   return toFacts((name) => first[name]);
 }

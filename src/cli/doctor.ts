@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import type { SqlDriverAdapter } from '@prisma/driver-adapter-utils';
+import type { SqlDriverAdapter, SqlResultSet } from '@prisma/driver-adapter-utils';
 import {
   checkApplicationName,
   checkCapacity,
@@ -16,6 +16,7 @@ import {
   checkTimeouts,
   connectionAdvice,
   FACTS_SQL,
+  factsLimitMs,
   provenance,
   toFacts,
   type DoctorFacts,
@@ -28,7 +29,8 @@ import { createDriver, type DriverHandle } from '../driver/index.ts';
 import { EventHub } from '../events.ts';
 import { newCounters } from '../stats.ts';
 import { loadConfig, type DbConfig } from '../config.ts';
-import { ConfigError } from '../errors.ts';
+import { ConfigError, DeadlineExceededError } from '../errors.ts';
+import { withDeadline } from '../deadline.ts';
 import { describeError } from '../stats.ts';
 import { describeUrl } from '../secrets.ts';
 
@@ -115,14 +117,28 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
   return finish();
 }
 
-/** One round trip on a connection built exactly as the application's would be. */
+/**
+ * One round trip on a connection built exactly as the application's would be, bounded as a
+ * whole (factsLimitMs): with statement_timeout 0 the statement has no deadline of its own,
+ * and a server gone silent once connected held doctor for ever. Past the bound the
+ * connection is destroyed (with a cancel request) and the failure is the finding.
+ */
 async function queryFacts(config: DbConfig): Promise<{ ok: true; row: Facts } | { ok: false; error: unknown }> {
   let adapter: DriverHandle | undefined;
   let connection: SqlDriverAdapter | undefined;
+  const limitMs = factsLimitMs(config);
   try {
     adapter = createDriver(config, newCounters(), new EventHub());
-    connection = await adapter.factory.connect();
-    const result = await connection.queryRaw({ sql: FACTS_SQL, args: [], argTypes: [] });
+    const driver = adapter;
+    const ask = async (): Promise<SqlResultSet> => {
+      connection = await driver.factory.connect();
+      return connection.queryRaw({ sql: FACTS_SQL, args: [], argTypes: [] });
+    };
+    const result = await withDeadline(ask(), limitMs, () => {
+      const err = new DeadlineExceededError('connect', limitMs);
+      driver.pool()?.destroyBusy(() => err);
+      return err;
+    });
     const values = result.rows[0] ?? [];
     return { ok: true, row: toFacts((name) => values[result.columnNames.indexOf(name)]) };
   } catch (error) {

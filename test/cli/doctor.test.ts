@@ -8,6 +8,8 @@ import { createDb } from '../../src/index';
 import { PrismaClient } from '../../src/generated/prisma/client';
 import { adminQuery, createTestDatabase, dbVarsFrom, testServer, type TestDatabase } from '../support/db';
 import { startPgBouncer } from '../support/pgbouncer';
+import { eventually } from '../support/async';
+import { startTcpProxy } from '../support/tcp-proxy';
 import { runCli } from './run';
 
 let testDb: TestDatabase;
@@ -135,6 +137,34 @@ describe('doctor', () => {
     expect(bad.out).toMatch(/FAIL {2}config +DB_POOL_SIZE: .*"lots"/);
     expect(bad.out).not.toContain('Sup3r-Secret');
   });
+
+  it('statement timeout 0 and a server that goes silent once connected: doctor reports it within the connect timeout, it does not hang', async () => {
+    const proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+    try {
+      // The connection is made; the facts statement is swallowed, and nothing comes back.
+      proxy.silenceOnStatement(/pg_stat_ssl/);
+      const env = {
+        DATABASE_URL: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+        DB_APPLICATION_NAME: 'doctor-silent',
+        DB_STATEMENT_TIMEOUT: '0',
+        DB_CONNECT_TIMEOUT: '2',
+      };
+      const started = performance.now();
+      const gaveUp = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 40_000).unref());
+      const run = await Promise.race([runCli(['doctor', '--json'], env), gaveUp]);
+      expect(run).not.toBe('hung');
+      if (run === 'hung') return;
+      expect(performance.now() - started).toBeLessThan(30_000);
+      expect(proxy.fired).toEqual([expect.objectContaining({ kind: 'statement', mode: 'silent' })]);
+      expect(run.code).toBe(1);
+      const report = JSON.parse(run.out) as DoctorReport;
+      expect(finding(report, 'connection')).toMatchObject({ status: 'fail', advice: expect.stringMatching(/reachable/) });
+      // Its socket was destroyed, not left open behind the report.
+      expect(await eventually(() => proxy.open() === 0)).toBe(true);
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
 
   it('names the real source of each value: with only DB_* variables it never mentions DATABASE_URL', async () => {
     const env = { ...dbVarsFrom(testDb.appUrl), DB_APPLICATION_NAME: 'doctor-db-vars' };

@@ -23,7 +23,7 @@ export type CutMode = 'rst' | 'fin';
 
 export interface FiredFault {
   kind: 'before-commit' | 'after-commit' | 'statement' | 'after-statement';
-  mode: CutMode;
+  mode: CutMode | 'silent';
   /**
    * How the cut went: 'committed' = the server answered COMMIT with tag COMMIT before the cut;
    * 'answered' = the server completed the statement (its CommandComplete swallowed) before the cut.
@@ -83,6 +83,12 @@ export interface TcpProxy {
    * is cut with `mode`. The client never hears that its statement ran.
    */
   dropAfterStatement(pattern: RegExp, mode: CutMode, times?: number): void;
+  /**
+   * Arms the next statement whose SQL (simple Query or Parse) matches `pattern`: it is not
+   * forwarded and its connection goes silent both ways (a black hole that falls just after
+   * the connection was made, with its first statement in flight).
+   */
+  silenceOnStatement(pattern: RegExp): void;
   /** Faults fired so far, in order, with how each went. */
   readonly fired: readonly FiredFault[];
   /** COMMIT messages seen from clients (plaintext connections). */
@@ -164,7 +170,7 @@ interface Pair {
 type Armed = { kind: 'before-commit' | 'after-commit'; mode: CutMode } | { kind: 'hook'; hook: (pid: number | undefined) => Promise<void> };
 interface StatementCut {
   pattern: RegExp;
-  mode: CutMode;
+  mode: CutMode | 'silent';
 }
 
 export async function startTcpProxy(target: { host: string; port: number }, listenHost = '127.0.0.1'): Promise<TcpProxy> {
@@ -173,7 +179,7 @@ export async function startTcpProxy(target: { host: string; port: number }, list
   let holding = false;
   const armed: Armed[] = [];
   const statementCuts: StatementCut[] = [];
-  const answerCuts: StatementCut[] = [];
+  const answerCuts: Array<{ pattern: RegExp; mode: CutMode }> = [];
   const fired: FiredFault[] = [];
   let commitsSeen = 0;
   let roundTrips = 0;
@@ -272,7 +278,8 @@ export async function startTcpProxy(target: { host: string; port: number }, list
       } else if (cutAt >= 0) {
         const [c] = statementCuts.splice(cutAt, 1);
         fired.push({ kind: 'statement', mode: c!.mode, result: 'dropped' });
-        cut(pair, c!.mode);
+        if (c!.mode === 'silent') pair.silent = true;
+        else cut(pair, c!.mode);
       } else if (sql !== undefined && isCommitSql(sql)) onCommit(pair, m.raw);
       else toServer(pair, m.raw);
     }
@@ -309,7 +316,7 @@ export async function startTcpProxy(target: { host: string; port: number }, list
           fault.record.result = 'rolled-back-by-server';
         } else {
           fault.record.result = fault.record.kind === 'after-statement' ? 'answered' : fault.tag === 'COMMIT' ? 'committed' : 'rolled-back-by-server';
-          cut(pair, fault.record.mode);
+          cut(pair, fault.record.mode as CutMode); // armed by a COMMIT or an answer cut: never silent
           return;
         }
       }
@@ -399,6 +406,7 @@ export async function startTcpProxy(target: { host: string; port: number }, list
     dropOnStatement: (pattern, mode, times = 1) => {
       for (let i = 0; i < times; i++) statementCuts.push({ pattern, mode });
     },
+    silenceOnStatement: (pattern) => void statementCuts.push({ pattern, mode: 'silent' }),
     dropAfterStatement: (pattern, mode, times = 1) => {
       for (let i = 0; i < times; i++) answerCuts.push({ pattern, mode });
     },
