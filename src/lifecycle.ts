@@ -147,7 +147,14 @@ export class Lifecycle {
     this.logger?.info?.({ event: 'close', drained }, 'database closed');
   }
 
-  /** Registers close-on-signal handlers; returns a function that removes them. */
+  /**
+   * Registers close-on-signal handlers; returns a function that removes them. Until the
+   * close a signal started has ended, this Db keeps a listener on each of its signals: a
+   * repeated SIGTERM (a process group's and its parent's, an impatient operator) would
+   * otherwise meet Node's default action and end the process mid-drain, and so would the
+   * re-raised signal of another Db whose close ended first. The signal is raised again
+   * once the last such close has ended and nobody else listens for it.
+   */
   closeOnSignals(close: (options: CloseOptions) => Promise<void>, options: CloseOnSignalsOptions = {}): () => void {
     const signals = options.signals ?? ['SIGTERM', 'SIGINT'];
     const handlers = new Map<NodeJS.Signals, () => void>();
@@ -155,18 +162,23 @@ export class Lifecycle {
       for (const [signal, handler] of handlers) process.removeListener(signal, handler);
       handlers.clear();
     };
+    const start = (signal: NodeJS.Signals): void => {
+      remove();
+      this.logger?.info?.({ event: 'signal', signal }, `${signal} received: closing database`);
+      // Signals arriving while this close runs: noted, not fatal (the close is bounded by its deadline).
+      const repeat = (again: NodeJS.Signals): void => void this.logger?.info?.({ event: 'signal', signal: again }, `${again} received: already closing the database`);
+      for (const s of signals) process.on(s, repeat);
+      void close(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs })
+        .catch((err: unknown) => this.logger?.error?.({ event: 'close', error: describeError(err).message }, 'close failed'))
+        .finally(() => {
+          for (const s of signals) process.removeListener(s, repeat);
+          // Our listener replaced Node's default action (exit). With nobody else
+          // handling the signal, let it take effect now that the pool is closed.
+          if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+        });
+    };
     for (const signal of signals) {
-      const handler = (): void => {
-        remove();
-        this.logger?.info?.({ event: 'signal', signal }, `${signal} received: closing database`);
-        void close(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs })
-          .catch((err: unknown) => this.logger?.error?.({ event: 'close', error: describeError(err).message }, 'close failed'))
-          .finally(() => {
-            // Our listener replaced Node's default action (exit). With nobody else
-            // handling the signal, let it take effect now that the pool is closed.
-            if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-          });
-      };
+      const handler = (): void => start(signal);
       handlers.set(signal, handler);
       process.once(signal, handler);
     }

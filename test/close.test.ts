@@ -212,6 +212,76 @@ describe('signals', () => {
     expect(process.listenerCount('SIGINT')).toBe(sigint);
   });
 
+  it('two Dbs closing on SIGTERM: the signal takes effect only after the slower one has drained its unit in flight', async () => {
+    const sigterm = process.listenerCount('SIGTERM');
+    const fast = createDb({ PrismaClient, url: testDb.url, applicationName: appName('sig-fast'), closeOnSignals: { signals: ['SIGTERM'] } });
+    const slow = createDb({ PrismaClient, url: testDb.url, applicationName: appName('sig-slow'), closeOnSignals: { signals: ['SIGTERM'] } });
+    await fast.$queryRaw`SELECT 1`;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let started = false;
+    const email = `sig-slow-${process.pid}-${seq}@example.com`;
+    const inFlight = slow.transaction(async (tx) => {
+      await tx.user.create({ data: { email } });
+      started = true;
+      await gate;
+    });
+    await waitFor(() => started);
+    const kill = jest.spyOn(process, 'kill').mockImplementation(() => true);
+    try {
+      process.emit('SIGTERM', 'SIGTERM');
+      await waitFor(() => fast.stats().state === 'closed');
+      await sleep(300);
+      // The fast Db's close is over; the slow one is still draining: nothing may end the process yet.
+      expect(kill).not.toHaveBeenCalled();
+      expect(slow.stats().state).toBe('closing');
+      release();
+      await inFlight;
+      await waitFor(() => kill.mock.calls.length > 0);
+      expect(slow.stats().state).toBe('closed');
+      expect(kill).toHaveBeenCalledTimes(1);
+      expect(kill).toHaveBeenCalledWith(process.pid, 'SIGTERM');
+    } finally {
+      release();
+      kill.mockRestore();
+    }
+    expect(await testDb.query('SELECT count(*)::int AS n FROM users WHERE email = $1', [email])).toEqual([{ n: 1 }]);
+    expect(process.listenerCount('SIGTERM')).toBe(sigterm);
+  });
+
+  it('a second SIGTERM while draining does not end the process: a listener stays until the close has ended', async () => {
+    const sigterm = process.listenerCount('SIGTERM');
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('sig-twice'), closeOnSignals: { signals: ['SIGTERM'] } });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let started = false;
+    const inFlight = db.transaction(async (tx) => {
+      await tx.user.count();
+      started = true;
+      await gate;
+    });
+    await waitFor(() => started);
+    const kill = jest.spyOn(process, 'kill').mockImplementation(() => true);
+    try {
+      process.emit('SIGTERM', 'SIGTERM');
+      expect(db.stats().state).toBe('closing');
+      // Without a listener, a real second SIGTERM takes Node's default action: the process ends mid-drain.
+      expect(process.listenerCount('SIGTERM')).toBeGreaterThan(sigterm);
+      process.emit('SIGTERM', 'SIGTERM');
+      await sleep(200);
+      expect(kill).not.toHaveBeenCalled();
+      release();
+      await inFlight;
+      await waitFor(() => kill.mock.calls.length > 0);
+      expect(db.stats().state).toBe('closed');
+      expect(kill).toHaveBeenCalledTimes(1);
+    } finally {
+      release();
+      kill.mockRestore();
+    }
+    expect(process.listenerCount('SIGTERM')).toBe(sigterm);
+  });
+
   it('db.closeOnSignals() returns an unregister function', () => {
     const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('unreg') });
     const sigterm = process.listenerCount('SIGTERM');
