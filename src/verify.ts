@@ -112,7 +112,7 @@ async function checkMigrations(config: DbConfig, where: { migrationsDir?: string
   try {
     // DIRECT_URL's own host and SSL settings when it is set (migrationTarget), never the pool's.
     const target = migrationTarget(config);
-    result = await withSsl(target.config, { url: target.url, ...where }, status);
+    result = await withSsl(target.config, { url: boundedStatements(target.url, target.config), ...where }, status);
   } catch (err) {
     add({ check: 'migrations', status: 'fail', summary: `could not read the migration status: ${describeError(err).message}`, advice: 'Check the migrations directory and DIRECT_URL (`prisma-datalayer migrate status`).' });
     return undefined;
@@ -126,6 +126,19 @@ async function checkMigrations(config: DbConfig, where: { migrationsDir?: string
   if (result.missingLocally.length > 0) add({ check: 'migrations', status: 'warn', summary: `in the database but not on disk: ${list(result.missingLocally)}`, advice: MIGRATION_ADVICE.missingLocally });
   if (result.pending.length === 0 && result.failed.length === 0) add({ check: 'migrations', status: 'ok', summary: `${result.applied.length} migrations applied, none pending` });
   return result;
+}
+
+/**
+ * The status check's statements bounded as the facts read is: the engine's own default
+ * (600 s) is for a deploy's long statements, and a startup gate whose migration connection
+ * went silent would hold the application's start for ten minutes. A `socket_timeout` the
+ * URL sets (DIRECT_URL's) is kept.
+ */
+function boundedStatements(url: string, config: DbConfig): string {
+  const parsed = new URL(url);
+  if (parsed.searchParams.has('socket_timeout')) return url;
+  parsed.searchParams.set('socket_timeout', String(Math.ceil(factsLimitMs(config) / 1000)));
+  return parsed.toString();
 }
 
 function settle(findings: Finding[], facts: DoctorFacts, migrations: MigrationStatus | undefined, cause?: unknown): VerifyReport {

@@ -127,6 +127,30 @@ describe('db.verify()', () => {
     }
   }, 60_000);
 
+  it('the migrations check against a connection gone silent fails within the facts bound, not the engine\'s 600 s', async () => {
+    const proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+    try {
+      const db = createDb({
+        PrismaClient,
+        url: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+        applicationName: 'verify-silent-status',
+        timeouts: { connectMs: 2_000, statementMs: 3_000 },
+      });
+      dbs.push(db);
+      // The status check's read of the migrations table goes out and nothing comes back.
+      proxy.silenceOnStatement(/_prisma_migrations/);
+      const started = performance.now();
+      const outcome = await Promise.race([rejectionOf(db.verify({ migrations: { migrationsDir: MIGRATIONS } })), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 45_000).unref())]);
+      expect(outcome).not.toBe('hung');
+      expect(performance.now() - started).toBeLessThan(40_000);
+      expect(proxy.fired).toEqual([expect.objectContaining({ mode: 'silent' })]);
+      expect(outcome).toBeInstanceOf(VerificationError);
+      expect((outcome as VerificationError).failures).toEqual([{ check: 'migrations', summary: expect.stringMatching(/could not read the migration status/), advice: expect.any(String) }]);
+    } finally {
+      await proxy.close();
+    }
+  }, 90_000);
+
   it('a server without SSL under sslmode=require fails, with doctor\'s SSL advice', async () => {
     const env = { DATABASE_URL: plain.url('postgres', { sslmode: 'require' }), DB_APPLICATION_NAME: 'verify-nossl' };
     const db = dbFromEnv(env);
