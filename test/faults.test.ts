@@ -26,7 +26,7 @@ import {
   type DbLogger,
   type DbOptions,
 } from '../src/index';
-import { eventually, sleep } from './support/async';
+import { eventually, rejectionOf, sleep } from './support/async';
 import { startCluster, type Cluster } from './support/cluster';
 import { adminQuery, countConnections, createTestDatabase, type TestDatabase } from './support/db';
 import { startTcpProxy, type CutMode, type TcpProxy } from './support/tcp-proxy';
@@ -504,6 +504,29 @@ describe('black hole (bytes dropped both ways, no FIN/RST), pool size 1', () => 
 });
 
 // ---- 30 workers through a 20 s black hole --------------------------------------------------
+
+describe('a unit cut by its deadline says which deadline', () => {
+  it("DeadlineExceededError(unit) reports the unit's timeoutMs, not the time a statement had left plus the grace", async () => {
+    const proxy = await openProxy();
+    const { db } = openDb(proxy, 'bh-unit-ms', blackHoleOptions);
+    await db.account.count();
+    const err = await rejectionOf(
+      db.transaction(
+        async (tx) => {
+          await tx.account.count();
+          await sleep(300);
+          proxy.blackholeExisting();
+          await tx.account.count();
+        },
+        { timeoutMs: UNIT_TIMEOUT_MS },
+      ),
+    );
+    expectDeadline(err, 'unit');
+    // Was e.g. "within the unit deadline (2449.0734 ms)": the time left when the last statement went out.
+    expect((err as DeadlineExceededError).timeoutMs).toBe(UNIT_TIMEOUT_MS);
+    expect((err as Error).message).toContain(`within the unit deadline (${UNIT_TIMEOUT_MS} ms)`);
+  });
+});
 
 describe('30 concurrent workers through a 20 s black hole', () => {
   it('every call settles by its deadline + 1 s, reads succeed again within 2 s of healing, nothing stays pending', async () => {

@@ -25,6 +25,7 @@ import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, mark
 import { answered, carrying, isBegin, isolationStatement, queryClassOf, transactionEnd, type Ahead } from './begin.ts';
 
 export interface StatementDeadline {
+  /** The deadline the error names: a statement's own length, or (shared) the unit's timeoutMs. */
   ms: number;
   kind: Deadline;
   /** A deadline the statement shares with others (its unit's): watched there, no timer of its own. */

@@ -86,7 +86,8 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     requireChannelBinding: config.driver === 'pg' && config.channelBinding === 'require',
     statementDeadline(): StatementDeadline | undefined {
       const unit = unitLimits.get();
-      if (unit !== undefined && !unit.ended) return { ms: unit.statementMs(), kind: 'unit', shared: unit };
+      // The unit's timer decides when; the error names the unit's own timeoutMs (the time a statement had left, plus the grace, means nothing to the caller).
+      if (unit !== undefined && !unit.ended) return { ms: unit.timeoutMs, kind: 'unit', shared: unit };
       return statement;
     },
     transactionSettings: (connection) => {
