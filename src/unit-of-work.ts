@@ -353,7 +353,12 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const mapped = isDatabaseFailure(err) ? classifyError(err, correlationId) : undefined;
     // P2028 at COMMIT: Prisma's transaction had expired (or was gone), and Prisma rolled it back instead of committing.
     const expired = mapped?.prismaCode === 'P2028' && !/committed transaction/i.test(mapped.message);
-    if (mapped instanceof PoolTimeoutError || (mapped instanceof DatabaseTransactionError && (state !== 'committing' || expired))) return mapped;
+    if (mapped instanceof PoolTimeoutError) {
+      // It never got a connection: nothing of it ran (as for work still waiting at close()).
+      if (state === 'starting') mapped.outcome ??= 'rolled-back';
+      return mapped;
+    }
+    if (mapped instanceof DatabaseTransactionError && (state !== 'committing' || expired)) return mapped;
     return err;
   }
 

@@ -537,6 +537,19 @@ describe('createDb({ telemetry })', () => {
     expect(valueOf(await m.collect(), METRICS.timeouts, { [ATTR.poolName]: primaryPool() })).toBe(1);
   });
 
+  it("a unit that never got a connection: its PoolTimeoutError says outcome 'rolled-back' (nothing ran), as its span does", async () => {
+    const db = newDb('otel-db-unit-timeout', { pool: { size: 1, maxOverflow: 0, timeoutMs: 300 } });
+    const release = await holdConnection(db);
+    const err = await rejectionOf(db.transaction((tx) => tx.account.count()));
+    await release();
+    expect(err).toBeInstanceOf(PoolTimeoutError);
+    // Was undefined: the one failure of a unit whose error did not say what became of it, while its span said 'rolled-back'.
+    expect((err as PoolTimeoutError).outcome).toBe('rolled-back');
+    const failed = spansNamed(UNIT_SPAN).filter((s) => s.status.code === 2);
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.attributes).toMatchObject({ [ATTR.outcome]: 'rolled-back', [ATTR.errorType]: 'PoolTimeoutError' });
+  });
+
   it('a unit retried once after a real serialization failure: span attempts = 2', async () => {
     const db = newDb('otel-db-retry', { transaction: { retries: 3 } });
     const id = await newAccount(100);
