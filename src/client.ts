@@ -331,7 +331,7 @@ export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptio
   };
   const shared: SharedApi<C> = {
     replicas: () => router?.status() ?? [],
-    scope: lifecycle.guard(<T>(fn: () => Promise<T>, scopeOptions?: ScopeOptions) => runScope(config.mode === 'serverless', fn, scopeOptions)) as DatalayerApi<C>['scope'],
+    scope: lifecycle.guard(<T>(fn: () => Promise<T>, scopeOptions?: ScopeOptions) => runScope(fn, scopeOptions)) as DatalayerApi<C>['scope'],
     handler: (fn, handlerOptions) => (...args) => shared.scope(() => fn(...args), handlerOptions),
     stats: () => ({ pool: figuresOf(primary), counters: sumCounters(stacks), lastError: lastError && { ...lastError }, state: lifecycle.state }),
     health: (healthOptions) => healthOf(primary, lifecycle, router, healthOptions),

@@ -91,6 +91,8 @@ export class GuardedPool {
   private readonly lastUse = new WeakMap<object, number>();
   private readonly max: number;
   private readonly validateAfterMs: number;
+  /** No-pool mode: a connection lives for one checkout (a db.scope() keeps it for the scope instead: scope.ts). */
+  readonly serverless: boolean;
   /** Connections checked out right now: destroyed if close()'s deadline passes. */
   readonly busy = new Set<PoolClient>();
   /** When each connection now checked out was handed over (telemetry's use time; only with a recorder). */
@@ -130,6 +132,7 @@ export class GuardedPool {
     private readonly recorder?: PoolRecorder,
   ) {
     this.max = config.pool.size + config.pool.maxOverflow;
+    this.serverless = config.mode === 'serverless';
     this.validateAfterMs = config.mode === 'serverless' ? Infinity : config.pool.validateAfterIdleMs;
     this.listen();
   }

@@ -18,10 +18,12 @@
 //   only rejects (its work goes on in the outer scope): `outcome: 'unknown'`.
 // - A connection the scope hands out is a wrapper; `rawConnectionOf` gives the pool's own.
 //
-// In pooled mode a scope borrows from the pool as usual (no connection is kept for the
-// scope: the pool already keeps them warm between invocations, and holding one across a
-// request's non-database work would starve other requests); the end and the timeout apply
-// the same way — refusal afterwards, busy connections destroyed.
+// A pooled pool's connections are borrowed as usual (none is kept for the scope: the pool
+// already keeps them warm between invocations, and holding one across a request's
+// non-database work would starve other requests); the end and the timeout apply the same
+// way — refusal afterwards, busy connections destroyed. Which it is, kept or borrowed, is
+// the mode of the pool the connection comes from, not of the Db that opened the scope: a
+// scope holds the work of every Db run in it (an application database and an audit one).
 
 import { ContextSlot } from './context.ts';
 import { waitAtMost, withDeadline } from './deadline.ts';
@@ -62,7 +64,9 @@ interface Held {
   /** What the statement, unit or session using it sees: its release hands it back to the scope. */
   readonly client: PoolClient;
   inUse: boolean;
-  /** Resolves when the socket has closed. */
+  /** Kept between statements: its pool is in serverless mode (it closes connections on release). */
+  readonly keep: boolean;
+  /** Resolves when the socket has closed (a kept connection's; a borrowed one lives on in its pool). */
   readonly closed: Promise<void>;
   isClosed: boolean;
   /** Handed back to the pool for good. */
@@ -73,13 +77,10 @@ export class ConnectionScope {
   private readonly held: Held[] = [];
   /** Why the scope ended (what its busy connections are destroyed with); undefined while it runs. */
   private endedBy: Error | undefined;
-  /** Checkouts under way: the end waits for them too (bounded), then closes what they got. */
-  private readonly opening = new Set<Promise<unknown>>();
+  /** Checkouts under way, by whether their pool's connections are kept: the end waits for those (bounded), then closes what they got. */
+  private readonly opening = new Map<Promise<unknown>, boolean>();
   /** What else the scope's end must stop: HTTP statements in flight (Neon), told the reason. */
   private readonly watchers = new Set<(reason: Error) => void>();
-
-  /** `keep`: connections stay with the scope between statements (serverless mode). */
-  constructor(private readonly keep: boolean) {}
 
   get isEnded(): boolean {
     return this.endedBy !== undefined;
@@ -94,7 +95,7 @@ export class ConnectionScope {
       return { client: idle.client, reused: true };
     }
     const checkout = pool.checkout();
-    this.opening.add(checkout);
+    this.opening.set(checkout, pool.serverless);
     let got: Checkout;
     try {
       got = await checkout;
@@ -126,7 +127,8 @@ export class ConnectionScope {
     let held!: Held;
     // Only a kept connection is watched: a pooled one lives on after the scope, and a
     // listener per scope would pile up on it.
-    const closed = !this.keep
+    const keep = pool.serverless;
+    const closed = !keep
       ? Promise.resolve()
       : new Promise<void>((resolve) => {
           raw.once?.('end', () => {
@@ -149,7 +151,7 @@ export class ConnectionScope {
         return raw.connection;
       },
     };
-    held = { pool, raw, client, inUse: true, closed, isClosed: false, dropped: false };
+    held = { pool, raw, client, inUse: true, keep, closed, isClosed: false, dropped: false };
     wrapped.set(client, raw);
     return held;
   }
@@ -159,7 +161,7 @@ export class ConnectionScope {
     held.inUse = false;
     // Kept for the scope's next statement, unless work waits for a slot of a full pool
     // (maybe this scope's own, in a Promise.all wider than the pool): then it frees one.
-    if (this.keep && !err && !this.isEnded && !held.isClosed && !held.pool.hasWaiters()) return;
+    if (held.keep && !err && !this.isEnded && !held.isClosed && !held.pool.hasWaiters()) return;
     this.drop(held, err);
   }
 
@@ -183,9 +185,9 @@ export class ConnectionScope {
     for (const stop of this.watchers) stop(reason);
     this.watchers.clear();
     // A connection still being opened is closed as soon as it arrives (take); in serverless mode waited for, bounded.
-    const closing: Promise<unknown>[] = this.keep ? [...this.opening].map((c) => c.catch(() => undefined)) : [];
+    const closing: Promise<unknown>[] = [...this.opening].flatMap(([c, keep]) => (keep ? [c.catch(() => undefined)] : []));
     for (const held of [...this.held]) {
-      if (this.keep && !held.isClosed) closing.push(held.closed);
+      if (held.keep && !held.isClosed) closing.push(held.closed);
       if (held.inUse) {
         abandon(held.raw, ownError(reason));
       } else {
@@ -240,8 +242,8 @@ function ownError(reason: Error): Error {
   return reason instanceof ScopeEndedError ? new ScopeEndedError() : reason;
 }
 
-/** `db.scope(fn, options)`: `serverless` keeps the scope's connections between its statements. */
-export function runScope<T>(serverless: boolean, fn: () => Promise<T>, options: ScopeOptions = {}): Promise<T> {
+/** `db.scope(fn, options)`: a serverless pool's connections stay with the scope between its statements. */
+export function runScope<T>(fn: () => Promise<T>, options: ScopeOptions = {}): Promise<T> {
   const timeoutMs = timeoutOption(options, 'scope', 10_000);
   const outer = currentScope();
   // A scope inside a running scope is the outer one: one invocation, one set of
@@ -252,5 +254,5 @@ export function runScope<T>(serverless: boolean, fn: () => Promise<T>, options: 
     // Its work goes on in the outer scope after the deadline: it may still happen.
     return timeoutMs === undefined ? work : withDeadline(work, timeoutMs, () => new DeadlineExceededError('scope', timeoutMs, { outcome: 'unknown', retryable: false }));
   }
-  return new ConnectionScope(serverless).run(fn, timeoutMs);
+  return new ConnectionScope().run(fn, timeoutMs);
 }

@@ -582,3 +582,42 @@ describe('pooled mode', () => {
     expect(db.stats().pool.inUse).toBe(0);
   });
 });
+
+describe('two Dbs in one scope (found by probes)', () => {
+  // A scope is the invocation's: the work of every Db run in it is in it. Whether a
+  // connection stays with the scope is its own Db's mode, not that of the Db whose scope it is.
+  test("a serverless Db's scope borrows a pooled Db's connection as usual: not held between statements, and the end does not wait for it to close", async () => {
+    const { db: app } = makeDb('serverless');
+    const { db: audit } = makeDb('pooled', { size: 2, maxOverflow: 0 });
+    await audit.user.count();
+    await app.scope(async () => app.user.count());
+    let inUseBetween = -1;
+    const started = performance.now();
+    await app.scope(async () => {
+      await app.user.count();
+      await audit.user.count();
+      // The request's non-database work: the pooled Db's connection is back in its pool.
+      inUseBetween = audit.stats().pool.inUse;
+    });
+    const ms = performance.now() - started;
+    expect(inUseBetween).toBe(0);
+    expect(audit.stats().pool.open).toBeGreaterThan(0);
+    // It waited a whole second for the pooled connection's socket to close, which it never does.
+    expect(ms).toBeLessThan(900);
+  });
+
+  test("a serverless Db's scope inside a pooled Db's scope still keeps its one connection", async () => {
+    const { db: app } = makeDb('pooled');
+    const { db: audit, app: auditName } = makeDb('serverless');
+    await app.scope(async () => {
+      await app.user.count();
+      await audit.scope(async () => {
+        for (let i = 0; i < 3; i++) await audit.user.count();
+      });
+      // The pooled Db's scope closes the serverless Db's connection at its end, as that Db's own scope would.
+    });
+    // One connection for the three statements (it was one per statement).
+    expect(opened(audit)).toBe(1);
+    expect(await noneLeft(audit, auditName)).toBe(true);
+  });
+});
