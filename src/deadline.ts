@@ -140,6 +140,10 @@ export class UnitLimits {
     readonly timeoutMs: number,
     readonly maxWaitMs: number,
     timers: ReusedTimers,
+    /** The configuration of the pool the unit runs on (its stack's DbConfig): only that pool's work takes these limits. */
+    readonly owner?: object,
+    /** The running unit of another Db (or another pool) the caller was in when this one started. */
+    readonly enclosing?: UnitLimits,
   ) {
     // Started with the unit, so every unit with the same timeout shares one timer length.
     this.stop = timers.start(timeoutMs + DEADLINE_GRACE_MS, this.fire);
@@ -190,3 +194,17 @@ export class UnitLimits {
 }
 
 export const unitLimits = new ContextSlot<UnitLimits>();
+
+/**
+ * The limits of the caller's unit of work on the pool built from `owner` (that pool's
+ * DbConfig), if it runs in one. A unit of another Db the caller runs in (an audit
+ * database's unit inside the application's, or the reverse) is not it: its deadline, its
+ * maxWaitMs and its connection are its own pool's, and this pool's checkouts and
+ * statements keep their own. One context read, and one step per unit of another Db
+ * nested in between (nearly always none).
+ */
+export function unitLimitsOn(owner: object): UnitLimits | undefined {
+  let unit = unitLimits.get();
+  while (unit !== undefined && unit.owner !== owner) unit = unit.enclosing;
+  return unit;
+}

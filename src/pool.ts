@@ -19,7 +19,7 @@
 import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
 import { abandon, checkedIn, type SocketHolder } from './driver/client.ts';
-import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, withDeadline } from './deadline.ts';
+import { DEADLINE_GRACE_MS, ReusedTimers, unitLimitsOn, withDeadline } from './deadline.ts';
 import { DatabaseClosedError, DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
 import { connectionError, isConnectionLoss, lostAfterSending } from './failures.ts';
@@ -202,8 +202,9 @@ export class GuardedPool {
     // A unit of work inside a session: the session's connection, to itself until it ends.
     const pin = this.pin();
     // The first connection taken in a unit's context is the unit's own; a Prisma $transaction
-    // that fn opens beside it (db.$transaction inside db.transaction) takes another.
-    const unit = unitLimits.get();
+    // that fn opens beside it (db.$transaction inside db.transaction) takes another. Only a
+    // unit on this pool: another Db's unit the caller runs in has a connection of its own.
+    const unit = unitLimitsOn(this.config);
     const own = unit !== undefined && unit.connection === undefined;
     if (pin) {
       if (own) {
@@ -232,7 +233,7 @@ export class GuardedPool {
     const pin = this.pin();
     if (pin) {
       // Sent from inside the unit of work that holds the session's connection: in that unit.
-      const unit = unitLimits.get();
+      const unit = unitLimitsOn(this.config);
       const inUnit = unit !== undefined && !unit.ended && unit.lease === pin.lent;
       try {
         return await (inUnit ? pin.lent.holder : pin.lent.client).query(text, values);
@@ -364,7 +365,8 @@ export class GuardedPool {
    */
   private acquire(started: number): Promise<PoolClient> {
     const queued = this.raw.totalCount >= this.max || this.raw.idleCount > 0;
-    const waitMs = unitLimits.get()?.maxWaitMs ?? this.config.pool.timeoutMs;
+    // A unit's maxWaitMs is for its own pool: another Db's statement inside it waits by its pool's timeout.
+    const waitMs = unitLimitsOn(this.config)?.maxWaitMs ?? this.config.pool.timeoutMs;
     return new Promise<PoolClient>((resolve, reject) => {
       let settled = false;
       const giveUp = (err: Error): void => {

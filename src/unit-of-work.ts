@@ -294,11 +294,11 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
    */
   private runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined, origin: unknown): Promise<T> {
     const unit = { state: 'starting' as UnitState };
-    const limits = this.limits(opts);
+    const enclosing = otherDbsUnit(units.get(), this.db);
+    const limits = this.limits(opts, enclosing?.limits);
     const prelude = this.prelude(opts);
     limits.settings = prelude;
     const isolationLevel = opts.isolationLevel ?? this.config.transaction.isolationLevel ?? SERVER_DEFAULT_ISOLATION;
-    const enclosing = otherDbsUnit(units.get(), this.db);
     const context: UnitContext = { tx: undefined, db: this.db, origin, enclosing, correlationId, savepoints: { count: 0 }, isolationLevel, limits };
     const body = async (tx: never): Promise<T> => {
       unit.state = 'running';
@@ -362,9 +362,10 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     return err;
   }
 
-  private limits(opts: TransactionOptions): UnitLimits {
+  /** The unit's limits, on this pool only; `enclosing`: the running unit of another Db it starts in, whose pool keeps its own. */
+  private limits(opts: TransactionOptions, enclosing: UnitLimits | undefined): UnitLimits {
     const timeoutMs = opts.timeoutMs ?? this.config.transaction.timeoutMs;
-    return new UnitLimits(performance.now() + timeoutMs, timeoutMs, opts.maxWaitMs ?? this.config.transaction.maxWaitMs, this.timers);
+    return new UnitLimits(performance.now() + timeoutMs, timeoutMs, opts.maxWaitMs ?? this.config.transaction.maxWaitMs, this.timers, this.config, enclosing);
   }
 
   /**
@@ -465,7 +466,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const outer = startedUnit(this.db);
     if (outer) {
       // The unit's connection is the session's: what the session leaves on it is discarded before its next use.
-      const connection = unitLimits.get()?.connection;
+      const connection = outer.limits.connection;
       if (connection !== undefined) discardBeforeReuse(connection);
       return fn(outer.tx as TxClient<C>);
     }

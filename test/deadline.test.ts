@@ -1,6 +1,10 @@
 // src/deadline.ts: waits one after another reuse one timer (ReusedTimer); a unit's
 // statements share one client-side deadline (UnitLimits.watch).
 import { DEADLINE_GRACE_MS, ReusedTimer, ReusedTimers, UnitLimits } from '../src/deadline';
+import { PrismaClient } from '../src/generated/prisma/client';
+import { createDb, DeadlineExceededError, type Db } from '../src/index';
+import { createTestDatabase, type TestDatabase } from './support/db';
+import { startTcpProxy } from './support/tcp-proxy';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -121,5 +125,76 @@ describe('UnitLimits', () => {
     } finally {
       set.mockRestore();
     }
+  });
+});
+
+describe("a unit's limits are its own Db's (two Dbs, found by probes)", () => {
+  // An app database and an audit one: the audit Db's statements sent inside an app unit
+  // waited for a connection by the app unit's maxWaitMs and were given up at the app unit's
+  // deadline, not by the audit Db's own pool timeout and statement deadline.
+  let appDb: TestDatabase;
+  let auditDb: TestDatabase;
+  const open: Array<{ close(options?: { deadlineMs?: number }): Promise<void> }> = [];
+  const make = (t: TestDatabase, name: string, options: Partial<Parameters<typeof createDb<PrismaClient>>[0]> = {}): Db<PrismaClient> => {
+    const d = createDb({ PrismaClient, url: t.url, applicationName: name, env: {}, ...options });
+    open.push(d);
+    return d;
+  };
+  beforeAll(async () => {
+    [appDb, auditDb] = await Promise.all([createTestDatabase({ prefix: 'deadline_app' }), createTestDatabase({ prefix: 'deadline_audit' })]);
+  });
+  afterAll(async () => {
+    for (const d of open.reverse()) await d.close({ deadlineMs: 1_000 });
+    await Promise.all([appDb?.drop(), auditDb?.drop()]);
+  });
+
+  it("another Db's statement inside a unit waits for its pool by that pool's timeout, not the unit's maxWaitMs", async () => {
+    const app = make(appDb, 'deadline-two-app', { transaction: { maxWaitMs: 100 } });
+    const audit = make(auditDb, 'deadline-two-audit', { pool: { size: 1, maxOverflow: 0, timeoutMs: 10_000 } });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let held = false;
+    const holder = audit.transaction(async (tx) => {
+      await tx.$executeRaw`SELECT 1`;
+      held = true;
+      await gate;
+    });
+    while (!held) await sleep(10);
+    // The audit pool's one connection comes free after 500 ms: well within its 10 s timeout.
+    setTimeout(release, 500);
+    await app.transaction(async (tx) => {
+      await tx.$executeRaw`SELECT 1`;
+      await audit.$executeRaw`SELECT 1`;
+    });
+    await holder;
+    expect(audit.stats().counters.poolTimeouts).toBe(0);
+  });
+
+  it("another Db's statement inside a unit is given up at its own statement deadline, not the unit's", async () => {
+    const proxy = await startTcpProxy({ host: auditDb.host, port: auditDb.port });
+    open.push(proxy);
+    const app = make(appDb, 'deadline-two-app2', { transaction: { timeoutMs: 60_000 } });
+    const audit = make(auditDb, 'deadline-two-audit2', {
+      url: auditDb.urlWith({ sslmode: 'disable' }, { port: proxy.port }),
+      timeouts: { statementMs: 1_000, connectMs: 2_000 },
+      pool: { size: 1, maxOverflow: 0 },
+    });
+    await audit.$executeRaw`SELECT 1`;
+    // The audit database's network goes silent: its statement's deadline is 1 s + the grace.
+    proxy.blackhole();
+    const started = performance.now();
+    let failure: unknown;
+    await app.transaction(async (tx) => {
+      await tx.$executeRaw`SELECT 1`;
+      failure = await audit.$executeRaw`SELECT 1`.then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+    });
+    const ms = performance.now() - started;
+    expect(failure).toBeInstanceOf(DeadlineExceededError);
+    expect((failure as DeadlineExceededError).deadline).toBe('statement');
+    // It was given up at the app unit's deadline instead: 60.75 s.
+    expect(ms).toBeLessThan(15_000);
   });
 });

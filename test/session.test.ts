@@ -433,6 +433,21 @@ describe('units of two Dbs (found by probes)', () => {
     expect(await auditEmails()).toEqual(['audit-direct@example.com', 'audit-session@example.com', 'audit@example.com']);
   });
 
+  test("a session inside another Db's unit inside its own Db's unit: what it leaves on its own unit's connection is discarded", async () => {
+    const app = newDb('session-test-two-discard', { pool: { size: 1, maxOverflow: 0 } });
+    await app.transaction(async (tx) => {
+      await tx.user.count();
+      await audit.transaction(async () => {
+        // The session is the app unit's connection: its setting outlives the unit's COMMIT.
+        await app.session((s) => s.$queryRawUnsafe("SELECT set_config('app.leak', 'yes', false)"));
+      });
+    });
+    // The app pool's one connection, next user: the session's setting was discarded (it was
+    // the audit Db's connection that got marked, and this one kept 'yes').
+    const rows = await app.$queryRawUnsafe<{ v: string | null }[]>("SELECT current_setting('app.leak', true) AS v");
+    expect(rows[0]!.v ?? '').toBe('');
+  });
+
   test("inside another Db's unit, the first Db's current() is still its own unit's transaction", async () => {
     await rejectionOf(
       db.transaction(async () => {

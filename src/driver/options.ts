@@ -2,7 +2,7 @@
 // same options (the Neon driver bundles pg-pool), so the pool policy is expressed once.
 
 import type { DbConfig } from '../config.ts';
-import { DEADLINE_GRACE_MS, unitLimits } from '../deadline.ts';
+import { DEADLINE_GRACE_MS, unitLimitsOn } from '../deadline.ts';
 import { rawConnectionOf } from '../scope.ts';
 import type { SslChoice } from '../ssl.ts';
 import type { PoolRecorder } from '../telemetry.ts';
@@ -85,13 +85,14 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     // Over Neon's WebSocket, TLS ends at the proxy: channel binding cannot apply (client.ts warns).
     requireChannelBinding: config.driver === 'pg' && config.channelBinding === 'require',
     statementDeadline(): StatementDeadline | undefined {
-      const unit = unitLimits.get();
+      // This pool's unit: a statement of another Db sent inside it keeps its own deadline.
+      const unit = unitLimitsOn(config);
       // The unit's timer decides when; the error names the unit's own timeoutMs (the time a statement had left, plus the grace, means nothing to the caller).
       if (unit !== undefined && !unit.ended) return { ms: unit.timeoutMs, kind: 'unit', shared: unit };
       return statement;
     },
     transactionSettings: (connection) => {
-      const unit = unitLimits.get();
+      const unit = unitLimitsOn(config);
       // Only the unit's own BEGIN: a Prisma $transaction that fn opens beside it runs in the
       // unit's context too, and must not become read-only or take the unit's timeouts.
       if (unit === undefined || unit.ended || unit.connection === undefined || rawConnectionOf(unit.connection) !== connection) return undefined;
