@@ -21,7 +21,9 @@ import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits, type TransactionSettings } from './deadline.ts';
 import { DatabaseTransactionError, DatalayerError, PoolTimeoutError, StatementTimeoutError } from './errors.ts';
 import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isLostWithFirstStatement, isRetryableConflict, wasNeverSent } from './failures.ts';
+import { connectionLost } from './driver/client.ts';
 import { discardBeforeReuse, type GuardedPool } from './pool.ts';
+import { rawConnectionOf } from './scope.ts';
 import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
 import type { Telemetry, UnitInfo, UnitSpan } from './telemetry.ts';
@@ -317,13 +319,21 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
       },
       (err: unknown) => {
         limits.end();
-        throw this.settle(err, unit.state, limits.reused === true, correlationId);
+        throw this.settle(err, unit.state, limits.reused === true, correlationId, limits.connection);
       },
     );
   }
 
   /** The error for a failure in `state`: see the header. */
-  private settle(err: unknown, state: UnitState, reused: boolean, correlationId: string | undefined): unknown {
+  private settle(err: unknown, state: UnitState, reused: boolean, correlationId: string | undefined, connection: object | undefined): unknown {
+    if (state === 'running' && connection !== undefined && isConnectionLoss(err) && !connectionLost(rawConnectionOf(connection))) {
+      // fn failed with a connection lost under other work (another Db's statement or unit,
+      // Prisma's own $transaction beside the unit), while the unit's own connection is
+      // alive: the unit rolled back, and the error is fn's own. Its outcome is that work's
+      // (a write that may have run: 'unknown'), not the unit's 'rolled-back'.
+      this.counters.rollbacks++;
+      return err;
+    }
     // Was the transaction ever open on the server? Not if BEGIN failed, nor if the connection went before BEGIN was confirmed.
     const begun = state !== 'starting' && !isBeforeBegin(err);
     // Run again only if `fn` went no further than its first statement (driver/client.ts marks it).

@@ -17,6 +17,7 @@ import {
 } from '../src/index';
 import { createTestDatabase, type TestDatabase } from './support/db';
 import { barrier, eventually, holdConnection, latch, rejectionOf, sleep } from './support/async';
+import { startTcpProxy } from './support/tcp-proxy';
 
 let testDb: TestDatabase;
 let db: Db<PrismaClient>;
@@ -446,6 +447,34 @@ describe('units of two Dbs (found by probes)', () => {
     // the audit Db's connection that got marked, and this one kept 'yes').
     const rows = await app.$queryRawUnsafe<{ v: string | null }[]>("SELECT current_setting('app.leak', true) AS v");
     expect(rows[0]!.v ?? '').toBe('');
+  });
+
+  test("another Db's write whose answer was lost fails the unit with that write's outcome, 'unknown', not the unit's 'rolled-back'", async () => {
+    const proxy = await startTcpProxy({ host: other.host, port: other.port });
+    extra.push(proxy);
+    const auditViaProxy = newDb('session-test-two-outcome', {
+      url: other.urlWith({ sslmode: 'disable' }, { user: other.appUser, port: proxy.port }),
+      pool: { size: 1, maxOverflow: 0, validateAfterIdleMs: 3_600_000 },
+    });
+    const account = await auditViaProxy.account.create({ data: { owner: 'two-outcome', balance: 0 } });
+    // The audit database runs the increment and commits it; its answer is lost.
+    proxy.dropAfterStatement(/^UPDATE/i, 'rst');
+    const err = await rejectionOf(
+      db.transaction(
+        async (tx) => {
+          await tx.user.create({ data: { email: 'two-outcome@example.com' } });
+          await auditViaProxy.account.update({ where: { id: account.id }, data: { balance: { increment: 1 } } });
+        },
+        { correlationId: 'req-two-outcome' },
+      ),
+    );
+    expect(proxy.fired.at(-1)).toEqual({ kind: 'after-statement', mode: 'rst', result: 'answered' });
+    // The unit's own write rolled back; the audit write happened. 'rolled-back' told the
+    // caller it could run the unit again, and the increment was applied twice.
+    expect(await emails()).toEqual([]);
+    expect((await other.query<{ balance: number }>('SELECT balance FROM accounts WHERE id = $1', [account.id]))[0]!.balance).toBe(1);
+    expect(err).toBeInstanceOf(DatalayerError);
+    expect(err).toMatchObject({ outcome: 'unknown', retryable: false, correlationId: 'req-two-outcome' });
   });
 
   test("inside another Db's unit, the first Db's current() is still its own unit's transaction", async () => {

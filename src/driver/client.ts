@@ -152,6 +152,16 @@ function requestCancel(Base: ClientClass, client: CancelTarget, ms: number, conf
   else con.connect(port, host);
 }
 
+/**
+ * Has this connection been lost: its socket failed or closed, or the layer gave it up? A
+ * unit of work asks of its own connection when fn fails with a lost connection: one that is
+ * still alive means the loss was other work's (another Db's statement), not the unit's.
+ */
+export function connectionLost(client: object): boolean {
+  const c = client as PgClientShape;
+  return lostTo.has(client) || c._queryable === false || c._ending === true;
+}
+
 /** A connection going back to its pool keeps nothing of its checkout's transaction (begin.ts). */
 export function checkedIn(client: object): void {
   (client as { forgetTransaction?(): void }).forgetTransaction?.();
