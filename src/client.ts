@@ -506,16 +506,49 @@ function allClosed<C>(stack: Stack<C>): Promise<void> {
 }
 
 const GLOBAL_KEY = Symbol.for('prisma-datalayer.db');
-type GlobalSlot = { [GLOBAL_KEY]?: unknown };
+/** The options of the last getDb call known to name the process-wide Db's database. */
+const GLOBAL_SEEN = Symbol.for('prisma-datalayer.db.seen');
+type GlobalSlot = { [GLOBAL_KEY]?: unknown; [GLOBAL_SEEN]?: readonly unknown[] };
+
+/** What decides which database getDb's options name (the rest, such as pool sizes, does not). */
+function targetOptions(options: CreateDbOptions<unknown>): readonly unknown[] {
+  const { url, host, port, user, database, env } = options;
+  return [url, host, port, user, database, env];
+}
 
 /**
  * The process-wide Db. Kept on globalThis so that a development server's module reloads
- * reuse the open pool instead of leaking a new one per reload.
+ * reuse the open pool instead of leaking a new one per reload. A call whose options name
+ * another database (a second getDb for an audit database) is a ConfigError: handing it the
+ * first database's Db sent its writes there.
  */
 export function getDb<C, P extends PrismaOptions = {}>(options: CreateDbOptions<C> & { prisma?: P }): Db<C, LogEvents<P>> {
   const slot = globalThis as GlobalSlot;
-  slot[GLOBAL_KEY] ??= createDb(options);
-  return slot[GLOBAL_KEY] as Db<C, LogEvents<P>>;
+  const seen = targetOptions(options as CreateDbOptions<unknown>);
+  const existing = slot[GLOBAL_KEY] as Db<C, LogEvents<P>> | undefined;
+  if (existing === undefined) {
+    const db = createDb(options);
+    slot[GLOBAL_KEY] = db;
+    slot[GLOBAL_SEEN] = seen;
+    return db;
+  }
+  // The same options as before (every call of a module, every reload): no configuration read.
+  const known = slot[GLOBAL_SEEN];
+  if (known !== undefined && known.length === seen.length && known.every((v, i) => v === seen[i])) return existing;
+  const { PrismaClient: _class, env, logger: _logger, closeOnSignals: _signals, telemetry: _telemetry, prisma: _prisma, ...dbOptions } = options;
+  const wanted = loadConfig(dbOptions, env).target;
+  const held = existing.config.target;
+  if (wanted.host !== held.host || wanted.port !== held.port || wanted.database !== held.database || wanted.user !== held.user) {
+    const where = (t: typeof held): string => `${t.user}@${t.host}:${t.port}/${t.database}`;
+    throw new ConfigError([
+      {
+        setting: 'getDb',
+        problem: `the process-wide Db is ${where(held)}, and these options name ${where(wanted)}: getDb keeps one Db per process. Use createDb for a second database, or await resetDb() first to replace it`,
+      },
+    ]);
+  }
+  slot[GLOBAL_SEEN] = seen;
+  return existing;
 }
 
 /** Forgets the process-wide Db (after closing it), so the next getDb creates a new one. */
@@ -523,5 +556,6 @@ export async function resetDb(): Promise<void> {
   const slot = globalThis as GlobalSlot;
   const db = slot[GLOBAL_KEY] as { close?: () => Promise<void> } | undefined;
   delete slot[GLOBAL_KEY];
+  delete slot[GLOBAL_SEEN];
   await db?.close?.();
 }

@@ -1,7 +1,7 @@
 // The client factory against the real server, through both drivers: laziness, pool
 // bounds, acquire timeout, stale-connection recovery, server-side timeouts.
 import net from 'node:net';
-import { createDb as openDb, DatabaseConnectionError, getDb, PoolTimeoutError, resetDb, StatementTimeoutError } from '../src/index';
+import { ConfigError, createDb as openDb, DatabaseConnectionError, getDb, PoolTimeoutError, resetDb, StatementTimeoutError } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, terminateConnections, type TestDatabase } from './support/db';
 import { driverCase, type DriverCase } from './support/drivers';
@@ -140,6 +140,27 @@ describe('getDb', () => {
     });
     const b = reloaded!.getDb({ PrismaClient, url: testDb.url });
     expect(b).toBe(a);
+  });
+
+  it('refuses options naming another database rather than hand back the first one (found by probes)', () => {
+    // An app database and an audit one, both through getDb: the audit writes went to the app database.
+    const app = getDb({ PrismaClient, url: testDb.url, applicationName: appName('global-app') });
+    const auditUrl = testDb.url.replace(`/${testDb.name}?`, `/${testDb.name}_audit?`);
+    expect(auditUrl).not.toBe(testDb.url);
+    const err = (() => {
+      try {
+        getDb({ PrismaClient, url: auditUrl, applicationName: appName('global-audit') });
+        return undefined;
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toContain(`${testDb.name}_audit`);
+    expect((err as Error).message).not.toContain(testDb.password);
+    // The same database, however the options are written, is still the one Db.
+    expect(getDb({ PrismaClient, host: testDb.host, port: testDb.port, user: testDb.user, password: testDb.password, database: testDb.name, ssl: { mode: 'require', rootCert: testDb.caFile } })).toBe(app);
+    expect(getDb({ PrismaClient, url: testDb.url, pool: { size: 2 } })).toBe(app);
   });
 });
 
