@@ -77,6 +77,17 @@ interface Pin {
   readonly lent: Lent;
   /** The session ended: work it left behind (a timer, an un-awaited promise) goes to the pool as any other. */
   ended: boolean;
+  /**
+   * The running session of another pool (another Db's) this one started in: that pool's
+   * statements sent inside this session still go to its session's connection.
+   */
+  readonly outer: Pin | undefined;
+}
+
+/** The innermost session still running among `pin` and those it started in. */
+function running(pin: Pin | undefined): Pin | undefined {
+  while (pin !== undefined && pin.ended) pin = pin.outer;
+  return pin;
 }
 const quiet = (): void => {};
 
@@ -449,8 +460,11 @@ export class GuardedPool {
 
   /** The caller's session on this pool, while it runs. */
   private pin(): Pin | undefined {
-    const pin = pinned.get();
-    return pin?.pool === this && !pin.ended ? pin : undefined;
+    // Nearly always one step: no session, or this pool's. Another Db's session inside this
+    // pool's (an audit session inside the app's) is passed over to reach this pool's.
+    let pin = pinned.get();
+    while (pin !== undefined && pin.pool !== this) pin = pin.outer;
+    return pin !== undefined && !pin.ended ? pin : undefined;
   }
 
   /**
@@ -462,7 +476,7 @@ export class GuardedPool {
     // A session inside a session on this pool is the outer one: its connection, its state.
     if (this.pin()) return fn();
     const { client } = await this.take();
-    const pin: Pin = { pool: this, lent: lend(client), ended: false };
+    const pin: Pin = { pool: this, lent: lend(client), ended: false, outer: running(pinned.get()) };
     let broken: Error | undefined;
     try {
       return await pinned.run(pin, fn);

@@ -233,3 +233,23 @@ it('acquire and release events pair up: a checkout that gave up (pool timeout) a
   expect(seen.filter((e) => e === 'acquire').length).toBe(seen.filter((e) => e === 'release').length);
   expect(db.stats().counters.poolTimeouts).toBe(3);
 });
+
+describe('sessions of two Dbs (found by probes)', () => {
+  // An app database and an audit one on the same server, each its own Db.
+  it("a statement of the outer session's Db sent inside another Db's session goes to its own session's connection", async () => {
+    const app = createDb({ PrismaClient, url: testDb.url, applicationName: appName('two-sessions-app') });
+    const audit = createDb({ PrismaClient, url: testDb.url, applicationName: appName('two-sessions-audit') });
+    const setting = (rows: { v: string | null }[]): string => rows[0]!.v ?? '';
+    const seen = await app.session(async (s) => {
+      await s.$queryRawUnsafe("SELECT set_config('app.tenant', 'acme', false)");
+      const inAudit = await audit.session(async (a) => {
+        await a.$queryRawUnsafe("SELECT set_config('app.tenant', 'audit', false)");
+        return setting(await app.$queryRawUnsafe<{ v: string | null }[]>("SELECT current_setting('app.tenant', true) AS v"));
+      });
+      const inAuditUnit = await audit.transaction(async () => setting(await app.$queryRawUnsafe<{ v: string | null }[]>("SELECT current_setting('app.tenant', true) AS v")));
+      return [inAudit, inAuditUnit];
+    });
+    // Inside the audit session the app's statement went to another app connection, without the session's setting.
+    expect(seen).toEqual(['acme', 'acme']);
+  });
+});
