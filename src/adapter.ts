@@ -32,6 +32,8 @@ export class Instrumentation {
     private readonly thresholdMs: number,
     private readonly logger: DbLogger | undefined,
     private readonly record: (err: unknown) => void,
+    /** The Db's identity (UnitsHome.db): its transactions wait only for its own units' savepoints. */
+    readonly db: object,
   ) {}
 
   /**
@@ -163,11 +165,11 @@ class InstrumentedTransaction implements Transaction {
   }
   // A statement sent beside a savepoint unit nested in the caller's unit goes after it (unit-of-work.ts).
   queryRaw(q: SqlQuery): Promise<SqlResultSet> {
-    const wait = savepointInTheWay();
+    const wait = savepointInTheWay(this.ins.db);
     return wait === undefined || this.ends(q) ? this.ins.statement(q, true, () => this.inner.queryRaw(q)) : wait.then(() => this.afterWait(() => this.queryRaw(q)));
   }
   executeRaw(q: SqlQuery): Promise<number> {
-    const wait = savepointInTheWay();
+    const wait = savepointInTheWay(this.ins.db);
     return wait === undefined || this.ends(q) ? this.ins.statement(q, true, () => this.inner.executeRaw(q)) : wait.then(() => this.afterWait(() => this.executeRaw(q)));
   }
   /** The transaction's COMMIT or ROLLBACK was sent while statements waited for a savepoint unit. */

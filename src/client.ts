@@ -222,7 +222,7 @@ function buildStack<C>(
   const hub = new EventHub(logger);
   const recorder = telemetry === undefined ? undefined : poolRecorder(telemetry, config, () => driver.pool());
   const driver = createDriver(config, counters, hub, recorder);
-  const ins = new Instrumentation(counters, hub, lifecycle, config.slowQueryMs, logger, record);
+  const ins = new Instrumentation(counters, hub, lifecycle, config.slowQueryMs, logger, record, db);
   const prisma = new PrismaClient({
     ...prismaOptions,
     adapter: ins.factory(driver.factory),

@@ -104,8 +104,10 @@ function startedUnit(db: object): UnitContext | undefined {
  * savepoint unit (a Promise.all) then runs after it, not inside it. Undefined, nearly
  * always: nothing to wait for, no promise made.
  */
-export function savepointInTheWay(): Promise<void> | undefined {
-  const level = units.get()?.savepoints;
+export function savepointInTheWay(db: object): Promise<void> | undefined {
+  // The unit of the transaction's own Db: another Db's transaction (Prisma's $transaction on
+  // an audit Db, beside a savepoint unit of the app's) has nothing to wait for.
+  const level = unitOf(db)?.savepoints;
   if (level === undefined) return undefined;
   return level.over === true ? Promise.reject(leftBehind()) : level.held;
 }

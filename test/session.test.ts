@@ -477,6 +477,33 @@ describe('units of two Dbs (found by probes)', () => {
     expect(err).toMatchObject({ outcome: 'unknown', retryable: false, correlationId: 'req-two-outcome' });
   });
 
+  test("another Db's Prisma $transaction beside a savepoint unit does not wait for that savepoint", async () => {
+    let auditDone = false;
+    let sawAudit: boolean | undefined;
+    await db.transaction(async (tx) => {
+      await tx.user.count();
+      await Promise.all([
+        db.transaction(
+          async (sp) => {
+            await sp.user.create({ data: { email: 'savepoint@example.com' } });
+            // Waits (at most 3 s) for the audit transaction beside it.
+            for (let waited = 0; !auditDone && waited < 3_000; waited += 20) await sleep(20);
+            sawAudit = auditDone;
+          },
+          { nested: 'savepoint' },
+        ),
+        audit.$transaction(async (atx) => {
+          await atx.user.create({ data: { email: 'beside-savepoint@example.com' } });
+          auditDone = true;
+        }),
+      ]);
+    });
+    // Its statements waited for the app Db's savepoint to be released: a wait on each other, ended only by the bound.
+    expect(sawAudit).toBe(true);
+    expect(await auditEmails()).toEqual(['beside-savepoint@example.com']);
+    expect(await emails()).toEqual(['savepoint@example.com']);
+  });
+
   test("inside another Db's unit, the first Db's current() is still its own unit's transaction", async () => {
     await rejectionOf(
       db.transaction(async () => {
