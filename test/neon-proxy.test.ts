@@ -485,6 +485,21 @@ describe('SQL over HTTP (serverless single queries)', () => {
     expect(authErr).toBeInstanceOf(DatalayerError);
     expect((authErr as DatalayerError).sqlState ?? undefined).not.toBe('');
   });
+
+  test('the proxy refusing the request itself (400, code "": a connection string without a host name) is a typed connection error, not retryable', async () => {
+    // driver: 'neon' with an IP address: Neon's HTTP endpoint takes the endpoint id from the
+    // host name and refuses the request (http_util.rs get_conn_info, error.rs MissingHostname).
+    const db = neonDb('serverless', {
+      url: testDb.urlWith(undefined, { user: testDb.appUser, password: testDb.appPassword, host: '127.0.0.1', port: 5432 }),
+      driver: 'neon',
+    });
+    const err = await within(20_000, rejectionOf(db.$queryRawUnsafe('SELECT 1')));
+    // Before: the driver's NeonDbError itself ({ code: '' }), no DatalayerError, no retryable.
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect(err).toMatchObject({ retryable: false });
+    expect((err as { outcome?: unknown }).outcome).toBeUndefined();
+    expect((err as Error).message).toMatch(/^Could not connect to the database: .*missing hostname/);
+  });
 });
 
 /**
@@ -529,6 +544,12 @@ describe('SQL over HTTP: answers lost or broken after the request was sent', () 
     [
       "Neon cancelling the query under load (sql_over_http.rs: 400, 08P01)",
       (_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ message: 'Query cancelled, connection was terminated', code: '08P01' })),
+    ],
+    [
+      // sql_over_http.rs: SqlOverHttpError::Postgres without a DbError (the compute's connection
+      // went mid-statement) is a 400 whose code is "". Before: the driver's raw NeonDbError.
+      'the compute connection lost while it ran the statement (400, code "": connection closed)',
+      (_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ message: 'connection closed', code: '', severity: '' })),
     ],
   ];
 

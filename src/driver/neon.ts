@@ -158,8 +158,8 @@ const HTTP_STATUS = /^Server error \(HTTP status (\d+)\): ([\s\S]*)$/;
  * text, like the WebSocket proxy's errors) — connect failures. May have run: the request went
  * out and the answer was lost, cut off or not Neon's (a load balancer's page), or Neon
  * cancelled the query under load (08P01, sql_over_http.rs) — outcome unknown. 400 with a
- * SQLSTATE is the server's own SQL error (kept for Prisma to map); 413/507 are Neon's 10 MiB
- * limits on the request and the response.
+ * SQLSTATE is the server's own SQL error (kept for Prisma to map); 400 with code "" is the
+ * proxy's own (proxyFailure); 413/507 are Neon's 10 MiB limits on the request and the response.
  */
 function httpFailure(err: unknown): unknown {
   const message = isErrorLike(err) ? err.message : String(err);
@@ -170,7 +170,37 @@ function httpFailure(err: unknown): unknown {
   if (sqlStateOf(err)?.startsWith('08')) return mayHaveRun(err, 'ended the query');
   // Proxy errors (auth, quota) come as a 400 body with code "": connection failures by their text.
   if (isConnectionLoss(err)) return connectionError(err, 'connect');
+  // Any other code "" is not the server's: the proxy's own, told apart by text (below).
+  if ((err as { code?: unknown }).code === '') return proxyFailure(err as Error);
   return err;
+}
+
+/**
+ * The proxy's refusals of the request itself, before any compute is reached (400, code ""):
+ * the connection string it was sent (serverless/error.rs ConnInfoError), a body it cannot
+ * read (ReadPayloadError::Parse), a batch's isolation level (InvalidIsolationLevel), the
+ * control plane's and authentication's user errors not already known by their text
+ * (control_plane/errors.rs, auth/mod.rs, backend.rs HttpConnError::JwtPayloadError).
+ * Nothing ran, and the same request is refused again.
+ */
+const HTTP_REFUSED = new RegExp(
+  `^(?:${[
+    'invalid header: ', 'invalid connection string: ', 'incorrect scheme$', 'missing database name$', 'invalid database name$', 'missing username$',
+    'invalid username: ', 'missing authentication credentials: ', 'missing hostname$', 'invalid hostname: ', 'could not parse the HTTP request body: ',
+    'invalid isolation level$', 'Control plane request failed', 'Console responded with ', 'Unsupported authentication method: ',
+    'Malformed password message: ', 'could not parse JWT payload',
+  ].join('|')})`,
+);
+
+/**
+ * Any other 400 with code "": the proxy's client to the compute failed while it ran the
+ * statement, without an error from PostgreSQL (sql_over_http.rs SqlOverHttpError::Postgres
+ * without a DbError: "connection closed", "error communicating with the server"), or a text
+ * the layer does not know: the statement may have run.
+ */
+function proxyFailure(err: Error): DatabaseConnectionError {
+  if (!HTTP_REFUSED.test(err.message)) return mayHaveRun(err, 'failed the request without an error from PostgreSQL');
+  return new DatabaseConnectionError(`Could not connect to the database: Neon's HTTP endpoint refused the request (nothing ran): ${redact(err.message)}`, { cause: err, retryable: false });
 }
 
 function statusFailure(err: unknown, code: string, text: string): Error {
