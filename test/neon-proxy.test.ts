@@ -486,6 +486,26 @@ describe('SQL over HTTP (serverless single queries)', () => {
     expect((authErr as DatalayerError).sqlState ?? undefined).not.toBe('');
   });
 
+  test('a compute suspended under a running HTTP statement (400, 57P01): a connection error saying it did not run (rolled back), retryable, and nothing committed', async () => {
+    const db = neonDb('serverless', { timeouts: { statementMs: 30_000 } });
+    const email = `http-57p01-${Date.now()}@example.com`;
+    const statement = rejectionOf(db.$executeRawUnsafe(`INSERT INTO users (email) SELECT '${email}' FROM pg_sleep(20) /*neon-http-57p01*/`));
+    const running = async (): Promise<number> =>
+      (await adminQuery<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%neon-http-57p01%' AND state = 'active' AND pid <> pg_backend_pid()", [testDb.name]))[0]?.n ?? -1;
+    expect(await eventually(async () => (await running()) === 1, 10_000, 50)).toBe(true);
+    expect(await proxy.suspend()).toBeGreaterThanOrEqual(1);
+    const err = await within(15_000, statement);
+    // Before: 'Could not connect to the database: terminating connection due to administrator
+    // command' (retryable, no outcome): the statement had been sent and was running.
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect(err).toMatchObject({ sqlState: '57P01', outcome: 'rolled-back', retryable: true });
+    expect((err as Error).message).not.toMatch(/^Could not connect/);
+    expect((err as Error).message).toMatch(/did not run/);
+    expect(await testDb.query('SELECT count(*)::int AS n FROM users WHERE email = $1', [email])).toEqual([{ n: 0 }]);
+    // After the wake the same statement goes through.
+    await expect(db.$executeRawUnsafe(`INSERT INTO users (email) VALUES ('${email}')`)).resolves.toBe(1);
+  });
+
   test('the proxy refusing the request itself (400, code "": a connection string without a host name) is a typed connection error, not retryable', async () => {
     // driver: 'neon' with an IP address: Neon's HTTP endpoint takes the endpoint id from the
     // host name and refuses the request (http_util.rs get_conn_info, error.rs MissingHostname).

@@ -17,7 +17,7 @@ import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-a
 import { ContextSlot } from '../context.ts';
 import { withDeadline } from '../deadline.ts';
 import { DatabaseConnectionError, DatabaseQueryError, DeadlineExceededError } from '../errors.ts';
-import { connectionError, isConnectionLoss, sqlStateOf } from '../failures.ts';
+import { connectionError, isConnectionLoss, mayHaveRun as statementMayHaveRun, sqlStateOf } from '../failures.ts';
 import { toUrl, type DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
 import { GuardedPool, inSessionOn, type PoolClient, type RawConnect, type RawPool } from '../pool.ts';
@@ -157,7 +157,8 @@ const HTTP_STATUS = /^Server error \(HTTP status (\d+)\): ([\s\S]*)$/;
  * answered that it could not reach or start the compute (http_util.rs, error.rs; by their
  * text, like the WebSocket proxy's errors) — connect failures. May have run: the request went
  * out and the answer was lost, cut off or not Neon's (a load balancer's page), or Neon
- * cancelled the query under load (08P01, sql_over_http.rs) — outcome unknown. 400 with a
+ * cancelled the query under load (08P01, sql_over_http.rs) — outcome unknown. Ended by the
+ * compute (57P01–57P03: a suspend under the statement): it did not run. 400 with a
  * SQLSTATE is the server's own SQL error (kept for Prisma to map); 400 with code "" is the
  * proxy's own (proxyFailure); 413/507 are Neon's 10 MiB limits on the request and the response.
  */
@@ -168,6 +169,9 @@ function httpFailure(err: unknown): unknown {
   if (/^Error connecting to database/.test(message)) return neverSent(err) ? connectionError(err, 'connect') : mayHaveRun(err, 'lost the connection after the request was sent');
   if (!isNeonDbError(err)) return isErrorLike(err) ? mayHaveRun(err, 'sent an answer that could not be read') : err;
   if (sqlStateOf(err)?.startsWith('08')) return mayHaveRun(err, 'ended the query');
+  // The compute ended the backend under the statement (a suspend, a restart: 57P01–57P03, a 400
+  // with the server's code, sql_over_http.rs), which aborts it: nothing of it committed.
+  if (isConnectionLoss(err) && !statementMayHaveRun(err)) return endedUnderStatement(err as Error);
   // Proxy errors (auth, quota) come as a 400 body with code "": connection failures by their text.
   if (isConnectionLoss(err)) return connectionError(err, 'connect');
   // Any other code "" is not the server's: the proxy's own, told apart by text (below).
@@ -221,6 +225,17 @@ function neverSent(err: unknown): boolean {
   const fetchError = (err as { sourceError?: { cause?: { code?: unknown } } }).sourceError;
   const code = fetchError?.cause?.code;
   return typeof code === 'string' && BEFORE_SENDING.test(code);
+}
+
+/** The compute terminated the backend running the statement: it did not run, and running it again can succeed. */
+function endedUnderStatement(err: Error): DatabaseConnectionError {
+  const sqlState = sqlStateOf(err);
+  return new DatabaseConnectionError(`Neon's compute ended the connection running the statement (${sqlState}): it did not run (rolled back): ${redact(err.message)}`, {
+    cause: err,
+    retryable: true,
+    outcome: 'rolled-back',
+    ...(sqlState === undefined ? {} : { sqlState }),
+  });
 }
 
 /** The request went out, so the statement may have run (autocommit): whether to retry is the caller's call. */
