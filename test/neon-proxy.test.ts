@@ -257,6 +257,46 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     await expect(within(10_000, db.transaction((tx) => tx.$queryRawUnsafe<{ n: number }[]>('SELECT 3::int AS n')))).resolves.toEqual([{ n: 3 }]);
   });
 
+  /** The process's open sockets to the proxy (what keeps a script from exiting after db.close()). */
+  const proxySockets = (): object[] =>
+    (process as unknown as { _getActiveHandles(): Array<{ remotePort?: number; destroyed?: boolean }> })._getActiveHandles().filter((h) => h?.remotePort === proxy.port && h.destroyed !== true);
+  let earlier = new Set<object>();
+  /** Those the test opened (the proxy is shared by the file's tests). */
+  const toProxy = (): number => proxySockets().filter((s) => !earlier.has(s)).length;
+  beforeEach(() => {
+    earlier = new Set(proxySockets());
+  });
+
+  test('idle connections on a network gone silent: db.close() leaves no socket open behind it for long', async () => {
+    const db = neonDb(mode, { timeouts: { connectMs: 2_000 } });
+    await Promise.all([1, 2].map(() => db.transaction((tx) => tx.$queryRawUnsafe('SELECT pg_sleep(0.2)::text'))));
+    proxy.silenceOpen();
+    await db.close({ deadlineMs: 2_000 });
+    // Before: each WebSocket waited for the answer to its closing handshake, which never came:
+    // ws kept the TCP socket and a 30 s timer, and the process could not exit for 30 s.
+    expect(await eventually(() => toProxy() === 0, 8_000, 100)).toBe(true);
+  });
+
+  test('a connection given up at its deadline on a silent network leaves no socket open behind it (db.close() included)', async () => {
+    const db = neonDb(mode, { timeouts: { connectMs: 3_000, statementMs: 1_000 } });
+    await db.transaction((tx) => tx.$queryRawUnsafe('SELECT 1'));
+    const err = await within(
+      20_000,
+      rejectionOf(
+        db.transaction(async (tx) => {
+          await tx.$queryRawUnsafe('SELECT 1');
+          expect(proxy.silenceOpen()).toBeGreaterThanOrEqual(1);
+          await tx.$queryRawUnsafe('SELECT 2');
+        }, { timeoutMs: 1_500 }),
+      ),
+    );
+    expect(err).toMatchObject({ name: 'DeadlineExceededError' });
+    await db.close({ deadlineMs: 2_000 });
+    // Before: the WebSocket's closing handshake went unanswered and ws kept its TCP socket
+    // (and a 30 s timer that holds the process open) for 30 s after the error said "closed".
+    expect(await eventually(() => toProxy() === 0, 8_000, 100)).toBe(true);
+  });
+
   test('a unit of work against a silent proxy fails within connectMs + 1 s too', async () => {
     const db = neonDb(mode, { timeouts: { connectMs: 2_000 } });
     proxy.blackhole();

@@ -63,6 +63,7 @@ type QueryCallback = (err: unknown, result?: unknown) => void;
 export interface PgClientShape {
   connect(callback?: ConnectCallback): unknown;
   query(config: unknown, values?: unknown, callback?: unknown): unknown;
+  end(callback?: unknown): unknown;
   connect(callback?: unknown): unknown;
   connection: { stream: { destroy(err?: Error): void }; once(event: string, listener: () => void): unknown };
   processID?: number | null;
@@ -95,7 +96,41 @@ export function destroySocket(client: SocketHolder, reason: Error): void {
   // until then a unit's connection, released by Prisma after the unit's deadline, went
   // back to the pool and to the next unit.
   (client as { _queryable?: boolean })._queryable = false;
-  client.connection?.stream?.destroy(reason);
+  const stream = client.connection?.stream;
+  if (stream !== undefined) destroyStream(stream, reason);
+}
+
+/**
+ * Ends a connection's socket now. The Neon driver's socket is a WebSocket whose destroy()
+ * only starts the closing handshake: a silent peer (a black-holed network) kept the
+ * WebSocket, its TCP socket and ws's 30 s close timer, which holds the process open, for
+ * 30 s after the layer had given the connection up, db.close() included. ws's terminate()
+ * ends it at once (a WebSocket without one, a runtime's own, keeps its own close).
+ */
+function destroyStream(stream: { destroy(err?: Error): void }, reason?: Error): void {
+  stream.destroy(reason);
+  (stream as { ws?: { terminate?(): void } | null }).ws?.terminate?.();
+}
+
+/** The part of ws's WebSocket the bound on a closing handshake uses. */
+interface ClosingWebSocket {
+  readyState?: number;
+  terminate?(): void;
+  once?(event: 'close', listener: () => void): unknown;
+}
+
+/**
+ * A connection ended the orderly way (Terminate, then the stream's end): on the Neon
+ * driver that is the WebSocket's closing handshake, which a silent peer never answers
+ * (ws then keeps the socket, and the process, 30 s). Past `ms` the WebSocket is ended
+ * outright; an answered handshake clears the timer.
+ */
+function boundClosingHandshake(stream: unknown, ms: number): void {
+  const ws = (stream as { ws?: ClosingWebSocket | null } | undefined)?.ws;
+  if (typeof ws?.terminate !== 'function' || ws.readyState === 3) return;
+  const timer = setTimeout(() => ws.terminate!(), ms);
+  timer.unref();
+  ws.once?.('close', () => clearTimeout(timer));
 }
 
 /**
@@ -143,7 +178,7 @@ function requestCancel(Base: ClientClass, client: CancelTarget, ms: number, conf
   const carrier = new Base({ host, port, ssl: false });
   configure?.(carrier);
   const con = (carrier as unknown as { connection: CancelConnection }).connection;
-  const timer = setTimeout(() => con.stream.destroy(), ms);
+  const timer = setTimeout(() => destroyStream(con.stream), ms);
   timer.unref();
   con.on('error', () => clearTimeout(timer));
   con.once('end', () => clearTimeout(timer));
@@ -248,6 +283,13 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         this.channelBound = true;
       }
       super._handleAuthSASL!(msg);
+    }
+
+    /** Ends the connection (pg-pool's idle timeout, serverless release, close()), its WebSocket's closing handshake bounded by the connect deadline. */
+    override end(callback?: unknown): unknown {
+      const result = super.end(callback);
+      boundClosingHandshake(this.connection.stream, policy.connectMs);
+      return result;
     }
 
     /** See abandon(). */

@@ -48,7 +48,11 @@
  *   ParameterStatus/Notice messages, the proxy's own BackendKeyData and ReadyForQuery
  *   (proxy/mod.rs forward_compute_params_to_client); then bytes are relayed both ways
  *   (pglb/passthrough.rs). A CancelRequest with the proxy's key is forwarded with the
- *   compute's key (cancellation.rs).
+ *   compute's key (cancellation.rs); the key outlives the session (it is stored in redis
+ *   with a 90 s expiry, never deleted: maintain_cancel_key), so a cancel sent just after
+ *   the client dropped its connection still reaches the query. (Neon's proxy also cancels
+ *   the query itself when the passthrough ends, maintain_cancel_key's try_cancel_query on
+ *   `_cancel_on_shutdown`: not modelled, so the tests see the layer's own CancelRequest.)
  *
  * SQL over HTTP (proxy/src/serverless/sql_over_http.rs, http_util.rs, error.rs, backend.rs):
  * - POST /sql; conn info from `Neon-Connection-String` (http_util.rs get_conn_info): endpoint
@@ -163,6 +167,8 @@ export interface NeonProxy {
 }
 
 const MiB = 1024 * 1024;
+/** cancellation.rs: a session's cancel key is stored with CANCEL_KEY_INITIAL_PERIOD (60 s) + CANCEL_KEY_TTL_SLACK (30 s). */
+const CANCEL_KEY_TTL_MS = 90_000;
 
 /** A Neon endpoint host for tests: never resolved, `wsProxy`/`fetchEndpoint` route it to the fixture. */
 export const NEON_TEST_ENDPOINT = 'ep-quiet-sun-123456';
@@ -411,7 +417,8 @@ class WsSession {
     session.socket.on('error', () => session.socket.destroy());
     session.socket.on('close', () => {
       this.state.computes.delete(tracked);
-      this.state.cancelKeys.delete(keyId);
+      // cancellation.rs: the key is not removed when the session ends; it expires (redis TTL).
+      setTimeout(() => this.state.cancelKeys.delete(keyId), CANCEL_KEY_TTL_MS).unref();
       this.end();
     });
     this.send(Buffer.concat([authOk(), ...session.greeting, backendKeyData(proxyKey.pid, proxyKey.secret), readyForQuery(), session.rest]));
