@@ -99,8 +99,39 @@ export function sqlStateOf(err: unknown): string | undefined {
 }
 
 function prismaCodeOf(err: unknown): string | undefined {
-  const code = shape(err).code;
+  // PrismaClientInitializationError ($connect) carries its code as `errorCode`.
+  const e = shape(err) as ErrorShape & { errorCode?: unknown };
+  const code = typeof e.code === 'string' ? e.code : e.errorCode;
   return typeof code === 'string' && PRISMA_CODE.test(code) ? code : undefined;
+}
+
+/**
+ * Prisma's codes for a connect that failed (from the driver adapter's error kinds: Prisma's
+ * client maps AuthenticationFailed to P1000, DatabaseNotReachable P1001, DatabaseDoesNotExist
+ * P1003, DatabaseAccessDenied P1010, TlsConnectionError P1011; P1002 is the server reached,
+ * then timing out), and whether a retry can succeed. A raw query's (P2010) carries the kind alone.
+ */
+const PRISMA_CONNECT: ReadonlyMap<string, boolean> = new Map([
+  ['P1000', false],
+  ['P1001', true],
+  ['P1002', true],
+  ['P1003', false],
+  ['P1010', false],
+  ['P1011', false],
+]);
+const CONNECT_KINDS: ReadonlyMap<string, string> = new Map([
+  ['AuthenticationFailed', 'P1000'],
+  ['DatabaseNotReachable', 'P1001'],
+  ['DatabaseDoesNotExist', 'P1003'],
+  ['DatabaseAccessDenied', 'P1010'],
+  ['TlsConnectionError', 'P1011'],
+]);
+
+/** The connect failure Prisma reported, by its code or its driver adapter's kind. */
+function prismaConnectCode(e: ErrorShape, prismaCode: string | undefined): string | undefined {
+  if (prismaCode !== undefined && PRISMA_CONNECT.has(prismaCode)) return prismaCode;
+  const kind = driverCause(e)?.kind;
+  return kind === undefined ? undefined : CONNECT_KINDS.get(kind);
 }
 
 /**
@@ -127,7 +158,7 @@ function lossVerdict(e: ErrorShape): boolean | undefined {
   const state = sqlStateOf(e);
   if (state !== undefined) return state.startsWith('08') || /^57P0[1-3]$/.test(state);
   if (typeof e.code === 'string' && SOCKET_CODES.has(e.code)) return true;
-  if (['P1001', 'P1002', 'P1017'].includes(String(e.code))) return true;
+  if (['P1001', 'P1002', 'P1008', 'P1017'].includes(String(e.code))) return true;
   return typeof e.message === 'string' && LOST_MESSAGE.test(e.message) ? true : undefined;
 }
 
@@ -322,7 +353,20 @@ function classifyForeign(err: unknown): DatalayerError {
   if (prismaCode === 'P2028') {
     return new DatabaseTransactionError(`Transaction failed: ${serverMessage(e, sqlState)}`, { ...detail, outcome: 'rolled-back' });
   }
-  if (isConnectionLoss(err)) return connectionError(err, 'query');
+  const tag = [sqlState, prismaCode].filter(Boolean).join('/');
+  const connect = prismaConnectCode(e, prismaCode);
+  if (connect !== undefined) {
+    // Prisma's text quotes the call site (its source line, with the call's arguments): rebuilt from the reason alone.
+    const typed = new DatabaseConnectionError(`Could not connect to the database: ${redact(serverMessage(e, sqlState))} [${tag}]`, {
+      ...detail,
+      retryable: PRISMA_CONNECT.get(connect) === true && !isPermanentConnectFailure(err),
+    });
+    return connectionError(typed, 'connect');
+  }
+  if (isConnectionLoss(err)) {
+    if (prismaCode === undefined) return connectionError(err, 'query');
+    return new DatabaseConnectionError(`The database connection was lost: ${redact(serverMessage(e, sqlState))} [${tag}]`, { ...detail, retryable: !isPermanentConnectFailure(err) });
+  }
   const attempts = (err as { attempts?: unknown }).attempts;
   if (typeof attempts === 'number' && isRetryableConflict(err)) {
     // A conflict a unit of work gave up on after its retries (unit-of-work.ts failure()).

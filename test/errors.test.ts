@@ -215,6 +215,44 @@ describe('pool and connection errors', () => {
   });
 });
 
+describe("Prisma's own connection errors (P1000, P1001, P1003) through classifyError", () => {
+  // What a bare PrismaClient on its driver adapter raises (an app moving to the layer still has
+  // some, a script, another service): Prisma maps the adapter's error kinds to its P1xxx codes.
+  async function prismaError(url: string): Promise<unknown> {
+    const { PrismaPg } = await import('@prisma/adapter-pg');
+    const bare = new PrismaClient({ adapter: new PrismaPg({ connectionString: url, connectionTimeoutMillis: 5_000 }) });
+    try {
+      return await rejectionOf(bare.user.findFirst({ where: { email: PARAM } }));
+    } finally {
+      await bare.$disconnect();
+    }
+  }
+
+  test.each([
+    ['P1001', 'a server nobody listens on', true],
+    ['P1000', 'a wrong password', false],
+    ['P1003', 'a database that does not exist', false],
+  ] as const)('%s (%s): a connection error that could not connect, retryable %s, with its code and without Prisma\'s call site', async (code, _what, retryable) => {
+    const url =
+      code === 'P1001'
+        ? `postgresql://someone:pw@127.0.0.1:${await closedPort()}/nodb?sslmode=disable`
+        : code === 'P1000'
+          ? testDb.urlWith({ sslmode: 'require', sslrootcert: testDb.caFile }, { password: 'wrong-pass-P1000' })
+          : testDb.urlWith({ sslmode: 'require', sslrootcert: testDb.caFile }, {}).replace(`/${testDb.name}?`, '/no_such_db_p1003?');
+    const err = await prismaError(url);
+    expect(err).toBeInstanceOf(Prisma.PrismaClientKnownRequestError);
+    expect((err as { code?: string }).code).toBe(code);
+    const typed = classifyError(err);
+    // Before: P1001 was 'The database connection was lost: Invalid `prisma.user.findFirst()`
+    // invocation: ...' without its code; P1000 and P1003 were DatabaseQueryErrors (kind 'query').
+    expect(typed).toBeInstanceOf(DatabaseConnectionError);
+    expect(typed).toMatchObject({ kind: 'connection', prismaCode: code, retryable });
+    expect(typed.message).toMatch(/^Could not connect to the database: /);
+    expect(typed.message).not.toContain('Invalid `prisma');
+    expectClean(typed, 'wrong-pass-P1000');
+  });
+});
+
 describe('configuration and unit-of-work errors', () => {
   test('ConfigError: not retryable, names the settings, never the password', () => {
     const password = 'config-pass-Pw3$';
