@@ -1,7 +1,7 @@
 // db.close({ deadlineMs }) and closeOnSignals against the shared server: new work is
 // refused with a typed error, work in flight finishes (or is cut at the deadline), and
 // afterwards the server has no connection of ours and the process no socket.
-import { createDb, DatabaseClosedError, type Db } from '../src/index';
+import { createDb, DatabaseClosedError, type Db, type TxClient } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
 import { waitFor, sockets } from './support/async';
@@ -181,6 +181,20 @@ describe('db.close()', () => {
   });
 });
 
+/** A unit of work that has sent `first` and then waits, in flight, until `release()`. */
+async function unitInFlight(db: Db<PrismaClient>, first: (tx: TxClient<PrismaClient>) => Promise<unknown>): Promise<{ release: () => void; inFlight: Promise<void> }> {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let started = false;
+  const inFlight = db.transaction(async (tx) => {
+    await first(tx);
+    started = true;
+    await gate;
+  });
+  await waitFor(() => started);
+  return { release, inFlight };
+}
+
 describe('signals', () => {
   it('registers no handler by default', () => {
     const counts = [process.listenerCount('SIGTERM'), process.listenerCount('SIGINT')];
@@ -217,16 +231,8 @@ describe('signals', () => {
     const fast = createDb({ PrismaClient, url: testDb.url, applicationName: appName('sig-fast'), closeOnSignals: { signals: ['SIGTERM'] } });
     const slow = createDb({ PrismaClient, url: testDb.url, applicationName: appName('sig-slow'), closeOnSignals: { signals: ['SIGTERM'] } });
     await fast.$queryRaw`SELECT 1`;
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let started = false;
     const email = `sig-slow-${process.pid}-${seq}@example.com`;
-    const inFlight = slow.transaction(async (tx) => {
-      await tx.user.create({ data: { email } });
-      started = true;
-      await gate;
-    });
-    await waitFor(() => started);
+    const { release, inFlight } = await unitInFlight(slow, (tx) => tx.user.create({ data: { email } }));
     const kill = jest.spyOn(process, 'kill').mockImplementation(() => true);
     try {
       process.emit('SIGTERM', 'SIGTERM');
@@ -252,15 +258,7 @@ describe('signals', () => {
   it('a second SIGTERM while draining does not end the process: a listener stays until the close has ended', async () => {
     const sigterm = process.listenerCount('SIGTERM');
     const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('sig-twice'), closeOnSignals: { signals: ['SIGTERM'] } });
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let started = false;
-    const inFlight = db.transaction(async (tx) => {
-      await tx.user.count();
-      started = true;
-      await gate;
-    });
-    await waitFor(() => started);
+    const { release, inFlight } = await unitInFlight(db, (tx) => tx.user.count());
     const kill = jest.spyOn(process, 'kill').mockImplementation(() => true);
     try {
       process.emit('SIGTERM', 'SIGTERM');
