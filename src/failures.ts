@@ -228,6 +228,16 @@ export function mayHaveRun(err: unknown): boolean {
  */
 export function lostAfterSending(err: unknown): unknown {
   if (!(err instanceof DatabaseConnectionError) || !err.retryable || err.outcome !== undefined || isConnectFailure(err) || !mayHaveRun(err)) return err;
+  if (!(err instanceof DeadlineExceededError) && err.constructor !== DatabaseConnectionError) return err;
+  return mayHaveHappened(err, `${err.message} (after the statement was sent: it may have run, outcome unknown)`);
+}
+
+/**
+ * A retryable connection loss (or deadline) as one whose work may have happened: outcome
+ * unknown, not retryable, the original as its cause. A deadline stays a deadline; any
+ * other loss gets `message`.
+ */
+export function mayHaveHappened(err: DatabaseConnectionError, message: string): DatabaseConnectionError {
   const details = {
     cause: err,
     outcome: 'unknown' as const,
@@ -236,8 +246,7 @@ export function lostAfterSending(err: unknown): unknown {
     ...(err.correlationId === undefined ? {} : { correlationId: err.correlationId }),
   };
   if (err instanceof DeadlineExceededError) return new DeadlineExceededError(err.deadline, err.timeoutMs, details);
-  if (err.constructor !== DatabaseConnectionError) return err;
-  return new DatabaseConnectionError(`${err.message} (after the statement was sent: it may have run, outcome unknown)`, details);
+  return new DatabaseConnectionError(message, details);
 }
 
 /**

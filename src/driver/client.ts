@@ -21,7 +21,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import { DatabaseConnectionError, DatabaseTransactionError, DeadlineExceededError, StatementTimeoutError, type Deadline } from '../errors.ts';
 import { ReusedTimer, type TransactionSettings } from '../deadline.ts';
-import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, markGivenUp, markNeverSent, sqlStateOf, wentOnAfter } from '../failures.ts';
+import { classifyError, connectionError, isConnectionLoss, markBeforeBegin, markGivenUp, markNeverSent, mayHaveHappened, sqlStateOf, wentOnAfter } from '../failures.ts';
 import { answered, carrying, isBegin, isolationStatement, queryClassOf, transactionEnd, type Ahead } from './begin.ts';
 
 export interface StatementDeadline {
@@ -569,9 +569,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
  */
 function lostDuringCommit(err: unknown): unknown {
   if (!(err instanceof DatabaseConnectionError) || err.outcome !== undefined || !err.retryable) return err;
-  const details = { cause: err, outcome: 'unknown' as const, retryable: false, ...(err.sqlState === undefined ? {} : { sqlState: err.sqlState }) };
-  if (err instanceof DeadlineExceededError) return new DeadlineExceededError(err.deadline, err.timeoutMs, details);
-  return new DatabaseConnectionError('The connection was lost during COMMIT: the transaction may or may not have committed', details);
+  return mayHaveHappened(err, 'The connection was lost during COMMIT: the transaction may or may not have committed');
 }
 
 /**
