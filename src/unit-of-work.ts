@@ -237,7 +237,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const retries = opts.retries ?? this.config.transaction.retries;
     for (let attempt = 0, recovered = 0; ; attempt++) {
       try {
-        return await this.runOnce(fn, opts, correlationId, origin);
+        return await this.runOnce(fn, opts, correlationId, origin, attempt + 1);
       } catch (err) {
         if (err instanceof NotStarted && recovered < recoveryBudget(this.config)) {
           // The connection died before BEGIN got through: run it again on another one.
@@ -296,7 +296,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
    * whole transaction (the context gets Prisma's client once BEGIN has gone through), so
    * `fn` is called straight from the body, with no context switch of its own.
    */
-  private runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined, origin: unknown): Promise<T> {
+  private runOnce<T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions, correlationId: string | undefined, origin: unknown, attempts: number): Promise<T> {
     const unit = { state: 'starting' as UnitState };
     const enclosing = otherDbsUnit(units.get(), this.db);
     const limits = this.limits(opts, enclosing?.limits);
@@ -321,13 +321,13 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
       },
       (err: unknown) => {
         limits.end();
-        throw this.settle(err, unit.state, limits.reused === true, correlationId, limits.connection);
+        throw this.settle(err, unit.state, limits.reused === true, correlationId, limits.connection, attempts);
       },
     );
   }
 
-  /** The error for a failure in `state`: see the header. */
-  private settle(err: unknown, state: UnitState, reused: boolean, correlationId: string | undefined, connection: object | undefined): unknown {
+  /** The error for a failure in `state` of the unit's `attempts`-th run: see the header. */
+  private settle(err: unknown, state: UnitState, reused: boolean, correlationId: string | undefined, connection: object | undefined, attempts: number): unknown {
     if (state === 'running' && connection !== undefined && isConnectionLoss(err) && !connectionLost(rawConnectionOf(connection))) {
       // fn failed with a connection lost under other work (another Db's statement or unit,
       // Prisma's own $transaction beside the unit), while the unit's own connection is
@@ -352,6 +352,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
         cause: err,
         outcome: 'unknown',
         retryable: false,
+        attempts,
         ...detail,
       });
     }
@@ -370,7 +371,11 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
       if (state === 'starting') mapped.outcome ??= 'rolled-back';
       return mapped;
     }
-    if (mapped instanceof DatabaseTransactionError && (state !== 'committing' || expired)) return mapped;
+    if (mapped instanceof DatabaseTransactionError && (state !== 'committing' || expired)) {
+      // This unit's own COMMIT answered (ROLLBACK, P2028): made by the driver, which cannot know how often the unit ran.
+      if (state === 'committing') (mapped as { attempts: number }).attempts = attempts;
+      return mapped;
+    }
     return err;
   }
 

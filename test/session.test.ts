@@ -341,6 +341,26 @@ describe('retries', () => {
     expect(await emails()).toEqual(['after-deadlock@example.com']);
   });
 
+  test("a re-run whose COMMIT answer is lost says how often the unit ran: outcome unknown, attempts 2, not re-run again", async () => {
+    const proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+    extra.push(proxy);
+    const viaProxy = newDb('session-test-retry-commit-lost', { url: testDb.urlWith({ sslmode: 'disable' }, { port: proxy.port }) });
+    let runs = 0;
+    proxy.dropAfterCommit('rst');
+    const err = await rejectionOf(
+      viaProxy.transaction(async (tx) => {
+        runs++;
+        await tx.user.create({ data: { email: `retry-commit-lost-${runs}@example.com` } });
+        if (runs === 1) await tx.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'd' USING ERRCODE = '40P01'; END $$`);
+      }),
+    );
+    expect(proxy.fired).toEqual([{ kind: 'after-commit', mode: 'rst', result: 'committed' }]);
+    expect(err).toBeInstanceOf(DatabaseTransactionError);
+    expect(err).toMatchObject({ outcome: 'unknown', retryable: false, attempts: 2 });
+    expect(runs).toBe(2);
+    expect(await emails()).toEqual(['retry-commit-lost-2@example.com']);
+  });
+
   async function deadlockCount(): Promise<number> {
     const rows = await testDb.query<{ n: string }>('SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()');
     return Number(rows[0]?.n ?? 0);
