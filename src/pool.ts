@@ -18,7 +18,7 @@
 
 import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
-import { abandon, checkedIn, type SocketHolder } from './driver/client.ts';
+import { abandon, checkedIn, destroySocket, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, ReusedTimers, unitLimitsOn, withDeadline } from './deadline.ts';
 import { DatabaseClosedError, DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
@@ -131,6 +131,14 @@ export class GuardedPool {
    * connections with the pair went negative by one per pool timeout).
    */
   private readonly unlent = new WeakSet<object>();
+  /**
+   * When the last validation that went unanswered (no reply within the connect deadline) was
+   * sent. Every connection idle since before then shares its network path and is taken as
+   * gone too (SQLAlchemy invalidates its pool the same way after a failed pre-ping): pinged
+   * one after another, N silent connections kept a checkout waiting N connect deadlines
+   * (50 s with the defaults), far past the pool timeout and any unit's deadline.
+   */
+  private silentSince = -Infinity;
 
   constructor(
     private readonly raw: RawPool,
@@ -352,6 +360,10 @@ export class GuardedPool {
         throw this.hub.fail(this.ssl.explain(connectionError(err, 'connect'), (message, cause) => connectionError(new DatabaseConnectionError(message, { cause, retryable: false }), 'connect')));
       }
       const reused = this.lastUse.has(client);
+      if (reused && this.lastUse.get(client)! <= this.silentSince) {
+        this.dropUnheard(client);
+        continue;
+      }
       if (toDiscard.has(client) && !(await this.discard(client))) continue;
       if (reused && this.validateAfterMs !== Infinity && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client))) continue;
       this.counters.acquires++;
@@ -414,27 +426,43 @@ export class GuardedPool {
   }
 
   /** A session's state discarded (discardBeforeReuse) before the connection's next use. */
-  private discard(client: PoolClient): Promise<boolean> {
+  private async discard(client: PoolClient): Promise<boolean> {
     toDiscard.delete(client);
-    return this.ready(client, 'DISCARD ALL');
+    return (await this.ready(client, 'DISCARD ALL')) === undefined;
   }
 
   private async validate(client: PoolClient): Promise<boolean> {
     this.counters.validations++;
-    const alive = await this.ready(client, 'SELECT 1');
+    const sent = performance.now();
+    const failure = await this.ready(client, 'SELECT 1');
+    if (failure === undefined) return true;
     // Long idle, and gone: the server, a proxy or Neon's autosuspend dropped it.
-    if (!alive) this.counters.connectionsRecovered++;
-    return alive;
+    this.counters.connectionsRecovered++;
+    if (failure instanceof DeadlineExceededError) this.silentSince = Math.max(this.silentSince, sent);
+    return false;
   }
 
-  /** `sql` on a connection about to be handed out, within the connect deadline; one that fails it is dropped. */
-  private async ready(client: PoolClient, sql: string): Promise<boolean> {
+  /** An idle connection taken as gone with one that went silent (silentSince): dropped unpinged. */
+  private dropUnheard(client: PoolClient): void {
+    this.counters.connectionsRecovered++;
+    const reason = new DatabaseConnectionError('An idle connection idle since before another went silent was dropped unchecked: it shares its network path', { retryable: true });
+    // Its socket too: ending it the orderly way would wait on a peer that does not answer.
+    destroySocket(client, reason);
+    this.giveBack(client, reason);
+  }
+
+  /**
+   * `sql` on a connection about to be handed out, within the connect deadline; one that fails
+   * it is dropped, and the failure returned (undefined: it answered).
+   */
+  private async ready(client: PoolClient, sql: string): Promise<Error | undefined> {
     try {
       await this.housekeeping(client, sql);
-      return true;
+      return undefined;
     } catch (err) {
-      this.giveBack(client, err instanceof Error ? err : new Error(`${sql} failed`));
-      return false;
+      const failure = err instanceof Error ? err : new Error(`${sql} failed`);
+      this.giveBack(client, failure);
+      return failure;
     }
   }
 

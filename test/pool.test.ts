@@ -200,6 +200,30 @@ describe("the layer's own statements on a silent connection (pg)", () => {
     // The pool heals with the network (a connect caught in the hole fails by its own deadline).
     await waitFor(() => db.account.count().then(() => true, () => false), 10_000, 100);
   }, 30_000);
+
+  it('idle connections gone silent together (a failover, a NAT that dropped every flow): one validation waits out the connect deadline, not one per connection', async () => {
+    const connectMs = 2_000;
+    const db = createDb({
+      PrismaClient,
+      url: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+      applicationName: appName('silent-idle'),
+      pool: { size: 6, maxOverflow: 0, timeoutMs: 3_000, validateAfterIdleMs: 0 },
+      timeouts: { statementMs: 5_000, connectMs },
+    });
+    const name = db.config.applicationName;
+    await Promise.all(Array.from({ length: 6 }, () => db.$executeRaw`SELECT pg_sleep(0.3)`));
+    expect(db.stats().pool.idle).toBe(6);
+    proxy.blackholeExisting();
+    const started = Date.now();
+    // Before: each idle connection was pinged in turn, connectMs each (6 × 2 s here; 50 s with
+    // the defaults), far past the pool timeout and any unit's deadline.
+    expect(await db.account.count()).toBeGreaterThanOrEqual(0);
+    expect(Date.now() - started).toBeLessThan(2 * connectMs + 1_000);
+    // The silent ones are gone, from the pool and from the server; the new one serves.
+    expect(db.stats().pool.open).toBe(1);
+    expect(db.stats().counters.connectionsRecovered).toBe(6);
+    await waitFor(async () => (await countConnections(name)) === 1);
+  }, 60_000);
 });
 
 it('acquire and release events pair up: a checkout that gave up (pool timeout) and the warmed connection are no release', async () => {
