@@ -44,6 +44,21 @@ const NEON_PERMANENT = new RegExp(
 );
 
 /**
+ * PgBouncer's own errors to a client it never gave a server connection (08P01, then it closes
+ * the client): the statement waited in PgBouncer's queue, or PgBouncer could not log in to
+ * the server, and was never forwarded (pgbouncer src/janitor.c pool_client_maint,
+ * objects.c check_fast_fail and pause_client; "cannot connect to server" is older releases').
+ * Not "server conn crashed?" nor "query_timeout": those can come after the server ran it.
+ */
+const POOLER_NO_SERVER = /^(?:query_wait_timeout|server login has been failing, .*\(server_login_retry\)|pgbouncer cannot connect to server|server shutting down|pooler is shutting down)$/;
+
+/** A pooler's refusal before any server had the statement: as a failed connect, nothing of it ran. */
+function neverReachedServer(err: unknown): boolean {
+  const e = shape(err);
+  return sqlStateOf(err) === '08P01' && typeof e.message === 'string' && POOLER_NO_SERVER.test(e.message);
+}
+
+/**
  * Failures a retry cannot fix: wrong credentials, a missing database, a startup value the
  * server refuses, and TLS that can never succeed (certificate, host name, no SSL support).
  */
@@ -286,7 +301,9 @@ export function wentOnAfter(err: object): void {
 }
 
 /** The typed error for a failed connect (`connect`) or a connection lost mid-statement (`query`). */
-export function connectionError(err: unknown, phase: 'connect' | 'query'): DatabaseConnectionError {
+export function connectionError(err: unknown, given: 'connect' | 'query'): DatabaseConnectionError {
+  // Behind PgBouncer a statement can fail for want of a server: it never ran, as a failed connect.
+  const phase = given === 'query' && neverReachedServer(err) ? 'connect' : given;
   const sqlState = sqlStateOf(err);
   const what = phase === 'connect' ? 'Could not connect to the database' : 'The database connection was lost';
   const text = err instanceof Error ? err.message : String(err);

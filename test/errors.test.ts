@@ -17,8 +17,9 @@ import {
   StatementTimeoutError,
   type Db,
 } from '../src/index';
-import { createTestDatabase, type TestDatabase } from './support/db';
+import { createTestDatabase, testServer, type TestDatabase } from './support/db';
 import { holdConnection, rejectionOf } from './support/async';
+import { startPgBouncer } from './support/pgbouncer';
 
 /** A value that must never show up in an error message. */
 const PARAM = 'secret-param-value-42';
@@ -213,6 +214,33 @@ describe('pool and connection errors', () => {
     expect(classifyError(inUnit)).toMatchObject({ sqlState: '28P01', retryable: false });
     expectClean(inUnit, wrong, encodeURIComponent(wrong), url);
   });
+});
+
+describe('errors of a transaction-mode pooler', () => {
+  test("PgBouncer's query_wait_timeout (no server connection free): the statement never reached the server, so it is retryable, not 'may have run'", async () => {
+    const bouncer = await startPgBouncer(testServer().info(), { poolMode: 'transaction', defaultPoolSize: 1, extraConf: { query_wait_timeout: '1' } });
+    extra.push({ close: () => bouncer.stop() });
+    const url = bouncer.url(testDb.name, { pgbouncer: 'true', sslmode: 'disable' });
+    const holder = newDb({ url, applicationName: 'errors-pooler-holder' });
+    const app = newDb({ url, applicationName: 'errors-pooler-app', timeouts: { statementMs: 10_000 } });
+    // Both connections to PgBouncer open and pooled.
+    await app.account.count();
+    await holder.account.count();
+    // PgBouncer's only server connection is busy for 4 s: the app's write waits in PgBouncer's queue.
+    const busy = holder.$executeRaw`SELECT pg_sleep(4)`.then(() => undefined); // a Prisma query starts when first awaited
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const err = await rejectionOf(app.account.create({ data: { owner: 'pooler-wait-timeout', balance: 1 } }));
+    await busy;
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect((err as Error).message).toMatch(/query_wait_timeout/);
+    // Before: outcome 'unknown' and retryable false, "it may have run", for a write PgBouncer never forwarded.
+    expect(err).toMatchObject({ kind: 'connection', sqlState: '08P01', retryable: true });
+    expect((err as DatabaseConnectionError).outcome).not.toBe('unknown');
+    expect(await testDb.query("SELECT 1 FROM accounts WHERE owner = 'pooler-wait-timeout'")).toEqual([]);
+    expectClean(err);
+    // Not re-run by the layer either (PgBouncer's queue is full, not a dead connection): once, then the caller's call.
+    expect(app.stats().counters.connectionsRecovered).toBe(0);
+  }, 30_000);
 });
 
 describe("Prisma's own connection errors (P1000, P1001, P1003) through classifyError", () => {
