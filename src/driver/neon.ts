@@ -43,9 +43,13 @@ export function neonModule(): typeof NeonModule {
 export function socketSettings(config: DbConfig): Record<string, unknown> {
   const n = config.neon;
   const settings: Record<string, unknown> = {};
-  // Node 20 has no global WebSocket.
+  // ws, not the runtime's WebSocket (Node 22+ has undici's): the layer ends a given-up
+  // connection with ws's terminate() (driver/client.ts). undici's WebSocket has no such
+  // call and waits for the answer to its closing handshake for good: on a silent network
+  // each given-up connection kept its TCP socket, and the process, open indefinitely.
+  // A constructor the application set on the driver's global neonConfig is its choice.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  if (typeof globalThis.WebSocket !== 'function') settings.webSocketConstructor = require('ws');
+  if (neonModule().neonConfig.webSocketConstructor === undefined) settings.webSocketConstructor = require('ws');
   // The driver's own default (pipelined startup with a cleartext password) is what Neon's
   // proxy expects; driver/client.ts keeps the connect deadline running through it.
   if (n.wsProxy !== undefined) settings.wsProxy = n.wsProxy;

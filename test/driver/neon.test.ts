@@ -7,6 +7,9 @@
  */
 import { PrismaNeon } from '@prisma/adapter-neon';
 import { neonConfig, Pool } from '@neondatabase/serverless';
+import ws from 'ws';
+import { loadConfig } from '../../src/config';
+import { socketSettings } from '../../src/driver/neon';
 
 test("NeonPool's constructor replaces a Client option with the driver's own", () => {
   class Mine {}
@@ -44,4 +47,30 @@ test('a Neon connection takes WebSocket settings per connection, leaving the glo
   client.neonConfig.pipelineConnect = false;
   expect(client.neonConfig.pipelineConnect).toBe(false);
   expect(neonConfig.pipelineConnect).toBe(before);
+});
+
+describe("the layer's Neon connections use ws, also where the runtime has a WebSocket of its own", () => {
+  const config = loadConfig({ url: 'postgresql://u:p@ep-x-1.us-east-2.aws.neon.tech/db' }, {});
+  const g = globalThis as { WebSocket?: unknown };
+  const own = g.WebSocket;
+  // Node 20 has none: a stand-in for undici's (Node 22+), whose close waits for good for an
+  // unanswered closing handshake and which has no terminate() (test/neon-proxy.test.ts's
+  // silent-network tests fail under Node 22/24 without ws).
+  beforeAll(() => void (g.WebSocket ??= class RuntimeWebSocket {}));
+  afterAll(() => void (own === undefined ? delete g.WebSocket : (g.WebSocket = own)));
+
+  test('ws (with terminate()) is the constructor, not the runtime WebSocket', () => {
+    expect(typeof g.WebSocket).toBe('function');
+    expect(socketSettings(config).webSocketConstructor).toBe(ws);
+  });
+
+  test("a constructor the application set on the driver's global neonConfig is left in place", () => {
+    class Mine {}
+    neonConfig.webSocketConstructor = Mine as never;
+    try {
+      expect(socketSettings(config)).not.toHaveProperty('webSocketConstructor');
+    } finally {
+      neonConfig.webSocketConstructor = undefined as never;
+    }
+  });
 });
