@@ -546,6 +546,25 @@ describe('SQL over HTTP (serverless single queries)', () => {
     await expect(db.$executeRawUnsafe(`INSERT INTO users (email) VALUES ('${email}')`)).resolves.toBe(1);
   });
 
+  test('the compute refusing the proxy\'s connection (500 with its SQLSTATE: too many connections) is a "Could not connect" with that SQLSTATE, retryable, not "may have run"', async () => {
+    const db = neonDb('serverless');
+    await adminQuery(`ALTER ROLE "${testDb.appUser}" CONNECTION LIMIT 0`);
+    let err: unknown;
+    try {
+      err = await within(20_000, rejectionOf(db.$executeRawUnsafe("INSERT INTO users (email) VALUES ('http-53300@example.com')")));
+    } finally {
+      await adminQuery(`ALTER ROLE "${testDb.appUser}" CONNECTION LIMIT -1`);
+    }
+    // sql_over_http.rs: HttpConnError::PostgresConnectionError is a 500 with the server's fields.
+    // Before: "Neon's HTTP endpoint answered HTTP 500: the statement may have run (outcome
+    // unknown)", not retryable, the whole JSON body in the message: nothing had been sent.
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect(err).toMatchObject({ sqlState: '53300', retryable: true });
+    expect((err as { outcome?: unknown }).outcome).toBeUndefined();
+    expect((err as Error).message).toMatch(/^Could not connect to the database: too many connections for role "[^"]+"$/);
+    expect(await testDb.query("SELECT count(*)::int AS n FROM users WHERE email = 'http-53300@example.com'")).toEqual([{ n: 0 }]);
+  });
+
   test('the proxy refusing the request itself (400, code "": a connection string without a host name) is a typed connection error, not retryable', async () => {
     // driver: 'neon' with an IP address: Neon's HTTP endpoint takes the endpoint id from the
     // host name and refuses the request (http_util.rs get_conn_info, error.rs MissingHostname).

@@ -159,7 +159,8 @@ const HTTP_STATUS = /^Server error \(HTTP status (\d+)\): ([\s\S]*)$/;
  * Neon's SQL-over-HTTP failures as the layer's errors, told apart by whether the statement
  * can have run. Not sent: the request never left (a refused TCP or TLS connect), or the proxy
  * answered that it could not reach or start the compute (http_util.rs, error.rs; by their
- * text, like the WebSocket proxy's errors) — connect failures. May have run: the request went
+ * text, like the WebSocket proxy's errors), or that the compute refused its connection (a
+ * 500 with the server's SQLSTATE) — connect failures. May have run: the request went
  * out and the answer was lost, cut off or not Neon's (a load balancer's page), or Neon
  * cancelled the query under load (08P01, sql_over_http.rs) — outcome unknown. Ended by the
  * compute (57P01–57P03: a suspend under the statement): it did not run. 400 with a
@@ -169,7 +170,7 @@ const HTTP_STATUS = /^Server error \(HTTP status (\d+)\): ([\s\S]*)$/;
 function httpFailure(err: unknown): unknown {
   const message = isErrorLike(err) ? err.message : String(err);
   const status = HTTP_STATUS.exec(message);
-  if (status) return statusFailure(err, status[1] ?? '', neonMessage(status[2] ?? ''));
+  if (status) return statusFailure(err, status[1] ?? '', status[2] ?? '');
   if (/^Error connecting to database/.test(message)) return neverSent(err) ? connectionError(err, 'connect') : mayHaveRun(err, 'lost the connection after the request was sent');
   if (!isNeonDbError(err)) return isErrorLike(err) ? mayHaveRun(err, 'sent an answer that could not be read') : err;
   if (sqlStateOf(err)?.startsWith('08')) return mayHaveRun(err, 'ended the query');
@@ -211,10 +212,16 @@ function proxyFailure(err: Error): DatabaseConnectionError {
   return new DatabaseConnectionError(`Could not connect to the database: Neon's HTTP endpoint refused the request (nothing ran): ${redact(err.message)}`, { cause: err, retryable: false });
 }
 
-function statusFailure(err: unknown, code: string, text: string): Error {
+function statusFailure(err: unknown, code: string, body: string): Error {
+  const { message: text, sqlState } = neonBody(body);
   if (code === '413' || code === '507') return new DatabaseQueryError(`Neon refused the statement: ${text} [HTTP ${code}]`, { cause: err });
-  const said = new Error(text);
-  return isConnectionLoss(said) ? connectionError(said, 'connect') : mayHaveRun(err, `answered HTTP ${code}`);
+  const said = Object.assign(new Error(text, { cause: err }), sqlState === undefined ? {} : { code: sqlState });
+  // A status other than 400 with the server's SQLSTATE is the compute refusing the proxy's
+  // connection (sql_over_http.rs: HttpConnError::PostgresConnectionError, status 500 unless
+  // 3D000; InternalPostgres is never built): too many connections (53300), a compute starting
+  // up or shutting down (57P03): nothing ran, and whether a retry can succeed is the code's.
+  if (sqlState !== undefined || isConnectionLoss(said)) return connectionError(said, 'connect');
+  return mayHaveRun(err, `answered HTTP ${code}`);
 }
 
 /** By shape: fetch's errors come from undici's realm, where `instanceof Error` can fail (a vm context). */
@@ -252,12 +259,14 @@ function mayHaveRun(err: unknown, what: string): DatabaseConnectionError {
   });
 }
 
-function neonMessage(body: string): string {
+/** The message and SQLSTATE (`code`, "" when not the server's) of Neon's JSON error body; the body itself when not Neon's. */
+function neonBody(body: string): { message: string; sqlState?: string } {
   try {
-    const parsed = JSON.parse(body) as { message?: unknown };
-    return typeof parsed.message === 'string' ? parsed.message : body;
+    const parsed = JSON.parse(body) as { message?: unknown; code?: unknown };
+    if (typeof parsed.message !== 'string') return { message: body };
+    return typeof parsed.code === 'string' && /^[0-9A-Z]{5}$/.test(parsed.code) ? { message: parsed.message, sqlState: parsed.code } : { message: parsed.message };
   } catch {
-    return body;
+    return { message: body };
   }
 }
 
