@@ -357,6 +357,20 @@ describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy
     expect((err as Error).message).toContain(text);
   });
 
+  // control_plane/messages.rs: a control plane answer with a user_facing_message reaches the
+  // client as that text alone (XX000 over WebSocket; over HTTP a 500, code ""), a text the
+  // layer cannot know: it is still a refused connect, and nothing ran.
+  test.each(['query', 'unit'] as const)("a control plane refusal in its own words on a %s: 'Could not connect', not 'may have run'", async (what) => {
+    const db = neonDb(mode, { timeouts: { connectMs: 5_000 } });
+    proxy.failNext('quota-message', 20);
+    const err = await within(30_000, rejectionOf(what === 'query' ? db.$queryRawUnsafe('SELECT 1') : db.transaction((tx) => tx.$queryRawUnsafe('SELECT 1'), { retries: 0 })));
+    // Before, over HTTP (serverless single query): "Neon's HTTP endpoint answered HTTP 500: the
+    // statement may have run (outcome unknown)", the whole JSON body quoted.
+    expect(err).toBeInstanceOf(DatabaseConnectionError);
+    expect((err as Error).message).toBe(`Could not connect to the database: ${NEON_ERRORS.quotaMessage}`);
+    expect((err as { outcome?: unknown }).outcome).not.toBe('unknown');
+  });
+
   // Over WebSocket, where `options` reaches the proxy (a serverless single query goes over HTTP).
   test.each(mode === 'pooled' ? (['query', 'unit'] as const) : (['unit'] as const))("a malformed endpoint id (credentials.rs): the proxy's refusal reaches a %s as a connection error, not retryable", async (what) => {
     // A host outside neon.tech, so the endpoint comes from `options` alone (no SNI to disagree with).
@@ -629,6 +643,11 @@ describe('SQL over HTTP: answers lost or broken after the request was sent', () 
       // went mid-statement) is a 400 whose code is "". Before: the driver's raw NeonDbError.
       'the compute connection lost while it ran the statement (400, code "": connection closed)',
       (_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ message: 'connection closed', code: '', severity: '' })),
+    ],
+    [
+      // sql_over_http.rs: JsonConversion, the one 500 of Neon's own that comes after the statement ran.
+      'a result Neon could not read back (500, code "": could not parse postgres response)',
+      (_req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ message: 'could not parse postgres response', code: '', severity: '' })),
     ],
   ];
 

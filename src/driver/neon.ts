@@ -160,7 +160,8 @@ const HTTP_STATUS = /^Server error \(HTTP status (\d+)\): ([\s\S]*)$/;
  * can have run. Not sent: the request never left (a refused TCP or TLS connect), or the proxy
  * answered that it could not reach or start the compute (http_util.rs, error.rs; by their
  * text, like the WebSocket proxy's errors), or that the compute refused its connection (a
- * 500 with the server's SQLSTATE) — connect failures. May have run: the request went
+ * 500 with the server's SQLSTATE), or any other 500 of Neon's own but one (statusFailure) —
+ * connect failures. May have run: the request went
  * out and the answer was lost, cut off or not Neon's (a load balancer's page), or Neon
  * cancelled the query under load (08P01, sql_over_http.rs) — outcome unknown. Ended by the
  * compute (57P01–57P03: a suspend under the statement): it did not run. 400 with a
@@ -213,7 +214,7 @@ function proxyFailure(err: Error): DatabaseConnectionError {
 }
 
 function statusFailure(err: unknown, code: string, body: string): Error {
-  const { message: text, sqlState } = neonBody(body);
+  const { message: text, sqlState, neon } = neonBody(body);
   if (code === '413' || code === '507') return new DatabaseQueryError(`Neon refused the statement: ${text} [HTTP ${code}]`, { cause: err });
   const said = Object.assign(new Error(text, { cause: err }), sqlState === undefined ? {} : { code: sqlState });
   // A status other than 400 with the server's SQLSTATE is the compute refusing the proxy's
@@ -221,6 +222,11 @@ function statusFailure(err: unknown, code: string, body: string): Error {
   // 3D000; InternalPostgres is never built): too many connections (53300), a compute starting
   // up or shutting down (57P03): nothing ran, and whether a retry can succeed is the code's.
   if (sqlState !== undefined || isConnectionLoss(said)) return connectionError(said, 'connect');
+  // Neon's own 500 without a SQLSTATE (get_http_status_code): the proxy could not wake, reach or
+  // start a connection to the compute (wake, control plane, quota, rate limit: texts of the
+  // control plane's own, which no list can hold), all before the statement was sent; only a
+  // result the proxy could not read back (JsonConversion) comes after it ran.
+  if (code === '500' && neon && !/^could not parse postgres response$/.test(text)) return connectionError(said, 'connect');
   return mayHaveRun(err, `answered HTTP ${code}`);
 }
 
@@ -259,15 +265,21 @@ function mayHaveRun(err: unknown, what: string): DatabaseConnectionError {
   });
 }
 
-/** The message and SQLSTATE (`code`, "" when not the server's) of Neon's JSON error body; the body itself when not Neon's. */
-function neonBody(body: string): { message: string; sqlState?: string } {
+/**
+ * The message and SQLSTATE (`code`, "" when not the server's) of Neon's JSON error body
+ * (sql_over_http.rs handle: message, code, severity, …); the body itself when not Neon's.
+ */
+function neonBody(body: string): { message: string; sqlState?: string; neon: boolean } {
+  let parsed: { message?: unknown; code?: unknown; severity?: unknown };
   try {
-    const parsed = JSON.parse(body) as { message?: unknown; code?: unknown };
-    if (typeof parsed.message !== 'string') return { message: body };
-    return typeof parsed.code === 'string' && /^[0-9A-Z]{5}$/.test(parsed.code) ? { message: parsed.message, sqlState: parsed.code } : { message: parsed.message };
+    parsed = JSON.parse(body) as typeof parsed;
   } catch {
-    return { message: body };
+    return { message: body, neon: false };
   }
+  if (typeof parsed !== 'object' || parsed === null || typeof parsed.message !== 'string') return { message: body, neon: false };
+  const neon = typeof parsed.code === 'string' && 'severity' in parsed;
+  const sqlState = typeof parsed.code === 'string' && /^[0-9A-Z]{5}$/.test(parsed.code) ? parsed.code : undefined;
+  return sqlState === undefined ? { message: parsed.message, neon } : { message: parsed.message, sqlState, neon };
 }
 
 /** What an HTTP statement needs besides the statement: its Db's settings and state. */

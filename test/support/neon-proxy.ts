@@ -29,7 +29,8 @@
  *   connection_attempt_rate_limit): "Too many connections to this endpoint. Please try again later."
  * - Compute wake (proxy/wake_compute.rs, control_plane): a suspended compute takes
  *   `wakeDelayMs` to start; quota errors come from the control plane (control_plane/messages.rs
- *   get_user_facing_message fallback for 423); an unreachable compute is
+ *   get_user_facing_message: its fallback for 423, or the control plane's own text, forwarded
+ *   as is: 'quota-message'); an unreachable compute is
  *   "Couldn't connect to compute node" (compute/mod.rs COULD_NOT_CONNECT, ConnectionError).
  * - The client is not watched while the compute wakes and connects (proxy/mod.rs
  *   handle_client); the startup and password are read message by message (stream.rs,
@@ -109,7 +110,7 @@ import {
   type ComputeSession,
 } from './neon-wire';
 
-export type NeonFailure = 'compute-unreachable' | 'auth' | 'quota' | 'rate-limit' | 'ip-not-allowed' | 'blocked-network';
+export type NeonFailure = 'compute-unreachable' | 'auth' | 'quota' | 'quota-message' | 'rate-limit' | 'ip-not-allowed' | 'blocked-network';
 
 export interface NeonProxyOptions {
   /** The harness PostgreSQL standing in for the compute (TLS + SCRAM). */
@@ -179,6 +180,11 @@ export const NEON_ERRORS = {
   computeUnreachable: "Couldn't connect to compute node",
   rateLimit: 'Too many connections to this endpoint. Please try again later.',
   quota: 'Control plane request failed: endpoint is temporarily unavailable. Check your quotas and/or contact our support.',
+  // control_plane/messages.rs get_user_facing_message: when the control plane's answer has a
+  // user_facing_message (its quota refusals do), that text reaches the client as is, in place
+  // of the fallback above. Its texts are not in Neon's open source: this one is made up, so
+  // nothing can match it by text.
+  quotaMessage: 'Your project has used up its allowance for this period (a control plane text).',
   passwordFailed: (user: string) => `password authentication failed for user '${user}'`,
   // auth/mod.rs AuthError::IpAddressNotAllowed / NetworkNotAllowed (the endpoint's allow-lists).
   ipNotAllowed: (ip: string) =>
@@ -368,8 +374,9 @@ class WsSession {
     // (stream.rs, pqproto.rs read_message), so what the driver pipelined after them is still
     // in the stream, and pglb/passthrough.rs relays it to the compute, which runs it.
     if (this.isDone() && this.pending.length === 0) return;
-    const failure = takeFailure(this.state, 'quota', 'compute-unreachable');
+    const failure = takeFailure(this.state, 'quota', 'quota-message', 'compute-unreachable');
     if (failure === 'quota') return this.refuse(NEON_ERRORS.quota);
+    if (failure === 'quota-message') return this.refuse(NEON_ERRORS.quotaMessage);
     if (failure === 'compute-unreachable') return this.refuse(NEON_ERRORS.computeUnreachable);
     const computeParams = computeStartupParams(this.params);
     const entry: NeonSessionLog = { protocol: 'ws', endpoint: this.endpoint, clientParams: this.params, computeParams, pipelined: this.pipelined };
@@ -589,8 +596,10 @@ async function openHttpCompute(state: State, info: ConnInfo): Promise<Client> {
   if (takeFailure(state, 'rate-limit')) throw new HttpError(500, NEON_ERRORS.rateLimit);
   if (takeFailure(state, 'auth')) throw new HttpError(400, NEON_ERRORS.passwordFailed(info.user));
   await wake(state);
-  const failure = takeFailure(state, 'quota', 'compute-unreachable');
+  const failure = takeFailure(state, 'quota', 'quota-message', 'compute-unreachable');
+  // ErrorKind::Quota → 500 (sql_over_http.rs get_http_status_code).
   if (failure === 'quota') throw new HttpError(500, NEON_ERRORS.quota);
+  if (failure === 'quota-message') throw new HttpError(500, NEON_ERRORS.quotaMessage);
   if (failure === 'compute-unreachable') throw new HttpError(500, NEON_ERRORS.computeUnreachable);
   const client = new Client({
     host: state.compute.host,
