@@ -385,7 +385,8 @@ function show(setting: string, value: unknown): string {
 }
 
 interface ParsedUrl {
-  target: Partial<ConnectionTarget>;
+  /** The port as a number from the URL's authority, as text from a `port` parameter (checked by loadConfig). */
+  target: Partial<Omit<ConnectionTarget, 'port'>> & { port?: number | string };
   params: URLSearchParams;
 }
 
@@ -401,7 +402,7 @@ function parseUrl(setting: string, raw: string, r: Resolver): ParsedUrl | undefi
     r.fail(setting, `must start with postgresql:// or postgres:// (got ${url.protocol}//)`);
     return undefined;
   }
-  const target: Partial<ConnectionTarget> = {};
+  const target: ParsedUrl['target'] = {};
   const decode = (part: string, name: string): string | undefined => {
     try {
       return decodeURIComponent(part);
@@ -416,10 +417,130 @@ function parseUrl(setting: string, raw: string, r: Resolver): ParsedUrl | undefi
   if (url.password) target.password = decode(url.password, 'password');
   const db = url.pathname.replace(/^\//, '');
   if (db) target.database = decode(db, 'database name');
-  // libpq also accepts host= and port= as query parameters (unix sockets, several hosts).
-  const hostParam = url.searchParams.get('host');
-  if (hostParam && !target.host) target.host = hostParam;
+  // libpq also reads the target from query parameters (host= for a unix socket directory).
+  for (const [param, key] of [['host', 'host'], ['port', 'port'], ['user', 'user'], ['password', 'password'], ['dbname', 'database']] as const) {
+    const value = url.searchParams.get(param);
+    if (value === null || value === '') continue;
+    // Both spellings at once: which one libpq, Prisma and the drivers each take differs.
+    if (target[key] !== undefined && key !== 'host') r.fail(setting, `names the ${key} twice, in the URL and as the ${param} parameter: give it once`);
+    else if (target[key] === undefined) target[key] = value;
+  }
   return { target, params: url.searchParams };
+}
+
+/** Which loadConfig reads a URL for: the application's pools, or migrations (DIRECT_URL, deploy's `url`). */
+type UrlUse = 'application' | 'migrations';
+
+const NOT_APPLIED = 'is a libpq parameter this layer does not apply';
+const SOCKET_TIMEOUT_APP =
+  "is Prisma's wait for each statement's answer, which only migrations read here (set it in DIRECT_URL): the application's statements are bounded by timeouts.statementMs / DB_STATEMENT_TIMEOUT or options=-c statement_timeout=… (on the server, and on the client 750 ms later)";
+
+/**
+ * Every query parameter libpq or Prisma defines, and what the layer does with it. libpq
+ * refuses a parameter it does not know ("invalid URI query parameter"), and so does the
+ * layer: a misspelt `sslmdoe=verify-full` would otherwise leave the default, weaker mode in
+ * force without a word. `true`: read (loadConfig). A text: known, but nothing the layer can
+ * honour, so refused with that reason rather than ignored.
+ */
+const URL_PARAMETERS: Readonly<Record<string, true | string>> = {
+  // libpq's, honoured.
+  host: true,
+  sslmode: true,
+  sslrootcert: true,
+  sslcert: true,
+  sslkey: true,
+  channel_binding: true,
+  connect_timeout: true,
+  application_name: true,
+  options: true,
+  // Prisma's, honoured or mapped: schema, the pool's bounds, the pooler, certificate checking.
+  schema: true,
+  connection_limit: true,
+  pool_timeout: true,
+  pgbouncer: true,
+  max_connection_lifetime: true,
+  sslaccept: true,
+  statement_cache_size: true,
+  socket_timeout: SOCKET_TIMEOUT_APP,
+  max_idle_connection_lifetime:
+    'is not applied: pool.size connections stay open (pool.recycleMs / DB_POOL_RECYCLE / max_connection_lifetime bounds their age), and the overflow above it closes after pool.overflowIdleMs idle',
+  sslidentity: 'names a PKCS#12 client identity, which is not supported: give the certificate and its key as PEM files in sslcert and sslkey (openssl pkcs12 -in identity.p12 -nodes prints both)',
+  sslpassword: 'decrypts a client key, which is not supported: give sslkey an unencrypted PEM key (openssl pkey -in key.pem -out key-plain.pem)',
+  // node-postgres' own, which would change the meaning of sslmode.
+  ssl: "is node-postgres' switch, not libpq's: use sslmode (require, verify-ca or verify-full)",
+  uselibpqcompat: "is node-postgres' switch: this layer always reads sslmode as libpq does",
+  // libpq's, honoured when the URL's own part is empty (parseUrl).
+  user: true,
+  password: true,
+  dbname: true,
+  port: true,
+  // libpq's, not applied.
+  hostaddr: `${NOT_APPLIED}: put the address in the host part of the URL`,
+  passfile: `${NOT_APPLIED}: no password file is read; put the password in the URL or DB_PASSWORD`,
+  service: `${NOT_APPLIED}: no service file is read; write the settings in the URL or DB_* variables`,
+  require_auth: `${NOT_APPLIED}: channel_binding=require is the check available`,
+  client_encoding: `${NOT_APPLIED}: the drivers always speak UTF8`,
+  fallback_application_name: `${NOT_APPLIED}: use application_name`,
+  keepalives: `${NOT_APPLIED}: TCP keepalive is always on (probing after the connect timeout, at most 30 s)`,
+  keepalives_idle: `${NOT_APPLIED}: TCP keepalive is always on (probing after the connect timeout, at most 30 s)`,
+  keepalives_interval: `${NOT_APPLIED}: TCP keepalive is always on (probing after the connect timeout, at most 30 s)`,
+  keepalives_count: `${NOT_APPLIED}: TCP keepalive is always on (probing after the connect timeout, at most 30 s)`,
+  tcp_user_timeout: `${NOT_APPLIED}: every statement has a client deadline (timeouts.statementMs + 750 ms)`,
+  target_session_attrs: `${NOT_APPLIED}: one server per URL; read replicas go in DATABASE_REPLICA_URL (replicas)`,
+  load_balance_hosts: `${NOT_APPLIED}: one server per URL; read replicas go in DATABASE_REPLICA_URL (replicas)`,
+  replication: `${NOT_APPLIED}: replication connections are not supported`,
+  gssencmode: `${NOT_APPLIED}: GSSAPI encryption is never attempted`,
+  krbsrvname: `${NOT_APPLIED}: GSSAPI (Kerberos) authentication is not supported`,
+  gsslib: `${NOT_APPLIED}: GSSAPI (Kerberos) authentication is not supported`,
+  gssdelegation: `${NOT_APPLIED}: GSSAPI (Kerberos) authentication is not supported`,
+  requiressl: `${NOT_APPLIED} (deprecated): use sslmode=require`,
+  sslcompression: `${NOT_APPLIED}: TLS compression is obsolete`,
+  sslcertmode: `${NOT_APPLIED}: a client certificate is sent when sslcert and sslkey are given`,
+  sslcrl: `${NOT_APPLIED}: certificate revocation lists are not checked`,
+  sslcrldir: `${NOT_APPLIED}: certificate revocation lists are not checked`,
+  sslsni: `${NOT_APPLIED}: SNI is always sent for a host name`,
+  sslnegotiation: `${NOT_APPLIED}: SSL is negotiated the standard way`,
+  ssl_min_protocol_version: `${NOT_APPLIED}: Node's TLS defaults apply (TLS 1.2 or later)`,
+  ssl_max_protocol_version: `${NOT_APPLIED}: Node's TLS defaults apply (TLS 1.2 or later)`,
+  requirepeer: `${NOT_APPLIED}: the peer of a unix socket is not checked`,
+};
+
+/** Refuses every query parameter the layer would not apply, naming it (and the one meant, for a typo). */
+function checkUrlParameters(setting: string, params: URLSearchParams, use: UrlUse, r: Resolver): void {
+  for (const name of new Set(params.keys())) {
+    const known = URL_PARAMETERS[name];
+    if (known === true || (name === 'socket_timeout' && use === 'migrations')) continue;
+    if (known !== undefined) {
+      r.fail(`${setting} parameter ${name}`, known);
+      continue;
+    }
+    const meant = closestParameter(name);
+    r.fail(`${setting} parameter ${name}`, `is not a connection parameter (libpq refuses it too)${meant === undefined ? '' : `: did you mean ${meant}?`}`);
+  }
+}
+
+/** The parameter a misspelt name most likely meant: the same in another case, or at most two edits away. */
+function closestParameter(name: string): string | undefined {
+  const lower = name.toLowerCase();
+  let best: { name: string; distance: number } | undefined;
+  for (const candidate of Object.keys(URL_PARAMETERS)) {
+    const distance = editDistance(lower, candidate);
+    if (distance < (best?.distance ?? Math.min(3, Math.ceil(candidate.length / 3)))) best = { name: candidate, distance };
+  }
+  return best?.name;
+}
+
+/** Levenshtein distance, an adjacent swap counting as one edit (`sslmdoe` is one edit from `sslmode`). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
 }
 
 /**
@@ -456,6 +577,25 @@ function parseServerOptions(raw: string, setting: string, r: Resolver): { settin
 }
 
 const MANAGED_OPTIONS = ['statement_timeout', 'idle_in_transaction_session_timeout', 'lock_timeout'];
+
+/**
+ * Prisma's `sslaccept`, read as the sslmode it means: `strict` checks the certificate and its
+ * host name (verify-full, unless sslmode already checks it), `accept_invalid_certs`
+ * checks nothing (what require and prefer do). A mode set elsewhere that contradicts it is
+ * refused: which of the two the user meant cannot be guessed, and the weaker one must not win.
+ */
+function acceptPrismaSsl(mode: SslMode, modeSource: string | undefined, candidate: Candidate, r: Resolver): SslMode {
+  const accept = r.take(oneOf(['strict', 'accept_invalid_certs'], 'must be strict or accept_invalid_certs'), undefined, candidate);
+  if (accept === undefined) return mode;
+  const verifies = mode === 'verify-ca' || mode === 'verify-full';
+  if (accept === 'strict' && !verifies) {
+    if (modeSource === undefined) return 'verify-full';
+    r.fail(candidate[0], `is strict (check the server's certificate), but sslmode=${mode} from ${modeSource} does not check it: use sslmode=verify-full and drop sslaccept`);
+  } else if (accept === 'accept_invalid_certs' && verifies) {
+    r.fail(candidate[0], `is accept_invalid_certs, but sslmode=${mode} from ${modeSource ?? 'the configuration'} checks the certificate: drop one of them`);
+  }
+  return mode;
+}
 
 /** The other half of a client certificate, spelled like the half that was given. */
 function counterpart(given: string | undefined): string {
@@ -524,6 +664,19 @@ function checkNestedNames(options: DbOptions, r: Resolver): void {
  * `env` defaults to process.env; tests pass their own.
  */
 export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbConfig {
+  return resolveConfig(options, env, 'application');
+}
+
+/**
+ * The configuration of a URL migrations connect with (DIRECT_URL, `deploy({ url })`): that
+ * URL's settings alone, where Prisma's `socket_timeout` (the schema engine's wait for each
+ * statement) is read too. A problem is named `url ...`; callers rename it.
+ */
+export function loadMigrationConfig(url: string): DbConfig {
+  return resolveConfig({ url }, {}, 'migrations');
+}
+
+function resolveConfig(options: DbOptions, env: Env, use: UrlUse): DbConfig {
   const r = new Resolver();
   checkNestedNames(options, r);
 
@@ -531,6 +684,7 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
   const urlSetting = options.url !== undefined ? 'url' : 'DATABASE_URL';
   const rawUrl = options.url ?? (env.DATABASE_URL || undefined);
   const parsed = rawUrl === undefined ? undefined : parseUrl(urlSetting, rawUrl, r);
+  if (parsed !== undefined) checkUrlParameters(urlSetting, parsed.params, use, r);
   const p = (name: string): string | undefined => parsed?.params.get(name) ?? undefined;
   const inUrl = (name: string): string => `${urlSetting} parameter ${name}`;
 
@@ -553,7 +707,7 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
     // the application's are, not first when `migrate deploy` runs.
     if (direct !== undefined) {
       try {
-        loadConfig({ url: directUrl }, {});
+        loadMigrationConfig(directUrl);
       } catch (err) {
         if (!(err instanceof ConfigError)) throw err;
         for (const issue of err.issues) r.fail(issue.setting.replace(/^url\b/, directSetting), issue.problem);
@@ -577,8 +731,10 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
   };
   const sslModeValue = r.take(sslMode, isLocalHost(hostName) ? 'prefer' : 'require', ['ssl.mode', options.ssl?.mode], ['DB_SSLMODE', env.DB_SSLMODE], [inUrl('sslmode'), p('sslmode')]);
   sslSources.mode = r.source ?? 'the default for this host';
+  const sslModeResolved = acceptPrismaSsl(sslModeValue, r.source, [inUrl('sslaccept'), p('sslaccept')], r);
+  if (sslModeResolved !== sslModeValue) sslSources.mode = inUrl('sslaccept');
   const ssl = {
-    mode: sslModeValue,
+    mode: sslModeResolved,
     rootCert: sslTake('rootCert', 'DB_SSLROOTCERT', 'sslrootcert'),
     cert: sslTake('cert', 'DB_SSLCERT', 'sslcert'),
     key: sslTake('key', 'DB_SSLKEY', 'sslkey'),
@@ -599,7 +755,9 @@ export function loadConfig(options: DbOptions = {}, env: Env = process.env): DbC
   const maxOverflow = r.take(whole(0, MAX_POOL, '', '10'), connectionLimit === undefined ? DEFAULTS.maxOverflow : 0, ['pool.maxOverflow', options.pool?.maxOverflow], ['DB_MAX_OVERFLOW', env.DB_MAX_OVERFLOW]);
   const poolTimeoutMs = r.take(durationSetting(1, 30_000), DEFAULTS.poolTimeoutMs, ['pool.timeoutMs', options.pool?.timeoutMs], ['DB_POOL_TIMEOUT', env.DB_POOL_TIMEOUT, 1000], [inUrl('pool_timeout'), p('pool_timeout'), 1000]);
   // SQLAlchemy spells "never recycle" as -1; accept it as 0.
-  const recycleRaw = r.take((scale?: number) => (scale === 1000 ? whole(-1, Math.floor(MAX_MS / 1000), 'seconds', '1800; 0 or -1 = never') : whole(-1, MAX_MS, 'milliseconds', '1800000; 0 or -1 = never')), DEFAULTS.recycleMs, ['pool.recycleMs', options.pool?.recycleMs], ['DB_POOL_RECYCLE', env.DB_POOL_RECYCLE, 1000]);
+  const recycleRaw = r.take((scale?: number) => (scale === 1000 ? whole(-1, Math.floor(MAX_MS / 1000), 'seconds', '1800; 0 or -1 = never') : whole(-1, MAX_MS, 'milliseconds', '1800000; 0 or -1 = never')), DEFAULTS.recycleMs, ['pool.recycleMs', options.pool?.recycleMs], ['DB_POOL_RECYCLE', env.DB_POOL_RECYCLE, 1000], [inUrl('max_connection_lifetime'), p('max_connection_lifetime'), 1000]);
+  // Prisma's prepared-statement cache: the layer prepares no named statements, so any size is already what it does (checked, not applied).
+  r.take(whole(0, 1_000_000, '', '100'), undefined, [inUrl('statement_cache_size'), p('statement_cache_size')]);
   const overflowIdleMs = r.take(whole(1, MAX_MS, 'milliseconds', '10000'), DEFAULTS.overflowIdleMs, ['pool.overflowIdleMs', options.pool?.overflowIdleMs]);
   const validateAfterIdleMs = r.take(whole(0, MAX_MS, 'milliseconds', '30000'), DEFAULTS.validateAfterIdleMs, ['pool.validateAfterIdleMs', options.pool?.validateAfterIdleMs]);
 

@@ -6,7 +6,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 import type { ConnectionOptions } from 'node:tls';
-import { loadConfig, toUrl, type DbConfig } from './config.ts';
+import { loadMigrationConfig, toUrl, type DbConfig } from './config.ts';
 import { ConfigError, MigrationError } from './errors.ts';
 import { describeUrl, redactUrls, registerUrlSecret } from './secrets.ts';
 import { sslPlan } from './ssl.ts';
@@ -247,7 +247,7 @@ async function withEngine<T>(
 
 function urlConfig(action: string, url: string): DbConfig {
   try {
-    return loadConfig({ url }, {});
+    return loadMigrationConfig(url);
   } catch (error) {
     throw toMigrationError(action, error, [url]);
   }
@@ -333,7 +333,7 @@ function withParam(raw: string, name: string, value: string): string {
  */
 function directConfig(directUrl: string): DbConfig {
   try {
-    return loadConfig({ url: directUrl }, {});
+    return loadMigrationConfig(directUrl);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     throw new ConfigError(error.issues.map((i) => ({ ...i, setting: i.setting.replace(/^url\b/, 'DIRECT_URL') })));

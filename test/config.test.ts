@@ -206,6 +206,64 @@ describe('loadConfig', () => {
   });
 });
 
+describe('URL query parameters', () => {
+  const issuesOf = (env: Record<string, string>, options = {}): Array<{ setting: string; problem: string }> => [...configError(() => loadConfig(options, env)).issues];
+
+  it('an unknown or misspelt parameter is refused, naming it, where it came from and the one meant, instead of leaving a weaker default in force', () => {
+    // Before: ignored, and sslmode stayed the default (require: not verified).
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?sslmdoe=verify-full` })).toEqual([
+      { setting: 'DATABASE_URL parameter sslmdoe', problem: expect.stringMatching(/^is not a connection parameter.*did you mean sslmode\?$/) },
+    ]);
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?SSLMode=verify-full` })[0]!.problem).toMatch(/did you mean sslmode\?/);
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?connection_limt=3` })[0]!.problem).toMatch(/did you mean connection_limit\?/);
+    // Nothing close: no guess.
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?supa=base-pooler.x` })).toEqual([{ setting: 'DATABASE_URL parameter supa', problem: expect.not.stringContaining('did you mean') }]);
+    expect(issuesOf({ DATABASE_URL: URL_WITH_SECRET, DIRECT_URL: `${URL_WITH_SECRET}?sslmdoe=verify-full` })[0]!.setting).toBe('DIRECT_URL parameter sslmdoe');
+    expect(issuesOf({}, { url: `${URL_WITH_SECRET}?sslmdoe=verify-full` })[0]!.setting).toBe('url parameter sslmdoe');
+    const replica = (options: object): unknown => {
+      try {
+        return loadReplicaConfig(options, {}, 'postgresql://r:pw@replica.example.com/app?sslmdoe=verify-full', 1);
+      } catch (err) {
+        return (err as ConfigError).issues;
+      }
+    };
+    expect(replica({})).toEqual([expect.objectContaining({ setting: 'DATABASE_REPLICA_URL[1] parameter sslmdoe' })]);
+    expect(replica({ replicas: [] })).toEqual([expect.objectContaining({ setting: 'replicas[1] parameter sslmdoe' })]);
+  });
+
+  it("reads or maps Prisma's parameters, and refuses with a reason the ones it cannot honour", () => {
+    const read = (query: string) => loadConfig({}, { DATABASE_URL: `${URL_WITH_SECRET}?${query}` });
+    expect(read('max_connection_lifetime=60').pool.recycleMs).toBe(60_000);
+    expect(read('statement_cache_size=0&pgbouncer=true&schema=app&application_name=shop').pool).toBeDefined();
+    // sslaccept=strict: the certificate and host name are checked (verify-full); contradicting sslmodes are refused.
+    expect(read('sslaccept=strict').ssl.mode).toBe('verify-full');
+    expect(read('sslaccept=accept_invalid_certs&sslmode=require').ssl.mode).toBe('require');
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?sslaccept=strict&sslmode=require` })).toEqual([{ setting: 'DATABASE_URL parameter sslaccept', problem: expect.stringContaining('sslmode=require from DATABASE_URL parameter sslmode does not check it') }]);
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?sslaccept=accept_invalid_certs`, DB_SSLMODE: 'verify-full' })[0]!.problem).toContain('from DB_SSLMODE checks the certificate');
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?sslaccept=sometimes` })[0]!.problem).toMatch(/^must be strict or accept_invalid_certs/);
+    const refused = issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?sslidentity=id.p12&sslpassword=${SECRET}&max_idle_connection_lifetime=60&target_session_attrs=read-write&ssl=true` });
+    expect(refused.map((i) => i.setting)).toEqual(['sslidentity', 'sslpassword', 'max_idle_connection_lifetime', 'target_session_attrs', 'ssl'].map((n) => `DATABASE_URL parameter ${n}`));
+    expect(refused[0]!.problem).toMatch(/PKCS#12.*sslcert and sslkey/);
+    expect(JSON.stringify(refused)).not.toContain(SECRET);
+    // socket_timeout bounds migration statements: read in DIRECT_URL, refused (with where to put it) for the application.
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?socket_timeout=5` })[0]!.problem).toMatch(/only migrations read.*DIRECT_URL.*statementMs/);
+    expect(loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DIRECT_URL: `${URL_WITH_SECRET}?socket_timeout=120` }).directUrl).toContain('socket_timeout=120');
+  });
+
+  it("takes libpq's user, password, dbname and port parameters when the URL's own part is empty, and refuses both at once", () => {
+    const c = loadConfig({}, { DATABASE_URL: `postgresql://db.example.com?user=bob&password=${encodeURIComponent(SECRET)}&dbname=shop&port=6543` });
+    expect(c.target).toEqual({ host: 'db.example.com', port: 6543, user: 'bob', database: 'shop' });
+    expect(c.target.password).toBe(SECRET);
+    const err = configError(() => loadConfig({}, { DATABASE_URL: `postgresql://al:other@db.example.com:5432/shop?user=bob&password=${encodeURIComponent(SECRET)}&port=x` }));
+    expect(err.issues.map((i) => i.problem).sort()).toEqual([
+      'names the password twice, in the URL and as the password parameter: give it once',
+      'names the port twice, in the URL and as the port parameter: give it once',
+      'names the user twice, in the URL and as the user parameter: give it once',
+    ]);
+    expect(err.message).not.toContain(SECRET);
+  });
+});
+
 describe('loadReplicaConfig', () => {
   const replica = 'postgresql://reader:replica-pw@replica.example.com:5433/app?sslmode=require';
 
