@@ -367,7 +367,8 @@ class Resolver {
     const [setting, value, scale] = chosen;
     const parsed = v.safeParse(typeof schema === 'function' ? schema(scale) : schema, value);
     if (!parsed.success) {
-      this.issues.push({ setting, problem: `${parsed.issues[0]?.message ?? 'invalid'} (got ${show(setting, value)})` });
+      // A password is never shown, whatever its setting is named (a URL's is named after the URL).
+      this.issues.push({ setting, problem: `${parsed.issues[0]?.message ?? 'invalid'} (got ${schema === secret ? 'a secret value' : show(setting, value)})` });
       return fallback;
     }
     return (scale !== undefined && typeof parsed.output === 'number' ? parsed.output * scale : parsed.output) as T;

@@ -188,6 +188,16 @@ describe('loadConfig', () => {
       expect(err.message).not.toContain(encodeURIComponent(SECRET));
     });
 
+    it('a password that cannot be used is refused without printing it, wherever it came from', () => {
+      const bad = 'hunter\u0000pw';
+      for (const [options, env] of [[{}, { DATABASE_URL: `postgresql://app:${encodeURIComponent(bad)}@db.example.com/shop` }], [{}, { DB_HOST: 'h', DB_PASSWORD: bad }], [{ host: 'h', password: bad }, {}]] as const) {
+        const err = configError(() => loadConfig(options, env));
+        expect(err.issues[0]!.problem).toMatch(/must not contain a NUL byte/);
+        // Before: the URL's password was quoted (got "hunter\u0000pw").
+        expect(`${err.message} ${JSON.stringify(err.issues)}`).not.toMatch(/hunter/);
+      }
+    });
+
     it('lists every problem at once', () => {
       const err = configError(() =>
         loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DB_POOL_SIZE: 'abc', DB_SSLMODE: 'nope', DB_POOL_TIMEOUT: '-1' }),
