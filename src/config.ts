@@ -509,6 +509,11 @@ const URL_PARAMETERS: Readonly<Record<string, true | string>> = {
 /** Refuses every query parameter the layer would not apply, naming it (and the one meant, for a typo). */
 function checkUrlParameters(setting: string, params: URLSearchParams, use: UrlUse, r: Resolver): void {
   for (const name of new Set(params.keys())) {
+    // libpq, Prisma and node-postgres take the last of repeated values, URLSearchParams.get the
+    // first: `?sslmode=disable&sslmode=verify-full` was disable here, verify-full to the others,
+    // and which one the user meant cannot be told.
+    const count = params.getAll(name).length;
+    if (count > 1) r.fail(`${setting} parameter ${name}`, `is given ${count} times (libpq, Prisma and node-postgres take the last): give it once`);
     const known = URL_PARAMETERS[name];
     if (known === true || (name === 'socket_timeout' && use === 'migrations')) continue;
     if (known !== undefined) {

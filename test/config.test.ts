@@ -260,6 +260,13 @@ describe('URL query parameters', () => {
     expect(loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DIRECT_URL: `${URL_WITH_SECRET}?socket_timeout=120` }).directUrl).toContain('socket_timeout=120');
   });
 
+  it('a parameter given twice is refused: this layer took the first value, libpq, Prisma and node-postgres the last', () => {
+    // Before: sslmode=disable (the first) was used, where libpq, prisma migrate and node-postgres use verify-full.
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?sslmode=disable&connect_timeout=5&sslmode=verify-full` })).toEqual([
+      { setting: 'DATABASE_URL parameter sslmode', problem: expect.stringMatching(/^is given 2 times.*give it once$/) },
+    ]);
+  });
+
   it("takes libpq's user, password, dbname and port parameters when the URL's own part is empty, and refuses both at once", () => {
     const c = loadConfig({}, { DATABASE_URL: `postgresql://db.example.com?user=bob&password=${encodeURIComponent(SECRET)}&dbname=shop&port=6543` });
     expect(c.target).toEqual({ host: 'db.example.com', port: 6543, user: 'bob', database: 'shop' });
