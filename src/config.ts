@@ -418,13 +418,17 @@ function parseUrl(setting: string, raw: string, r: Resolver): ParsedUrl | undefi
   if (url.password) target.password = decode(url.password, 'password');
   const db = url.pathname.replace(/^\//, '');
   if (db) target.database = decode(db, 'database name');
-  // libpq also reads the target from query parameters (host= for a unix socket directory).
-  for (const [param, key] of [['host', 'host'], ['port', 'port'], ['user', 'user'], ['password', 'password'], ['dbname', 'database']] as const) {
+  // libpq also reads the target from query parameters. `host` wins over the URL's host, as in
+  // libpq and Prisma, whose documented unix-socket form is `@localhost/db?host=/var/run/postgresql`
+  // (the URL needs a host, and that one is ignored).
+  const hostParam = url.searchParams.get('host');
+  if (hostParam) target.host = hostParam;
+  for (const [param, key] of [['port', 'port'], ['user', 'user'], ['password', 'password'], ['dbname', 'database']] as const) {
     const value = url.searchParams.get(param);
     if (value === null || value === '') continue;
     // Both spellings at once: which one libpq, Prisma and the drivers each take differs.
-    if (target[key] !== undefined && key !== 'host') r.fail(setting, `names the ${key} twice, in the URL and as the ${param} parameter: give it once`);
-    else if (target[key] === undefined) target[key] = value;
+    if (target[key] !== undefined) r.fail(setting, `names the ${key} twice, in the URL and as the ${param} parameter: give it once`);
+    else target[key] = value;
   }
   return { target, params: url.searchParams };
 }

@@ -267,6 +267,13 @@ describe('URL query parameters', () => {
     ]);
   });
 
+  it("connects to the unix socket of Prisma's documented form @localhost/db?host=/var/run/postgresql (the URL's host is ignored, as in libpq and Prisma)", () => {
+    // Before: the URL's localhost won, and the layer connected over TCP instead of the socket.
+    const c = loadConfig({}, { DATABASE_URL: 'postgresql://app@localhost:5433/shop?host=/var/run/postgresql/' });
+    expect(c.target).toEqual({ host: '/var/run/postgresql/', port: 5433, user: 'app', database: 'shop' });
+    expect(c.ssl.mode).toBe('prefer');
+  });
+
   it("takes libpq's user, password, dbname and port parameters when the URL's own part is empty, and refuses both at once", () => {
     const c = loadConfig({}, { DATABASE_URL: `postgresql://db.example.com?user=bob&password=${encodeURIComponent(SECRET)}&dbname=shop&port=6543` });
     expect(c.target).toEqual({ host: 'db.example.com', port: 6543, user: 'bob', database: 'shop' });
