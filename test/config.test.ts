@@ -267,6 +267,12 @@ describe('URL query parameters', () => {
     ]);
   });
 
+  it('an empty parameter (?sslmode=, a template whose variable was unset) is refused instead of read as absent', () => {
+    // Before: the default sslmode (require: certificate not checked) applied without a word.
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?sslmode=&schema=app` })).toEqual([{ setting: 'DATABASE_URL parameter sslmode', problem: 'is empty: give it a value, or remove it for the default' }]);
+    expect(issuesOf({ DATABASE_URL: URL_WITH_SECRET, DIRECT_URL: `${URL_WITH_SECRET}?sslrootcert=` })[0]!.setting).toBe('DIRECT_URL parameter sslrootcert');
+  });
+
   it("connects to the unix socket of Prisma's documented form @localhost/db?host=/var/run/postgresql (the URL's host is ignored, as in libpq and Prisma)", () => {
     // Before: the URL's localhost won, and the layer connected over TCP instead of the socket.
     const c = loadConfig({}, { DATABASE_URL: 'postgresql://app@localhost:5433/shop?host=/var/run/postgresql/' });
