@@ -754,7 +754,9 @@ function resolveConfig(options: DbOptions, env: Env, use: UrlUse): DbConfig {
   const allowInsecure = r.take(flag, false, ['ssl.allowInsecure', options.ssl?.allowInsecure], ['DB_SSL_ALLOW_INSECURE', env.DB_SSL_ALLOW_INSECURE]);
   if ((ssl.cert === undefined) !== (ssl.key === undefined)) {
     const missing = counterpart(ssl.cert === undefined ? sslSources.key : sslSources.cert);
-    r.fail(missing, `a client certificate needs both a certificate and its key: set ${missing} too`);
+    // Prisma's own URL format spells the server's CA file `sslcert`; libpq's sslcert (read here) is the client's certificate.
+    const prismaCa = ssl.key === undefined && sslSources.cert?.endsWith(' parameter sslcert') ? " (in a Prisma URL, sslcert names the server's CA certificate: here that is sslrootcert, and sslcert is a client certificate, as in libpq)" : '';
+    r.fail(missing, `a client certificate needs both a certificate and its key: set ${missing} too${prismaCa}`);
   }
   const plaintextPossible = ssl.mode === 'disable' || ssl.mode === 'allow' || ssl.mode === 'prefer';
   if (env.NODE_ENV === 'production' && plaintextPossible && host !== undefined && !isLocalHost(hostName) && !allowInsecure) {

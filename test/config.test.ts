@@ -280,6 +280,16 @@ describe('URL query parameters', () => {
     expect(c.ssl.mode).toBe('prefer');
   });
 
+  it("a Prisma URL's sslcert (the server's CA there) without sslkey is told to use sslrootcert, not only to add a key", () => {
+    const ca = path.join(mkdtempSync(path.join(tmpdir(), 'cfg-')), 'ca.pem');
+    writeFileSync(ca, '-----BEGIN CERTIFICATE-----\nnot parsed\n-----END CERTIFICATE-----\n');
+    // Before: only "set DATABASE_URL parameter sslkey too", for a file that is a CA certificate.
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?sslmode=require&sslcert=${encodeURIComponent(ca)}` })).toEqual([
+      { setting: 'DATABASE_URL parameter sslkey', problem: expect.stringMatching(/set DATABASE_URL parameter sslkey too \(in a Prisma URL, sslcert names the server's CA certificate: here that is sslrootcert/) },
+    ]);
+    expect(issuesOf({ DATABASE_URL: URL_WITH_SECRET, DB_SSLCERT: ca })[0]!.problem).not.toContain('Prisma');
+  });
+
   it("takes libpq's user, password, dbname and port parameters when the URL's own part is empty, and refuses both at once", () => {
     const c = loadConfig({}, { DATABASE_URL: `postgresql://db.example.com?user=bob&password=${encodeURIComponent(SECRET)}&dbname=shop&port=6543` });
     expect(c.target).toEqual({ host: 'db.example.com', port: 6543, user: 'bob', database: 'shop' });
