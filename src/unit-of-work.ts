@@ -16,6 +16,7 @@
 //               (DatabaseTransactionError, `outcome: 'unknown'`), never re-run.
 // The caller's own errors are re-thrown unchanged after the rollback.
 
+import type { ITXClientDenyList } from '@prisma/client/runtime/client';
 import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits, type TransactionSettings } from './deadline.ts';
@@ -31,9 +32,13 @@ import { checkNested, checkUnitOptions, SERVER_DEFAULT_ISOLATION, type SessionOp
 
 export type { SessionOptions, TransactionOptions } from './unit-options.ts';
 
-/** The members Prisma removes from the client it hands to an interactive transaction. */
-type TxDenied = '$connect' | '$disconnect' | '$on' | '$use' | '$extends' | '$transaction';
-export type TxClient<C> = Omit<C, TxDenied>;
+/**
+ * The client of a unit of work: Prisma's own transaction client type
+ * (`Prisma.TransactionClient`), which omits Prisma's deny list and keeps `$transaction`
+ * (Prisma 7 nests it as a savepoint). Taken from Prisma, not restated, so a repository
+ * function typed `(tx: Prisma.TransactionClient)` takes what db.transaction gives.
+ */
+export type TxClient<C> = Omit<C, ITXClientDenyList>;
 
 type UnitState = 'starting' | 'running' | 'committing';
 

@@ -62,6 +62,33 @@ test("the app's own error class thrown inside db.transaction arrives unchanged, 
   expect(await db.user.count({ where: { email: 'rolled-back@example.com' } })).toBe(0);
 });
 
+/** A repository function typed as Prisma's docs type one: it takes the transaction client. */
+async function signUpOrSkip(tx: Prisma.TransactionClient, email: string): Promise<number> {
+  // Prisma 7's nested transaction (a savepoint): what it wrote rolls back alone.
+  await tx
+    .$transaction(async (inner) => {
+      await inner.user.create({ data: { email } });
+      throw new NotFoundError('undo the sign-up');
+    })
+    .catch(() => undefined);
+  return tx.user.count({ where: { email } });
+}
+
+test("a unit's client is a Prisma.TransactionClient (npm run typecheck): repository functions typed with it take it, and its nested $transaction rolls back alone", async () => {
+  const email = 'nested-undone@example.com';
+  const inUnit = await db.transaction(async (tx) => {
+    const seen = await signUpOrSkip(tx, email);
+    // db.current() is the same client, typed the same.
+    await signUpOrSkip(db.current(), email);
+    await tx.user.create({ data: { email: 'nested-kept@example.com' } });
+    return seen;
+  });
+  expect(inUnit).toBe(0);
+  expect(await db.user.count({ where: { email: { in: [email, 'nested-kept@example.com'] } } })).toBe(1);
+  // Prisma's own $transaction on the Db hands out the same type.
+  expect(await db.$transaction((tx) => signUpOrSkip(tx, email))).toBe(0);
+});
+
 test('$disconnect() closes the pools as close() does: no connection of the app stays open', async () => {
   const own = createDb({ PrismaClient, url: testDb.url, applicationName: `${APP}-disc`, pool: { size: 3 } });
   await Promise.all([own.user.count(), own.user.count(), own.user.count()]);
