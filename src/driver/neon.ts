@@ -232,7 +232,7 @@ function statusFailure(err: unknown, code: string, body: string): Error {
 
 /** By shape: fetch's errors come from undici's realm, where `instanceof Error` can fail (a vm context). */
 const isErrorLike = (err: unknown): err is Error => typeof err === 'object' && err !== null && typeof (err as Error).message === 'string';
-const isNeonDbError = (err: unknown): boolean => isErrorLike(err) && err.name === 'NeonDbError';
+const isNeonDbError = (err: unknown): err is Error => isErrorLike(err) && err.name === 'NeonDbError';
 
 /** Failures of fetch that happen before a byte of the request is written (undici's codes). */
 const BEFORE_SENDING = /^(?:ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|ERR_TLS_CERT_ALTNAME_INVALID|CERT_\w+|UNABLE_TO_\w+|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN)$/;
@@ -340,7 +340,7 @@ function endedUnder(reason: Error): Error {
  * It holds no connection, so what ends connections ends it too: the end of its db.scope()
  * (refused once the scope ended, aborted when it ends while it runs) and close()'s deadline.
  */
-function httpStatement<T>(route: HttpRoute, run: () => Promise<T>): Promise<T> {
+function httpStatement<T>(route: HttpRoute, run: () => Promise<T>, serverError: (err: Error) => unknown): Promise<T> {
   const { statementMs, connectMs } = route.config.timeouts;
   const abort = new AbortController();
   let endWith!: (reason: Error) => void;
@@ -357,7 +357,11 @@ function httpStatement<T>(route: HttpRoute, run: () => Promise<T>): Promise<T> {
     unwatch.forEach((f) => f());
     return Promise.reject(refused);
   }
-  const sent = httpSignals.run(abort.signal, run).catch((err: unknown) => Promise.reject(redactError(httpFailure(err))));
+  const sent = httpSignals.run(abort.signal, run).catch((err: unknown) => {
+    const failure = httpFailure(err);
+    // Left as it is: the server's own SQL error (a constraint, a syntax error), as Prisma maps it over WebSocket.
+    return Promise.reject(redactError(failure === err && isNeonDbError(err) ? serverError(err) : failure));
+  });
   const ms = connectMs + statementMs;
   // Past the deadline the request has gone out (or may have: fetch does not say how far it
   // got) and the compute may be running or have run the statement, committed on its own: its
@@ -367,6 +371,27 @@ function httpStatement<T>(route: HttpRoute, run: () => Promise<T>): Promise<T> {
     return new DeadlineExceededError('statement', ms, { outcome: 'unknown', retryable: false });
   });
   return bounded.finally(() => unwatch.forEach((f) => f()));
+}
+
+/**
+ * The server's SQL error of an HTTP statement as Prisma's Neon adapter reports the same error
+ * over WebSocket: a DriverAdapterError (its `onError`), which Prisma maps to P2002, P2003,
+ * P2010, ... with `meta`. The HTTP adapter throws the driver's error as it is, which Prisma
+ * reports with the SQLSTATE as `code` ('23505') and no `meta`: the same failed statement
+ * would be a P2002 in a unit of work and a '23505' outside one. Where the adapter no
+ * longer has `onError`, the error is left as it is (test/driver/neon.test.ts fails).
+ */
+function asAdapterError(ws: SqlDriverAdapter): (err: Error) => unknown {
+  const onError = (ws as { onError?: (err: unknown) => never }).onError;
+  return (err) => {
+    if (typeof onError !== 'function') return err;
+    try {
+      onError.call(ws, err);
+    } catch (mapped) {
+      return mapped;
+    }
+    return err;
+  };
 }
 
 /** The driver's rejection with passwords removed (secrets.ts): the HTTP driver's errors can quote its connection string. */
@@ -386,13 +411,14 @@ function httpWithWsTransactions(http: SqlDriverAdapterFactory, ws: SqlDriverAdap
     adapterName: http.adapterName,
     async connect(): Promise<SqlDriverAdapter> {
       const [h, w] = await redacted(Promise.all([http.connect(), ws.connect()]));
+      const serverError = asAdapterError(w);
       return {
         provider: h.provider,
         adapterName: h.adapterName,
         // Inside a db.session() the statement goes to the session's connection (its SET,
         // advisory locks and temporary tables); HTTP would reach a fresh backend each time.
-        queryRaw: (q) => (route.session() ? redacted(w.queryRaw(q)) : httpStatement(route, () => h.queryRaw(q))),
-        executeRaw: (q) => (route.session() ? redacted(w.executeRaw(q)) : httpStatement(route, () => h.executeRaw(q))),
+        queryRaw: (q) => (route.session() ? redacted(w.queryRaw(q)) : httpStatement(route, () => h.queryRaw(q), serverError)),
+        executeRaw: (q) => (route.session() ? redacted(w.executeRaw(q)) : httpStatement(route, () => h.executeRaw(q), serverError)),
         executeScript: (s) => redacted(w.executeScript(s)),
         startTransaction: (level) => redacted(w.startTransaction(level)),
         getConnectionInfo: () => w.getConnectionInfo?.() ?? { supportsRelationJoins: true },

@@ -10,6 +10,11 @@ import { neonConfig, Pool } from '@neondatabase/serverless';
 import ws from 'ws';
 import { loadConfig } from '../../src/config';
 import { socketSettings } from '../../src/driver/neon';
+import { Prisma, PrismaClient } from '../../src/generated/prisma/client';
+import { createDb } from '../../src/index';
+import { rejectionOf } from '../support/async';
+import { createTestDatabase, testServer } from '../support/db';
+import { NEON_TEST_HOST, startNeonProxy } from '../support/neon-proxy';
 
 test("NeonPool's constructor replaces a Client option with the driver's own", () => {
   class Mine {}
@@ -73,4 +78,41 @@ describe("the layer's Neon connections use ws, also where the runtime has a WebS
       neonConfig.webSocketConstructor = undefined as never;
     }
   });
+});
+
+/** What an app's error handler reads of a Prisma error. */
+function prismaView(err: unknown): { known: boolean; code: unknown; meta: unknown } {
+  return { known: err instanceof Prisma.PrismaClientKnownRequestError, code: (err as { code?: unknown }).code, meta: (err as { meta?: unknown }).meta };
+}
+
+test("serverless mode's HTTP statements fail with Prisma's codes and meta (P2002, P2003, P2010), as the same statements over WebSocket", async () => {
+  const testDb = await createTestDatabase({ prefix: 'neon-http-errors' });
+  const proxy = await startNeonProxy({ upstream: testServer().info() });
+  const db = createDb({
+    PrismaClient,
+    mode: 'serverless',
+    url: testDb.urlWith(undefined, { host: NEON_TEST_HOST, port: 5432 }),
+    neon: { wsProxy: proxy.wsProxy, useSecureWebSocket: false, fetchEndpoint: proxy.fetchEndpoint },
+  });
+  try {
+    await db.user.create({ data: { email: 'taken@neon.test' } });
+    // The same failing statements outside a unit (HTTP) and inside one (WebSocket).
+    const statements: Record<string, (c: Prisma.TransactionClient) => Promise<unknown>> = {
+      P2002: (c) => c.user.create({ data: { email: 'taken@neon.test' } }),
+      P2003: (c) => c.transfer.create({ data: { fromId: 999_999, toId: 999_998, amount: 1, reference: 'no-such-accounts' } }),
+      P2010: (c) => c.$executeRaw`INSERT INTO users (email) VALUES (${'taken@neon.test'})`,
+    };
+    for (const [code, statement] of Object.entries(statements)) {
+      const httpBefore = proxy.received().http;
+      const overHttp = prismaView(await rejectionOf(statement(db)));
+      expect(proxy.received().http).toBeGreaterThan(httpBefore);
+      const overWebSocket = prismaView(await rejectionOf(db.transaction((tx) => statement(tx))));
+      expect(overWebSocket).toMatchObject({ known: true, code });
+      expect(overHttp).toEqual(overWebSocket);
+    }
+  } finally {
+    await db.close();
+    await proxy.close();
+    await testDb.drop();
+  }
 });
