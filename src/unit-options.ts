@@ -64,12 +64,34 @@ export function describe(value: unknown): string {
   return value === null ? 'null' : `a value of type ${typeof value}`;
 }
 
+/** Every option of a unit (the compiler checks the list is complete). */
+const UNIT_OPTION_NAMES: Record<keyof TransactionOptions, true> = {
+  isolationLevel: true, readOnly: true, timeoutMs: true, maxWaitMs: true, retries: true, nested: true, correlationId: true,
+};
+/** Prisma's `$transaction` option names, which code moved from `$transaction` to a unit brings along. */
+const PRISMA_NAMES: Readonly<Record<string, keyof TransactionOptions>> = { timeout: 'timeoutMs', maxWait: 'maxWaitMs' };
+
+/**
+ * An option the unit does not know is refused, never ignored: Prisma's `timeout: 60_000`
+ * (shared with a `$transaction` call, or in plain JavaScript) was dropped, and the unit was
+ * cut at the default 15 s deadline the caller had asked to raise.
+ */
+function unknownOptions(issues: ConfigIssue[], options: object): void {
+  for (const name of Object.keys(options)) {
+    if (Object.hasOwn(UNIT_OPTION_NAMES, name)) continue;
+    const ours = Object.hasOwn(PRISMA_NAMES, name) ? PRISMA_NAMES[name] : undefined;
+    const problem = ours === undefined ? 'is not an option of a unit of work' : `is Prisma's $transaction option: a unit of work takes ${ours} (milliseconds)`;
+    issues.push({ setting: `transaction option ${name}`, problem });
+  }
+}
+
 /** The options as given, once every one of them has been checked. */
 export function checkUnitOptions(options: TransactionOptions): TransactionOptions {
   if (typeof options !== 'object' || options === null) {
     throw new ConfigError([{ setting: 'transaction options', problem: `must be an object (got ${describe(options)})` }]);
   }
   const issues: ConfigIssue[] = [];
+  unknownOptions(issues, options);
   wholeOption(issues, 'transaction option timeoutMs', options.timeoutMs, 1, MAX_UNIT_MS);
   wholeOption(issues, 'transaction option maxWaitMs', options.maxWaitMs, 1, MAX_UNIT_MS);
   wholeOption(issues, 'transaction option retries', options.retries, 0, 100, '', '3');

@@ -5,7 +5,7 @@
  * through db.transaction, and $disconnect closing the pools.
  */
 import { Prisma, PrismaClient } from '../src/generated/prisma/client';
-import { createDb, DatabaseClosedError, type Db } from '../src/index';
+import { ConfigError, createDb, DatabaseClosedError, type Db } from '../src/index';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
 
 class NotFoundError extends Error {}
@@ -87,6 +87,28 @@ test("a unit's client is a Prisma.TransactionClient (npm run typecheck): reposit
   expect(await db.user.count({ where: { email: { in: [email, 'nested-kept@example.com'] } } })).toBe(1);
   // Prisma's own $transaction on the Db hands out the same type.
   expect(await db.$transaction((tx) => signUpOrSkip(tx, email))).toBe(0);
+});
+
+test("Prisma's $transaction options (timeout, maxWait) given to db.transaction are a ConfigError naming the unit's own, before fn runs: not ignored", async () => {
+  // Shared with a $transaction call, as code moved to units of work keeps it (typed: it has isolationLevel).
+  const txOptions = { isolationLevel: Prisma.TransactionIsolationLevel.Serializable, timeout: 60_000, maxWait: 10_000 };
+  await expect(db.$transaction((tx) => tx.user.count(), txOptions)).resolves.toEqual(expect.any(Number));
+  let ran = 0;
+  const err = await db
+    .transaction(async (tx) => {
+      ran++;
+      return tx.user.count();
+    }, txOptions)
+    .catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(ConfigError);
+  expect((err as ConfigError).issues).toEqual([
+    { setting: 'transaction option timeout', problem: expect.stringContaining('timeoutMs') },
+    { setting: 'transaction option maxWait', problem: expect.stringContaining('maxWaitMs') },
+  ]);
+  expect(ran).toBe(0);
+  // A misspelt option too, on db.read as well.
+  await expect(db.read(async () => ran++, { retires: 2 } as never)).rejects.toThrow(/transaction option retires: is not an option/);
+  expect(ran).toBe(0);
 });
 
 test('$disconnect() closes the pools as close() does: no connection of the app stays open', async () => {
