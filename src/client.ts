@@ -352,7 +352,7 @@ export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptio
     stacks,
     targets,
     router,
-    routing: { defaults: config.transaction, closing, closedError: closedUnderWork, inUnit: () => inUnitOf(db) },
+    routing: { defaults: config.transaction, closing, closedError: closedUnderWork, inUnit: () => inUnitOf(db), inSession: () => primary.driver.pool()?.inSession() ?? false },
     lifecycle,
     shared,
     prismaExtends: stacks.map((s) => s.prisma.$extends),

@@ -72,6 +72,12 @@ export interface ReadRouting<C = unknown> {
   closedError(cause: unknown): Error;
   /** Does the caller run inside a unit of this Db? Then its reads are that unit's. */
   inUnit(): boolean;
+  /**
+   * Does the caller run inside a db.session() of this Db? Then its reads run on the
+   * session's connection, as its other units do: on a replica they would not see the
+   * session's settings, temporary tables, nor its writes not yet replayed there.
+   */
+  inSession(): boolean;
   /** The units a read runs on a replica with: the replica's own, or those of a client extended from the Db (client.ts). */
   unitsOf?(target: ReplicaTarget<C>): UnitsOfWork<C>;
 }
@@ -262,8 +268,8 @@ function replicaFailure(err: unknown): 'down' | 'busy' | undefined {
 }
 
 /**
- * Units of work with read-only routing: a read-only unit (outside any other unit) runs on
- * a replica; if that replica cannot be reached it is taken out of rotation and the unit
+ * Units of work with read-only routing: a read-only unit (outside any other unit or
+ * session of the Db) runs on a replica; if that replica cannot be reached it is taken out of rotation and the unit
  * runs on the primary, in the time the read has left. Re-running is safe because a
  * read-only unit wrote nothing. A SERIALIZABLE unit stays on the primary: a hot standby
  * refuses that isolation level. Once close() has begun nothing falls back: the read fails
@@ -274,7 +280,7 @@ export function routeReads<C>(primary: UnitsOfWork<C>['transaction'], router: Re
   const { defaults } = routing;
   return async <T>(fn: (tx: TxClient<C>) => Promise<T>, opts: TransactionOptions = {}): Promise<T> => {
     const serializable = (opts.isolationLevel ?? defaults.isolationLevel) === 'Serializable';
-    if (!opts.readOnly || serializable || routing.inUnit()) return primary(fn, opts);
+    if (!opts.readOnly || serializable || routing.inUnit() || routing.inSession()) return primary(fn, opts);
     checkUnitOptions(opts);
     const budget = new ReadBudget(opts.timeoutMs ?? defaults.timeoutMs, opts.maxWaitMs ?? defaults.maxWaitMs);
     const target = await router.pick(budget.lagWaitMs());

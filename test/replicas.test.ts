@@ -77,6 +77,22 @@ it('runs a SERIALIZABLE read-only unit on the primary: a hot standby refuses tha
   await expect(onReplica()).resolves.toBe(true);
 });
 
+it("runs a read inside db.session() on the session's connection: its settings, temporary tables and writes are seen", async () => {
+  const seen = await db.session(async () => {
+    await db.$executeRawUnsafe("SELECT set_config('app.tenant', 'acme', false)");
+    await db.$executeRawUnsafe('CREATE TEMP TABLE session_scratch (id int)');
+    await db.$executeRawUnsafe('INSERT INTO session_scratch VALUES (1), (2)');
+    const { pid } = (await db.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]!;
+    // Before: on the replica, another connection: tenant null, 42P01 for the temporary table.
+    const read = await db.read(async (tx) => (await tx.$queryRaw<{ tenant: string | null; pid: number; n: number }[]>`
+      SELECT current_setting('app.tenant', true) AS tenant, pg_backend_pid() AS pid, (SELECT count(*)::int FROM session_scratch) AS n`)[0]!);
+    return { sessionPid: pid, ...read };
+  });
+  expect(seen).toMatchObject({ tenant: 'acme', n: 2 });
+  expect(seen.pid).toBe(seen.sessionPid);
+  await expect(onReplica()).resolves.toBe(true);
+});
+
 it('connected to a standby, a SERIALIZABLE unit fails, and what fn sends after swallowing that error does not run outside a transaction', async () => {
   // BEGIN goes out with the first statement (src/driver/begin.ts); the standby refuses the
   // isolation level after BEGIN, so the transaction is aborted, not absent.
