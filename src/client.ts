@@ -268,6 +268,11 @@ function replicaTarget<C>(stack: Stack<C>, url: string): ReplicaTarget<C> {
     units: stack.units,
     measureLag: () => queryWithin<LagRow>(() => poolOf(stack), LAG_QUERY, ms, timedOut),
     figures: () => figuresOf(stack),
+    uncountUnit: () => {
+      // Every unit that fails (never re-run within its pool) counted one start and one rollback (unit-of-work.ts).
+      stack.counters.transactions--;
+      stack.counters.rollbacks--;
+    },
     close: stack.end,
   };
 }

@@ -42,6 +42,12 @@ export interface ReplicaTarget<C> {
   /** One LAG_QUERY row, bounded by the replica's connect timeout. Rejects if unreachable. */
   measureLag(): Promise<LagRow>;
   figures(): PoolFigures;
+  /**
+   * Takes back this pool's count of a unit that failed here and runs again on the primary
+   * (routeReads), which counts it: one read is one unit of the Db, counted where it ended,
+   * not a rollback beside a commit. The failure itself stays counted (errors, poolTimeouts).
+   */
+  uncountUnit(): void;
   close(): Promise<void>;
 }
 
@@ -294,6 +300,7 @@ export function routeReads<C>(primary: UnitsOfWork<C>['transaction'], router: Re
         if (failure === 'down') router.markDown(target, err);
         // The replica used up the read's time: the primary would only fail it again.
         if (budget.left() < 1) throw err;
+        target.uncountUnit();
       }
     }
     if (routing.closing()) throw routing.closedError(undefined);

@@ -328,6 +328,31 @@ describe('work on a replica is the Db\'s work', () => {
     }
   });
 
+  it('a read the replica could not take and the primary ran counts as one unit, committed: no rollback', async () => {
+    // Lag known good for long: the read goes to the replica without a check first.
+    const own = ownDb({ pool: { size: 1, maxOverflow: 0 }, replica: { lagCheckIntervalMs: 600_000, retryAfterMs: 300, maxLagMs: 1000 } });
+    try {
+      await expect(inRecovery(own)).resolves.toBe(true);
+      const release = await holdConnection({ transaction: (fn: () => Promise<void>) => own.read(fn) });
+      try {
+        const before = own.stats().counters;
+        await expect(inRecovery(own, { maxWaitMs: 500 })).resolves.toBe(false);
+        const after = own.stats().counters;
+        // Before: transactions +2 and rollbacks +1 for one read that succeeded.
+        expect({
+          transactions: after.transactions - before.transactions,
+          commits: after.commits - before.commits,
+          rollbacks: after.rollbacks - before.rollbacks,
+          poolTimeouts: after.poolTimeouts - before.poolTimeouts,
+        }).toEqual({ transactions: 1, commits: 1, rollbacks: 0, poolTimeouts: 1 });
+      } finally {
+        await release();
+      }
+    } finally {
+      await own.close();
+    }
+  });
+
   it('db.replicas() tells a replica nothing has checked yet, and shows its own pool', async () => {
     const own = ownDb();
     try {
