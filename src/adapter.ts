@@ -72,7 +72,7 @@ export class Instrumentation {
     const durationMs = Math.round(elapsed);
     if (durationMs < this.thresholdMs) return;
     this.counters.slowQueries++;
-    const info: SlowQueryInfo = { sql: safeSql(query.sql), durationMs, thresholdMs: this.thresholdMs, inTransaction };
+    const info: SlowQueryInfo = { sql: safeSql(query.sql), durationMs, thresholdMs: this.thresholdMs, inTransaction, pool: this.hub.pool };
     this.hub.emit('slowQuery', info);
     const logger = this.logger;
     if (logger !== undefined) this.hub.guarded('the logger', () => logger.warn({ event: 'slowQuery', ...info }, `slow query: ${durationMs} ms (threshold ${this.thresholdMs} ms)`));

@@ -212,6 +212,8 @@ function buildStack<C>(
   /** The Db's identity (UnitsHome.db), the same for all its stacks. */
   db: object,
   config: DbConfig,
+  /** What its events call this pool: 'primary', or the replica's name in db.replicas(). */
+  pool: string,
   lifecycle: Lifecycle,
   logger: DbLogger | undefined,
   record: (err: unknown) => void,
@@ -219,7 +221,7 @@ function buildStack<C>(
   prismaOptions: PrismaOptions = {},
 ): Stack<C> {
   const counters = newCounters();
-  const hub = new EventHub(logger);
+  const hub = new EventHub(logger, pool);
   const recorder = telemetry === undefined ? undefined : poolRecorder(telemetry, config, () => driver.pool());
   const driver = createDriver(config, counters, hub, recorder);
   const ins = new Instrumentation(counters, hub, lifecycle, config.slowQueryMs, logger, record, db);
@@ -258,13 +260,14 @@ function unitTelemetry(t: StackTelemetry, config: DbConfig): UnitTelemetry {
   return { telemetry: t.telemetry, info: { poolName: t.poolName, database, serverAddress: host, serverPort: port } };
 }
 
-function replicaTarget<C>(stack: Stack<C>, url: string): ReplicaTarget<C> {
+function replicaTarget<C>(stack: Stack<C>): ReplicaTarget<C> {
   const ms = stack.config.timeouts.connectMs;
   // Sent as health checks are (not through Prisma: no query counted, no slow-query log),
   // and bounded as one: past the connect timeout the connection is destroyed.
   const timedOut = (): Error => new DatabaseConnectionError(`The replica did not answer its lag check within the connect timeout (${ms} ms): the connection was closed`);
   return {
-    name: describeUrl(url),
+    // The name its events carry (EventHub.pool): one name for the replica everywhere.
+    name: stack.hub.pool,
     units: stack.units,
     measureLag: () => queryWithin<LagRow>(() => poolOf(stack), LAG_QUERY, ms, timedOut),
     figures: () => figuresOf(stack),
@@ -304,9 +307,9 @@ export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptio
   const named = (poolName: string): StackTelemetry | undefined => telemetry && { telemetry, poolName };
   const poolName = telemetryOptions?.poolName;
   // One Db's failures, wherever they happen (primary or replica): stats' lastError and the logger.
-  const reportFailure = (err: DatalayerError): void => {
+  const reportFailure = (err: DatalayerError, pool: string): void => {
     record(err);
-    logger?.error?.({ event: 'error', kind: err.kind, error: lastError?.message }, 'database error');
+    logger?.error?.({ event: 'error', kind: err.kind, error: lastError?.message, pool }, 'database error');
   };
   // Every replica's configuration before any stack is built: a bad replica URL must fail
   // createDb before the primary's pool exists (it would live on unclosed, its telemetry
@@ -314,18 +317,18 @@ export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptio
   // A replica is a copy of the primary: the models are in the primary's schema there too.
   const replicaOptions = config.schema === undefined ? dbOptions : { ...dbOptions, schema: config.schema };
   const replicaConfigs = config.replicaUrls.map((url, i) => loadReplicaConfig(replicaOptions, env, url, i));
-  const primary = buildStack(PrismaClient, db, config, lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)), prismaOptions);
+  const primary = buildStack(PrismaClient, db, config, 'primary', lifecycle, logger, record, named(poolName ?? defaultPoolName(config.target)), prismaOptions);
   primary.hub.onFailure = reportFailure;
   const replicaStacks = config.replicaUrls.map((url, i) => {
     const replicaConfig = replicaConfigs[i]!;
     const name = poolName === undefined ? defaultPoolName(replicaConfig.target) : `${poolName}/replica-${i + 1}`;
-    const stack = buildStack(PrismaClient, db, replicaConfig, lifecycle, logger, record, named(name), prismaOptions);
+    const stack = buildStack(PrismaClient, db, replicaConfig, describeUrl(url), lifecycle, logger, record, named(name), prismaOptions);
     stack.hub.onFailure = reportFailure;
-    return { url, stack };
+    return stack;
   });
-  const stacks = [primary, ...replicaStacks.map((r) => r.stack)];
+  const stacks = [primary, ...replicaStacks];
   const closing = (): boolean => lifecycle.state !== 'open';
-  const targets = replicaStacks.map(({ url, stack }) => replicaTarget(stack, url));
+  const targets = replicaStacks.map((stack) => replicaTarget(stack));
   const router = targets.length === 0 ? undefined : new ReplicaRouter(targets, config.replica, closing);
   const pools = (): GuardedPool[] => stacks.flatMap((s) => s.driver.pool() ?? []);
 

@@ -23,16 +23,26 @@ export interface SlowQueryInfo {
   durationMs: number;
   thresholdMs: number;
   inTransaction: boolean;
+  /** The pool it ran on: see PoolName. */
+  pool: PoolName;
 }
+
+/**
+ * Which of the Db's pools an event is about: `'primary'`, or a replica's `name` as
+ * db.replicas() shows it (`postgresql://host:port/database`). The Db's events cover all
+ * its pools; without it a replica's connections, failures and slow reads would pass for
+ * the primary's.
+ */
+export type PoolName = string;
 
 /** pg-pool's five lifecycle events, re-emitted with safe payloads. */
 export interface PoolEvents {
-  connect: [info: { pid: number | undefined }];
-  acquire: [info: { pid: number | undefined; reused: boolean }];
-  release: [info: { pid: number | undefined; broken: boolean }];
-  remove: [info: { pid: number | undefined }];
-  /** Always one of the layer's typed errors, secrets removed. */
-  error: [error: DatalayerError];
+  connect: [info: { pid: number | undefined; pool: PoolName }];
+  acquire: [info: { pid: number | undefined; reused: boolean; pool: PoolName }];
+  release: [info: { pid: number | undefined; broken: boolean; pool: PoolName }];
+  remove: [info: { pid: number | undefined; pool: PoolName }];
+  /** Always one of the layer's typed errors, secrets removed; `info.pool`: where it happened. */
+  error: [error: DatalayerError, info: { pool: PoolName }];
 }
 
 /** Every event `db.on` offers. */
@@ -43,9 +53,13 @@ export interface DbEvents extends PoolEvents {
 export class EventHub {
   private readonly emitter = new EventEmitter<DbEvents>();
   /** Called with every failure reported here, listened to or not (stats' lastError, the logger). */
-  onFailure: ((err: DatalayerError) => void) | undefined;
+  onFailure: ((err: DatalayerError, pool: PoolName) => void) | undefined;
 
-  constructor(private readonly logger?: DbLogger) {}
+  /** `pool`: the pool whose events these are (every payload names it). */
+  constructor(
+    private readonly logger?: DbLogger,
+    readonly pool: PoolName = 'primary',
+  ) {}
 
   /** True when `emit(event)` would reach someone: callers skip building payloads otherwise. */
   wants(event: keyof DbEvents): boolean {
@@ -59,8 +73,8 @@ export class EventHub {
   /** A failure, typed and redacted before anyone sees it. */
   fail(err: unknown): DatalayerError {
     const typed = classifyError(err);
-    if (this.onFailure !== undefined) this.guarded('the failure hook', this.onFailure, typed);
-    this.emit('error', typed);
+    if (this.onFailure !== undefined) this.guarded('the failure hook', this.onFailure, typed, this.pool);
+    this.emit('error', typed, { pool: this.pool });
     return typed;
   }
 

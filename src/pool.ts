@@ -186,7 +186,7 @@ export class GuardedPool {
       // listens only while it is idle) must not crash the process; the statement or unit
       // using it gets the error, and the pool discards the connection on release.
       client.on('error', quiet);
-      hub.emit('connect', { pid: pid(client) });
+      hub.emit('connect', { pid: pid(client), pool: hub.pool });
     }) as never);
     const recorder = this.recorder;
     this.raw.on('release', ((err: Error | undefined, client: PoolClient) => {
@@ -196,7 +196,7 @@ export class GuardedPool {
       this.busy.delete(client);
       checkedIn(client);
       if (this.unlent.has(client)) return;
-      if (hub.wants('release')) hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null });
+      if (hub.wants('release')) hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null, pool: hub.pool });
     }) as never);
     this.raw.on('remove', ((client: PoolClient) => {
       // A checked-out connection destroyed (close's deadline) comes here from its release and again from its socket's end.
@@ -204,7 +204,7 @@ export class GuardedPool {
       this.removed.add(client);
       counters.connectionsClosed++;
       this.busy.delete(client);
-      hub.emit('remove', { pid: pid(client) });
+      hub.emit('remove', { pid: pid(client), pool: hub.pool });
     }) as never);
   }
 
@@ -374,7 +374,7 @@ export class GuardedPool {
         this.recorder.recordWait(now - started);
       }
       this.busy.add(client);
-      if (this.hub.wants('acquire')) this.hub.emit('acquire', { pid: client.processID ?? undefined, reused });
+      if (this.hub.wants('acquire')) this.hub.emit('acquire', { pid: client.processID ?? undefined, reused, pool: this.hub.pool });
       return { client, reused };
     }
   }

@@ -328,6 +328,43 @@ describe('work on a replica is the Db\'s work', () => {
     }
   });
 
+  it("db.on's events and the logger's error lines name the pool they are about: 'primary' or the replica's name in db.replicas()", async () => {
+    const logged: Record<string, unknown>[] = [];
+    const logger = { info: () => {}, warn: (obj: Record<string, unknown>) => void logged.push(obj), error: (obj: Record<string, unknown>) => void logged.push(obj) };
+    const own = ownDb({ slowQueryMs: 1000, logger });
+    const dead = ownDb({ logger }, replica.url('repl_app', { sslmode: 'require' }, { port: 1 }));
+    try {
+      const seen: string[] = [];
+      for (const event of ['connect', 'acquire', 'release'] as const) own.on(event, (info) => seen.push(`${event} ${info.pool}`));
+      own.on('slowQuery', (info) => seen.push(`slowQuery ${info.pool}`));
+      await own.$queryRawUnsafe('SELECT 1');
+      await own.read((tx) => tx.$queryRaw`SELECT pg_sleep(1.1)::text`);
+      const name = own.replicas()[0]!.name;
+      // Before: no pool at all (pids only): a dashboard could not tell the replica's connections or slow reads from the primary's.
+      expect(seen).toEqual([
+        'connect primary',
+        'acquire primary',
+        'release primary',
+        // The lag check, then the read, on the replica's pool.
+        `connect ${name}`,
+        `acquire ${name}`,
+        `release ${name}`,
+        `acquire ${name}`,
+        `slowQuery ${name}`,
+        `release ${name}`,
+      ]);
+      expect(logged).toContainEqual(expect.objectContaining({ event: 'slowQuery', pool: name }));
+      const errors: string[] = [];
+      dead.on('error', (err, info) => errors.push(`${err.kind} ${info.pool}`));
+      await expect(inRecovery(dead)).resolves.toBe(false);
+      expect(errors).toEqual([`connection ${dead.replicas()[0]!.name}`]);
+      expect(logged).toContainEqual(expect.objectContaining({ event: 'error', kind: 'connection', pool: dead.replicas()[0]!.name }));
+    } finally {
+      await own.close();
+      await dead.close();
+    }
+  });
+
   it('a read the replica could not take and the primary ran counts as one unit, committed: no rollback', async () => {
     // Lag known good for long: the read goes to the replica without a check first.
     const own = ownDb({ pool: { size: 1, maxOverflow: 0 }, replica: { lagCheckIntervalMs: 600_000, retryAfterMs: 300, maxLagMs: 1000 } });
