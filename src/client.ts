@@ -335,7 +335,8 @@ export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptio
   const shutdown: Shutdown = {
     destroyBusy: () => pools().reduce((n, pool) => n + pool.destroyBusy(cutByClose), 0),
     end: async () => void (await Promise.all([primary.end(), router?.close()])),
-    allClosed: () => allClosed(primary),
+    // Every pool's: a replica's connections still closing when close() resolved were counted and reported after 'closed'.
+    allClosed: async () => void (await Promise.all(stacks.map(allClosed))),
   };
   const shared: SharedApi<C> = {
     replicas: () => router?.status() ?? [],

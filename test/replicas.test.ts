@@ -191,6 +191,22 @@ describe('close() during a replica read', () => {
   });
 });
 
+describe('close() and the replicas', () => {
+  it("resolves once the replicas' connections are closed too: every connection opened is closed, each with its remove event", async () => {
+    const own = ownDb();
+    const removed: string[] = [];
+    own.on('remove', (info) => removed.push(info.pool));
+    await own.$queryRawUnsafe('SELECT 1');
+    await expect(inRecovery(own)).resolves.toBe(true);
+    await own.close();
+    const { connectionsOpened, connectionsClosed } = own.stats().counters;
+    // Before: 2 opened, 1 closed and only the primary's remove when close() resolved (the replica's came later).
+    expect(connectionsOpened).toBe(2);
+    expect(connectionsClosed).toBe(2);
+    expect(removed.sort()).toEqual(['primary', own.replicas()[0]!.name].sort());
+  });
+});
+
 describe('a replica whose WAL stream is broken', () => {
   // As the application connects: the app role sees only pg_stat_wal_receiver's pid.
   const asApp = (): string => replica.url('repl_app', { sslmode: 'require' }, { user: 'app' });
