@@ -11,6 +11,7 @@ import { destroySocket } from './driver/client.ts';
 import { DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import { isConnectionLoss } from './failures.ts';
 import type { GuardedPool, PoolClient } from './pool.ts';
+import { rawConnectionOf } from './scope.ts';
 import { describeError, type PoolFigures } from './stats.ts';
 import { timeoutOption } from './unit-options.ts';
 
@@ -142,7 +143,7 @@ function busyPool(waiting: Waiting, timeoutMs: number): PoolTimeoutError | undef
 }
 
 /**
- * Borrows a connection and runs the statement. When the caller has given up (`signal`
+ * Borrows a connection (inside a db.scope, the scope's) and runs the statement. When the caller has given up (`signal`
  * aborted), the connection is handed back at once: a late checkout goes back intact, a
  * connection with the statement still running is destroyed, so nothing is left running.
  * A reused connection found dead is replaced, within the pool's recovery budget.
@@ -152,7 +153,7 @@ async function run<R>(connect: () => Promise<GuardedPool>, sql: string, signal: 
   waiting.pool = pool;
   for (let recovered = 0; ; recovered++) {
     waiting.forSlot = true;
-    const { client, reused } = await pool.checkout();
+    const { client, reused } = await pool.take();
     waiting.forSlot = false;
     if (signal.aborted) {
       client.release();
@@ -176,7 +177,8 @@ async function queryOnce<R>(client: PoolClient, sql: string, signal: AbortSignal
   // not answer; the statement then fails and nothing is left running.
   const onAbort = (): void => {
     const reason = new Error('check timed out');
-    destroySocket(client, reason);
+    // The socket's holder: in a scope, `client` is the scope's wrapper around it.
+    destroySocket(rawConnectionOf(client), reason);
     release(reason);
   };
   signal.addEventListener('abort', onAbort, { once: true });

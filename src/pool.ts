@@ -241,8 +241,14 @@ export class GuardedPool {
     return client;
   }
 
-  /** A connection for the caller's work: from its db.scope() when it runs in one (scope.ts). */
-  private take(): Promise<Checkout> {
+  /**
+   * A connection for the caller's work: from its db.scope() when it runs in one (scope.ts).
+   * Checks (health, verify, lag) take theirs here too: a scope keeps its idle connection
+   * from the pool, so a check that went to the pool instead opened a second one per
+   * invocation, or, with every slot held by scopes (connection_limit=1), waited for one
+   * until it reported a busy pool for a database that was fine.
+   */
+  take(): Promise<Checkout> {
     const scope = currentScope();
     return scope === undefined ? this.checkout() : scope.take(this);
   }

@@ -163,6 +163,37 @@ describe('db.health()', () => {
     }
   });
 
+  it("inside a serverless scope, checks use the scope's connection: healthy and verified with a pool of one, one connection opened", async () => {
+    // connection_limit=1, the usual serverless advice: the scope keeps its one connection
+    // between statements, so a check that asked the pool for another waited for it.
+    const own = createDb({
+      PrismaClient,
+      url: cluster.url('postgres', { sslmode: 'require', sslrootcert: cluster.caFile }),
+      applicationName: `${APP}-scope`,
+      mode: 'serverless',
+      pool: { size: 1, maxOverflow: 0, timeoutMs: 2000 },
+      env: {},
+    });
+    try {
+      const { report, verified } = await own.scope(async () => {
+        await own.$queryRaw`SELECT 1`;
+        const report = await own.health({ timeoutMs: 5000 });
+        const verified = await own.verify().then(
+          () => 'verified',
+          (err: Error) => err.message,
+        );
+        return { report, verified };
+      });
+      expect(report.error).toBeUndefined();
+      expect(report.status).toBe('healthy');
+      expect(verified).toBe('verified');
+      expect(own.stats().counters.connectionsOpened).toBe(1);
+      expect(own.stats().pool.open).toBe(0);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('reports a closed Db as unhealthy', async () => {
     const other = createDb({ PrismaClient, url: cluster.url(), applicationName: `${APP}-closed` });
     await other.close();
