@@ -11,7 +11,7 @@ import { EventHub, type DbEvents } from './events.ts';
 import type { WithDbExtends } from './extended-types.ts';
 import { ownedUnits, type Member } from './extensions.ts';
 import { checkHealth, queryWithin, type HealthOptions, type HealthReport } from './health.ts';
-import { Lifecycle, type CloseOnSignalsOptions, type CloseOptions, type DbLogger, type Shutdown } from './lifecycle.ts';
+import { checkCloseOnSignals, Lifecycle, type CloseOnSignalsOptions, type CloseOptions, type DbLogger, type Shutdown } from './lifecycle.ts';
 import type { GuardedPool } from './pool.ts';
 import { LAG_QUERY, ReplicaRouter, routeReads, type LagRow, type ReadRouting, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
 import { runScope, type ScopeOptions } from './scope.ts';
@@ -293,6 +293,8 @@ function figuresOf<C>(stack: Stack<C>): DbStats['pool'] {
 export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptions<C> & { prisma?: P }): Db<C, LogEvents<P>> {
   checkOptions(options);
   const { PrismaClient, env, logger, closeOnSignals, telemetry: telemetryOptions, prisma: prismaOptions, ...dbOptions } = options;
+  // Before anything is built: a ConfigError then leaves nothing behind (telemetry, clients).
+  if (typeof closeOnSignals === 'object') checkCloseOnSignals(closeOnSignals);
   const config = loadConfig(dbOptions, env);
   const lifecycle = new Lifecycle(logger);
   // Which units of work are this Db's: its clients and pools join them, another Db's do not.

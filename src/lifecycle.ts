@@ -5,10 +5,11 @@
 // by its deadline plus a bounded grace period, whatever the network does.
 
 import { ContextSlot } from './context.ts';
-import { waitAtMost } from './deadline.ts';
-import { DatabaseClosedError, PoolTimeoutError } from './errors.ts';
+import { MAX_TIMER_MS, waitAtMost } from './deadline.ts';
+import { ConfigError, DatabaseClosedError, PoolTimeoutError, type ConfigIssue } from './errors.ts';
 import type { LifecycleState } from './stats.ts';
 import { describeError } from './stats.ts';
+import { describe, wholeOption } from './unit-options.ts';
 
 export interface CloseOptions {
   /**
@@ -125,9 +126,15 @@ export class Lifecycle {
     };
   }
 
-  /** Drains, then shuts down. Idempotent. */
+  /** Drains, then shuts down. Idempotent. Options that are not what they name: a ConfigError, and nothing closes. */
   close(options: CloseOptions | undefined, shutdown: Shutdown): Promise<void> {
-    return (this.closing ??= this.runClose(options?.deadlineMs ?? DEFAULT_CLOSE_DEADLINE_MS, shutdown));
+    let deadlineMs: number;
+    try {
+      deadlineMs = closeDeadline(options, 'close');
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return (this.closing ??= this.runClose(deadlineMs, shutdown));
   }
 
   private async runClose(deadlineMs: number, shutdown: Shutdown): Promise<void> {
@@ -156,7 +163,7 @@ export class Lifecycle {
    * once the last such close has ended and nobody else listens for it.
    */
   closeOnSignals(close: (options: CloseOptions) => Promise<void>, options: CloseOnSignalsOptions = {}): () => void {
-    const signals = options.signals ?? ['SIGTERM', 'SIGINT'];
+    const { deadlineMs, signals } = checkCloseOnSignals(options);
     const handlers = new Map<NodeJS.Signals, () => void>();
     const remove = (): void => {
       for (const [signal, handler] of handlers) process.removeListener(signal, handler);
@@ -168,7 +175,7 @@ export class Lifecycle {
       // Signals arriving while this close runs: noted, not fatal (the close is bounded by its deadline).
       const repeat = (again: NodeJS.Signals): void => void this.logger?.info?.({ event: 'signal', signal: again }, `${again} received: already closing the database`);
       for (const s of signals) process.on(s, repeat);
-      void close(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs })
+      void close({ deadlineMs })
         .catch((err: unknown) => this.logger?.error?.({ event: 'close', error: describeError(err).message }, 'close failed'))
         .finally(() => {
           for (const s of signals) process.removeListener(s, repeat);
@@ -184,6 +191,33 @@ export class Lifecycle {
     }
     return remove;
   }
+}
+
+/**
+ * closeOnSignals' options, checked when the handlers are registered (at startup, in
+ * createDb for its `closeOnSignals` option): at the signal it is too late to say so.
+ */
+export function checkCloseOnSignals(options: CloseOnSignalsOptions): { deadlineMs: number; signals: NodeJS.Signals[] } {
+  const deadlineMs = closeDeadline(options, 'closeOnSignals');
+  return { deadlineMs, signals: options.signals ?? ['SIGTERM', 'SIGINT'] };
+}
+
+/**
+ * close()'s deadline, checked: a whole number of milliseconds from 0 (cut at once) to what
+ * Node's timers honour. NaN (an unset variable through Number()), Infinity or a string
+ * reached the deadline's timer as no deadline at all: close() then waited for work in flight
+ * for as long as it ran, where the README promises its deadline plus about a second.
+ */
+function closeDeadline(options: unknown, what: string): number {
+  if (options === undefined) return DEFAULT_CLOSE_DEADLINE_MS;
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ConfigError([{ setting: `${what} options`, problem: `must be an object such as { deadlineMs: ${DEFAULT_CLOSE_DEADLINE_MS} } (got ${describe(options)})` }]);
+  }
+  const deadlineMs = (options as CloseOptions).deadlineMs;
+  const issues: ConfigIssue[] = [];
+  wholeOption(issues, `${what} option deadlineMs`, deadlineMs, 0, MAX_TIMER_MS, 'milliseconds', String(DEFAULT_CLOSE_DEADLINE_MS));
+  if (issues.length > 0) throw new ConfigError(issues);
+  return deadlineMs ?? DEFAULT_CLOSE_DEADLINE_MS;
 }
 
 /**

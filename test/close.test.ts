@@ -1,7 +1,7 @@
 // db.close({ deadlineMs }) and closeOnSignals against the shared server: new work is
 // refused with a typed error, work in flight finishes (or is cut at the deadline), and
 // afterwards the server has no connection of ours and the process no socket.
-import { createDb, DatabaseClosedError, type Db, type TxClient } from '../src/index';
+import { ConfigError, createDb, DatabaseClosedError, type Db, type TxClient } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
 import { waitFor, sockets } from './support/async';
@@ -178,6 +178,24 @@ describe('db.close()', () => {
     await Promise.all([a, b]);
     await db.close();
     expect(await countConnections(name)).toBe(0);
+  });
+
+  it('a deadline that is no deadline (NaN from an unset variable, Infinity, a string) is a ConfigError at once, and nothing closes; closeOnSignals says so when registered', async () => {
+    const { db } = open('bad-deadline');
+    // Before: close() took these as no deadline and waited for this unit for as long as it ran.
+    const { release, inFlight } = await unitInFlight(db, (tx) => tx.user.count());
+    for (const deadlineMs of [NaN, Infinity, '5000', -1, 2.5]) {
+      await expect(db.close({ deadlineMs: deadlineMs as number })).rejects.toMatchObject({ name: 'ConfigError', message: expect.stringContaining('deadlineMs') });
+    }
+    release();
+    await inFlight;
+    // Still open: new work runs.
+    expect(await db.user.count()).toBeGreaterThanOrEqual(0);
+    const listeners = process.listenerCount('SIGTERM');
+    expect(() => db.closeOnSignals({ deadlineMs: NaN })).toThrow(ConfigError);
+    expect(() => createDb({ PrismaClient, url: testDb.url, closeOnSignals: { deadlineMs: Infinity } })).toThrow(ConfigError);
+    expect(process.listenerCount('SIGTERM')).toBe(listeners);
+    await db.close({ deadlineMs: 0 });
   });
 });
 
