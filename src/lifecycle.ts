@@ -4,6 +4,7 @@
 // every connection still busy is destroyed and the pools end. close() always resolves
 // by its deadline plus a bounded grace period, whatever the network does.
 
+import { constants as osConstants } from 'node:os';
 import { ContextSlot } from './context.ts';
 import { MAX_TIMER_MS, waitAtMost } from './deadline.ts';
 import { ConfigError, DatabaseClosedError, PoolTimeoutError, type ConfigIssue } from './errors.ts';
@@ -199,7 +200,28 @@ export class Lifecycle {
  */
 export function checkCloseOnSignals(options: CloseOnSignalsOptions): { deadlineMs: number; signals: NodeJS.Signals[] } {
   const deadlineMs = closeDeadline(options, 'closeOnSignals');
-  return { deadlineMs, signals: options.signals ?? ['SIGTERM', 'SIGINT'] };
+  return { deadlineMs, signals: checkSignals(options.signals) };
+}
+
+/** Signals a process can catch: SIGKILL and SIGSTOP cannot be (Node throws EINVAL). */
+const CATCHABLE = new Set(Object.keys(osConstants.signals).filter((name) => name !== 'SIGKILL' && name !== 'SIGSTOP'));
+
+/**
+ * The signals to close on. A name that is no signal ('sigterm', 'SIGTEM') registered a
+ * listener for an event that never comes: the real SIGTERM then ended the process with
+ * nothing drained. SIGKILL / SIGSTOP made Node throw its own EINVAL with the handlers
+ * before it already registered; an empty list registered nothing at all.
+ */
+function checkSignals(signals: unknown): NodeJS.Signals[] {
+  if (signals === undefined) return ['SIGTERM', 'SIGINT'];
+  const bad = (problem: string): ConfigError => new ConfigError([{ setting: 'closeOnSignals option signals', problem }]);
+  if (!Array.isArray(signals) || signals.length === 0) throw bad(`must be a non-empty list of signal names such as ['SIGTERM', 'SIGINT'] (got ${Array.isArray(signals) ? 'an empty list' : describe(signals)})`);
+  for (const signal of signals as unknown[]) {
+    if (typeof signal !== 'string' || !CATCHABLE.has(signal)) {
+      throw bad(`${typeof signal === 'string' && /^[A-Za-z0-9]{1,16}$/.test(signal) ? JSON.stringify(signal) : describe(signal)} is not a signal a process can catch (e.g. 'SIGTERM', 'SIGINT', 'SIGHUP')`);
+    }
+  }
+  return [...new Set(signals as NodeJS.Signals[])];
 }
 
 /**

@@ -298,6 +298,22 @@ describe('signals', () => {
     expect(process.listenerCount('SIGTERM')).toBe(sigterm);
   });
 
+  it('a signal name that is no signal a process can catch is a ConfigError when registering, and nothing is registered', async () => {
+    const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('badsig') });
+    const names = ['SIGTERM', 'SIGINT', 'sigterm', 'SIGTEM'];
+    const counts = (): number[] => names.map((n) => process.listenerCount(n));
+    const before = counts();
+    // Before: 'sigterm' and 'SIGTEM' were accepted (a listener for an event that never comes, so
+    // SIGTERM ended the process with nothing drained); SIGKILL threw Node's raw EINVAL after
+    // SIGTERM's handler was registered; an empty list registered nothing.
+    for (const signals of [['sigterm'], ['SIGTERM', 'SIGTEM'], ['SIGTERM', 'SIGKILL'], []]) {
+      expect(() => db.closeOnSignals({ signals: signals as NodeJS.Signals[] })).toThrow(ConfigError);
+    }
+    expect(() => createDb({ PrismaClient, url: testDb.url, closeOnSignals: { signals: ['sigterm' as NodeJS.Signals] } })).toThrow(ConfigError);
+    expect(counts()).toEqual(before);
+    await db.close();
+  });
+
   it('db.closeOnSignals() returns an unregister function', () => {
     const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('unreg') });
     const sigterm = process.listenerCount('SIGTERM');
