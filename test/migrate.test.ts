@@ -363,6 +363,22 @@ describe('a migration script is sent whole, as prisma migrate deploy sends it', 
     expect((failure as MigrationError).message).toContain('no_such_type');
     await expect(empty.query("SELECT tablename FROM pg_tables WHERE tablename LIKE 'half_%'")).resolves.toEqual([]);
   });
+
+  test("a failing migration is P3018 as the native engine reports it: the migration's name, the SQLSTATE and the database's message, no engine internals", async () => {
+    const migrationsDir = only('p3018', {
+      '20000101000000_fine': 'CREATE TABLE fine_a (id int);\n',
+      '20000102000000_divides': 'CREATE TABLE fine_b (id int);\nSELECT 1/0;\n',
+    });
+    const failure = await deploy({ url: empty.url, ssl: empty.ssl, migrationsDir }).catch((error: unknown) => error);
+    // Before: code undefined and 'migrate deploy failed: external connector error\nError querying the
+    // database: ERROR: division by zero\n   0: sql_schema_connector::apply_migration::apply_script ...'.
+    expect(failure).toMatchObject({ name: 'MigrationError', code: 'P3018', prismaCode: 'P3018', retryable: false });
+    const message = (failure as MigrationError).message;
+    expect(message).toContain('Migration name: 20000102000000_divides');
+    expect(message).toContain('Database error code: 22012');
+    expect(message).toContain('division by zero');
+    expect(message).not.toMatch(/external connector error|sql_schema_connector|\.rs:\d/);
+  });
 });
 
 /** Settles with what `work` settled with, or with 'still waiting' after `ms`. */

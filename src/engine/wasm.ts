@@ -378,7 +378,7 @@ export interface PgAdapterShape {
  * server runs as one implicit transaction. This does the same (a query without parameters
  * is a simple query in node-postgres), and converts errors with the adapter's own mapping.
  */
-function wholeScripts(adapter: SqlDriverAdapter, pool: pg.Pool): SqlDriverAdapter {
+function wholeScripts(adapter: SqlDriverAdapter, pool: pg.Pool, onScriptError: (error: unknown) => void): SqlDriverAdapter {
   const shape = adapter as unknown as Partial<PgAdapterShape>;
   if (typeof shape.executeScript !== 'function' || typeof shape.onError !== 'function') {
     throw new Error('@prisma/adapter-pg: its adapter no longer has executeScript/onError (package version changed?)');
@@ -388,6 +388,7 @@ function wholeScripts(adapter: SqlDriverAdapter, pool: pg.Pool): SqlDriverAdapte
     try {
       await pool.query(script);
     } catch (error) {
+      onScriptError(error);
       convert(error);
     }
   };
@@ -431,6 +432,7 @@ function createAdapterFactory(
   options: OpenSchemaEngineOptions,
   open: Set<Disposable>,
   onLost: (error: unknown) => void,
+  onScriptError: (error: unknown) => void,
 ): SqlMigrationAwareDriverAdapterFactory {
   const { PrismaPg } = require('@prisma/adapter-pg') as typeof import('@prisma/adapter-pg');
   const { Pool } = require('pg') as typeof import('pg');
@@ -443,7 +445,7 @@ function createAdapterFactory(
     pool.on('connect', (client) => patchClientQuery(client, onLost));
     // An idle client dying (server restart, dropped database) must not crash the process.
     pool.on('error', () => undefined);
-    const adapter = wholeScripts(await new PrismaPg(pool, pgOptions).connect(), pool);
+    const adapter = wholeScripts(await new PrismaPg(pool, pgOptions).connect(), pool, onScriptError);
     const release = adapter.dispose.bind(adapter);
     let disposed: Promise<void> | undefined;
     const entry: Disposable = {
@@ -550,7 +552,14 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
   const onLost = (error: unknown): void => {
     lost ??= error instanceof Error ? error : new Error(String(error));
   };
-  const adapter = bindMigrationAwareSqlAdapterFactory(createAdapterFactory(options, open, onLost));
+  // The SQLSTATE of the last script that failed (a migration's): the engine's error through
+  // the adapter no longer carries it.
+  let scriptState: string | undefined;
+  const onScriptError = (error: unknown): void => {
+    const code = (error as { code?: unknown } | null)?.code;
+    scriptState = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+  };
+  const adapter = bindMigrationAwareSqlAdapterFactory(createAdapterFactory(options, open, onLost, onScriptError));
   const closeAdapters = async (): Promise<void> => {
     await Promise.allSettled([...open].map((entry) => entry.dispose()));
   };
@@ -565,7 +574,7 @@ export async function openSchemaEngine(options: OpenSchemaEngineOptions): Promis
   const datamodels = files.length > 0 ? files : undefined;
   const log = options.log ?? (() => undefined);
 
-  const normalise = withExternalErrors(adapter);
+  const normalise = withExternalErrors(adapter, () => scriptState);
   let engine: WasmSchemaEngine;
   openEngines += 1;
   try {
@@ -589,16 +598,42 @@ interface ExternalErrors {
  * reaches the engine as `External error id#N`, the id of the error in the bound adapter's
  * registry (@prisma/driver-adapter-utils): the message is put back from there.
  */
-function withExternalErrors(adapter: object): (error: unknown) => SchemaEngineError {
+function withExternalErrors(adapter: object, scriptState: () => string | undefined): (error: unknown) => SchemaEngineError {
   const registry = (adapter as { errorRegistry?: ExternalErrors }).errorRegistry;
   return (error) => {
     const normalised = toSchemaEngineError(error);
     const external = /External error id#(\d+)/.exec(normalised.message);
     const original = external === null ? undefined : registry?.consumeError(Number(external[1]))?.error;
-    if (!(original instanceof Error) || external === null) return normalised;
+    if (!(original instanceof Error) || external === null) return asFailedMigration(normalised, scriptState);
     const message = normalised.message.replace(external[0], redactUrls(original.message));
     return new SchemaEngineError(message, { code: normalised.code, meta: normalised.meta, isPanic: normalised.isPanic, cause: original });
   };
+}
+
+/** The span the engine's error carries when a migration's script failed, naming the migration. */
+const APPLY_SCRIPT_SPAN = /apply_migration::apply_script\s+with migration_name="([^"]+)"/;
+/** Where the engine's span trace starts (`   0: sql_schema_connector::...`). */
+const SPAN_TRACE = /\n\s+0: [a-z_]+::/;
+
+/**
+ * A migration whose script failed reaches the engine through the driver adapter, where the
+ * native engine's user-facing P3018 is lost: what came out was `external connector error`,
+ * the database's message and a Rust span trace, with no code (docs/schema-engine.md promises
+ * P3018, and the prisma CLI prints its advice from it). Rebuilt as the native engine words it
+ * (prisma-engines user-facing-errors ApplyMigrationError), meta included.
+ */
+function asFailedMigration(error: SchemaEngineError, scriptState: () => string | undefined): SchemaEngineError {
+  const name = APPLY_SCRIPT_SPAN.exec(error.message)?.[1];
+  if (error.code !== undefined || name === undefined) return error;
+  const trace = SPAN_TRACE.exec(error.message);
+  const head = trace === null ? error.message : error.message.slice(0, trace.index);
+  const databaseError = head.replace(/^external connector error\s*/, '').replace(/^Error querying the database:\s*/, '').trim();
+  const databaseErrorCode = scriptState() ?? 'none';
+  const message =
+    'A migration failed to apply. New migrations cannot be applied before the error is recovered from. Read more about how to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve' +
+    `\n\nMigration name: ${name}\n\nDatabase error code: ${databaseErrorCode}\n\nDatabase error:\n${databaseError}`;
+  const meta = { migration_name: name, database_error_code: databaseErrorCode, database_error: databaseError };
+  return new SchemaEngineError(message, { code: 'P3018', meta, isPanic: error.isPanic, cause: error });
 }
 
 /** The engine's methods with errors normalised, and a close that frees it once. */
