@@ -182,6 +182,7 @@ interface DbOnLevels<L extends LogLevel> {
 }
 
 interface PrismaLike extends TransactionalClient {
+  $on(eventType: string, callback: (event: unknown) => void): unknown;
   $queryRawUnsafe(query: string, ...values: unknown[]): Promise<unknown>;
   $disconnect(): Promise<void>;
   $extends: PrismaExtends;
@@ -329,6 +330,7 @@ export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptio
     return stack;
   });
   const stacks = [primary, ...replicaStacks];
+  if (replicaStacks.length > 0) listenOnReplicas(primary.prisma, replicaStacks.map((r) => r.prisma));
   const closing = (): boolean => lifecycle.state !== 'open';
   const targets = replicaStacks.map((stack) => replicaTarget(stack));
   const router = targets.length === 0 ? undefined : new ReplicaRouter(targets, config.replica, closing);
@@ -376,6 +378,21 @@ export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptio
   family.names = Object.keys(api).filter((name) => !(name in primary.prisma));
   present(base, family, api);
   return primary.prisma as unknown as Db<C, LogEvents<P>>;
+}
+
+/**
+ * `db.$on(...)` hears Prisma's log events of every client the Db built, as `prisma.log` is
+ * given to each: Prisma's own `$on` is the primary client's alone, so a read sent to a
+ * replica (db.read) raised no 'query' event and a query log missed it.
+ */
+function listenOnReplicas(primary: PrismaLike, replicas: readonly PrismaLike[]): void {
+  const own = primary.$on;
+  primary.$on = function (this: unknown, eventType: string, callback: (event: unknown) => void): unknown {
+    // Prisma's checks of the event type first; its return value (the client) for chained calls.
+    const result = own.call(this, eventType, callback);
+    for (const replica of replicas) replica.$on(eventType, callback);
+    return result;
+  };
 }
 
 /** The layer's API members that are the same on every client of a Db (extended or not). */

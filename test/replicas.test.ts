@@ -406,6 +406,25 @@ describe('work on a replica is the Db\'s work', () => {
     }
   });
 
+  it("its statements raise Prisma's query events on db.$on, as the primary's do (prisma.log reaches every client)", async () => {
+    const own = createDb({
+      PrismaClient,
+      url: primary.url('repl_app', { sslmode: 'require' }),
+      replicas: [replica.url('repl_app', { sslmode: 'require' })],
+      replica: { lagCheckIntervalMs: 0 },
+      prisma: { log: [{ emit: 'event', level: 'query' }] },
+    });
+    try {
+      const queries: string[] = [];
+      own.$on('query', (e) => queries.push(e.query));
+      await expect(own.read(async (tx) => (await tx.$queryRaw<{ r: boolean }[]>`SELECT pg_is_in_recovery() AS r, 1 AS replica_read`)[0]!.r)).resolves.toBe(true);
+      await own.$queryRaw`SELECT 1 AS primary_read`;
+      expect(queries).toEqual(expect.arrayContaining([expect.stringContaining('replica_read'), expect.stringContaining('primary_read')]));
+    } finally {
+      await own.close();
+    }
+  });
+
   it('db.replicas() tells a replica nothing has checked yet, and shows its own pool', async () => {
     const own = ownDb();
     try {
