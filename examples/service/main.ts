@@ -29,6 +29,8 @@ export interface ServiceOptions {
   metrics?: ServiceMetrics;
   /** The startup check (default: migrations too); `false` skips it. */
   verify?: VerifyOptions | false;
+  /** How long stop() lets requests and database work in flight finish, in all. Default 10 000 ms. */
+  drainMs?: number;
 }
 
 export async function startService(options: ServiceOptions = {}): Promise<RunningService> {
@@ -52,9 +54,18 @@ export async function startService(options: ServiceOptions = {}): Promise<Runnin
   const port = await new Promise<number>((resolve) => {
     server = serve({ fetch: app.fetch, port: options.port ?? 3000 }, (info: AddressInfo) => resolve(info.port));
   });
+  const drainMs = options.drainMs ?? 10_000;
   const stop = async (): Promise<void> => {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await db.close({ deadlineMs: 10_000 });
+    const deadline = Date.now() + drainMs;
+    // server.close() waits for every open request, a slow or stalled client's too (Node ends
+    // a half-sent request only at its requestTimeout, 300 s): past the drain deadline the
+    // connections still open are cut, so the database still gets closed before the platform's SIGKILL.
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), drainMs)));
+    if ((await Promise.race([closed, late])) === 'late' && 'closeAllConnections' in server) server.closeAllConnections();
+    clearTimeout(timer);
+    await db.close({ deadlineMs: Math.max(0, deadline - Date.now()) });
     await metrics.shutdown();
   };
   return { db, server, port, stop };

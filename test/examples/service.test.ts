@@ -6,7 +6,7 @@ import { createMetrics } from '../../examples/service/metrics';
 import type { ErrorBody } from '../../examples/shared/http';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import path from 'node:path';
 import { buildExamples, ROOT } from '../support/build';
 
@@ -147,6 +147,33 @@ function closedPort(): Promise<number> {
     });
   });
 }
+
+describe('service example, stopping', () => {
+  it('stop() with a client that never finishes its request: the connection is cut at the drain deadline and the database is closed', async () => {
+    const db = createDb({ PrismaClient, url: testDb.appUrl, applicationName: `${APP}-stop` });
+    const running = await startService({ port: 0, db, verify: false, drainMs: 1000 });
+    // Headers sent, the body never completed: Node would wait for it until its requestTimeout (300 s).
+    const slow = connect(running.port, '127.0.0.1');
+    slow.on('error', () => undefined);
+    await new Promise((resolve) => slow.once('connect', resolve));
+    slow.write('POST /users HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"email":');
+    const cut = new Promise<'cut'>((resolve) => slow.once('close', () => resolve('cut')));
+    await db.user.count();
+    let timer: NodeJS.Timeout | undefined;
+    const stillStopping = new Promise<'still stopping'>((resolve) => (timer = setTimeout(() => resolve('still stopping'), 15_000)));
+    try {
+      // Before: stop() waited for the slow client (still stopping at 15 s), the Db stayed open.
+      expect(await Promise.race([running.stop().then(() => 'stopped' as const), stillStopping])).toBe('stopped');
+      expect(await cut).toBe('cut');
+      expect(db.$datalayer.stats().pool.open).toBe(0);
+      await expect(db.user.count()).rejects.toMatchObject({ name: 'DatabaseClosedError' });
+    } finally {
+      clearTimeout(timer);
+      slow.destroy();
+      await db.close({ deadlineMs: 0 });
+    }
+  }, 60_000);
+});
 
 describe('service example, started as a program', () => {
   it('with the database down: no listening, exit 1, and the advice for the failed check', async () => {
