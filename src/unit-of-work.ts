@@ -20,9 +20,9 @@ import type { ITXClientDenyList } from '@prisma/client/runtime/client';
 import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits, type TransactionSettings } from './deadline.ts';
-import { DatabaseTransactionError, DatalayerError, PoolTimeoutError, StatementTimeoutError } from './errors.ts';
+import { DatabaseConnectionError, DatabaseTransactionError, DatalayerError, PoolTimeoutError, StatementTimeoutError } from './errors.ts';
 import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isLostWithFirstStatement, isRetryableConflict, wasNeverSent } from './failures.ts';
-import { connectionLost } from './driver/client.ts';
+import { connectionLost, lossOf } from './driver/client.ts';
 import { discardBeforeReuse, type GuardedPool } from './pool.ts';
 import { rawConnectionOf } from './scope.ts';
 import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
@@ -371,6 +371,12 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     const mapped = isDatabaseFailure(err) ? classifyError(err, correlationId) : undefined;
     // P2028 at COMMIT: Prisma's transaction had expired (or was gone), and Prisma rolled it back instead of committing.
     const expired = mapped?.prismaCode === 'P2028' && !/committed transaction/i.test(mapped.message);
+    // Prisma no longer knows the transaction (P2028 'Transaction not found ... before
+    // disconnecting'): close() cut the unit's connection at its deadline and disconnected
+    // Prisma's engine while fn was between statements. The unit's error is the close's, as
+    // for a unit cut while a statement ran.
+    const gone = mapped?.prismaCode === 'P2028' && connection !== undefined ? lossOf(rawConnectionOf(connection)) : undefined;
+    if (gone instanceof DatabaseConnectionError) return new DatabaseConnectionError(gone.message, { cause: gone, retryable: false, outcome: 'rolled-back', ...detail });
     if (mapped instanceof PoolTimeoutError) {
       // It never got a connection: nothing of it ran (as for work still waiting at close()).
       if (state === 'starting') mapped.outcome ??= 'rolled-back';

@@ -98,6 +98,34 @@ describe('db.close()', () => {
     await waitFor(() => sockets() === before);
   });
 
+  it("a unit between statements at the deadline fails with the close's error, not Prisma's 'Transaction not found', whether it sends more or returns", async () => {
+    const { db } = open('between');
+    const unit = (then: 'statement' | 'return'): Promise<unknown> => {
+      let started = false;
+      const work = db
+        .transaction(
+          async (tx) => {
+            await tx.user.count();
+            started = true;
+            await sleep(2000); // between statements, idle in transaction, when close() cuts it
+            return then === 'statement' ? tx.user.count() : 'done';
+          },
+          { correlationId: `between-${then}`, timeoutMs: 10_000 },
+        )
+        .then(() => 'committed', (err: unknown) => err);
+      return waitFor(() => started).then(() => work);
+    };
+    const results = Promise.all([unit('statement'), unit('return')]);
+    await waitFor(() => db.stats().pool.inUse === 2);
+    await db.close({ deadlineMs: 300 });
+    // Before: DatabaseTransactionError P2028 'Transaction not found. Transaction ID is invalid, refers to
+    // an old closed transaction Prisma doesn't have information about anymore, or was obtained before disconnecting.'
+    const [afterStatement, afterReturn] = await results;
+    for (const [err, then] of [[afterStatement, 'statement'], [afterReturn, 'return']] as const) {
+      expect(err).toMatchObject({ name: 'DatabaseConnectionError', retryable: false, outcome: 'rolled-back', correlationId: `between-${then}`, message: expect.stringContaining('db.close()') });
+    }
+  });
+
   it('a unit cut by the close at its first statement (which carries its BEGIN) fails with the close, and is not run again', async () => {
     const { db } = open('first');
     await db.$queryRaw`SELECT 1`; // the unit's connection is then a reused one, as when a dead one is run again

@@ -197,6 +197,11 @@ export function connectionLost(client: object): boolean {
   return lostTo.has(client) || c._queryable === false || c._ending === true;
 }
 
+/** Why the layer gave this connection up (a deadline, close()'s, a scope's end), if it did. */
+export function lossOf(client: object): Error | undefined {
+  return lostTo.get(client);
+}
+
 /** A connection going back to its pool keeps nothing of its checkout's transaction (begin.ts). */
 export function checkedIn(client: object): void {
   (client as { forgetTransaction?(): void }).forgetTransaction?.();
