@@ -81,6 +81,7 @@ const MIGRATION_FILE = 'migration.sql';
 
 /** Applies every pending migration, like `prisma migrate deploy`. */
 export async function deploy(options: MigrateOptions): Promise<DeployResult> {
+  refuseTransactionPooler('deploy', throughPooler(options.url), describeUrl(options.url));
   return withEngine('deploy', options, async (engine, migrations) => {
     const { appliedMigrationNames } = await engine.applyMigrations({ migrationsList: migrations, filters: NO_FILTER });
     return { applied: appliedMigrationNames };
@@ -245,6 +246,15 @@ async function withEngine<T>(
   }
 }
 
+/** Does this URL name a transaction pooler (pgbouncer=true, a -pooler host)? A URL that cannot be read fails later, as before. */
+function throughPooler(url: string): boolean {
+  try {
+    return loadConfig({ url }, {}).pooler;
+  } catch {
+    return false;
+  }
+}
+
 function urlConfig(action: string, url: string): DbConfig {
   try {
     return loadMigrationConfig(url);
@@ -290,6 +300,22 @@ function toMigrationError(action: string, error: unknown, urls: (string | undefi
 function scrub(text: string, urls: (string | undefined)[]): string {
   for (const url of urls) registerUrlSecret(url);
   return redactUrls(text);
+}
+
+/**
+ * Applying migrations needs a session of its own: the engine holds the migration lock
+ * (`pg_advisory_lock(72707369)`, session-level) from the first migration to the last. Through
+ * a transaction-mode pooler (pgbouncer=true, a -pooler host, DB_POOLER) the lock stayed behind
+ * on one of the pooler's server connections after deploy, and every later deploy (the direct
+ * URL's too) failed after the engine's 10 s lock timeout, until the pooler closed that
+ * connection. Refused before connecting; reading the history (status) needs no lock.
+ */
+export function refuseTransactionPooler(action: string, pooler: boolean, label: string): void {
+  if (!pooler) return;
+  throw new MigrationError(
+    `migrate ${action} refused: ${label} goes through a transaction-mode pooler, which does not keep the session the migration lock (pg_advisory_lock(72707369)) is held in: ` +
+      'the lock would stay behind on one of its server connections and block every later deploy. Set DIRECT_URL to the direct (unpooled) URL of the database; nothing was applied',
+  );
 }
 
 /** Where migrations run, and the configuration (host, SSL, timeouts) of that connection. */

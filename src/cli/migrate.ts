@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { MIGRATION_ADVICE } from '../audit.ts';
 import { loadConfig } from '../config.ts';
-import { deploy, migrationsDirOf, migrationTarget, status, withSsl, type MigrateOptions } from '../migrate.ts';
+import { deploy, migrationsDirOf, migrationTarget, refuseTransactionPooler, status, withSsl, type MigrateOptions } from '../migrate.ts';
 import type { CliIo } from './io.ts';
 
 export interface MigrateCommand {
@@ -30,6 +30,7 @@ export async function runMigrate(cmd: MigrateCommand, io: CliIo): Promise<number
   };
 
   if (cmd.action === 'deploy') {
+    refuseTransactionPooler('deploy', target.config.pooler, target.label);
     say(`Applying pending migrations from ${migrationsDir} to ${target.label} ...`);
     const result = await withSsl(target.config, base, deploy);
     if (cmd.json) io.out(`${JSON.stringify({ target: target.label, ...result })}\n`);

@@ -3,7 +3,9 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestDatabase, testServer, type TestDatabase } from '../support/db';
+import { deploy } from '../../src/migrate';
+import { adminQuery, createTestDatabase, testServer, type TestDatabase } from '../support/db';
+import { startPgBouncer } from '../support/pgbouncer';
 import { startTcpProxy } from '../support/tcp-proxy';
 import { runCli } from './run';
 
@@ -101,6 +103,32 @@ describe('migrate', () => {
       expect(row?.t).toBeNull();
     } finally {
       rmSync(cwd, { recursive: true, force: true });
+      await empty.drop();
+    }
+  });
+
+  it('deploy through a transaction pooler without DIRECT_URL is refused, saying to set DIRECT_URL: no migration lock left behind on the pooler', async () => {
+    const empty = await createTestDatabase({ migrated: false });
+    const bouncer = await startPgBouncer(testServer().info());
+    try {
+      const server = testServer();
+      const pooled = bouncer.url(empty.name, { pgbouncer: 'true', sslmode: 'disable' }, { user: server.appUser, password: server.appPassword });
+      // Before: applied through PgBouncer, exit 0, and pg_advisory_lock(72707369) stayed held by one of
+      // its server connections, so the next deploy on the direct URL failed after the 10 s lock timeout.
+      const run = await runCli(['migrate', 'deploy', '--migrations-dir', MIGRATIONS], { DATABASE_URL: pooled });
+      expect(run.code).toBe(1);
+      expect(run.err).toMatch(/transaction-mode pooler.*Set DIRECT_URL/s);
+      expect(run.err).not.toContain(server.appPassword);
+      await expect(deploy({ url: pooled, migrationsDir: MIGRATIONS })).rejects.toMatchObject({ name: 'MigrationError', message: expect.stringContaining('DIRECT_URL') });
+      const locks = await adminQuery("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707369");
+      expect(locks).toEqual([]);
+      const [row] = await empty.query<{ t: string | null }>(`SELECT to_regclass('public._prisma_migrations')::text AS t`);
+      expect(row?.t).toBeNull();
+      // Reading the history takes no lock: status still answers through the pooler.
+      const status = await runCli(['migrate', 'status', '--json', '--migrations-dir', MIGRATIONS], { DATABASE_URL: pooled });
+      expect(JSON.parse(status.out)).toMatchObject({ pending: committed });
+    } finally {
+      await bouncer.stop();
       await empty.drop();
     }
   });
