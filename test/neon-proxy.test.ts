@@ -177,6 +177,26 @@ describe('the fixture behaves like Neon (the driver alone, its production defaul
       neonConfig.fetchEndpoint = savedFetchEndpoint;
     }
   });
+  test('SQL over HTTP: a client gone while the compute wakes never has its statement sent (sql_over_http.rs SqlOverHttpCancel::Connect)', async () => {
+    const slow = await startNeonProxy({ upstream: testServer().info(), wakeDelayMs: 1_500 });
+    neonConfig.fetchEndpoint = slow.fetchEndpoint;
+    try {
+      const email = `http-gone-${Date.now()}@example.com`;
+      await slow.suspend();
+      const abort = new AbortController();
+      const sql = neon(neonUrl(), { fetchOptions: { signal: abort.signal } });
+      const sent = rejectionOf(sql.query(`INSERT INTO users (email) VALUES ('${email}')`));
+      await sleep(300);
+      abort.abort();
+      await within(5_000, sent);
+      expect(slow.received().http).toBe(1);
+      await sleep(2_500); // past the wake
+      expect(await testDb.query('SELECT count(*)::int AS n FROM users WHERE email = $1', [email])).toEqual([{ n: 0 }]);
+    } finally {
+      neonConfig.fetchEndpoint = savedFetchEndpoint;
+      await slow.close();
+    }
+  });
 });
 
 describe.each(['pooled', 'serverless'] as const)('%s mode through the Neon proxy', (mode) => {

@@ -70,7 +70,9 @@
  *   (sql_over_http.rs handle). Status: 400 for user errors (SQL errors, auth failures, bad
  *   payloads), 500 for compute/control-plane/rate-limit/quota errors, 507, 413.
  * - A client that disconnects mid-query gets its query cancelled on the compute
- *   (serverless/mod.rs http_cancellation_token → sql_over_http.rs process → cancel_query).
+ *   (serverless/mod.rs http_cancellation_token → sql_over_http.rs process → cancel_query);
+ *   one that disconnects while the compute wakes never has its query sent (handle_db_inner
+ *   run_until_cancelled → SqlOverHttpCancel::Connect).
  * - Load shedding (serverless/mod.rs task_main): a new connection arriving while more than
  *   `clientConnThreshold` are open cancels a random open one (cancel_set.take()). A request
  *   in flight on it has its query cancelled on the compute and, unless the query finishes
@@ -678,6 +680,11 @@ async function handleSql(state: State, req: http.IncomingMessage, res: http.Serv
     setTimeout(() => sendJson(res, 400, LOAD_SHED_BODY), 100).unref();
   };
   state.httpCancels.set(socket, shed);
+  // sql_over_http.rs handle_db_inner: the body read and the compute connect run under
+  // run_until_cancelled; a client gone meanwhile (the connection's cancellation token,
+  // serverless/mod.rs) ends them with SqlOverHttpCancel::Connect: the query is never sent.
+  let gone = false;
+  res.once('close', () => void (gone = !res.writableFinished));
   res.once('finish', () => {
     state.httpCancels.delete(socket);
     if (cancelled) socket.destroy();
@@ -690,6 +697,7 @@ async function handleSql(state: State, req: http.IncomingMessage, res: http.Serv
     const payload = parsePayload(await readBody(req, state.opts.maxRequestBytes));
     client = await openHttpCompute(state, info);
     if (cancelled) throw new HttpError(400, LOAD_SHED_BODY.message);
+    if (gone) throw new HttpError(400, 'query was cancelled while stuck trying to connect to the database');
     const c = client;
     const conn = c as unknown as { processID: number; secretKey: number };
     tracked = { pid: conn.processID, close: () => void c.end().catch(() => undefined) };
