@@ -48,6 +48,12 @@ export interface ClientPolicy {
   /** Send PostgreSQL's cancel request for the work of a connection given up (abandon); absent: only the socket is destroyed. */
   cancelOnAbandon?: boolean;
   /**
+   * Keep a given-up connection's socket until its cancel request has been forwarded (at most
+   * CANCEL_HOLD_MS): behind PgBouncer the cancel key is the pooler's, for this client connection,
+   * and PgBouncer forwards a CancelRequest only while that connection is still open.
+   */
+  cancelBeforeClosing?: boolean;
+  /**
    * libpq's channel_binding=require: authenticate only with SCRAM-SHA-256-PLUS over SSL; a
    * server (or a man in the middle) asking for anything else gets no password, and the
    * connection fails. node-postgres' own `enableChannelBinding` only prefers it.
@@ -83,11 +89,25 @@ export interface SocketHolder {
   connection?: { stream?: { destroy(err?: Error): void } };
 }
 
+/**
+ * How long a given-up connection's socket is kept for its cancel request (cancelBeforeClosing):
+ * PgBouncer forwards one in milliseconds; a silent network never does, and close() waits for
+ * its pool's sockets to end (within its deadline plus about a second).
+ */
+const CANCEL_HOLD_MS = 750;
+
 /** Why the layer destroyed a connection: what its pending statements fail with (the driver's own error is generic). */
 const lostTo = new WeakMap<object, Error>();
 
 /** Destroys the socket under a client: whatever it was waiting for fails with `reason`, and pg-pool drops it. */
 export function destroySocket(client: SocketHolder, reason: Error): void {
+  giveUp(client, reason);
+  const stream = client.connection?.stream;
+  if (stream !== undefined) destroyStream(stream, reason);
+}
+
+/** A client given up, its socket still open: what it waits for fails with `reason`, it is never pooled or used again. */
+function giveUp(client: object, reason: Error): void {
   if (!lostTo.has(client)) lostTo.set(client, reason);
   markGivenUp(reason);
   // node-postgres calls a connection queryable until its socket reports the close, and
@@ -96,8 +116,6 @@ export function destroySocket(client: SocketHolder, reason: Error): void {
   // until then a unit's connection, released by Prisma after the unit's deadline, went
   // back to the pool and to the next unit.
   (client as { _queryable?: boolean })._queryable = false;
-  const stream = client.connection?.stream;
-  if (stream !== undefined) destroyStream(stream, reason);
 }
 
 /**
@@ -172,16 +190,27 @@ interface CancelConnection {
  * and forwards it with the compute's key (neondatabase/neon proxy/src/pglb/mod.rs
  * handle_connection, cancellation.rs).
  */
-function requestCancel(Base: ClientClass, client: CancelTarget, ms: number, configure: ((client: object) => void) | undefined): void {
+function requestCancel(Base: ClientClass, client: CancelTarget, ms: number, configure: ((client: object) => void) | undefined, gone: () => void = () => {}): void {
   const { processID, secretKey, host, port } = client;
-  if (typeof processID !== 'number' || typeof secretKey !== 'number' || typeof host !== 'string' || typeof port !== 'number') return;
+  if (typeof processID !== 'number' || typeof secretKey !== 'number' || typeof host !== 'string' || typeof port !== 'number') return gone();
   const carrier = new Base({ host, port, ssl: false });
   configure?.(carrier);
   const con = (carrier as unknown as { connection: CancelConnection }).connection;
-  const timer = setTimeout(() => destroyStream(con.stream), ms);
+  // `gone` once: the server or pooler ends a cancel connection once it has acted on it.
+  let ended = false;
+  const end = (): void => {
+    clearTimeout(timer);
+    if (ended) return;
+    ended = true;
+    gone();
+  };
+  const timer = setTimeout(() => {
+    destroyStream(con.stream);
+    end();
+  }, ms);
   timer.unref();
-  con.on('error', () => clearTimeout(timer));
-  con.once('end', () => clearTimeout(timer));
+  con.on('error', end);
+  con.once('end', end);
   con.once('connect', () => con.cancel(processID, secretKey));
   if (host.startsWith('/')) con.connect(`${host}/.s.PGSQL.${port}`);
   else con.connect(port, host);
@@ -292,15 +321,50 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
 
     /** Ends the connection (pg-pool's idle timeout, serverless release, close()), its WebSocket's closing handshake bounded by the connect deadline. */
     override end(callback?: unknown): unknown {
+      // Given up with its cancel request still on the way (abandon): ended once that has gone.
+      const cancelling = this.cancelling;
+      if (cancelling !== undefined) {
+        const ended = cancelling.then(() => super.end(callback));
+        return typeof callback === 'function' ? undefined : ended;
+      }
       const result = super.end(callback);
       boundClosingHandshake(this.connection.stream, policy.connectMs);
       return result;
     }
 
+    /** Settles once the cancel request sent ahead of closing this connection has gone (cancelBeforeClosing). */
+    private cancelling: Promise<void> | undefined;
+    /** The answers of statements sent and not yet answered (cancelBeforeClosing only). */
+    private inFlight: Set<QueryCallback> | undefined;
+
     /** See abandon(). */
     abandon(reason: Error): void {
-      if (policy.cancelOnAbandon === true) requestCancel(Base, this as CancelTarget, policy.connectMs, policy.configure);
-      destroySocket(this, reason);
+      // Already given up, its socket kept for the cancel request on the way: it goes with it.
+      if (this.cancelling !== undefined) return;
+      if (policy.cancelOnAbandon !== true) return destroySocket(this, reason);
+      if (policy.cancelBeforeClosing !== true) {
+        requestCancel(Base, this as CancelTarget, policy.connectMs, policy.configure);
+        return destroySocket(this, reason);
+      }
+      // The caller gets `reason` now and the connection is never used again; the socket
+      // stays until the pooler has forwarded the cancel (it ends the cancel connection then).
+      giveUp(this, reason);
+      const inFlight = this.inFlight;
+      this.inFlight = undefined;
+      for (const fail of inFlight ?? []) fail(reason);
+      this.cancelling = new Promise<void>((resolve) => {
+        let kept = true;
+        const close = (): void => {
+          if (!kept) return;
+          kept = false;
+          clearTimeout(timer);
+          destroySocket(this, reason);
+          resolve();
+        };
+        const timer = setTimeout(close, CANCEL_HOLD_MS);
+        timer.unref();
+        requestCancel(Base, this as CancelTarget, policy.connectMs, policy.configure, close);
+      });
     }
 
     /**
@@ -447,10 +511,13 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         if (settled) return;
         settled = true;
         stop?.();
+        this.inFlight?.delete(answer);
         if (err) done(this.failure(lostTo.get(this) ?? err, held !== undefined, dead, transactionEnd(config, values) === 'COMMIT'));
         else if ((result as { command?: unknown } | undefined)?.command === 'ROLLBACK' && transactionEnd(config, values) === 'COMMIT') done(rolledBackAtCommit());
         else done(undefined, result);
       };
+      // Only where a given-up socket is kept for a while (abandon): its statements fail at once, not when it goes.
+      if (policy.cancelBeforeClosing === true) (this.inFlight ??= new Set()).add(answer);
       // The unit's code went on after its first statement failed (Prisma's own COMMIT or ROLLBACK does not count).
       if (this.lostWithFirst !== undefined && transactionEnd(config, values) === undefined) {
         wentOnAfter(this.lostWithFirst);

@@ -8,8 +8,11 @@
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { abandon, guardedClientClass, type ClientClass } from '../../src/driver/client';
+import { createDb, DeadlineExceededError } from '../../src/index';
+import { PrismaClient } from '../../src/generated/prisma/client';
 import { eventually } from '../support/async';
-import { adminQuery, createTestDatabase, type TestDatabase } from '../support/db';
+import { adminQuery, createTestDatabase, testServer, type TestDatabase } from '../support/db';
+import { startPgBouncer } from '../support/pgbouncer';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -91,3 +94,25 @@ test("a connection given up (abandon) has its statement cancelled on the server:
   // Without the cancel request the backend would sleep on for its 30 s (it notices a closed socket only when it next writes).
   expect(await eventually(async () => !(await active()), 10_000)).toBe(true);
 });
+
+test('behind PgBouncer, a statement given up at its deadline is cancelled on the server too: the socket stays until PgBouncer has forwarded the cancel request', async () => {
+  // PgBouncer's cancel key is its own, for this client connection: it forwards a CancelRequest
+  // only while that connection is open. Closed first, the server's backend slept on for its 30 s
+  // (PgBouncer closes its server link, which the backend notices only when it next writes).
+  const bouncer = await startPgBouncer(testServer().info(), { poolMode: 'transaction', defaultPoolSize: 2 });
+  const db = createDb({ PrismaClient, url: bouncer.url(testDb.name, { pgbouncer: 'true', sslmode: 'disable' }), applicationName: 'driverpg-bouncer-cancel', timeouts: { statementMs: 1_000, connectMs: 5_000 } });
+  try {
+    await db.account.count();
+    const started = Date.now();
+    const err = await db.$queryRawUnsafe('SELECT pg_sleep(30)::text /* bouncer-cancel */').then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    // The caller is not kept waiting for the cancel: its deadline (1 s + the grace) and no more than a few seconds.
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const sleeping = async (): Promise<boolean> =>
+      (await adminQuery(`SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND query LIKE '%bouncer-cancel%' AND pid <> pg_backend_pid()`, [testDb.name])).length > 0;
+    expect(await eventually(async () => !(await sleeping()), 10_000)).toBe(true);
+  } finally {
+    await db.close({ deadlineMs: 1_000 });
+    await bouncer.stop();
+  }
+}, 60_000);
