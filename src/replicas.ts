@@ -8,6 +8,7 @@
 import type { IsolationLevel } from './config.ts';
 import { waitAtMost } from './deadline.ts';
 import { DatabaseConnectionError, PoolTimeoutError } from './errors.ts';
+import { isPermanentConnectFailure } from './failures.ts';
 import type { PoolFigures } from './stats.ts';
 import { checkUnitOptions } from './unit-options.ts';
 import type { TransactionOptions, TxClient, UnitsOfWork } from './unit-of-work.ts';
@@ -263,13 +264,15 @@ class ReadBudget {
 
 /**
  * Whether a replica's failure lets the read go to the primary: `down` for a retryable
- * connection failure (the replica is taken out of rotation), `busy` for no free connection
- * in its pool (it is not). Anything else is the caller's: the work's own error, a
- * non-retryable one (work cut by close(), an ended scope), fn's own throw.
+ * connection failure, or a connection the replica refused for good (pg_hba, a password,
+ * a database or a TLS setting it does not accept: not retryable there, yet nothing ran and
+ * the primary can serve the read), which takes the replica out of rotation; `busy` for no
+ * free connection in its pool (it stays in). Anything else is the caller's: the work's own
+ * error, a non-retryable one (work cut by close(), an ended scope), fn's own throw.
  */
 function replicaFailure(err: unknown): 'down' | 'busy' | undefined {
   if (err instanceof PoolTimeoutError) return 'busy';
-  if (err instanceof DatabaseConnectionError && err.retryable) return 'down';
+  if (err instanceof DatabaseConnectionError && (err.retryable || isPermanentConnectFailure(err))) return 'down';
   return undefined;
 }
 

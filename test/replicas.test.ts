@@ -2,6 +2,8 @@
 // Reads land on the replica, writes on the primary, a write in a read-only unit fails
 // with a typed error, a stopped or lagging replica is skipped without the caller seeing it.
 import { createDb, ConfigError, DatabaseConnectionError, DeadlineExceededError, DatabaseQueryError, classifyError, type Db, type DatalayerError } from '../src/index';
+import fs from 'node:fs';
+import path from 'node:path';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, startReplica, type Cluster, type Replica } from './support/cluster';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy';
@@ -188,6 +190,34 @@ describe('close() during a replica read', () => {
     expect((err as DatabaseConnectionError).retryable).toBe(false);
     expect(runs).toBe(1);
     expect(own.replicas()[0]).toMatchObject({ up: true, lastError: undefined });
+  });
+});
+
+describe('a replica that refuses connections', () => {
+  it('refusing a new one between lag checks (pg_hba reject): the read runs on the primary and the replica is taken out of rotation', async () => {
+    // The lag reading stays good for the whole test: only the read's own connection finds the refusal.
+    const own = ownDb({ replica: { lagCheckIntervalMs: 600_000, retryAfterMs: 60_000, maxLagMs: 1000 } });
+    const hba = path.join(replica.dataDir, 'pg_hba.conf');
+    const original = fs.readFileSync(hba, 'utf8');
+    try {
+      await expect(inRecovery(own)).resolves.toBe(true);
+      fs.writeFileSync(hba, `host repl_app all 0.0.0.0/0 reject\n${original}`);
+      await replica.query('SELECT pg_reload_conf()');
+      // The replica's one open connection is busy: the next read needs a new one.
+      const release = await holdConnection({ transaction: (fn: () => Promise<void>) => own.read(fn) });
+      try {
+        // Before: DatabaseConnectionError 'pg_hba.conf rejects connection' (retryable: false) for a read the primary could serve, the replica still up.
+        await expect(inRecovery(own)).resolves.toBe(false);
+        expect(own.replicas()[0]).toMatchObject({ up: false, lastError: expect.stringMatching(/pg_hba\.conf rejects/) });
+        await expect(inRecovery(own)).resolves.toBe(false);
+      } finally {
+        await release();
+      }
+    } finally {
+      fs.writeFileSync(hba, original);
+      await replica.query('SELECT pg_reload_conf()');
+      await own.close();
+    }
   });
 });
 
