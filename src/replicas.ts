@@ -170,9 +170,10 @@ export class ReplicaRouter<C> {
   /**
    * For db.health(): the lag checks that are due (the same ones a read would run, shared
    * with reads and at most one per lagCheckIntervalMs), waited for at most `waitMs`, then
-   * the status. A replica never heard from whose check did not answer in that time is
-   * reported not up: a health endpoint must not call a replica nobody could reach "up".
-   * Its check goes on (bounded by the connect timeout) and decides routing as usual.
+   * the status. A replica whose due check did not answer in that time is reported not up,
+   * whether it answered before or never did: its last figures are stale, and a read would
+   * skip it now too (it waits for the check only within its own limits). Its check goes
+   * on (bounded by the connect timeout) and decides routing as usual.
    */
   async probe(waitMs: number): Promise<ReplicaStatus[]> {
     const answered = await Promise.all(
@@ -182,7 +183,7 @@ export class ReplicaRouter<C> {
       }),
     );
     return this.status().map((s, i) =>
-      answered[i] || s.checked ? s : { ...s, up: false, lastError: `no answer to its lag check within the health timeout (${waitMs} ms)` },
+      answered[i] ? s : { ...s, up: false, lastError: `no answer to its lag check within the health timeout (${waitMs} ms)` },
     );
   }
 

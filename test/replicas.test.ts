@@ -507,6 +507,26 @@ describe('db.health() and the replicas', () => {
   }, 60_000);
 });
 
+describe('db.health() and a replica that goes silent after answering', () => {
+  it('reports it not up when its due lag check does not answer within the health timeout, as reads skip it', async () => {
+    const silent = await startTcpProxy({ host: replica.host, port: replica.port });
+    const own = ownDb({ timeouts: { connectMs: 20_000 } }, replica.url('repl_app', { sslmode: 'require' }, { port: silent.port }));
+    try {
+      await expect(inRecovery(own)).resolves.toBe(true);
+      expect((await own.health({ timeoutMs: 2000 })).replicas[0]).toMatchObject({ up: true, lagMs: 0 });
+      silent.blackhole();
+      const health = await own.health({ timeoutMs: 1500 });
+      expect(health.status).toBe('healthy');
+      // Before: up: true, lagMs 0, no error: the last answer's figures, for a replica that no longer answers.
+      expect(health.replicas[0]).toMatchObject({ up: false, lastError: expect.stringMatching(/health timeout \(1500 ms\)/) });
+      await expect(inRecovery(own, { timeoutMs: 2000 })).resolves.toBe(false);
+    } finally {
+      await own.close({ deadlineMs: 0 });
+      await silent.close();
+    }
+  }, 60_000);
+});
+
 describe('a bad replica URL', () => {
   const secret = 'S3cr3t-replica-pw';
   const bad = `postgresql://user:${secret}@127.0.0.1:5432/db?sslmode=bogus`;
