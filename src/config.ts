@@ -640,6 +640,16 @@ export function loadReplicaConfig(options: DbOptions, env: Env | undefined, url:
   }
 }
 
+function replicaIssues(options: DbOptions, env: Env, url: string, index: number): readonly ConfigIssue[] {
+  try {
+    loadReplicaConfig(options, env, url, index);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues;
+    throw err;
+  }
+}
+
 /** Does the URL name a role, a password? (A malformed URL is reported by loadConfig.) */
 function urlCredentials(url: string): { user: boolean; password: boolean } {
   try {
@@ -814,8 +824,16 @@ function resolveConfig(options: DbOptions, env: Env, use: UrlUse): DbConfig {
 
   const replicaSetting = options.replicas !== undefined ? 'replicas' : 'DATABASE_REPLICA_URL';
   const replicaUrls = (options.replicas ?? (env.DATABASE_REPLICA_URL ?? '').split(',')).map((u) => u.trim()).filter(Boolean);
-  // Named with its index, as loadReplicaConfig names the problems in its parameters.
-  replicaUrls.forEach((replicaUrl, i) => registerSecret(parseUrl(`${replicaSetting}[${i}]`, replicaUrl, r)?.target.password));
+  replicaUrls.forEach((replicaUrl, i) => {
+    // Named with its index, as loadReplicaConfig names the problems in its parameters.
+    const setting = `${replicaSetting}[${i}]`;
+    const parsedReplica = parseUrl(setting, replicaUrl, r);
+    registerSecret(parsedReplica?.target.password);
+    // Its own settings (sslmode, host, ...) are checked now, as DIRECT_URL's are, not first when
+    // createDb builds the replica's pool: doctor and loadConfig report them too. The Db's
+    // shared settings are the primary's, reported once, under their own names.
+    if (parsedReplica !== undefined) r.issues.push(...replicaIssues(options, env, replicaUrl, i).filter((issue) => issue.setting.startsWith(setting)));
+  });
   const replica = {
     maxLagMs: r.take(whole(0, MAX_MS, 'milliseconds', '10000'), 10_000, ['replica.maxLagMs', options.replica?.maxLagMs], ['DB_REPLICA_MAX_LAG_MS', env.DB_REPLICA_MAX_LAG_MS]),
     retryAfterMs: r.take(whole(0, MAX_MS, 'milliseconds', '5000'), 5_000, ['replica.retryAfterMs', options.replica?.retryAfterMs]),

@@ -307,6 +307,17 @@ describe('URL query parameters', () => {
 describe('loadReplicaConfig', () => {
   const replica = 'postgresql://reader:replica-pw@replica.example.com:5433/app?sslmode=require';
 
+  it("loadConfig (and so doctor) checks each replica URL's own settings, named after the replica, as createDb's replica pools read them", () => {
+    // Before: only a malformed replica URL was reported; a bad sslmode surfaced first in createDb.
+    const err = configError(() => loadConfig({ pool: { size: 0 } }, { DATABASE_URL: URL_WITH_SECRET, DATABASE_REPLICA_URL: `${replica},postgresql://reader:${encodeURIComponent(SECRET)}@replica2.example.com/app?sslmode=verify-ful&sslmdoe=x` }));
+    expect(err.issues.map((i) => i.setting)).toEqual(['pool.size', 'DATABASE_REPLICA_URL[1] parameter sslmdoe', 'DATABASE_REPLICA_URL[1] parameter sslmode']);
+    expect(err.message).not.toContain(SECRET);
+    expect(configError(() => loadConfig({ replicas: ['postgresql://r@replica.example.com/app?connect_timeout=0'] }, { DATABASE_URL: URL_WITH_SECRET })).issues).toEqual([
+      { setting: 'replicas[0] parameter connect_timeout', problem: expect.stringMatching(/at least 1/) },
+    ]);
+    expect(loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DATABASE_REPLICA_URL: replica }).replicaUrls).toEqual([replica]);
+  });
+
   it("takes the server from the replica's URL, even when the primary is given by host options", () => {
     const options = { host: 'primary.example.com', port: 6432, database: 'app', user: 'writer', password: 'primary-pw', sslmode: 'require' as const, pool: { size: 3 } };
     // Before: the options won over the URL, as they do for the primary: the replica pool connected to the primary.
