@@ -582,6 +582,9 @@ function parseServerOptions(raw: string, setting: string, r: Resolver): { settin
     const name = eq > 0 ? tok.slice(0, eq).replace(/-/g, '_').toLowerCase() : '';
     if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) {
       r.fail(setting, `must be -c name=value settings (got a token of ${tok.length} characters that is not one)`);
+    } else if (flagged && eq === tok.length - 1 && MANAGED_OPTIONS.includes(name)) {
+      // PostgreSQL refuses an empty timeout; read as "not given", it left the default in force.
+      r.fail(`${setting} ${name}`, 'is empty: give it a value (0 = none), or remove it for the default');
     } else if (flagged) settings.set(name, tok.slice(eq + 1));
     else verbatim.push(tok);
   }

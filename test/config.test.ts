@@ -273,6 +273,13 @@ describe('URL query parameters', () => {
     expect(issuesOf({ DATABASE_URL: URL_WITH_SECRET, DIRECT_URL: `${URL_WITH_SECRET}?sslrootcert=` })[0]!.setting).toBe('DIRECT_URL parameter sslrootcert');
   });
 
+  it('an empty managed timeout in options (-c statement_timeout=) is refused instead of leaving the default', () => {
+    // Before: statement_timeout stayed 30 000 ms without a word (PostgreSQL itself refuses the empty value).
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?options=${encodeURIComponent('-c statement_timeout= -c search_path=')}` })).toEqual([
+      { setting: 'DATABASE_URL parameter options statement_timeout', problem: expect.stringMatching(/^is empty/) },
+    ]);
+  });
+
   it("connects to the unix socket of Prisma's documented form @localhost/db?host=/var/run/postgresql (the URL's host is ignored, as in libpq and Prisma)", () => {
     // Before: the URL's localhost won, and the layer connected over TCP instead of the socket.
     const c = loadConfig({}, { DATABASE_URL: 'postgresql://app@localhost:5433/shop?host=/var/run/postgresql/' });
