@@ -69,6 +69,9 @@ function tlsOptions(config: SslSource, mode: SslMode): ConnectionOptions {
 
 export function sslPlan(config: SslSource): SslPlan {
   const mode = config.ssl.mode;
+  // libpq: "sslmode is ignored for Unix domain socket communication". PostgreSQL offers no TLS
+  // on its socket, so an SSLRequest there failed every connect for require and verify-*.
+  if (config.target.host.startsWith('/')) return { first: false, fallback: undefined };
   switch (mode) {
     case 'disable':
       return { first: false, fallback: undefined };

@@ -3,7 +3,7 @@
 import { createDb, DatabaseConnectionError, type SslMode } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { startCluster, type Cluster } from './support/cluster';
-import { createTestDatabase, type TestDatabase } from './support/db';
+import { createTestDatabase, testServer, type TestDatabase } from './support/db';
 import { startTcpProxy } from './support/tcp-proxy';
 
 let tlsDb: TestDatabase;
@@ -88,6 +88,20 @@ describe('sslmode against a server with TLS', () => {
     const db = createDb({ PrismaClient, url: tlsDb.urlWith({ sslmode: 'verify-full', sslrootcert: tlsDb.wrongCaFile }) });
     await expect(db.$queryRaw`SELECT 1`).rejects.toBeInstanceOf(DatabaseConnectionError);
     await db.close();
+  });
+});
+
+describe('sslmode over a unix socket', () => {
+  // libpq ignores sslmode there (PostgreSQL offers no TLS on its socket). Before: require and
+  // verify-* sent an SSLRequest and every connect failed with "does not support SSL connections".
+  it.each(['disable', 'prefer', 'require', 'verify-ca', 'verify-full'] as const)('%s connects, unencrypted', async (mode) => {
+    const db = createDb({ PrismaClient, host: testServer().socketDir, port: tlsDb.port, user: tlsDb.user, password: tlsDb.password, database: tlsDb.name, ssl: { mode, rootCert: tlsDb.caFile }, env: {} });
+    try {
+      const [row] = await db.$queryRaw<{ ssl: boolean; addr: string | null }[]>`SELECT ssl, client_addr::text AS addr FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE pid = pg_backend_pid()`;
+      expect(row).toEqual({ ssl: false, addr: null });
+    } finally {
+      await db.close();
+    }
   });
 });
 
