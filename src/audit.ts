@@ -125,6 +125,11 @@ export function checkSsl(config: DbConfig, row: Facts, facts: DoctorFacts, env: 
     );
     return;
   }
+  if (config.target.host.startsWith('/')) {
+    // No network to protect: PostgreSQL offers no TLS on its socket, and libpq ignores sslmode there.
+    add({ check: 'ssl', status: 'ok', summary: `unix socket ${config.target.host}: no network, so no TLS (sslmode does not apply, as in libpq)` });
+    return;
+  }
   if (config.pooler) {
     checkSslBehindPooler(config, row, facts, env, from, add);
     return;

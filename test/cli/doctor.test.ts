@@ -197,6 +197,17 @@ describe('doctor', () => {
     expect(fell.advice).toMatch(/asked for SSL and the server refused it, so the connection fell back to plaintext/);
   });
 
+  it('over a unix socket, SSL is not a finding: there is no network (and sslmode=require still connects)', async () => {
+    // Before: require could not connect at all, and prefer was reported as a plaintext failure.
+    const env = { ...dbVarsFrom(testDb.appUrl), DB_HOST: testServer().socketDir, DB_APPLICATION_NAME: 'doctor-test' };
+    for (const mode of ['prefer', 'require']) {
+      const run = await runCli(['doctor', '--json'], { ...env, DB_SSLMODE: mode });
+      const report = JSON.parse(run.out) as DoctorReport;
+      expect(finding(report, 'ssl')).toMatchObject({ status: 'ok', summary: expect.stringContaining('unix socket') });
+      expect(report.facts.ssl).toMatchObject({ active: false });
+    }
+  });
+
   it("behind PgBouncer, judges SSL by the application's connection to the pooler, not the pooler's link to the server", async () => {
     // TLS from the application to PgBouncer (verify-full), plaintext from PgBouncer to the server.
     const bouncer = await startPgBouncer(testServer().info(), { name: 'doctor-ssl', extraConf: { server_tls_sslmode: 'disable' } });
