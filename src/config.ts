@@ -474,6 +474,11 @@ const URL_PARAMETERS: Readonly<Record<string, true | string>> = {
   // node-postgres' own, which would change the meaning of sslmode.
   ssl: "is node-postgres' switch, not libpq's: use sslmode (require, verify-ca or verify-full)",
   uselibpqcompat: "is node-postgres' switch: this layer always reads sslmode as libpq does",
+  // node-postgres reads these from a URL too; libpq and Prisma do not.
+  statement_timeout: "is node-postgres' spelling: use options=-c statement_timeout=… (or DB_STATEMENT_TIMEOUT / timeouts.statementMs)",
+  lock_timeout: "is node-postgres' spelling: use options=-c lock_timeout=… (or DB_LOCK_TIMEOUT / timeouts.lockMs)",
+  idle_in_transaction_session_timeout: "is node-postgres' spelling: use options=-c idle_in_transaction_session_timeout=… (or DB_IDLE_TX_TIMEOUT / timeouts.idleInTransactionMs)",
+  query_timeout: "is node-postgres' client-side limit: every statement already has one, timeouts.statementMs + 750 ms (DB_STATEMENT_TIMEOUT)",
   // libpq's, honoured when the URL's own part is empty (parseUrl).
   user: true,
   password: true,
