@@ -525,7 +525,8 @@ function checkUrlParameters(setting: string, params: URLSearchParams, use: UrlUs
     if (count > 1) r.fail(`${setting} parameter ${name}`, `is given ${count} times (libpq, Prisma and node-postgres take the last): give it once`);
     // `?sslmode=` (a template whose variable was unset) was read as "not given": the default, maybe weaker, applied.
     else if (params.get(name) === '') r.fail(`${setting} parameter ${name}`, 'is empty: give it a value, or remove it for the default');
-    const known = URL_PARAMETERS[name];
+    // Own properties only: `?constructor=` or `?__proto__=` must not find Object's.
+    const known = Object.hasOwn(URL_PARAMETERS, name) ? URL_PARAMETERS[name] : undefined;
     if (known === true || (name === 'socket_timeout' && use === 'migrations')) continue;
     if (known !== undefined) {
       r.fail(`${setting} parameter ${name}`, known);

@@ -228,6 +228,8 @@ describe('URL query parameters', () => {
     expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?connection_limt=3` })[0]!.problem).toMatch(/did you mean connection_limit\?/);
     // node-postgres reads ?statement_timeout= from a URL; here it is told where the setting goes.
     expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?statement_timeout=5000` })[0]!.problem).toMatch(/options=-c statement_timeout=.*DB_STATEMENT_TIMEOUT/);
+    // Names of Object's own properties are parameters like any other.
+    expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?constructor=1&__proto__=x&toString=y` }).map((i) => i.setting)).toEqual(['constructor', '__proto__', 'toString'].map((n) => `DATABASE_URL parameter ${n}`));
     // Nothing close: no guess.
     expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?supa=base-pooler.x` })).toEqual([{ setting: 'DATABASE_URL parameter supa', problem: expect.not.stringContaining('did you mean') }]);
     expect(issuesOf({ DATABASE_URL: URL_WITH_SECRET, DIRECT_URL: `${URL_WITH_SECRET}?sslmdoe=verify-full` })[0]!.setting).toBe('DIRECT_URL parameter sslmdoe');
