@@ -515,6 +515,31 @@ const URL_PARAMETERS: Readonly<Record<string, true | string>> = {
   requirepeer: `${NOT_APPLIED}: the peer of a unix socket is not checked`,
 };
 
+/**
+ * libpq parameters the layer does not read, with the values that ask for what it does anyway:
+ * URLs copied from a provider's console or a libpq setup (`keepalives=1`,
+ * `gssencmode=disable`, `target_session_attrs=any`) connect as written. Any other value of
+ * these asks for something the layer would not do, and is refused with URL_PARAMETERS' reason.
+ */
+const SAME_AS_THE_LAYER: Readonly<Record<string, readonly string[]>> = {
+  keepalives: ['1'],
+  // The layer never attempts GSSAPI encryption: as libpq's prefer against a server without it.
+  gssencmode: ['disable', 'prefer'],
+  client_encoding: ['utf8', 'utf-8', 'unicode'],
+  sslcompression: ['0'],
+  sslsni: ['1'],
+  sslnegotiation: ['postgres'],
+  target_session_attrs: ['any'],
+  load_balance_hosts: ['disable'],
+  // libpq's default: a client certificate is sent when one is configured.
+  sslcertmode: ['allow'],
+};
+
+function asTheLayerDoes(name: string, value: string | null): boolean {
+  const same = Object.hasOwn(SAME_AS_THE_LAYER, name) ? SAME_AS_THE_LAYER[name] : undefined;
+  return same !== undefined && value !== null && same.includes(value.toLowerCase());
+}
+
 /** Refuses every query parameter the layer would not apply, naming it (and the one meant, for a typo). */
 function checkUrlParameters(setting: string, params: URLSearchParams, use: UrlUse, r: Resolver): void {
   for (const name of new Set(params.keys())) {
@@ -527,7 +552,7 @@ function checkUrlParameters(setting: string, params: URLSearchParams, use: UrlUs
     else if (params.get(name) === '') r.fail(`${setting} parameter ${name}`, 'is empty: give it a value, or remove it for the default');
     // Own properties only: `?constructor=` or `?__proto__=` must not find Object's.
     const known = Object.hasOwn(URL_PARAMETERS, name) ? URL_PARAMETERS[name] : undefined;
-    if (known === true || (name === 'socket_timeout' && use === 'migrations')) continue;
+    if (known === true || (name === 'socket_timeout' && use === 'migrations') || asTheLayerDoes(name, params.get(name))) continue;
     if (known !== undefined) {
       r.fail(`${setting} parameter ${name}`, known);
       continue;

@@ -264,6 +264,15 @@ describe('URL query parameters', () => {
     expect(loadConfig({}, { DATABASE_URL: URL_WITH_SECRET, DIRECT_URL: `${URL_WITH_SECRET}?socket_timeout=120` }).directUrl).toContain('socket_timeout=120');
   });
 
+  it("accepts libpq parameters it does not read when their value asks for what the layer does anyway (a provider's URL as copied)", () => {
+    const copied = 'keepalives=1&gssencmode=disable&target_session_attrs=any&client_encoding=UTF8&sslnegotiation=postgres';
+    expect(loadConfig({}, { DATABASE_URL: `${URL_WITH_SECRET}?${copied}` }).ssl.mode).toBe('require');
+    // Any other value asks for something the layer would not do: refused, with the reason.
+    const refused = issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?keepalives=0&gssencmode=require&client_encoding=LATIN1` });
+    expect(refused.map((i) => i.setting)).toEqual(['keepalives', 'gssencmode', 'client_encoding'].map((n) => `DATABASE_URL parameter ${n}`));
+    expect(refused[2]!.problem).toMatch(/UTF8/);
+  });
+
   it('a parameter given twice is refused: this layer took the first value, libpq, Prisma and node-postgres the last', () => {
     // Before: sslmode=disable (the first) was used, where libpq, prisma migrate and node-postgres use verify-full.
     expect(issuesOf({ DATABASE_URL: `${URL_WITH_SECRET}?sslmode=disable&connect_timeout=5&sslmode=verify-full` })).toEqual([
