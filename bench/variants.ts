@@ -220,7 +220,7 @@ function prismaOnLayerDriver(target: Target): Variant<AblationKey> {
 function prismaInstrumented(target: Target): Variant<AblationKey> {
   const name = appName('instrumented');
   const { config, counters, hub, driver } = layerParts(target, name);
-  const ins = new Instrumentation(counters, hub, new Lifecycle(undefined), config.slowQueryMs, undefined, () => {});
+  const ins = new Instrumentation(counters, hub, new Lifecycle(undefined), config.slowQueryMs, undefined, () => {}, {});
   const prisma = new PrismaClient({ adapter: ins.factory(driver.factory) });
   return {
     key: 'prisma+instrumented',
