@@ -18,7 +18,7 @@
 
 import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
-import { abandon, checkedIn, destroySocket, type SocketHolder } from './driver/client.ts';
+import { abandon, abandonOpening, checkedIn, destroySocket, type SocketHolder } from './driver/client.ts';
 import { DEADLINE_GRACE_MS, ReusedTimers, unitLimitsOn, withDeadline } from './deadline.ts';
 import { DatabaseClosedError, DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
@@ -149,6 +149,8 @@ export class GuardedPool {
     private readonly hub: EventHub,
     /** OpenTelemetry's pool instruments; undefined: nothing is measured. */
     private readonly recorder?: PoolRecorder,
+    /** The pool's connections still being opened (driver/client.ts ClientPolicy.opening). */
+    private readonly opening: ReadonlySet<object> = new Set(),
   ) {
     this.max = config.pool.size + config.pool.maxOverflow;
     this.serverless = config.mode === 'serverless';
@@ -545,7 +547,18 @@ export class GuardedPool {
   end(): Promise<void> {
     this.releaseSpare();
     for (const giveUp of [...this.queued]) giveUp(new DatabaseClosedError({ whileWaiting: true }));
+    this.stopOpening();
     return this.raw.end();
+  }
+
+  /**
+   * Connections still being opened when the pool ends (for work still waiting, or the
+   * warmed spare) are ended with it: pg-pool would wait for each to connect or fail, on a
+   * silent network a whole connect deadline after close() had resolved. The work waiting
+   * for one never started: DatabaseClosedError, as for work queued for a connection.
+   */
+  stopOpening(): number {
+    return abandonOpening(this.opening, () => new DatabaseClosedError({ whileWaiting: true }));
   }
 }
 

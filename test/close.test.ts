@@ -4,7 +4,8 @@
 import { ConfigError, createDb, DatabaseClosedError, type Db, type TxClient } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
-import { waitFor, sockets } from './support/async';
+import { eventually, waitFor, sockets } from './support/async';
+import { startTcpProxy } from './support/tcp-proxy';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -195,6 +196,42 @@ describe('db.close()', () => {
     expect(pool.waiting).toBe(0);
     // The connection destroyed under the unit is counted closed once (pg-pool reports its removal twice).
     expect(counters.connectionsClosed).toBe(counters.connectionsOpened);
+  });
+
+  it.each(['primary', 'replica'] as const)("a connection still being opened to a silent %s is ended by the close: its caller fails with the close's error, nothing of the Db is left", async (where) => {
+    const proxy = await startTcpProxy({ host: testDb.host, port: testDb.port });
+    const silent = testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port });
+    const direct = testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser });
+    const name = appName(`opening-${where}`);
+    const connectMs = 8_000;
+    const db = createDb({
+      PrismaClient,
+      url: where === 'primary' ? silent : direct,
+      ...(where === 'replica' ? { replicas: [silent] } : {}),
+      applicationName: name,
+      pool: { size: 1, maxOverflow: 0 },
+      timeouts: { connectMs },
+    });
+    try {
+      if (where === 'replica') await db.account.count();
+      proxy.blackhole();
+      const read = (where === 'primary' ? db.account.count() : db.read((tx) => tx.account.count())).then(() => 'resolved', (err: unknown) => err);
+      await waitFor(() => proxy.accepted > 0);
+      const t0 = Date.now();
+      await db.close({ deadlineMs: 100 });
+      // Before: the pool still counted the connection being opened (open 1, inUse 1) and the
+      // caller waited out the whole connect deadline for a DeadlineExceededError(connect).
+      expect(db.stats().pool).toMatchObject({ open: 0, inUse: 0 });
+      const failure = await read;
+      expect(Date.now() - t0).toBeLessThan(connectMs / 2);
+      expect(failure).toMatchObject({ retryable: false, message: expect.stringContaining('db.close()') });
+      if (where === 'primary') expect(failure).toMatchObject({ name: 'DatabaseClosedError', outcome: 'rolled-back' });
+      // Its socket is gone (the proxy sees the client leave), not left to the connect deadline.
+      expect(await eventually(() => proxy.open() === 0, 2_000)).toBe(true);
+    } finally {
+      await db.close();
+      await proxy.close();
+    }
   });
 
   it('is idempotent', async () => {

@@ -59,6 +59,11 @@ export interface ClientPolicy {
    * connection fails. node-postgres' own `enableChannelBinding` only prefers it.
    */
   requireChannelBinding?: boolean;
+  /**
+   * The pool's connections still being opened (connect() called, no first ReadyForQuery
+   * yet), kept here for the pool to end them when it closes (abandonOpening).
+   */
+  opening?: Set<object>;
 }
 
 type ConnectCallback = (err?: Error | null) => void;
@@ -161,6 +166,18 @@ export function abandon(client: object, reason: Error): void {
   const own = (client as { abandon?: (reason: Error) => void }).abandon;
   if (typeof own === 'function') own.call(client, reason);
   else destroySocket(client as SocketHolder, reason);
+}
+
+/**
+ * Ends every connection in `opening` (a pool's connections still being opened): each
+ * connect fails with `reason()` at once. pg-pool's end() waits for a connection being
+ * opened to connect or fail: on a silent network that is the connect deadline, and the
+ * socket, its timer and the caller waiting for it outlived db.close().
+ */
+export function abandonOpening(opening: ReadonlySet<object>, reason: () => Error): number {
+  const clients = [...opening];
+  for (const client of clients) destroySocket(client as SocketHolder, reason());
+  return clients.length;
 }
 
 /** What a cancel request needs of the connection it cancels (node-postgres' Client). */
@@ -272,13 +289,19 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         typeof callback !== 'function'
           ? callback
           : (err) => {
+              policy.opening?.delete(this);
               if (!err && report !== undefined) report(performance.now() - started);
               callback(err ? (lostTo.get(this) ?? err) : err);
             };
+      const opening = policy.opening;
+      opening?.add(this);
       const result = super.connect(done);
       const expire = (): void => destroySocket(this, new DeadlineExceededError('connect', policy.connectMs));
       const timer = setTimeout(expire, policy.connectMs);
-      const clear = (): void => clearTimeout(timer);
+      const clear = (): void => {
+        clearTimeout(timer);
+        opening?.delete(this);
+      };
       this.connection.once('readyForQuery', clear);
       this.connection.once('readyForQuery', () => (this.serverReady = true));
       this.connection.once('end', clear);

@@ -89,7 +89,8 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
   const { PrismaNeon, PrismaNeonHttp } = require('@prisma/adapter-neon') as typeof AdapterNeon;
   const settings = socketSettings(config);
   const configure = (client: object): void => void Object.assign((client as { neonConfig: object }).neonConfig, settings);
-  const NeonClient = guardedClientClass(neonModule().Client as unknown as ClientClass, clientPolicy(config, undefined, configure, recorder));
+  const policy = clientPolicy(config, undefined, configure, recorder);
+  const NeonClient = guardedClientClass(neonModule().Client as unknown as ClientClass, policy);
   routeHttpEndpoint(config);
   // Neon's proxy terminates TLS on the WebSocket (wss); the driver turns node-postgres'
   // own `ssl` off inside it (forceDisablePgSSL), so the SSL plan does not apply here.
@@ -111,13 +112,14 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
       pool.Client = NeonClient;
       const connect = pool.connect as unknown as (cb: unknown) => void;
       const rawConnect: RawConnect = (callback) => void connect.call(pool, callback);
-      const current = new NeonGuardedPool(inFlight, pool, rawConnect, config, noSsl, counters, hub, recorder);
+      const current = new NeonGuardedPool(inFlight, pool, rawConnect, config, noSsl, counters, hub, recorder, policy.opening);
       pool.connect = () => current.connect();
       pool.query = (text, values) => current.query(text, values);
       // The adapter's dispose ends this pool directly: a warmed connection nobody claimed goes back first.
       const end = pool.end.bind(pool);
       pool.end = () => {
         current.releaseSpare();
+        current.stopOpening();
         return end();
       };
       guard = current;

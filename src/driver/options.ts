@@ -86,6 +86,7 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     cancelBeforeClosing: config.driver === 'pg' && config.pooler,
     // Over Neon's WebSocket, TLS ends at the proxy: channel binding cannot apply (client.ts warns).
     requireChannelBinding: config.driver === 'pg' && config.channelBinding === 'require',
+    opening: new Set<object>(),
     statementDeadline(): StatementDeadline | undefined {
       // This pool's unit: a statement of another Db sent inside it keeps its own deadline.
       const unit = unitLimitsOn(config);

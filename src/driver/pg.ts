@@ -19,7 +19,8 @@ import { adapterSchema, clientPolicy, poolOptions } from './options.ts';
 
 export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub, recorder?: PoolRecorder): DriverHandle {
   const ssl = new SslChoice(sslPlan(config));
-  const Client = guardedClientClass(pg.Client as unknown as ClientClass, clientPolicy(config, ssl, undefined, recorder));
+  const policy = clientPolicy(config, ssl, undefined, recorder);
+  const Client = guardedClientClass(pg.Client as unknown as ClientClass, policy);
   let guard: GuardedPool | undefined;
 
   class LayerPool extends pg.Pool {
@@ -38,7 +39,7 @@ export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub, 
   const binding = config.channelBinding === 'disable' ? {} : { enableChannelBinding: true };
   const pool = new LayerPool({ ...poolOptions(config), ...binding, Client } as unknown as pg.PoolConfig);
   const rawConnect: RawConnect = (callback) => void (pg.Pool.prototype.connect as (cb: unknown) => void).call(pool, callback);
-  guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub, recorder);
+  guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub, recorder, policy.opening);
   const adapter = new PrismaPg(pool as unknown as pg.Pool, { ...adapterSchema(config), onConnectionError: (err) => void hub.fail(err) });
   // Prisma connects the adapter on its first query (or $connect), then loads its query compiler: the pool's first connection opens meanwhile.
   const factory: SqlDriverAdapterFactory = {
