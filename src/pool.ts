@@ -19,10 +19,10 @@
 import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
 import { abandon, abandonOpening, checkedIn, destroySocket, type SocketHolder } from './driver/client.ts';
-import { DEADLINE_GRACE_MS, ReusedTimers, unitLimitsOn, withDeadline } from './deadline.ts';
+import { DEADLINE_GRACE_MS, ReusedTimers, unitLimitsOn, withDeadline, type UnitLimits } from './deadline.ts';
 import { DatabaseClosedError, DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
-import { connectionError, isConnectionLoss, lostAfterSending } from './failures.ts';
+import { connectionError, isConnectionLoss, lostAfterSending, markNeverSent } from './failures.ts';
 import { diedWhileIdle, recoveryBudget, statementMayRerun } from './retry.ts';
 import { currentScope, rawConnectionOf } from './scope.ts';
 import type { SslChoice } from './ssl.ts';
@@ -357,11 +357,14 @@ export class GuardedPool {
   /** A connection fit for use: validated when it sat idle long, bounded in time throughout. */
   async checkout(): Promise<Checkout> {
     const started = performance.now();
+    const unit = this.unitOf();
     for (let sslRetries = 0; ; ) {
       let client: PoolClient;
       try {
-        client = await (this.claimSpare() ?? this.acquire(started));
+        const spare = this.claimSpare();
+        client = await (spare === undefined ? this.acquire(started, unit) : this.spareWithin(spare, unit));
       } catch (err) {
+        if (err instanceof DeadlineExceededError && err.deadline === 'unit') throw err;
         if (err instanceof PoolTimeoutError) throw err;
         if (sslRetries++ === 0 && this.ssl.fallBack(err)) continue;
         this.counters.errors++;
@@ -373,7 +376,7 @@ export class GuardedPool {
         continue;
       }
       if (toDiscard.has(client) && !(await this.discard(client))) continue;
-      if (reused && this.validateAfterMs !== Infinity && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client))) continue;
+      if (reused && this.validateAfterMs !== Infinity && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client, unit))) continue;
       this.counters.acquires++;
       if (this.recorder !== undefined) {
         // wait_time: from the request to a usable connection (queueing, opening, validation).
@@ -394,10 +397,14 @@ export class GuardedPool {
    * by pg-pool's callback or by the timer, whichever comes first; the timer is one of the
    * pool's reused ones (deadline.ts), not one per checkout.
    */
-  private acquire(started: number): Promise<PoolClient> {
+  private acquire(started: number, unit?: UnitLimits): Promise<PoolClient> {
     const queued = this.raw.totalCount >= this.max || this.raw.idleCount > 0;
     // A unit's maxWaitMs is for its own pool: another Db's statement inside it waits by its pool's timeout.
-    const waitMs = unitLimitsOn(this.config)?.maxWaitMs ?? this.config.pool.timeoutMs;
+    const waitMs = unit?.maxWaitMs ?? this.config.pool.timeoutMs;
+    const ownMs = queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS;
+    // Opening a connection for a unit ends by its deadline when that comes first (a unit may
+    // wait in the queue for maxWaitMs, which may be the longer of the two by choice).
+    const unitFirst = !queued && unit !== undefined && unit.endsAt - performance.now() < ownMs;
     return new Promise<PoolClient>((resolve, reject) => {
       let settled = false;
       const giveUp = (err: Error): void => {
@@ -407,7 +414,11 @@ export class GuardedPool {
         if (queued) this.abandoned++;
         reject(err);
       };
-      const stop = this.timers.start(queued ? waitMs : this.config.timeouts.connectMs + DEADLINE_GRACE_MS, () => {
+      const expire = (): void => {
+        if (unitFirst) {
+          giveUp(unitOver(unit));
+          return;
+        }
         if (!queued) {
           giveUp(connectionError(new DeadlineExceededError('connect', this.config.timeouts.connectMs), 'connect'));
           return;
@@ -415,7 +426,9 @@ export class GuardedPool {
         this.counters.poolTimeouts++;
         this.recorder?.recordTimeout();
         giveUp(new PoolTimeoutError(Math.round(performance.now() - started), { max: this.max }));
-      });
+      };
+      // A unit's remaining time is a length of its own: no reused timer for it.
+      const stop = unitFirst ? stopper(setTimeout(expire, Math.max(0, unit.endsAt - performance.now())).unref()) : this.timers.start(ownMs, expire);
       if (queued) this.queued.add(giveUp);
       this.rawConnect((err, client) => {
         if (settled) {
@@ -433,21 +446,48 @@ export class GuardedPool {
     });
   }
 
+  /**
+   * The warmed connection, still being opened for the caller's unit: waited for until the
+   * unit's deadline when that comes before the connect deadline (as acquire does); one that
+   * arrives later goes to the pool, idle.
+   */
+  private spareWithin(spare: Promise<PoolClient>, unit: UnitLimits | undefined): Promise<PoolClient> {
+    const left = unit === undefined ? Infinity : unit.endsAt - performance.now();
+    if (left >= this.config.timeouts.connectMs + DEADLINE_GRACE_MS) return spare;
+    return withDeadline(spare, left, () => {
+      spare.then((client) => this.giveBack(client), quiet);
+      return unitOver(unit!);
+    });
+  }
+
   /** A session's state discarded (discardBeforeReuse) before the connection's next use. */
   private async discard(client: PoolClient): Promise<boolean> {
     toDiscard.delete(client);
     return (await this.ready(client, 'DISCARD ALL')) === undefined;
   }
 
-  private async validate(client: PoolClient): Promise<boolean> {
+  /**
+   * The pre-ping, bounded by the connect deadline or, when it comes first, the deadline of
+   * the caller's unit (which then fails: its time is up before it could start).
+   */
+  private async validate(client: PoolClient, unit: UnitLimits | undefined): Promise<boolean> {
     this.counters.validations++;
     const sent = performance.now();
-    const failure = await this.ready(client, 'SELECT 1');
+    const left = unit === undefined ? Infinity : unit.endsAt - sent;
+    const failure = await this.ready(client, 'SELECT 1', left < this.config.timeouts.connectMs ? unit : undefined);
     if (failure === undefined) return true;
     // Long idle, and gone: the server, a proxy or Neon's autosuspend dropped it.
     this.counters.connectionsRecovered++;
-    if (failure instanceof DeadlineExceededError) this.silentSince = Math.max(this.silentSince, sent);
+    // Unanswered for the whole connect deadline: silence. Cut sooner by a unit's deadline, it says nothing of the network.
+    if (failure instanceof DeadlineExceededError && failure.deadline !== 'unit') this.silentSince = Math.max(this.silentSince, sent);
+    if (failure instanceof DeadlineExceededError && failure.deadline === 'unit') throw failure;
     return false;
+  }
+
+  /** The caller's unit of work on this pool, while it runs: its deadline bounds the checkout too. */
+  private unitOf(): UnitLimits | undefined {
+    const unit = unitLimitsOn(this.config);
+    return unit !== undefined && !unit.ended ? unit : undefined;
   }
 
   /** An idle connection taken as gone with one that went silent (silentSince): dropped unpinged. */
@@ -463,9 +503,9 @@ export class GuardedPool {
    * `sql` on a connection about to be handed out, within the connect deadline; one that fails
    * it is dropped, and the failure returned (undefined: it answered).
    */
-  private async ready(client: PoolClient, sql: string): Promise<Error | undefined> {
+  private async ready(client: PoolClient, sql: string, unit?: UnitLimits): Promise<Error | undefined> {
     try {
-      await this.housekeeping(client, sql);
+      await this.housekeeping(client, sql, unit);
       return undefined;
     } catch (err) {
       const failure = err instanceof Error ? err : new Error(`${sql} failed`);
@@ -480,10 +520,10 @@ export class GuardedPool {
    * statements): past it the socket is destroyed, so a silent connection neither holds its
    * slot nor lingers half-closed.
    */
-  private housekeeping(client: PoolClient, sql: string): Promise<unknown> {
-    const ms = this.config.timeouts.connectMs;
+  private housekeeping(client: PoolClient, sql: string, unit?: UnitLimits): Promise<unknown> {
+    const ms = unit === undefined ? this.config.timeouts.connectMs : Math.max(0, unit.endsAt - performance.now());
     return withDeadline(client.query(sql), ms, () => {
-      const err = new DeadlineExceededError('validation', ms);
+      const err = unit === undefined ? new DeadlineExceededError('validation', ms) : unitOver(unit);
       abandon(client, err);
       return err;
     });
@@ -561,6 +601,18 @@ export class GuardedPool {
     return abandonOpening(this.opening, () => new DatabaseClosedError({ whileWaiting: true }));
   }
 }
+
+/**
+ * A unit whose deadline passed while it waited for its connection (queued, connecting or
+ * validating): nothing of it was sent, so it did not start.
+ */
+function unitOver(unit: UnitLimits): DeadlineExceededError {
+  const err = new DeadlineExceededError('unit', unit.timeoutMs, { outcome: 'rolled-back' });
+  markNeverSent(err);
+  return err;
+}
+
+const stopper = (timer: ReturnType<typeof setTimeout>) => (): void => clearTimeout(timer);
 
 /** A session's connection, lent to its work one user at a time. */
 interface Lent {

@@ -2,7 +2,7 @@
 // the first checkout instead of a second connection, an unclaimed one is given back, close
 // leaves nothing open, and a failed attempt reaches the first caller once, as its own would.
 import net from 'node:net';
-import { createDb as openDb, DatabaseConnectionError, type DbOptions } from '../src/index';
+import { createDb as openDb, DatabaseConnectionError, DeadlineExceededError, type DbOptions } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { SPARE_MS } from '../src/pool';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
@@ -224,6 +224,33 @@ describe("the layer's own statements on a silent connection (pg)", () => {
     expect(db.stats().counters.connectionsRecovered).toBe(6);
     await waitFor(async () => (await countConnections(name)) === 1);
   }, 60_000);
+
+  it.each(['validating its idle connection', 'opening its connection'] as const)("a unit's timeoutMs bounds its checkout when that is shorter than the connect deadline: %s on a silent network", async (step) => {
+    const connectMs = 6_000;
+    const timeoutMs = 2_000;
+    const db = createDb({
+      PrismaClient,
+      url: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+      applicationName: appName('unit-checkout'),
+      pool: { size: 1, maxOverflow: 0, validateAfterIdleMs: 0 },
+      timeouts: { connectMs },
+    });
+    try {
+      if (step === 'validating its idle connection') {
+        await db.account.count();
+        proxy.blackholeExisting();
+      } else proxy.blackhole();
+      const started = Date.now();
+      const failure = await rejectionOf(db.transaction((tx) => tx.account.count(), { timeoutMs }));
+      // Before: the validation waited until the unit's statement deadline (timeoutMs + 750 ms), then
+      // the unit ran on a new connection and succeeded past its timeoutMs; a connect waited connectMs.
+      expect(failure).toBeInstanceOf(DeadlineExceededError);
+      expect(failure).toMatchObject({ deadline: 'unit', timeoutMs, outcome: 'rolled-back' });
+      expect(Date.now() - started).toBeLessThan(timeoutMs + 1_500);
+    } finally {
+      proxy.heal();
+    }
+  }, 30_000);
 });
 
 it('acquire and release events pair up: a checkout that gave up (pool timeout) and the warmed connection are no release', async () => {
