@@ -60,6 +60,8 @@ export const DEADLINE_GRACE_MS = 750;
 export class ReusedTimer {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private armed: (() => void) | undefined;
+  /** When the armed wait started (performance.now()). */
+  private armedAt = 0;
 
   constructor(readonly ms: number) {}
 
@@ -70,6 +72,7 @@ export class ReusedTimer {
       return () => clearTimeout(own);
     }
     this.armed = expire;
+    this.armedAt = performance.now();
     if (this.timer === undefined) this.timer = setTimeout(this.fire, this.length()).unref();
     else this.timer.refresh();
     return () => {
@@ -84,9 +87,24 @@ export class ReusedTimer {
 
   private readonly fire = (): void => {
     const expire = this.armed;
+    if (expire === undefined) return;
+    // Node runs every timer of a list it found due, after the microtasks the one before
+    // queued: a wait armed there (refresh()) by work that timer woke (a statement sent on
+    // this connection once another's deadline failed its caller) was cut after 0 ms.
+    const left = this.armedAt + this.length() - performance.now();
+    if (left > 1) {
+      setTimeout(() => this.fireIfStill(expire), left).unref();
+      return;
+    }
     this.armed = undefined;
-    expire?.();
+    expire();
   };
+
+  private fireIfStill(expire: () => void): void {
+    if (this.armed !== expire) return;
+    this.armed = undefined;
+    expire();
+  }
 }
 
 /**

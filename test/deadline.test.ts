@@ -50,6 +50,25 @@ describe('ReusedTimer', () => {
     expect(fired.sort()).toEqual(['a', 'c']);
   });
 
+  it('a wait armed by work that another timer of the same length woke is not cut at once by this timer, found due with it', async () => {
+    // Two connections' statement timers (one length, one Node timer list), both due in one pass:
+    // the first's expiry fails its statement, whose caller (in the microtasks Node runs before
+    // the next timer) sends a statement on the second connection, re-arming its timer.
+    const first = new ReusedTimer(100);
+    const second = new ReusedTimer(100);
+    const lasted = await new Promise<number>((resolve) => {
+      first.start(() => {
+        void Promise.resolve().then(() => {
+          const armed = performance.now();
+          second.start(() => resolve(performance.now() - armed));
+        });
+      });
+      second.start(() => {})(); // its previous wait, over: the timer stays due
+    });
+    // Before: Node ran the second timer it had already found due, and the new wait expired after 0 ms.
+    expect(lasted).toBeGreaterThanOrEqual(90);
+  });
+
   it('creates one Node timer for any number of waits one after another, and keeps no process alive', () => {
     const set = jest.spyOn(global, 'setTimeout');
     try {
