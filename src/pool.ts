@@ -490,6 +490,18 @@ export class GuardedPool {
     return unit !== undefined && !unit.ended ? unit : undefined;
   }
 
+  /**
+   * A statement sent at `sentAt` got no answer within its deadline, not even the server's
+   * own statement timeout: its network path was silent from then on. Connections idle
+   * since before then share that path and are dropped unpinged at checkout, as after an
+   * unanswered validation: otherwise each recently used one (idle less than
+   * validateAfterIdleMs, so not pinged) cost one caller a whole statement deadline.
+   * Connections in use, or used since, are kept: they were heard after it.
+   */
+  wentSilent(sentAt: number): void {
+    this.silentSince = Math.max(this.silentSince, sentAt);
+  }
+
   /** An idle connection taken as gone with one that went silent (silentSince): dropped unpinged. */
   private dropUnheard(client: PoolClient): void {
     this.counters.connectionsRecovered++;

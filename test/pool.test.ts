@@ -225,6 +225,58 @@ describe("the layer's own statements on a silent connection (pg)", () => {
     await waitFor(async () => (await countConnections(name)) === 1);
   }, 60_000);
 
+  it("a statement unanswered within its deadline (a server gone without FIN) takes the connections idle since before it with it: the next callers don't each wait out a statement deadline", async () => {
+    const statementMs = 2_000;
+    const db = createDb({
+      PrismaClient,
+      url: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+      applicationName: appName('silent-statement'),
+      // validateAfterIdleMs is the default (30 s): connections used a moment ago are not pinged.
+      pool: { size: 4, maxOverflow: 0 },
+      timeouts: { statementMs, connectMs: 3_000 },
+    });
+    try {
+      await Promise.all([1, 2, 3, 4].map(() => db.$executeRaw`SELECT pg_sleep(0.2)`));
+      expect(db.stats().pool.idle).toBe(4);
+      proxy.blackholeExisting(); // new connections get through
+      const first = await rejectionOf(db.account.count());
+      expect(first).toMatchObject({ name: 'DeadlineExceededError', deadline: 'statement' });
+      // Before: each of the three other idle connections cost its caller statementMs + 750 ms and a DeadlineExceededError.
+      for (let i = 0; i < 3; i++) {
+        const started = Date.now();
+        expect(await db.account.count()).toBeGreaterThanOrEqual(0);
+        expect(Date.now() - started).toBeLessThan(statementMs);
+      }
+      expect(db.stats().counters.connectionsRecovered).toBe(3);
+      expect(db.stats().pool.open).toBe(1);
+      await waitFor(() => db.stats().counters.connectionsClosed === db.stats().counters.connectionsOpened - 1);
+    } finally {
+      proxy.heal();
+    }
+  }, 30_000);
+
+  it('a statement gone silent alone keeps the connections heard since it was sent, and a server-side statement timeout is no silence', async () => {
+    const db = createDb({
+      PrismaClient,
+      url: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+      applicationName: appName('silent-one'),
+      pool: { size: 2, maxOverflow: 0 },
+      timeouts: { statementMs: 1_000, connectMs: 3_000 },
+    });
+    // A statement the server cancels (57014) at its statement_timeout: answered, not silent.
+    await expect(db.$executeRaw`SELECT pg_sleep(3)`).rejects.toMatchObject({ name: 'StatementTimeoutError' });
+    await Promise.all([1, 2].map(() => db.$executeRaw`SELECT pg_sleep(0.2)`));
+    expect(db.stats().counters.connectionsRecovered).toBe(0);
+    proxy.silenceOnStatement(/datalayer_silent/);
+    const silent = rejectionOf(db.$queryRawUnsafe('SELECT 1 AS datalayer_silent'));
+    // Used while the other waits for its answer: heard after that statement was sent.
+    expect(await db.account.count()).toBeGreaterThanOrEqual(0);
+    expect(await silent).toMatchObject({ name: 'DeadlineExceededError', deadline: 'statement' });
+    expect(await db.account.count()).toBeGreaterThanOrEqual(0);
+    expect(db.stats().counters.connectionsRecovered).toBe(0);
+    expect(db.stats().counters.connectionsOpened).toBe(2);
+  }, 30_000);
+
   it.each(['validating its idle connection', 'opening its connection'] as const)("a unit's timeoutMs bounds its checkout when that is shorter than the connect deadline: %s on a silent network", async (step) => {
     const connectMs = 6_000;
     const timeoutMs = 2_000;

@@ -64,6 +64,13 @@ export interface ClientPolicy {
    * yet), kept here for the pool to end them when it closes (abandonOpening).
    */
   opening?: Set<object>;
+  /**
+   * Hears that a statement sent at `sentAt` (performance.now()) got not one byte of answer
+   * within its own statement deadline, which the server's statement_timeout would have
+   * answered first: the connection's network path was silent from then on (the pool takes
+   * the connections idle since before it with it). Absent: not reported.
+   */
+  onSilence?(sentAt: number): void;
 }
 
 type ConnectCallback = (err?: Error | null) => void;
@@ -512,8 +519,11 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       let settled = false;
       let stop: (() => void) | undefined;
       if (deadline !== undefined) {
+        const heard = policy.onSilence === undefined || deadline.kind !== 'statement' ? undefined : bytesHeard(this);
+        const sentAt = heard === undefined ? 0 : performance.now();
         const expire = (): void => {
           settled = true;
+          if (heard !== undefined && bytesHeard(this) === heard) policy.onSilence?.(sentAt);
           // A COMMIT that went unanswered may have committed; so may a statement sent with the
           // Neon driver's pipelined startup (see pipelinedPastConnect).
           const atCommit = !this.unconfirmed && transactionEnd(config, values) === 'COMMIT';
@@ -655,6 +665,12 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       return e;
     }
   };
+}
+
+/** Bytes received so far on a connection's socket (undefined: not known, as on a WebSocket). */
+function bytesHeard(client: PgClientShape): number | undefined {
+  const read = (client.connection.stream as { bytesRead?: unknown }).bytesRead;
+  return typeof read === 'number' ? read : undefined;
 }
 
 /**

@@ -40,6 +40,9 @@ export function pgDriver(config: DbConfig, counters: DbCounters, hub: EventHub, 
   const pool = new LayerPool({ ...poolOptions(config), ...binding, Client } as unknown as pg.PoolConfig);
   const rawConnect: RawConnect = (callback) => void (pg.Pool.prototype.connect as (cb: unknown) => void).call(pool, callback);
   guard = new GuardedPool(pool, rawConnect, config, ssl, counters, hub, recorder, policy.opening);
+  // Outside a unit, behind a transaction-mode pooler no statement_timeout reaches the server
+  // (it is set inside units only): a long statement there is cut by the client, not silence.
+  if (!config.pooler) policy.onSilence = (sentAt) => guard!.wentSilent(sentAt);
   const adapter = new PrismaPg(pool as unknown as pg.Pool, { ...adapterSchema(config), onConnectionError: (err) => void hub.fail(err) });
   // Prisma connects the adapter on its first query (or $connect), then loads its query compiler: the pool's first connection opens meanwhile.
   const factory: SqlDriverAdapterFactory = {
