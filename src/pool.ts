@@ -132,6 +132,12 @@ export class GuardedPool {
    */
   private readonly unlent = new WeakSet<object>();
   /**
+   * Connections handed out with an `acquire` event and not yet released: only their release
+   * is a `release` event. pg-pool also acquires and releases an idle connection itself to
+   * close it at the end of its lifetime (recycleMs), which took a pair's count below zero.
+   */
+  private readonly lent = new WeakSet<object>();
+  /**
    * When the last validation that went unanswered (no reply within the connect deadline) was
    * sent. Every connection idle since before then shares its network path and is taken as
    * gone too (SQLAlchemy invalidates its pool the same way after a failed pre-ping): pinged
@@ -197,7 +203,7 @@ export class GuardedPool {
       this.lastUse.set(client, now);
       this.busy.delete(client);
       checkedIn(client);
-      if (this.unlent.has(client)) return;
+      if (!this.lent.delete(client) || this.unlent.has(client)) return;
       if (hub.wants('release')) hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null, pool: hub.pool });
     }) as never);
     this.raw.on('remove', ((client: PoolClient) => {
@@ -385,6 +391,7 @@ export class GuardedPool {
         this.recorder.recordWait(now - started);
       }
       this.busy.add(client);
+      this.lent.add(client);
       if (this.hub.wants('acquire')) this.hub.emit('acquire', { pid: client.processID ?? undefined, reused, pool: this.hub.pool });
       return { client, reused };
     }

@@ -305,6 +305,27 @@ describe("the layer's own statements on a silent connection (pg)", () => {
   }, 30_000);
 });
 
+it('acquire and release events pair up when a connection is recycled (pool.recycleMs) while idle or in use', async () => {
+  const db = createDb({ PrismaClient, url: testDb.url, applicationName: appName('recycle-pairs'), pool: { size: 1, maxOverflow: 0, recycleMs: 1_000 } });
+  let inUse = 0;
+  db.on('acquire', () => void inUse++);
+  db.on('release', () => void inUse--);
+  // In use past its lifetime: closed on release.
+  await db.transaction(async (tx) => {
+    await tx.user.count();
+    await new Promise((r) => setTimeout(r, 1_300));
+  });
+  await db.user.count();
+  // Idle past its lifetime: pg-pool takes it from its idle list and releases it to close it.
+  await waitFor(() => db.stats().pool.open === 0, 5_000);
+  // Before: that release, which no checkout had acquired, reached the listeners: inUse ended at -1.
+  expect(inUse).toBe(0);
+  const { connectionsOpened, connectionsClosed } = db.stats().counters;
+  expect(connectionsOpened).toBe(2);
+  await waitFor(() => db.stats().counters.connectionsClosed === 2);
+  expect(connectionsClosed).toBeLessThanOrEqual(2);
+});
+
 it('acquire and release events pair up: a checkout that gave up (pool timeout) and the warmed connection are no release', async () => {
   // A listener keeping the number of connections in use from the pair, as a dashboard would.
   const db = createDb({
