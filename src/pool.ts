@@ -56,7 +56,8 @@ export interface Checkout {
 }
 
 /** pg-pool's `connect` in its callback form (one promise fewer than its promise form). */
-export type RawConnect = (callback: (err: Error | undefined, client?: PoolClient) => void) => void;
+export type RawConnect = (callback: RawConnectCallback) => void;
+type RawConnectCallback = (err: Error | undefined, client?: PoolClient) => void;
 
 const pinned = new ContextSlot<Pin>();
 
@@ -418,7 +419,7 @@ export class GuardedPool {
         settled = true;
         stop();
         this.queued.delete(giveUp);
-        if (queued) this.abandoned++;
+        if (queued && !this.withdraw(handover)) this.abandoned++;
         reject(err);
       };
       const expire = (): void => {
@@ -437,7 +438,7 @@ export class GuardedPool {
       // A unit's remaining time is a length of its own: no reused timer for it.
       const stop = unitFirst ? stopper(setTimeout(expire, Math.max(0, unit.endsAt - performance.now())).unref()) : this.timers.start(ownMs, expire);
       if (queued) this.queued.add(giveUp);
-      this.rawConnect((err, client) => {
+      const handover = (err: Error | undefined, client?: PoolClient): void => {
         if (settled) {
           if (queued) this.abandoned--;
           // A connection handed over after we gave up goes straight back.
@@ -449,8 +450,25 @@ export class GuardedPool {
         this.queued.delete(giveUp);
         if (err || !client) reject(err ?? new Error('pg-pool handed over no connection'));
         else resolve(client);
-      });
+      };
+      this.rawConnect(handover);
     });
+  }
+
+  /**
+   * Takes a checkout that gave up out of pg-pool's queue, as pg-pool's own
+   * connectionTimeoutMillis does (its `_pendingQueue`, in pg-pool and in the copy bundled in
+   * the Neon driver). Left there, each one was served later: on a silent network by a new
+   * connection opened for nobody, into the silence for a whole connect deadline, one after
+   * another, the pool counting it in use. False: not found (pg-pool will serve it; it goes back).
+   */
+  private withdraw(callback: RawConnectCallback): boolean {
+    const queue = (this.raw as { _pendingQueue?: unknown })._pendingQueue;
+    if (!Array.isArray(queue)) return false;
+    const at = queue.findIndex((item: { callback?: unknown } | null) => item?.callback === callback);
+    if (at === -1) return false;
+    queue.splice(at, 1);
+    return true;
   }
 
   /**

@@ -277,6 +277,30 @@ describe("the layer's own statements on a silent connection (pg)", () => {
     expect(db.stats().counters.connectionsOpened).toBe(2);
   }, 30_000);
 
+  it('callers that gave up waiting (pool timeout) while the only connection was being opened into a silent network leave no connection opened for nobody', async () => {
+    const connectMs = 2_000;
+    const db = createDb({
+      PrismaClient,
+      url: testDb.urlWith({ sslmode: 'disable' }, { user: testDb.appUser, port: proxy.port }),
+      applicationName: appName('abandoned-queue'),
+      pool: { size: 1, maxOverflow: 0, timeoutMs: 500 },
+      timeouts: { connectMs },
+    });
+    try {
+      proxy.blackhole();
+      const acceptedBefore = proxy.accepted;
+      const results = await Promise.all([1, 2, 3].map(() => rejectionOf(db.$executeRaw`SELECT 1`)));
+      expect(results.map((e) => `${(e as Error).name} ${(e as { deadline?: string }).deadline ?? ''}`).sort()).toEqual(['DeadlineExceededError connect', 'PoolTimeoutError ', 'PoolTimeoutError ']);
+      // Before: pg-pool served the two given-up requests later, each with a new connection into
+      // the silence, one after the other (the pool counting it in use for connectMs each).
+      await new Promise((r) => setTimeout(r, connectMs + 1_000));
+      expect(db.stats().pool).toMatchObject({ open: 0, inUse: 0, waiting: 0 });
+      expect(proxy.accepted - acceptedBefore).toBeLessThanOrEqual(1);
+    } finally {
+      proxy.heal();
+    }
+  }, 30_000);
+
   it.each(['validating its idle connection', 'opening its connection'] as const)("a unit's timeoutMs bounds its checkout when that is shorter than the connect deadline: %s on a silent network", async (step) => {
     const connectMs = 6_000;
     const timeoutMs = 2_000;
