@@ -25,6 +25,7 @@ import {
 import { eventually, rejectionOf, sleep } from './support/async';
 import { adminQuery, createTestDatabase, testServer, type TestDatabase } from './support/db';
 import { startNeonProxy, NEON_ERRORS, type NeonFailure, type NeonProxy } from './support/neon-proxy';
+import { startPgBouncer, type PgBouncer } from './support/pgbouncer';
 
 const ENDPOINT = 'ep-quiet-sun-123456';
 const HOST = `${ENDPOINT}.us-east-2.aws.neon.tech`;
@@ -783,5 +784,49 @@ describe('serverless mode leaves nothing connected', () => {
     const left = await adminQuery<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'neon-proxy-srv'", [testDb.name]);
     expect(left[0]?.n).toBe(0);
     await own.close();
+  });
+});
+
+describe("Neon's pooled endpoints (ep-…-pooler: the compute's PgBouncer, transaction mode, behind the proxy)", () => {
+  const POOLER_HOST = `${ENDPOINT}-pooler.us-east-2.aws.neon.tech`;
+  let bouncer: PgBouncer;
+  let pooled: NeonProxy;
+
+  beforeAll(async () => {
+    // compute/etc/pgbouncer.ini: transaction mode, only extra_float_digits ignored (any other
+    // startup parameter is refused), no TLS towards the proxy.
+    bouncer = await startPgBouncer(testServer().info(), { poolMode: 'transaction', defaultPoolSize: 5, ignoreStartupParameters: ['extra_float_digits'], tls: false });
+    pooled = await startNeonProxy({ upstream: testServer().info(), pooler: bouncer, wakeDelayMs: 200 });
+  }, 60_000);
+  afterAll(async () => {
+    await pooled?.close();
+    await bouncer?.stop();
+  });
+
+  function pooledDb(mode: Mode, extra: Partial<DbOptions> = {}): Db<PrismaClient> {
+    const db = createDb({
+      PrismaClient,
+      url: testDb.urlWith(undefined, { user: testDb.appUser, password: testDb.appPassword, host: POOLER_HOST, port: 5432 }),
+      mode,
+      neon: { wsProxy: pooled.wsProxy, useSecureWebSocket: false, fetchEndpoint: pooled.fetchEndpoint },
+      ...extra,
+    });
+    opened.push(db);
+    return db;
+  }
+
+  const activeOnServer = async (marker: string): Promise<number> =>
+    (await adminQuery<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND query LIKE $2 AND state = 'active' AND pid <> pg_backend_pid()", [testDb.name, `%${marker}%`]))[0]?.n ?? -1;
+
+  test('a -pooler host is a transaction pooler: its connections reach PgBouncer with no startup parameter it refuses', async () => {
+    const db = pooledDb('pooled');
+    expect(db.config.pooler).toBe(true);
+    await expect(db.transaction((tx) => tx.$queryRawUnsafe<{ n: number }[]>('SELECT 1::int AS n'))).resolves.toEqual([{ n: 1 }]);
+    const session = pooled.sessions().filter((s) => s.protocol === 'ws').at(-1);
+    expect(session).toMatchObject({ endpoint: `${ENDPOINT}-pooler` });
+    expect(session?.computeParams).not.toHaveProperty('options');
+    expect(session?.refused).toBeUndefined();
+    const clients = await bouncer.console('SHOW CLIENTS');
+    expect(clients.some((c) => c.database === testDb.name)).toBe(true);
   });
 });

@@ -84,9 +84,26 @@
  * 57P01 "terminating connection due to administrator command") and the next connection
  * waits `wakeDelayMs` for the wake.
  *
+ * Pooled endpoints (`ep-…-pooler`), when the fixture is given `pooler` (a harness PgBouncer in
+ * front of `upstream`):
+ * - The proxy keeps the `-pooler` endpoint id as the client gave it and asks the control
+ *   plane to wake it (control_plane/client/cplane_proxy_v1.rs do_wake_compute sends it as
+ *   `endpointish`); the control plane answers with the address of the compute's PgBouncer
+ *   (compute/etc/pgbouncer.ini listen_port=6432). Auth info and allow-lists are the endpoint's
+ *   own (types.rs EndpointId::normalize strips `-pooler` for those caches).
+ * - Everything else is unchanged: the same startup parameter filter (so `application_name`,
+ *   `client_encoding=UTF8` and a non-empty `options` reach PgBouncer, which refuses `options`:
+ *   pgbouncer.ini ignore_startup_parameters=extra_float_digits only), the same WebSocket and
+ *   HTTP paths (sql_over_http.rs: a fresh connection to the address wake_compute gave, i.e.
+ *   through PgBouncer), and the cancel key maps to PgBouncer's key for the proxy's connection,
+ *   which PgBouncer honours only while that connection is open.
+ * - The proxy reaches PgBouncer over plain TCP (pgbouncer.ini client_tls_sslmode=disable; the
+ *   control plane gives no server_name, so cplane_proxy_v1.rs picks SslMode::Disable). The test
+ *   starts the PgBouncer with Neon's settings that matter (pool_mode=transaction,
+ *   ignore_startup_parameters=extra_float_digits; default_pool_size / max_client_conn as it needs).
+ *
  * Not modelled: TLS on the client side (tests use ws:// and http:// on loopback), JWT auth,
- * the -pooler endpoints (PgBouncer on the compute), HTTP connection pooling, batches'
- * Neon-Batch-* echo subtleties beyond the headers.
+ * HTTP connection pooling, batches' Neon-Batch-* echo subtleties beyond the headers.
  */
 import http from 'node:http';
 import type { Socket } from 'node:net';
@@ -117,6 +134,11 @@ export type NeonFailure = 'compute-unreachable' | 'auth' | 'quota' | 'quota-mess
 export interface NeonProxyOptions {
   /** The harness PostgreSQL standing in for the compute (TLS + SCRAM). */
   upstream: ServerInfo;
+  /**
+   * The compute's PgBouncer (a harness PgBouncer in front of `upstream`): `-pooler` endpoints
+   * connect to it. Absent: `-pooler` endpoints go straight to `upstream`, as before.
+   */
+  pooler?: ServerInfo;
   /** Time a suspended compute takes to wake before the first connection. Default 500 ms. */
   wakeDelayMs?: number;
   /** sql_over_http_max_request_size_bytes; default 10 MiB as in binary/proxy.rs. */
@@ -259,8 +281,10 @@ interface Tracked {
 }
 
 interface State {
-  opts: Required<Omit<NeonProxyOptions, 'upstream'>>;
+  opts: Required<Omit<NeonProxyOptions, 'upstream' | 'pooler'>>;
   compute: ComputeAddress;
+  /** The compute's PgBouncer, for `-pooler` endpoints (cplane_proxy_v1.rs do_wake_compute). */
+  pooler: ComputeAddress | undefined;
   upstream: ServerInfo;
   blackholed: boolean;
   suspended: boolean;
@@ -273,11 +297,19 @@ interface State {
   websockets: Set<WebSocket>;
   /** WebSockets silenced by silenceOpen(): their socket is no longer read, nothing is sent to them. */
   silenced: WeakSet<WebSocket>;
-  /** proxy cancel key → compute cancel key (cancellation.rs). */
-  cancelKeys: Map<string, { pid: number; secret: number }>;
+  /** proxy cancel key → compute cancel key and address (cancellation.rs CancelClosure). */
+  cancelKeys: Map<string, { pid: number; secret: number; addr: ComputeAddress }>;
   log: NeonSessionLog[];
   counts: { ws: number; http: number };
   closing: boolean;
+}
+
+/**
+ * The address wake_compute answers for an endpoint (cplane_proxy_v1.rs do_wake_compute, with
+ * the endpoint id as given): the compute's PgBouncer for a `-pooler` endpoint.
+ */
+function computeFor(state: State, endpoint: string | undefined): ComputeAddress {
+  return state.pooler !== undefined && endpoint?.endsWith('-pooler') === true ? state.pooler : state.compute;
 }
 
 /** wake_compute.rs: a suspended compute takes wakeDelayMs; concurrent connects share one wake. */
@@ -307,6 +339,7 @@ class WsSession {
   private params: Record<string, string> = {};
   private endpoint: string | undefined;
   private compute: ComputeSession | undefined;
+  private addr: ComputeAddress | undefined;
   private readonly pending: Buffer[] = [];
   private pipelined = false;
 
@@ -385,7 +418,8 @@ class WsSession {
     this.state.log.push(entry);
     let session: ComputeSession;
     try {
-      session = await connectCompute(this.state.compute, computeParams, password, 10_000);
+      this.addr = computeFor(this.state, this.endpoint);
+      session = await connectCompute(this.addr, computeParams, password, 10_000);
     } catch (err) {
       entry.refused = this.computeRefusal(err, user);
       return this.refuse(entry.refused);
@@ -419,7 +453,7 @@ class WsSession {
     this.compute = session;
     const proxyKey = { pid: 0x4e00_0000 | Math.floor(Math.random() * 0xffffff), secret: Math.floor(Math.random() * 0x7fffffff) };
     const keyId = `${proxyKey.pid}:${proxyKey.secret}`;
-    this.state.cancelKeys.set(keyId, { pid: session.pid, secret: session.secret });
+    this.state.cancelKeys.set(keyId, { pid: session.pid, secret: session.secret, addr: this.addr ?? this.state.compute });
     const tracked: Tracked = { pid: session.pid, close: () => session.socket.destroy() };
     this.state.computes.add(tracked);
     session.socket.on('data', (chunk: Buffer) => this.send(chunk));
@@ -438,7 +472,7 @@ class WsSession {
   private onCancel(body: Buffer): void {
     const key = this.state.cancelKeys.get(`${body.readInt32BE(0)}:${body.readInt32BE(4)}`);
     this.end();
-    if (key) void cancelOnCompute(this.state.compute, key.pid, key.secret);
+    if (key) void cancelOnCompute(key.addr, key.pid, key.secret).catch(() => undefined);
   }
 
   private refuse(msg: string): void {
@@ -603,13 +637,14 @@ async function openHttpCompute(state: State, info: ConnInfo): Promise<Client> {
   if (failure === 'quota') throw new HttpError(500, NEON_ERRORS.quota);
   if (failure === 'quota-message') throw new HttpError(500, NEON_ERRORS.quotaMessage);
   if (failure === 'compute-unreachable') throw new HttpError(500, NEON_ERRORS.computeUnreachable);
+  const addr = computeFor(state, info.endpoint);
   const client = new Client({
-    host: state.compute.host,
-    port: state.compute.port,
+    host: addr.host,
+    port: addr.port,
     user: info.user,
     password: info.password,
     database: info.database,
-    ssl: state.compute.tls,
+    ssl: addr.tls ?? false,
     connectionTimeoutMillis: 10_000,
     types: { getTypeParser: () => (value: string) => value },
   });
@@ -671,12 +706,13 @@ async function handleSql(state: State, req: http.IncomingMessage, res: http.Serv
   let tracked: Tracked | undefined;
   let entry: NeonSessionLog | undefined;
   let cancelled = false;
+  let addr = state.compute;
   const socket = req.socket;
   // sql_over_http.rs process: cancel_query on the compute, then 100 ms for the query to end.
   const shed = (): void => {
     cancelled = true;
     const conn = client as unknown as { processID?: number; secretKey?: number } | undefined;
-    if (conn?.processID !== undefined && conn.secretKey !== undefined) void cancelOnCompute(state.compute, conn.processID, conn.secretKey);
+    if (conn?.processID !== undefined && conn.secretKey !== undefined) void cancelOnCompute(addr, conn.processID, conn.secretKey).catch(() => undefined);
     setTimeout(() => sendJson(res, 400, LOAD_SHED_BODY), 100).unref();
   };
   state.httpCancels.set(socket, shed);
@@ -694,6 +730,7 @@ async function handleSql(state: State, req: http.IncomingMessage, res: http.Serv
     const info = connInfo(req);
     entry = { protocol: 'http', endpoint: info.endpoint, clientParams: info.clientParams, computeParams: { user: info.user, database: info.database } };
     state.log.push(entry);
+    addr = computeFor(state, info.endpoint);
     const payload = parsePayload(await readBody(req, state.opts.maxRequestBytes));
     client = await openHttpCompute(state, info);
     if (cancelled) throw new HttpError(400, LOAD_SHED_BODY.message);
@@ -704,7 +741,7 @@ async function handleSql(state: State, req: http.IncomingMessage, res: http.Serv
     state.computes.add(tracked);
     // Cancel on client disconnect (serverless/mod.rs http_cancellation_token → cancel_query).
     const onGone = (): void => {
-      if (!res.writableFinished) void cancelOnCompute(state.compute, conn.processID, conn.secretKey);
+      if (!res.writableFinished) void cancelOnCompute(addr, conn.processID, conn.secretKey).catch(() => undefined);
     };
     res.once('close', onGone);
     const body = await runPayload(state, c, payload, headers);
@@ -782,6 +819,8 @@ export async function startNeonProxy(options: NeonProxyOptions): Promise<NeonPro
       clientConnThreshold: options.clientConnThreshold ?? 10_000,
     },
     compute: { host: options.upstream.host, port: options.upstream.port, tls: tlsOptions(options.upstream) },
+    // Neon's compute PgBouncer takes plain TCP (compute/etc/pgbouncer.ini client_tls_sslmode=disable).
+    pooler: options.pooler === undefined ? undefined : { host: options.pooler.host, port: options.pooler.port },
     upstream: options.upstream,
     blackholed: false,
     suspended: false,

@@ -131,8 +131,12 @@ export class Framer {
 export interface ComputeAddress {
   host: string;
   port: number;
-  /** TLS towards the compute (Neon always negotiates TLS to computes: compute/tls.rs). */
-  tls: tls.ConnectionOptions;
+  /**
+   * TLS towards the compute (compute/tls.rs negotiates it when the control plane names the
+   * server, cplane_proxy_v1.rs do_wake_compute). Absent: plain TCP, no SSLRequest (SslMode::Disable),
+   * as towards a compute's PgBouncer (compute/etc/pgbouncer.ini client_tls_sslmode=disable).
+   */
+  tls?: tls.ConnectionOptions;
 }
 
 /** The compute refused the startup: its ErrorResponse fields. */
@@ -149,7 +153,7 @@ export class ComputeDbError extends Error {
 export class ComputeIoError extends Error {}
 
 export interface ComputeSession {
-  socket: tls.TLSSocket;
+  socket: net.Socket;
   pid: number;
   secret: number;
   /** ParameterStatus / NoticeResponse messages to forward to the client (proxy/mod.rs forward_compute_params_to_client). */
@@ -196,8 +200,9 @@ class Scram {
 }
 
 /** Opens TCP, negotiates TLS (SSLRequest first, as compute/tls.rs does with TlsNegotiation::Postgres). */
-function openTls(addr: ComputeAddress, timeoutMs: number): Promise<tls.TLSSocket> {
+function openTls(addr: ComputeAddress, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
+    const addrTls = addr.tls;
     const raw = net.connect({ host: addr.host, port: addr.port });
     // compute/mod.rs connect_raw: TcpStream::connect under `config.timeout`.
     const timer = setTimeout(() => fail(new ComputeIoError(`exceeded connection timeout ${timeoutMs}ms`)), timeoutMs);
@@ -209,10 +214,15 @@ function openTls(addr: ComputeAddress, timeoutMs: number): Promise<tls.TLSSocket
     raw.once('error', fail);
     raw.once('connect', () => {
       raw.setNoDelay(true);
+      if (addrTls === undefined) {
+        clearTimeout(timer);
+        raw.removeListener('error', fail);
+        return resolve(raw);
+      }
       raw.write(Buffer.concat([int32(8), int32(SSL_REQUEST_CODE)]));
       raw.once('data', (answer: Buffer) => {
         if (answer[0] !== 0x53) return fail(new ComputeIoError('compute refused TLS'));
-        const secure = tls.connect({ ...addr.tls, socket: raw, servername: net.isIP(addr.host) ? undefined : addr.host });
+        const secure = tls.connect({ ...addrTls, socket: raw, servername: net.isIP(addr.host) ? undefined : addr.host });
         secure.once('error', fail);
         secure.once('secureConnect', () => {
           clearTimeout(timer);
@@ -295,7 +305,11 @@ export async function cancelOnCompute(addr: ComputeAddress, pid: number, secret:
   await new Promise<void>((resolve) => {
     socket.once('close', () => resolve());
     socket.once('error', () => resolve());
-    socket.end(cancelRequest(pid, secret));
+    // Sent, then the compute's close awaited without closing our side first: a CancelRequest
+    // needs no more, and PgBouncer 1.18 (the harness's) dies when a cancel client hangs up
+    // before PgBouncer has finished with it (pgbouncer#801, fixed by pgbouncer#846).
+    socket.resume();
+    socket.write(cancelRequest(pid, secret));
     setTimeout(() => {
       socket.destroy();
       resolve();
