@@ -829,4 +829,29 @@ describe("Neon's pooled endpoints (ep-…-pooler: the compute's PgBouncer, trans
     const clients = await bouncer.console('SHOW CLIENTS');
     expect(clients.some((c) => c.database === testDb.name)).toBe(true);
   });
+
+  test.each(['pooled', 'serverless'] as const)(
+    "%s: a db.scope() timing out under a unit's long statement: the statement is cancelled through the proxy and PgBouncer, not left running",
+    async (mode) => {
+      const db = pooledDb(mode, { timeouts: { statementMs: 60_000 } });
+      const marker = `neon-pooler-scope-cancel-${mode}`;
+      const err = await within(
+        20_000,
+        rejectionOf(db.scope(() => db.transaction((tx) => tx.$executeRawUnsafe(`SELECT pg_sleep(30) /*${marker}*/`), { timeoutMs: 50_000 }), { timeoutMs: 1_500 })),
+      );
+      expect(err).toMatchObject({ name: 'DeadlineExceededError', deadline: 'scope' });
+      // Before: the WebSocket closed with the cancel still on its way; the proxy's connection to
+      // PgBouncer closed with it, PgBouncer dropped the cancel (its key named that connection),
+      // and the server slept on for its 30 s (the unit's 60 s statement_timeout).
+      expect(await eventually(async () => (await activeOnServer(marker)) === 0, 10_000, 100)).toBe(true);
+    },
+  );
+
+  test("pooled: a single statement past its deadline (no server-side statement_timeout behind the pooler) is cancelled, not left running", async () => {
+    const db = pooledDb('pooled', { timeouts: { statementMs: 1_000 } });
+    const marker = 'neon-pooler-statement-cancel';
+    const err = await within(20_000, rejectionOf(db.$executeRawUnsafe(`SELECT pg_sleep(30) /*${marker}*/`)));
+    expect(err).toMatchObject({ name: 'DeadlineExceededError' });
+    expect(await eventually(async () => (await activeOnServer(marker)) === 0, 10_000, 100)).toBe(true);
+  });
 });

@@ -51,8 +51,13 @@ export interface ClientPolicy {
    * Keep a given-up connection's socket until its cancel request has been forwarded (at most
    * CANCEL_HOLD_MS): behind PgBouncer the cancel key is the pooler's, for this client connection,
    * and PgBouncer forwards a CancelRequest only while that connection is still open.
+   * 'forwarded': until the cancel connection ends (PgBouncer ends it once it has forwarded the
+   * cancel). 'answered': until the statement answers — Neon's proxy ends a cancel connection
+   * at once and forwards the cancel after (neondatabase/neon proxy/src/pglb/mod.rs spawns
+   * cancel_session), so behind a `-pooler` endpoint its end says nothing, and closing then
+   * would close the proxy's PgBouncer connection under the cancel.
    */
-  cancelBeforeClosing?: boolean;
+  cancelBeforeClosing?: 'forwarded' | 'answered';
   /**
    * libpq's channel_binding=require: authenticate only with SCRAM-SHA-256-PLUS over SSL; a
    * server (or a man in the middle) asking for anything else gets no password, and the
@@ -372,7 +377,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
       // Already given up, its socket kept for the cancel request on the way: it goes with it.
       if (this.cancelling !== undefined) return;
       if (policy.cancelOnAbandon !== true) return destroySocket(this, reason);
-      if (policy.cancelBeforeClosing !== true) {
+      if (policy.cancelBeforeClosing === undefined) {
         requestCancel(Base, this as CancelTarget, policy.connectMs, policy.configure);
         return destroySocket(this, reason);
       }
@@ -393,7 +398,10 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         };
         const timer = setTimeout(close, CANCEL_HOLD_MS);
         timer.unref();
-        requestCancel(Base, this as CancelTarget, policy.connectMs, policy.configure, close);
+        if (policy.cancelBeforeClosing === 'forwarded') return requestCancel(Base, this as CancelTarget, policy.connectMs, policy.configure, close);
+        // The statement's answer (ReadyForQuery after its error or result): the cancel reached it, or it ended anyway.
+        this.connection.once('readyForQuery', close);
+        requestCancel(Base, this as CancelTarget, policy.connectMs, policy.configure);
       });
     }
 
@@ -550,7 +558,7 @@ export function guardedClientClass(Base: ClientClass, policy: ClientPolicy): Cli
         else done(undefined, result);
       };
       // Only where a given-up socket is kept for a while (abandon): its statements fail at once, not when it goes.
-      if (policy.cancelBeforeClosing === true) (this.inFlight ??= new Set()).add(answer);
+      if (policy.cancelBeforeClosing !== undefined) (this.inFlight ??= new Set()).add(answer);
       // The unit's code went on after its first statement failed (Prisma's own COMMIT or ROLLBACK does not count).
       if (this.lostWithFirst !== undefined && transactionEnd(config, values) === undefined) {
         wentOnAfter(this.lostWithFirst);

@@ -82,8 +82,10 @@ export function clientPolicy(config: DbConfig, ssl: SslChoice | undefined, confi
     ...(recorder === undefined ? {} : { onConnected: (ms: number) => recorder.recordCreate(ms) }),
     // node-postgres over TCP; on Neon over a WebSocket to the proxy, which forwards it to the compute.
     cancelOnAbandon: true,
-    // PgBouncer forwards a cancel only while the client connection its key names is open.
-    cancelBeforeClosing: config.driver === 'pg' && config.pooler,
+    // PgBouncer forwards a cancel only while the client connection its key names is open;
+    // behind Neon's -pooler endpoints too (the proxy's key maps to PgBouncer's, for the
+    // proxy's connection, which closes with the WebSocket).
+    ...(config.pooler ? { cancelBeforeClosing: config.driver === 'pg' ? ('forwarded' as const) : ('answered' as const) } : {}),
     // Over Neon's WebSocket, TLS ends at the proxy: channel binding cannot apply (client.ts warns).
     requireChannelBinding: config.driver === 'pg' && config.channelBinding === 'require',
     opening: new Set<object>(),
