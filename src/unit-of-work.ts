@@ -20,7 +20,7 @@ import type { ITXClientDenyList } from '@prisma/client/runtime/client';
 import { ContextSlot } from './context.ts';
 import type { DbConfig, IsolationLevel } from './config.ts';
 import { DEADLINE_GRACE_MS, MAX_TIMER_MS, ReusedTimers, sleep, unitLimits, UnitLimits, type TransactionSettings } from './deadline.ts';
-import { DatabaseConnectionError, DatabaseTransactionError, DatalayerError, PoolTimeoutError, StatementTimeoutError } from './errors.ts';
+import { ConfigError, DatabaseConnectionError, DatabaseTransactionError, DatalayerError, PoolTimeoutError, StatementTimeoutError } from './errors.ts';
 import { classifyError, isBeforeBegin, isConnectionLoss, isDatabaseFailure, isLostWithFirstStatement, isRetryableConflict, wasNeverSent } from './failures.ts';
 import { connectionLost, lossOf } from './driver/client.ts';
 import { discardBeforeReuse, type GuardedPool } from './pool.ts';
@@ -498,6 +498,7 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
       if (connection !== undefined) discardBeforeReuse(connection);
       return fn(outer.tx as TxClient<C>);
     }
+    if (this.config.pooler) throw sessionOnPooler();
     const correlationId = opts.correlationId ?? currentCorrelationId();
     // The Neon adapter creates its pool when Prisma connects; no query is sent here.
     await this.client.$connect();
@@ -517,4 +518,21 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
    * must not land outside it.
    */
   current = (): TxClient<C> => (unitOf(this.db)?.tx ?? this.client) as TxClient<C>;
+}
+
+/**
+ * A session needs one server connection for all its statements. A transaction-mode pooler
+ * (PgBouncer, Neon's -pooler endpoints) hands each statement outside a transaction whichever
+ * server connection is free: the session's SET, advisory lock or temporary table lands on a
+ * connection other clients then get (they ran under its statement_timeout), and its next
+ * statement may not see it (pg_advisory_unlock answers false). Refused before fn runs.
+ */
+function sessionOnPooler(): ConfigError {
+  return new ConfigError([
+    {
+      setting: 'db.session()',
+      problem:
+        "needs one server connection for its statements, which a transaction-mode pooler (pooler: true, pgbouncer=true, a -pooler host or DB_POOLER) does not keep: its SETs, advisory locks and temporary tables would land on server connections other clients share. Use db.transaction() (SET LOCAL, pg_advisory_xact_lock, ON COMMIT DROP), or a Db on the direct (non-pooler) URL",
+    },
+  ]);
 }

@@ -15,8 +15,9 @@ import {
   StatementTimeoutError,
   type Db,
 } from '../src/index';
-import { createTestDatabase, type TestDatabase } from './support/db';
+import { createTestDatabase, testServer, type TestDatabase } from './support/db';
 import { barrier, eventually, holdConnection, latch, rejectionOf, sleep } from './support/async';
+import { startPgBouncer } from './support/pgbouncer';
 import { startTcpProxy } from './support/tcp-proxy';
 
 let testDb: TestDatabase;
@@ -1204,5 +1205,37 @@ describe('concurrency inside units and sessions (found by probes)', () => {
     );
     expect(err).toMatchObject({ outcome: 'rolled-back', prismaCode: 'P2028' });
     expect(await emails()).toEqual([]);
+  });
+});
+
+describe('db.session behind a transaction-mode pooler', () => {
+  test("is refused before fn runs (its SET would reach other clients' statements); inside a unit it is the unit's, as elsewhere", async () => {
+    const bouncer = await startPgBouncer(testServer().info(), { poolMode: 'transaction', defaultPoolSize: 2, ignoreStartupParameters: [] });
+    try {
+      const pooled = newDb('session-pooler', { url: bouncer.url(testDb.name, { pgbouncer: 'true', sslmode: 'disable' }, { user: testDb.appUser, password: testDb.appPassword }) });
+      let ran = false;
+      const err = await rejectionOf(
+        pooled.session(async (s) => {
+          ran = true;
+          // Before: this SET stayed on a PgBouncer server connection, and the next client
+          // handed that connection ran under statement_timeout = 4321ms.
+          await s.$executeRawUnsafe("SET statement_timeout = '4321ms'");
+        }),
+      );
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).issues[0]).toMatchObject({ setting: 'db.session()' });
+      expect((err as Error).message).toMatch(/transaction-mode pooler/);
+      expect(ran).toBe(false);
+      // Inside a unit of work the session runs on the unit's transaction, which keeps one server connection.
+      const inUnit = await pooled.transaction(() =>
+        pooled.session(async (s) => {
+          await s.$executeRawUnsafe("SET LOCAL statement_timeout = '4321ms'");
+          return (await s.$queryRawUnsafe<{ st: string }[]>("SELECT current_setting('statement_timeout') AS st"))[0]?.st;
+        }),
+      );
+      expect(inUnit).toBe('4321ms');
+    } finally {
+      await bouncer.stop();
+    }
   });
 });
