@@ -53,7 +53,7 @@ const NEON_PERMANENT = new RegExp(
 const POOLER_NO_SERVER = /^(?:query_wait_timeout|server login has been failing, .*\(server_login_retry\)|pgbouncer cannot connect to server|server shutting down|pooler is shutting down)$/;
 
 /** A pooler's refusal before any server had the statement: as a failed connect, nothing of it ran. */
-function neverReachedServer(err: unknown): boolean {
+export function neverReachedServer(err: unknown): boolean {
   const e = shape(err);
   return sqlStateOf(err) === '08P01' && typeof e.message === 'string' && POOLER_NO_SERVER.test(e.message);
 }

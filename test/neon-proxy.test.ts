@@ -847,6 +847,34 @@ describe("Neon's pooled endpoints (ep-…-pooler: the compute's PgBouncer, trans
     },
   );
 
+  test("serverless: PgBouncer's query_wait_timeout in an HTTP answer is a retryable connect failure (nothing ran), as over WebSocket, not 'outcome unknown'", async () => {
+    // A pooler with one server connection, and a queue wait of 1 s (PgBouncer's query_wait_timeout).
+    const small = await startPgBouncer(testServer().info(), { defaultPoolSize: 1, ignoreStartupParameters: ['extra_float_digits'], tls: false, extraConf: { query_wait_timeout: '1' } });
+    const front = await startNeonProxy({ upstream: testServer().info(), pooler: small, wakeDelayMs: 200 });
+    const neon = { wsProxy: front.wsProxy, useSecureWebSocket: false, fetchEndpoint: front.fetchEndpoint };
+    const url = testDb.urlWith(undefined, { user: testDb.appUser, password: testDb.appPassword, host: POOLER_HOST, port: 5432 });
+    const holder = createDb({ PrismaClient, url, mode: 'pooled', neon, timeouts: { statementMs: 0 } });
+    const db = createDb({ PrismaClient, url, mode: 'serverless', neon });
+    try {
+      const marker = 'neon-pooler-hold-server';
+      const hold = holder.transaction((tx) => tx.$executeRawUnsafe(`SELECT pg_sleep(4) /*${marker}*/`), { timeoutMs: 20_000 });
+      expect(await eventually(async () => (await activeOnServer(marker)) === 1, 10_000, 50)).toBe(true);
+      const err = await within(20_000, rejectionOf(db.$executeRawUnsafe('SELECT 1')));
+      // Before: 'Neon's HTTP endpoint ended the query: the statement may have run (outcome
+      // unknown): query_wait_timeout', retryable: false — PgBouncer never gave it a server.
+      expect(err).toBeInstanceOf(DatabaseConnectionError);
+      expect(err).toMatchObject({ retryable: true });
+      expect((err as DatabaseConnectionError).outcome).not.toBe('unknown');
+      expect((err as Error).message).toContain('query_wait_timeout');
+      await hold;
+    } finally {
+      await db.close({ deadlineMs: 5_000 }).catch(() => undefined);
+      await holder.close({ deadlineMs: 5_000 }).catch(() => undefined);
+      await front.close();
+      await small.stop();
+    }
+  });
+
   test("pooled: a single statement past its deadline (no server-side statement_timeout behind the pooler) is cancelled, not left running", async () => {
     const db = pooledDb('pooled', { timeouts: { statementMs: 1_000 } });
     const marker = 'neon-pooler-statement-cancel';

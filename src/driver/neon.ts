@@ -17,7 +17,7 @@ import type { SqlDriverAdapter, SqlDriverAdapterFactory } from '@prisma/driver-a
 import { ContextSlot } from '../context.ts';
 import { withDeadline } from '../deadline.ts';
 import { DatabaseConnectionError, DatabaseQueryError, DeadlineExceededError } from '../errors.ts';
-import { connectionError, isConnectionLoss, mayHaveRun as statementMayHaveRun, sqlStateOf } from '../failures.ts';
+import { connectionError, isConnectionLoss, mayHaveRun as statementMayHaveRun, neverReachedServer, sqlStateOf } from '../failures.ts';
 import { toUrl, type DbConfig } from '../config.ts';
 import type { EventHub } from '../events.ts';
 import { GuardedPool, inSessionOn, type PoolClient, type RawConnect, type RawPool } from '../pool.ts';
@@ -176,6 +176,9 @@ function httpFailure(err: unknown): unknown {
   if (status) return statusFailure(err, status[1] ?? '', status[2] ?? '');
   if (/^Error connecting to database/.test(message)) return neverSent(err) ? connectionError(err, 'connect') : mayHaveRun(err, 'lost the connection after the request was sent');
   if (!isNeonDbError(err)) return isErrorLike(err) ? mayHaveRun(err, 'sent an answer that could not be read') : err;
+  // Behind a -pooler endpoint PgBouncer's own 08P01 for a query it never gave a server
+  // (query_wait_timeout, …) reaches the HTTP answer as the server's: nothing ran, as a failed connect.
+  if (neverReachedServer(err)) return connectionError(err, 'connect');
   if (sqlStateOf(err)?.startsWith('08')) return mayHaveRun(err, 'ended the query');
   // The compute ended the backend under the statement (a suspend, a restart: 57P01–57P03, a 400
   // with the server's code, sql_over_http.rs), which aborts it: nothing of it committed.
