@@ -875,6 +875,25 @@ describe("Neon's pooled endpoints (ep-…-pooler: the compute's PgBouncer, trans
     }
   });
 
+  test.each(['pooled', 'serverless'] as const)(
+    "%s: options=endpoint%%3D<id>-pooler (Neon's fix for a host that does not name the endpoint) reaches the proxy behind a pooler, which strips it before PgBouncer",
+    async (mode) => {
+      // A host of the application's own (a tunnel, a private DNS name): the endpoint is only in options.
+      const url = testDb.urlWith({ pgbouncer: 'true', options: `endpoint=${ENDPOINT}-pooler` }, { user: testDb.appUser, password: testDb.appPassword, host: 'pooler.db.internal', port: 5432 });
+      const db = createDb({ PrismaClient, url, driver: 'neon', mode, neon: { wsProxy: pooled.wsProxy, useSecureWebSocket: false, fetchEndpoint: pooled.fetchEndpoint } });
+      opened.push(db);
+      expect(db.config.pooler).toBe(true);
+      // Before: the layer sent no options to a pooler, and the proxy refused the connection:
+      // "Endpoint ID is not specified. … pass the endpoint ID … as a parameter: '?options=endpoint%3D<endpoint-id>'".
+      await expect(db.transaction((tx) => tx.$queryRawUnsafe<{ n: number }[]>('SELECT 1::int AS n'))).resolves.toEqual([{ n: 1 }]);
+      const session = pooled.sessions().filter((s) => s.protocol === 'ws').at(-1);
+      expect(session).toMatchObject({ endpoint: `${ENDPOINT}-pooler`, clientParams: { options: `endpoint=${ENDPOINT}-pooler` } });
+      expect(session?.refused).toBeUndefined();
+      // compute/mod.rs filtered_options: PgBouncer, which refuses `options`, never sees it.
+      expect(session?.computeParams).not.toHaveProperty('options');
+    },
+  );
+
   test("pooled: a single statement past its deadline (no server-side statement_timeout behind the pooler) is cancelled, not left running", async () => {
     const db = pooledDb('pooled', { timeouts: { statementMs: 1_000 } });
     const marker = 'neon-pooler-statement-cancel';

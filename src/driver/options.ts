@@ -36,13 +36,18 @@ export function poolOptions(config: DbConfig): Record<string, unknown> {
 
 /**
  * What the startup packet carries besides user and database. Transaction poolers reject
- * startup parameters (unit-of-work.ts sets the timeouts per unit there); Neon's proxy
+ * startup parameters (unit-of-work.ts sets the timeouts per unit there), so they get none but
+ * Neon's routing options; Neon's proxy
  * forwards only `application_name` and `options`, so the timeouts travel inside `options`
  * as `-c name=value`, which PostgreSQL itself also accepts.
  */
 export function startupParameters(config: DbConfig): Record<string, string | number> {
   const params: Record<string, string | number> = { application_name: config.applicationName };
-  if (config.pooler) return params;
+  // Behind a pooler `serverOptions` holds only the URL's verbatim tokens (config.ts refuses its
+  // settings there): Neon's `endpoint=<id>` for clients without SNI, which Neon's proxy reads
+  // and strips before the compute's PgBouncer (neondatabase/neon proxy/src/compute/mod.rs
+  // filtered_options). Dropped, the proxy refused the connection asking for exactly that.
+  if (config.pooler) return config.serverOptions === undefined ? params : { ...params, options: config.serverOptions };
   const settings = serverSettings(config);
   const options = [...Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`), ...(config.serverOptions ? [config.serverOptions] : [])];
   if (options.length > 0) params.options = options.join(' ');
