@@ -25,7 +25,7 @@ function poolConfig(env) {
  * Prisma keeps its defaults.
  */
 function makeClient(variant, env, { underValgrind = false } = {}) {
-  const transactionOptions = underValgrind ? { transactionOptions: { maxWait: 60_000, timeout: 60_000 } } : {};
+  const transactionOptions = underValgrind ? { transactionOptions: { maxWait: 300_000, timeout: 300_000 } } : {};
   const { PrismaClient } = require('./.build/generated/prisma/client.js');
   if (variant === 'prisma' || variant === 'prisma2' || variant === 'prisma+als') {
     if (variant === 'prisma+als') {
@@ -56,7 +56,7 @@ function makeClient(variant, env, { underValgrind = false } = {}) {
     if (variant === 'prisma+instrumented') {
       const { Instrumentation } = require('../dist/adapter.js');
       const { Lifecycle } = require('../dist/lifecycle.js');
-      adapter = new Instrumentation(counters, hub, new Lifecycle(undefined), config.slowQueryMs, undefined, () => {}).factory(adapter);
+      adapter = new Instrumentation(counters, hub, new Lifecycle(undefined), config.slowQueryMs, undefined, () => {}, {}).factory(adapter);
     }
     return bare(new PrismaClient({ adapter, ...transactionOptions }), () => driver.close());
   }
@@ -65,7 +65,7 @@ function makeClient(variant, env, { underValgrind = false } = {}) {
     // Under valgrind (tens of times slower), as bare Prisma's: a unit's deadline and its wait
     // for a connection raised, and the statement timeout behind each statement's client
     // deadline too (at 30 s, a COMMIT queued behind 100 units was cut: "lost during COMMIT").
-    const slow = underValgrind ? { transaction: { timeoutMs: 60_000, maxWaitMs: 60_000 }, timeouts: { statementMs: 120_000 }, pool: { size: 5, maxOverflow: 10, timeoutMs: 60_000 } } : {};
+    const slow = underValgrind ? { transaction: { timeoutMs: 300_000, maxWaitMs: 300_000 }, timeouts: { statementMs: 300_000 }, pool: { size: 5, maxOverflow: 10, timeoutMs: 300_000 } } : {};
     const db = createDb({ PrismaClient, url: env.BENCH_URL, pool: { size: 5, maxOverflow: 10 }, applicationName: env.BENCH_APP, env: {}, ...slow });
     return { point: (id) => db.user.findUnique({ where: { id } }), unit: (fn) => db.transaction(fn), close: () => db.close() };
   }
