@@ -134,7 +134,8 @@ export interface DatalayerApi<C> {
   readonly config: DbConfig;
   /**
    * Refuses new work (DatabaseClosedError), waits for work in flight up to `deadlineMs`,
-   * then destroys what is still busy and closes every connection. Idempotent. `$disconnect()` does the same.
+   * then destroys what is still busy and closes every connection. Idempotent and final.
+   * (`$disconnect()` closes the connections as Prisma's does and leaves the Db usable.)
    */
   close(options?: CloseOptions): Promise<void>;
   /** Closes on SIGTERM / SIGINT, then lets the signal take effect. Returns an unregister function. */
@@ -434,7 +435,8 @@ function memberApi<C>(member: Member, family: Family<C>, units: UnitOfWork<C>[])
 
 /**
  * Puts the layer's API on a client of the Db: its members, `$datalayer`, `$disconnect`
- * closing the pools as close() does, and `$extends` giving a client with the API too.
+ * closing the pools' connections as Prisma's does (the Db stays usable), and `$extends`
+ * giving a client with the API too.
  * On an extended client (Prisma's extension proxy) they are set on the proxy's target and
  * shadow the Db's, which the target inherits.
  */
@@ -442,8 +444,18 @@ function present<C>(member: Member, family: Family<C>, api: DatalayerApi<C>): vo
   const client = member.clients[0] as Record<string, unknown>;
   for (const name of family.names) client[name] = api[name as keyof DatalayerApi<C>];
   client.$datalayer = api;
-  client.$disconnect = () => api.close();
+  client.$disconnect = () => disconnect(family);
   client.$extends = (args: unknown) => extendMember(member, family, args);
+}
+
+/**
+ * `$disconnect()`: every pool's connections closed, the Db left open (Lifecycle.disconnect).
+ * Prisma's engine stays connected: its own $disconnect would roll back the units of work
+ * running (cancelAllTransactions) and free the query compiler, loaded again by the next
+ * query; bare Prisma's connections are its pool's, which this closes.
+ */
+function disconnect<C>(family: Family<C>): Promise<void> {
+  return family.lifecycle.disconnect(() => Promise.all(family.stacks.map((stack) => stack.driver.pool()?.disconnect())));
 }
 
 /** `client.$extends(args)`: the same extension on the client of every pool, with units of work of its own. */

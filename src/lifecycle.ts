@@ -156,6 +156,24 @@ export class Lifecycle {
   }
 
   /**
+   * db.$disconnect(): as Prisma's, it closes the connections and leaves the Db usable (the
+   * next query connects again), where close() is the end. `disconnect` closes every pool's
+   * connections, waiting for those in use (pool.ts). Bounded by close()'s default deadline:
+   * work that holds its connection longer (a session, Prisma's own $transaction around
+   * the call) keeps it until it releases it, then it closes. Once close() has begun, it
+   * resolves with that close.
+   */
+  async disconnect(disconnect: () => Promise<unknown>): Promise<void> {
+    if (this.current !== 'open') return this.closing;
+    const deadlineMs = DEFAULT_CLOSE_DEADLINE_MS;
+    if (!(await waitAtMost(disconnect(), deadlineMs))) {
+      this.logger?.warn({ event: 'disconnect', deadlineMs }, 'db.$disconnect(): connections still in use after the deadline close as their work releases them');
+    }
+    // A close() begun meanwhile ended the pools (which ends the wait above): resolved once it is over.
+    if (this.current !== 'open') await this.closing;
+  }
+
+  /**
    * Registers close-on-signal handlers; returns a function that removes them. Until the
    * close a signal started has ended, this Db keeps a listener on each of its signals: a
    * repeated SIGTERM (a process group's and its parent's, an impatient operator) would

@@ -9,6 +9,7 @@
 //   idle (retry.ts's recovery budget; never for a fresh connection, never after a deadline);
 // - libpq's prefer/allow SSL fallback, decided per connection attempt;
 // - one reserved connection for `db.session`;
+// - Prisma's `$disconnect()` (disconnect): every connection closed, the pool left usable;
 // - the first connection opened while Prisma loads its query compiler (`warm`);
 // - counters and events; with telemetry (createDb's `telemetry` option), the wait, use and
 //   timeout figures of OpenTelemetry's connection-pool metrics (telemetry.ts).
@@ -19,12 +20,12 @@
 import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
 import { abandon, abandonOpening, checkedIn, destroySocket, type SocketHolder } from './driver/client.ts';
-import { DEADLINE_GRACE_MS, ReusedTimers, unitLimitsOn, withDeadline, type UnitLimits } from './deadline.ts';
+import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, unitLimitsOn, withDeadline, type UnitLimits } from './deadline.ts';
 import { DatabaseClosedError, DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
 import { connectionError, isConnectionLoss, lostAfterSending, markNeverSent } from './failures.ts';
 import { diedWhileIdle, recoveryBudget, statementMayRerun } from './retry.ts';
-import { currentScope, rawConnectionOf } from './scope.ts';
+import { currentScope, rawConnectionOf, releaseKeptIdle } from './scope.ts';
 import type { SslChoice } from './ssl.ts';
 import type { DbCounters, PoolFigures } from './stats.ts';
 import type { PoolRecorder } from './telemetry.ts';
@@ -93,6 +94,19 @@ function running(pin: Pin | undefined): Pin | undefined {
 const quiet = (): void => {};
 
 /**
+ * What a connection `disconnect()` retired is released with (pg-pool closes a connection
+ * released with an error): not a failure, so its `release` event does not say broken.
+ */
+const RETIRED = new Error('db.$disconnect() closes this connection once its work releases it');
+
+/** One db.$disconnect() waiting for the connections it closes. */
+interface Disconnecting {
+  /** The caller's own connections (its unit's, its session's): closed on release, not waited for. */
+  readonly own: ReadonlySet<object>;
+  readonly done: () => void;
+}
+
+/**
  * How long a connection opened by `warm` waits for its first checkout before it is
  * released (pooled: kept idle; serverless: closed). Loading Prisma's query compiler takes
  * about 100 ms on a 2-core machine; a slow cold function may take several times that.
@@ -146,6 +160,18 @@ export class GuardedPool {
    * (50 s with the defaults), far past the pool timeout and any unit's deadline.
    */
   private silentSince = -Infinity;
+  /** Connections disconnect() closes once released (their pg-pool release gets RETIRED): see `retires`. */
+  private readonly retiring = new Set<PoolClient>();
+  /** Counts disconnect() calls: a checkout begun before the latest one retires its connection. */
+  private epoch = 0;
+  /** Checkouts under way; of those, how many began before the latest disconnect(). */
+  private checkingOut = 0;
+  private lateCheckouts = 0;
+  /** Connections disconnect() asked for to close them (idle ones, the warmed spare), not yet handed over. */
+  private arriving = 0;
+  private readonly disconnecting: Disconnecting[] = [];
+  /** The pool is ending (close()): what disconnect() waits for, the end closes. */
+  private ending = false;
 
   constructor(
     private readonly raw: RawPool,
@@ -163,6 +189,11 @@ export class GuardedPool {
     this.serverless = config.mode === 'serverless';
     this.validateAfterMs = config.mode === 'serverless' ? Infinity : config.pool.validateAfterIdleMs;
     this.listen();
+  }
+
+  /** Will this connection close when released (disconnect())? A scope then hands it back rather than keep it. */
+  retires(client: PoolClient): boolean {
+    return this.retiring.has(client);
   }
 
   /** Is work queued for a connection of this pool? */
@@ -205,7 +236,7 @@ export class GuardedPool {
       this.busy.delete(client);
       checkedIn(client);
       if (!this.lent.delete(client) || this.unlent.has(client)) return;
-      if (hub.wants('release')) hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null, pool: hub.pool });
+      if (hub.wants('release')) hub.emit('release', { pid: pid(client), broken: err !== undefined && err !== null && err !== RETIRED, pool: hub.pool });
     }) as never);
     this.raw.on('remove', ((client: PoolClient) => {
       // A checked-out connection destroyed (close's deadline) comes here from its release and again from its socket's end.
@@ -214,6 +245,7 @@ export class GuardedPool {
       counters.connectionsClosed++;
       this.busy.delete(client);
       hub.emit('remove', { pid: pid(client), pool: hub.pool });
+      if (this.retiring.delete(client)) this.settleDisconnects();
     }) as never);
   }
 
@@ -346,7 +378,7 @@ export class GuardedPool {
   }
 
   /** Gives an unclaimed warmed connection back (pooled: idle; serverless: closed). Before the pool ends. */
-  releaseSpare(): void {
+  private releaseSpare(): void {
     this.claimSpare()?.then((client) => this.giveBack(client), quiet);
   }
 
@@ -365,38 +397,51 @@ export class GuardedPool {
   async checkout(): Promise<Checkout> {
     const started = performance.now();
     const unit = this.unitOf();
-    for (let sslRetries = 0; ; ) {
-      let client: PoolClient;
-      try {
-        const spare = this.claimSpare();
-        client = await (spare === undefined ? this.acquire(started, unit) : this.spareWithin(spare, unit));
-      } catch (err) {
-        if (err instanceof DeadlineExceededError && err.deadline === 'unit') throw err;
-        if (err instanceof PoolTimeoutError) throw err;
-        if (sslRetries++ === 0 && this.ssl.fallBack(err)) continue;
-        this.counters.errors++;
-        throw this.hub.fail(this.ssl.explain(connectionError(err, 'connect'), (message, cause) => connectionError(new DatabaseConnectionError(message, { cause, retryable: false }), 'connect')));
+    const epoch = this.epoch;
+    this.checkingOut++;
+    try {
+      for (let sslRetries = 0; ; ) {
+        let client: PoolClient;
+        try {
+          const spare = this.claimSpare();
+          client = await (spare === undefined ? this.acquire(started, unit) : this.spareWithin(spare, unit));
+        } catch (err) {
+          if (err instanceof DeadlineExceededError && err.deadline === 'unit') throw err;
+          if (err instanceof PoolTimeoutError) throw err;
+          if (sslRetries++ === 0 && this.ssl.fallBack(err)) continue;
+          this.counters.errors++;
+          throw this.hub.fail(this.ssl.explain(connectionError(err, 'connect'), (message, cause) => connectionError(new DatabaseConnectionError(message, { cause, retryable: false }), 'connect')));
+        }
+        const reused = this.lastUse.has(client);
+        if (reused && this.lastUse.get(client)! <= this.silentSince) {
+          this.dropUnheard(client);
+          continue;
+        }
+        if (toDiscard.has(client) && !(await this.discard(client))) continue;
+        if (reused && this.validateAfterMs !== Infinity && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client, unit))) continue;
+        this.counters.acquires++;
+        if (this.recorder !== undefined) {
+          // wait_time: from the request to a usable connection (queueing, opening, validation).
+          const now = performance.now();
+          this.checkedOutAt.set(client, now);
+          this.recorder.recordWait(now - started);
+        }
+        // Asked for before a disconnect(): its connection is one of those it closes.
+        if (epoch !== this.epoch) this.retire(client);
+        this.busy.add(client);
+        this.lent.add(client);
+        if (this.hub.wants('acquire')) this.hub.emit('acquire', { pid: client.processID ?? undefined, reused, pool: this.hub.pool });
+        return { client, reused };
       }
-      const reused = this.lastUse.has(client);
-      if (reused && this.lastUse.get(client)! <= this.silentSince) {
-        this.dropUnheard(client);
-        continue;
+    } finally {
+      this.checkingOut--;
+      if (epoch !== this.epoch) {
+        this.lateCheckouts--;
+        this.settleDisconnects();
       }
-      if (toDiscard.has(client) && !(await this.discard(client))) continue;
-      if (reused && this.validateAfterMs !== Infinity && performance.now() - this.lastUse.get(client)! >= this.validateAfterMs && !(await this.validate(client, unit))) continue;
-      this.counters.acquires++;
-      if (this.recorder !== undefined) {
-        // wait_time: from the request to a usable connection (queueing, opening, validation).
-        const now = performance.now();
-        this.checkedOutAt.set(client, now);
-        this.recorder.recordWait(now - started);
-      }
-      this.busy.add(client);
-      this.lent.add(client);
-      if (this.hub.wants('acquire')) this.hub.emit('acquire', { pid: client.processID ?? undefined, reused, pool: this.hub.pool });
-      return { client, reused };
     }
   }
+
 
   /**
    * pg-pool's own wait is unbounded here (its `connectionTimeoutMillis` is 0): the layer
@@ -622,10 +667,21 @@ export class GuardedPool {
    * started: it gets DatabaseClosedError now.
    */
   end(): Promise<void> {
-    this.releaseSpare();
+    this.willEnd();
     for (const giveUp of [...this.queued]) giveUp(new DatabaseClosedError({ whileWaiting: true }));
     this.stopOpening();
     return this.raw.end();
+  }
+
+  /**
+   * The pool is about to end (close(), or the Neon adapter's dispose): a warmed connection
+   * nobody claimed goes back first, and disconnect() stops waiting (pg-pool's end closes
+   * every connection, and serves no request disconnect() queued for an idle one).
+   */
+  willEnd(): void {
+    this.releaseSpare();
+    this.ending = true;
+    this.settleDisconnects();
   }
 
   /**
@@ -636,6 +692,79 @@ export class GuardedPool {
    */
   stopOpening(): number {
     return abandonOpening(this.opening, () => new DatabaseClosedError({ whileWaiting: true }));
+  }
+
+  /**
+   * db.$disconnect() with the pool staying usable, as Prisma's $disconnect leaves its client
+   * (the next query connects again). Every connection open or being opened for work now is
+   * closed: idle ones at once (a scope's kept idle one too), those in use once their work
+   * releases them, which this waits for, as pg-pool's end() does (not for the caller's own:
+   * its unit's or session's connection is released only after it, and closes then). Work
+   * sent meanwhile is served at once, on a new connection, which stays open.
+   */
+  disconnect(): Promise<void> {
+    const own = this.callersConnections();
+    this.epoch++;
+    // Every checkout under way began before this call.
+    this.lateCheckouts = this.checkingOut;
+    for (const client of this.busy) this.retire(client);
+    for (const client of [...this.busy]) releaseKeptIdle(client);
+    const spare = this.claimSpare();
+    if (spare !== undefined) this.closeOnArrival(spare);
+    // pg-pool has no call that closes its idle connections but end(): each is taken and handed back with an error, which closes it.
+    for (let idle = this.raw.idleCount; idle > 0; idle--) {
+      this.closeOnArrival(new Promise<PoolClient>((resolve, reject) => this.rawConnect((err, client) => (client === undefined ? reject(err) : resolve(client)))));
+    }
+    return new Promise<void>((done) => {
+      this.disconnecting.push({ own, done });
+      this.settleDisconnects();
+    });
+  }
+
+  /** The connections of the caller's units and sessions on this pool: released only after its disconnect() returns. */
+  private callersConnections(): Set<object> {
+    const own = new Set<object>();
+    for (let unit = unitLimits.get(); unit !== undefined; unit = unit.enclosing) {
+      if (unit.owner === this.config && !unit.ended && unit.connection !== undefined) own.add(rawConnectionOf(unit.connection));
+    }
+    for (let pin = pinned.get(); pin !== undefined; pin = pin.outer) if (pin.pool === this && !pin.ended) own.add(pin.lent.raw);
+    return own;
+  }
+
+  /** Closes a connection in use once its work releases it: pg-pool closes one released with an error. */
+  private retire(client: PoolClient): void {
+    if (this.retiring.has(client)) return;
+    this.retiring.add(client);
+    // pg-pool sets `release` on each checkout: this one's, replaced for this checkout only
+    // (test/driver/pg.test.ts fails if pg-pool stops doing so, or stops closing a connection released with an error).
+    const release = client.release;
+    client.release = (err) => release.call(client, err || RETIRED);
+  }
+
+  /** A connection disconnect() asked pg-pool for (idle, or the warmed spare): closed as it comes. */
+  private closeOnArrival(arrival: Promise<PoolClient>): void {
+    this.arriving++;
+    arrival
+      .then((client) => {
+        this.retiring.add(client);
+        this.giveBack(client, RETIRED);
+      }, quiet)
+      .finally(() => {
+        this.arriving--;
+        this.settleDisconnects();
+      });
+  }
+
+  /** Resolves each disconnect() whose connections have all closed (or the pool is ending). */
+  private settleDisconnects(): void {
+    if (this.disconnecting.length === 0) return;
+    const waiting = !this.ending && (this.lateCheckouts > 0 || this.arriving > 0);
+    for (let i = this.disconnecting.length - 1; i >= 0; i--) {
+      const { own, done } = this.disconnecting[i]!;
+      if (waiting || (!this.ending && [...this.retiring].some((client) => !own.has(client)))) continue;
+      this.disconnecting.splice(i, 1);
+      done();
+    }
   }
 }
 

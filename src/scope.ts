@@ -52,6 +52,18 @@ export function rawConnectionOf(client: object): object {
   return wrapped.get(client) ?? client;
 }
 
+/** The scopes' connections, by the pool's own: `releaseKeptIdle` finds whether one is kept idle. */
+const heldBy = new WeakMap<object, Held>();
+
+/**
+ * db.$disconnect() (pool.ts): a connection a scope keeps idle between its statements goes
+ * back to its pool now, which closes it; the scope opens another if it needs one.
+ */
+export function releaseKeptIdle(raw: object): void {
+  const held = heldBy.get(raw);
+  if (held !== undefined && !held.inUse) held.scope.drop(held);
+}
+
 /** The scope the caller runs in, if any. */
 export function currentScope(): ConnectionScope | undefined {
   return active.get();
@@ -59,6 +71,7 @@ export function currentScope(): ConnectionScope | undefined {
 
 /** One connection taken by a scope. */
 interface Held {
+  readonly scope: ConnectionScope;
   readonly pool: GuardedPool;
   readonly raw: PoolClient;
   /** What the statement, unit or session using it sees: its release hands it back to the scope. */
@@ -151,8 +164,10 @@ export class ConnectionScope {
         return raw.connection;
       },
     };
-    held = { pool, raw, client, inUse: true, keep, closed, isClosed: false, dropped: false };
+    held = { scope: this, pool, raw, client, inUse: true, keep, closed, isClosed: false, dropped: false };
     wrapped.set(client, raw);
+    // Only a kept connection is ever held idle.
+    if (keep) heldBy.set(raw, held);
     return held;
   }
 
@@ -160,13 +175,14 @@ export class ConnectionScope {
     if (!held.inUse) return;
     held.inUse = false;
     // Kept for the scope's next statement, unless work waits for a slot of a full pool
-    // (maybe this scope's own, in a Promise.all wider than the pool): then it frees one.
-    if (held.keep && !err && !this.isEnded && !held.isClosed && !held.pool.hasWaiters()) return;
+    // (maybe this scope's own, in a Promise.all wider than the pool): then it frees one;
+    // or db.$disconnect() is closing it.
+    if (held.keep && !err && !this.isEnded && !held.isClosed && !held.pool.hasWaiters() && !held.pool.retires(held.raw)) return;
     this.drop(held, err);
   }
 
-  /** Hands the connection back to the pool for good (serverless: the pool closes it). */
-  private drop(held: Held, err?: Error | boolean): void {
+  /** Hands the connection back to the pool for good (serverless: the pool closes it). Also releaseKeptIdle's. */
+  drop(held: Held, err?: Error | boolean): void {
     if (held.dropped) return;
     held.dropped = true;
     const at = this.held.indexOf(held);

@@ -1,12 +1,12 @@
 // The client factory against the real server, through both drivers: laziness, pool
 // bounds, acquire timeout, stale-connection recovery, server-side timeouts.
 import net from 'node:net';
-import { ConfigError, createDb as openDb, DatabaseConnectionError, getDb, PoolTimeoutError, resetDb, StatementTimeoutError } from '../src/index';
+import { ConfigError, createDb as openDb, DatabaseClosedError, DatabaseConnectionError, getDb, PoolTimeoutError, resetDb, StatementTimeoutError } from '../src/index';
 import { PrismaClient } from '../src/generated/prisma/client';
 import { countConnections, createTestDatabase, terminateConnections, type TestDatabase } from './support/db';
 import { driverCase, type DriverCase } from './support/drivers';
 import { startTcpProxy } from './support/tcp-proxy';
-import { holdConnection, sockets, waitFor } from './support/async';
+import { holdConnection, latch, sleep, sockets, waitFor } from './support/async';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -288,6 +288,147 @@ describe.each(['pg', 'neon'] as const)('%s driver', (driverName) => {
              current_setting('idle_in_transaction_session_timeout') AS it, current_setting('application_name') AS app`;
     expect(row).toEqual({ st: '1234ms', lt: '567ms', it: '8900ms', app: name });
     await db.close();
+  });
+
+  describe("$disconnect(): Prisma's, the Db staying usable (the next query connects again)", () => {
+    it.each(['pooled', 'serverless'] as const)('%s: closes every connection now, the Db stays open: the next query connects again, counters and events carry on, nothing keeps the process alive', async (mode) => {
+      const name = appName(`disc-${mode}-${driverName}`);
+      // What keeps a process alive (an Immediate is gone by the next turn).
+      const holding = (): string => JSON.stringify(process.getActiveResourcesInfo().filter((r) => r !== 'Immediate').sort());
+      const before = holding();
+      const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: name, mode, pool: { size: 3 } });
+      const removed: string[] = [];
+      db.on('remove', (info) => removed.push(info.pool));
+      const broken: boolean[] = [];
+      db.on('release', (info) => broken.push(info.broken));
+      for (let invocation = 1; invocation <= 2; invocation++) {
+        try {
+          // Two statements and a unit at once: connections of their own (idle afterwards in pooled mode).
+          await Promise.all([db.user.count(), db.$queryRaw`SELECT 1`, db.transaction((tx) => tx.user.count())]);
+        } finally {
+          await db.$disconnect();
+        }
+        expect(db.stats().state).toBe('open');
+        expect(await countConnections(name)).toBe(0);
+        expect(db.stats().pool).toMatchObject({ open: 0, idle: 0, inUse: 0 });
+        const { connectionsOpened, connectionsClosed, transactions, commits } = db.stats().counters;
+        // Not reset: each invocation's connections and unit add to the previous ones'.
+        expect(connectionsClosed).toBe(connectionsOpened);
+        expect(connectionsOpened).toBeGreaterThanOrEqual(invocation);
+        expect([transactions, commits]).toEqual([invocation, invocation]);
+        expect(removed).toHaveLength(connectionsClosed);
+      }
+      // Closed as $disconnect asked, not as failures.
+      expect(broken).not.toContain(true);
+      expect((await db.health()).status).toBe('healthy');
+      await db.$disconnect();
+      // No socket, no timer holding the process (the layer's and Prisma's): as before the Db was used.
+      // (fetch's keep-alive sockets to the Neon fixture's HTTP endpoint close after undici's 4 s.)
+      await waitFor(() => holding() === before, 15_000);
+    });
+
+    it('waits for the work in flight, which completes (a unit is not rolled back); work sent meanwhile runs at once, and a full pool serves it once a slot frees', async () => {
+      const name = appName(`disc-flight-${driverName}`);
+      const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: name, pool: { size: 2, maxOverflow: 0 } });
+      const order: string[] = [];
+      const email = `disc-flight-${driverName}@example.com`;
+      const started = latch();
+      const statement = db.$executeRaw`SELECT pg_sleep(1)`.then(() => order.push('statement'));
+      const unit = db
+        .transaction(async (tx) => {
+          await tx.user.create({ data: { email } });
+          started.open();
+          await sleep(500);
+          return tx.user.count({ where: { email } });
+        })
+        .then((n) => order.push(`unit ${n}`));
+      await started.promise;
+      // Both connections are busy: the pool is full.
+      const disconnected = db.$disconnect().then(() => order.push('disconnected'));
+      const meanwhile = db.user.count({ where: { email } }).then(() => order.push('meanwhile'));
+      await Promise.all([statement, unit, disconnected, meanwhile]);
+      expect(order.indexOf('disconnected')).toBeGreaterThan(order.indexOf('statement'));
+      expect(order.indexOf('disconnected')).toBeGreaterThan(order.indexOf('unit 1'));
+      expect(order).toContain('meanwhile');
+      expect(await db.user.count({ where: { email } })).toBe(1);
+      // The connection opened for the work sent meanwhile may stay (pooled): a second $disconnect closes it.
+      expect(await countConnections(name)).toBeLessThanOrEqual(1);
+      await db.$disconnect();
+      expect(await countConnections(name)).toBe(0);
+      expect(db.stats().counters.poolTimeouts).toBe(0);
+    });
+
+    it('a statement already waiting for a connection when $disconnect is called is served, then its connection closes too: none is left open', async () => {
+      const name = appName(`disc-queued-${driverName}`);
+      const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: name, pool: { size: 1, maxOverflow: 0 } });
+      const release = await holdConnection(db);
+      // A Prisma query runs once awaited: then() sends it.
+      const queued = db.user.count().then((n) => n);
+      await waitFor(() => db.stats().pool.waiting === 1);
+      let disconnected = false;
+      const disconnecting = db.$disconnect().then(() => (disconnected = true));
+      await sleep(100);
+      // Waiting for the work in flight: the unit, and the statement it holds up.
+      expect(disconnected).toBe(false);
+      await release();
+      await expect(queued).resolves.toEqual(expect.any(Number));
+      await disconnecting;
+      expect(await countConnections(name)).toBe(0);
+      expect(db.stats().counters.connectionsClosed).toBe(db.stats().counters.connectionsOpened);
+    });
+
+    it("called inside a unit, a session or a handler's scope: does not wait for the caller's own connection (no deadlock), which closes once released", async () => {
+      const name = appName(`disc-own-${driverName}`);
+      const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: name, mode: 'serverless' });
+      const t0 = Date.now();
+      await expect(
+        db.transaction(async (tx) => {
+          await tx.user.count();
+          await db.$disconnect();
+          return tx.user.count();
+        }),
+      ).resolves.toEqual(expect.any(Number));
+      await expect(
+        db.session(async (s) => {
+          await s.$executeRaw`SET application_name = 'still-the-session'`;
+          await db.$disconnect();
+          return (await s.$queryRaw<{ a: string }[]>`SELECT current_setting('application_name') AS a`)[0]!.a;
+        }),
+      ).resolves.toBe('still-the-session');
+      // The serverless habit inside db.handler: the scope's kept connection closes at the $disconnect.
+      const handler = db.handler(async () => {
+        try {
+          return await db.transaction((tx) => tx.user.count());
+        } finally {
+          await db.$disconnect();
+          order.push(await countConnections(name));
+        }
+      });
+      const order: number[] = [];
+      await handler();
+      await handler();
+      expect(order).toEqual([0, 0]);
+      // Far below $disconnect's 10 s bound, which a wait for the caller's own connection would reach.
+      expect(Date.now() - t0).toBeLessThan(8_000);
+      expect(await countConnections(name)).toBe(0);
+    });
+
+    it('close() stays the end: after $disconnect it closes for good; a close during $disconnect ends both; $disconnect after close resolves', async () => {
+      const db = createDb({ PrismaClient, ...driver.options(testDb), applicationName: appName(`disc-close-${driverName}`) });
+      await db.user.count();
+      await db.$disconnect();
+      await db.user.count();
+      const slow = db.$executeRaw`SELECT pg_sleep(1)`.catch((e: unknown) => e);
+      await sleep(100);
+      const disconnected = db.$disconnect();
+      await db.close({ deadlineMs: 5_000 });
+      await disconnected;
+      expect(await slow).toBe(1);
+      expect(db.stats().state).toBe('closed');
+      await expect(db.user.count()).rejects.toBeInstanceOf(DatabaseClosedError);
+      await expect(db.$disconnect()).resolves.toBeUndefined();
+      await expect(db.user.count()).rejects.toBeInstanceOf(DatabaseClosedError);
+    });
   });
 });
 

@@ -2,8 +2,9 @@
  * Issue 15: an existing Prisma app's error handling keeps its meaning on the layer. Written
  * the way Prisma's docs write the idiom (`instanceof Prisma.PrismaClientKnownRequestError`
  * and `e.code`), inside and outside units of work, plus the app's own error class thrown
- * through db.transaction, and $disconnect closing the pools.
+ * through db.transaction, and the `finally { await prisma.$disconnect() }` habit of serverless handlers.
  */
+import { PrismaPg } from '@prisma/adapter-pg';
 import { Prisma, PrismaClient } from '../src/generated/prisma/client';
 import { ConfigError, createDb, DatabaseClosedError, type Db } from '../src/index';
 import { countConnections, createTestDatabase, type TestDatabase } from './support/db';
@@ -111,12 +112,49 @@ test("Prisma's $transaction options (timeout, maxWait) given to db.transaction a
   expect(ran).toBe(0);
 });
 
-test('$disconnect() closes the pools as close() does: no connection of the app stays open', async () => {
+/** A serverless handler as Prisma's docs write it: the query, then $disconnect() in finally. */
+function handlerOf(prisma: { user: { count(): Promise<number> }; $disconnect(): Promise<void> }): () => Promise<number> {
+  return async () => {
+    try {
+      return await prisma.user.count();
+    } finally {
+      await prisma.$disconnect();
+    }
+  };
+}
+
+test.each(['pooled', 'serverless'] as const)(
+  "%s: the handler habit `try { ... } finally { await prisma.$disconnect() }` works on every warm invocation, as on bare Prisma with PrismaPg, with no connection left open in between",
+  async (mode) => {
+    const bare = new PrismaClient({ adapter: new PrismaPg({ connectionString: testDb.url, application_name: `${APP}-bare` }) });
+    const own = createDb({ PrismaClient, url: testDb.url, applicationName: `${APP}-${mode}`, mode });
+    try {
+      for (const [client, app] of [
+        [bare, `${APP}-bare`],
+        [own, `${APP}-${mode}`],
+      ] as const) {
+        const invoke = handlerOf(client);
+        for (let invocation = 0; invocation < 3; invocation++) {
+          // Before: the layer's second invocation failed with DatabaseClosedError ($disconnect was close()).
+          await expect(invoke()).resolves.toEqual(expect.any(Number));
+          expect(await countConnections(app)).toBe(0);
+        }
+      }
+      expect(own.stats().state).toBe('open');
+    } finally {
+      await own.close();
+      await bare.$disconnect();
+    }
+  },
+);
+
+test('close() is the end, $disconnect() is not: after close() work is refused with DatabaseClosedError, and $disconnect() resolves', async () => {
   const own = createDb({ PrismaClient, url: testDb.url, applicationName: `${APP}-disc`, pool: { size: 3 } });
   await Promise.all([own.user.count(), own.user.count(), own.user.count()]);
   expect(await countConnections(`${APP}-disc`)).toBeGreaterThan(0);
-  await own.$disconnect();
+  await own.close();
   expect(own.stats().state).toBe('closed');
   expect(await countConnections(`${APP}-disc`)).toBe(0);
+  await expect(own.$disconnect()).resolves.toBeUndefined();
   await expect(own.user.count()).rejects.toBeInstanceOf(DatabaseClosedError);
 });

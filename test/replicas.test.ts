@@ -237,6 +237,31 @@ describe('close() and the replicas', () => {
   });
 });
 
+describe('$disconnect() and the replicas', () => {
+  it("closes the replicas' connections too and leaves them in use: the next read goes to the replica again on a new connection", async () => {
+    const own = ownDb({ applicationName: 'repl-disconnect' });
+    try {
+      const removed: string[] = [];
+      own.on('remove', (info) => removed.push(info.pool));
+      for (let invocation = 1; invocation <= 2; invocation++) {
+        try {
+          await own.$queryRawUnsafe('SELECT 1');
+          await expect(inRecovery(own)).resolves.toBe(true);
+        } finally {
+          await own.$disconnect();
+        }
+        expect(own.stats().counters.connectionsClosed).toBe(own.stats().counters.connectionsOpened);
+        expect(removed.filter((pool) => pool !== 'primary')).toHaveLength(invocation);
+        const onReplica = await replica.query<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'repl-disconnect'`);
+        expect(onReplica[0]!.n).toBe('0');
+      }
+      expect(own.replicas()[0]).toMatchObject({ up: true, pool: { open: 0 } });
+    } finally {
+      await own.close();
+    }
+  });
+});
+
 describe('a replica whose WAL stream is broken', () => {
   // As the application connects: the app role sees only pg_stat_wal_receiver's pid.
   const asApp = (): string => replica.url('repl_app', { sslmode: 'require' }, { user: 'app' });

@@ -115,10 +115,10 @@ export function neonDriver(config: DbConfig, counters: DbCounters, hub: EventHub
       const current = new NeonGuardedPool(inFlight, pool, rawConnect, config, noSsl, counters, hub, recorder, policy.opening);
       pool.connect = () => current.connect();
       pool.query = (text, values) => current.query(text, values);
-      // The adapter's dispose ends this pool directly: a warmed connection nobody claimed goes back first.
+      // The adapter's dispose ends this pool directly: a warmed connection nobody claimed goes back first (GuardedPool.willEnd).
       const end = pool.end.bind(pool);
       pool.end = () => {
-        current.releaseSpare();
+        current.willEnd();
         current.stopOpening();
         return end();
       };

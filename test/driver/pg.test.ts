@@ -79,6 +79,30 @@ test("pg-pool creates connections through its Client option; a connection's sock
   }
 });
 
+test("what GuardedPool.disconnect relies on in pg-pool: `release` is set per checkout (replacing it lasts one checkout), a release with an error closes the connection, and connect() hands out idle connections first", async () => {
+  const pool = new pg.Pool({ ssl: testDb.ssl, host: testDb.host, port: testDb.port, user: testDb.user, password: testDb.password, database: testDb.name, max: 2 });
+  const removed: object[] = [];
+  pool.on('remove', (client) => removed.push(client));
+  try {
+    const [a, b] = [await pool.connect(), await pool.connect()];
+    const firstRelease = a.release;
+    expect(Object.hasOwn(a, 'release')).toBe(true);
+    a.release();
+    b.release();
+    expect(pool.idleCount).toBe(2);
+    // The idle connections, taken as disconnect() takes them: no new one opened.
+    const taken = await Promise.all([pool.connect(), pool.connect()]);
+    expect(new Set(taken)).toEqual(new Set([a, b]));
+    expect(a.release).not.toBe(firstRelease);
+    for (const client of taken) client.release(new Error('closed by $disconnect'));
+    expect(pool.totalCount).toBe(0);
+    await eventually(() => removed.length === 2);
+    expect(new Set(removed)).toEqual(new Set([a, b]));
+  } finally {
+    await pool.end();
+  }
+});
+
 test("a connection given up (abandon) has its statement cancelled on the server: node-postgres' Connection still sends CancelRequest", async () => {
   const policy = { connectMs: 5_000, keepAliveDelayMs: 5_000, statementDeadline: () => undefined, cancelOnAbandon: true };
   const Guarded = guardedClientClass(pg.Client as unknown as ClientClass, policy) as unknown as typeof pg.Client;
