@@ -14,7 +14,7 @@ import { checkHealth, queryWithin, type HealthOptions, type HealthReport } from 
 import { checkCloseOnSignals, Lifecycle, type CloseOnSignalsOptions, type CloseOptions, type DbLogger, type Shutdown } from './lifecycle.ts';
 import type { GuardedPool } from './pool.ts';
 import { LAG_QUERY, ReplicaRouter, routeReads, type LagRow, type ReadRouting, type ReplicaStatus, type ReplicaTarget } from './replicas.ts';
-import { runScope, type ScopeOptions } from './scope.ts';
+import { checkScopeOptions, runScope, type ScopeOptions } from './scope.ts';
 import { describeUrl } from './secrets.ts';
 import { describeError, newCounters, type DbCounters, type DbStats, type LastError } from './stats.ts';
 import { createTelemetry, defaultPoolName, type PoolRecorder, type Telemetry, type TelemetryOptions } from './telemetry.ts';
@@ -114,7 +114,7 @@ export interface DatalayerApi<C> {
    * resolved, thrown or past `timeoutMs`. Statements sent after the end are refused.
    */
   scope<T>(fn: () => Promise<T>, options?: ScopeOptions): Promise<T>;
-  /** `fn` with a scope per call: `export default db.handler(async (req) => …)`. */
+  /** `fn` with a scope per call: `export default db.handler(async (req) => …)`. Options that are not the scope's: a ConfigError here. */
   handler<A extends unknown[], R>(fn: (...args: A) => Promise<R>, options?: ScopeOptions): (...args: A) => Promise<R>;
   /** Counters, events' lastError: the whole Db's, replicas included. `pool`: the primary's pool (each replica's is in `replicas()`). */
   stats(): DbStats;
@@ -346,7 +346,11 @@ export function createDb<C, P extends PrismaOptions = {}>(options: CreateDbOptio
   const shared: SharedApi<C> = {
     replicas: () => router?.status() ?? [],
     scope: lifecycle.guard(<T>(fn: () => Promise<T>, scopeOptions?: ScopeOptions) => runScope(fn, scopeOptions)) as DatalayerApi<C>['scope'],
-    handler: (fn, handlerOptions) => (...args) => shared.scope(() => fn(...args), handlerOptions),
+    handler: (fn, handlerOptions) => {
+      // When the handler is made (module load), not at its first invocation.
+      if (handlerOptions !== undefined) checkScopeOptions(handlerOptions, 'handler');
+      return (...args) => shared.scope(() => fn(...args), handlerOptions);
+    },
     stats: () => ({ pool: figuresOf(primary), counters: sumCounters(stacks), lastError: lastError && { ...lastError }, state: lifecycle.state }),
     health: (healthOptions) => healthOf(primary, lifecycle, router, healthOptions),
     verify: lifecycle.guard((verifyOptions?: VerifyOptions) =>

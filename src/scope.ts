@@ -258,9 +258,14 @@ function ownError(reason: Error): Error {
   return reason instanceof ScopeEndedError ? new ScopeEndedError() : reason;
 }
 
+/** The scope's options checked: a ConfigError (named after `what`, scope or handler) for any that is not one. */
+export function checkScopeOptions(options: ScopeOptions, what: 'scope' | 'handler' = 'scope'): number | undefined {
+  return timeoutOption(options, what, 10_000);
+}
+
 /** `db.scope(fn, options)`: a serverless pool's connections stay with the scope between its statements. */
 export function runScope<T>(fn: () => Promise<T>, options: ScopeOptions = {}): Promise<T> {
-  const timeoutMs = timeoutOption(options, 'scope', 10_000);
+  const timeoutMs = checkScopeOptions(options);
   const outer = currentScope();
   // A scope inside a running scope is the outer one: one invocation, one set of
   // connections; its own deadline still holds for it. A scope opened after the outer one

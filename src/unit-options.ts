@@ -42,16 +42,22 @@ export function wholeOption(issues: ConfigIssue[], setting: string, value: unkno
 
 /** A value as a ConfigIssue names it: its type and size, never its content (it may be a secret). */
 /**
- * The `timeoutMs` of an options object that holds only that (db.scope's, db.health's),
- * checked before anything runs: a ConfigError for a non-object, or a timeout that is not a
- * whole number of milliseconds Node's timers can honour (NaN or Infinity would leave the
- * work without its deadline). Undefined when not given.
+ * The `timeoutMs` of an options object that holds only that (db.scope's, db.handler's,
+ * db.health's), checked before anything runs: a ConfigError for a non-object, another
+ * option (Prisma's `timeout`, a misspelling: dropped, it left the work without the deadline
+ * asked for), or a timeout that is not a whole number of milliseconds Node's timers can
+ * honour (NaN or Infinity would leave the work without its deadline). Undefined when not given.
  */
 export function timeoutOption(options: unknown, what: string, example: number): number | undefined {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new ConfigError([{ setting: `${what} options`, problem: `must be an object such as { timeoutMs: ${example} } (got ${describe(options)})` }]);
   }
   const issues: ConfigIssue[] = [];
+  for (const name of Object.keys(options)) {
+    if (name === 'timeoutMs') continue;
+    const problem = name === 'timeout' ? `is not an option of ${what}: it takes timeoutMs (milliseconds)` : `is not an option of ${what} (its one option is timeoutMs)`;
+    issues.push({ setting: `${what} option ${name}`, problem });
+  }
   const ms = (options as { timeoutMs?: unknown }).timeoutMs;
   wholeOption(issues, `${what} option timeoutMs`, ms, 1, MAX_TIMER_MS, 'milliseconds', String(example));
   if (issues.length > 0) throw new ConfigError(issues);

@@ -261,6 +261,32 @@ describe('serverless mode', () => {
     expect(opened(db)).toBe(0);
   });
 
+  test("an unknown or misspelt option (Prisma's `timeout`) is a ConfigError naming it, not ignored: db.scope before fn runs, db.handler when it is created", async () => {
+    const { db } = makeDb('serverless');
+    let ran = 0;
+    // Before: { timeout: 200 } was dropped, and the scope ran without a deadline for as long as fn took.
+    const err = await rejectionOf(db.scope(async () => void ran++, { timeout: 200, timoutMs: 300 } as never));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).issues).toEqual([
+      { setting: 'scope option timeout', problem: expect.stringContaining('timeoutMs') },
+      { setting: 'scope option timoutMs', problem: expect.stringContaining('is not an option') },
+    ]);
+    let made: unknown;
+    try {
+      made = db.handler(async () => ran++, { timeout: 200 } as never);
+    } catch (e) {
+      made = e;
+    }
+    expect(made).toBeInstanceOf(ConfigError);
+    expect((made as ConfigError).issues).toEqual([{ setting: 'handler option timeout', problem: expect.stringContaining('timeoutMs') }]);
+    expect(() => db.handler(async () => ran++, { timeoutMs: NaN })).toThrow(/handler option timeoutMs/);
+    expect(ran).toBe(0);
+    expect(opened(db)).toBe(0);
+    // The right name still works, and the health check's options are checked alike.
+    await expect(db.handler(async () => ++ran, { timeoutMs: 5_000 })()).resolves.toBe(1);
+    expect(await db.health({ timeout: 1_000 } as never)).toMatchObject({ status: 'unhealthy', error: expect.stringMatching(/health option timeout: .*timeoutMs/) });
+  });
+
   test('a function that starts a query and then throws before returning: the scope still ends, and closes what the query opened', async () => {
     const { db, app } = makeDb('serverless');
     const thrown = new Error('thrown before returning');
