@@ -28,7 +28,7 @@ import { rawConnectionOf } from './scope.ts';
 import { backoffMs, diedWhileIdle, recoveryBudget } from './retry.ts';
 import type { DbCounters } from './stats.ts';
 import type { Telemetry, UnitInfo, UnitSpan } from './telemetry.ts';
-import { checkNested, checkUnitOptions, SERVER_DEFAULT_ISOLATION, type SessionOptions, type TransactionOptions } from './unit-options.ts';
+import { checkNested, checkSessionOptions, checkUnitOptions, SERVER_DEFAULT_ISOLATION, type SessionOptions, type TransactionOptions } from './unit-options.ts';
 
 export type { SessionOptions, TransactionOptions } from './unit-options.ts';
 
@@ -490,7 +490,8 @@ export class UnitOfWork<C> implements UnitsOfWork<C> {
     }
   }
 
-  session = async <T>(fn: (c: TxClient<C>) => Promise<T>, opts: SessionOptions = {}): Promise<T> => {
+  session = async <T>(fn: (c: TxClient<C>) => Promise<T>, options: SessionOptions = {}): Promise<T> => {
+    const opts = checkSessionOptions(options);
     const outer = startedUnit(this.db);
     if (outer) {
       // The unit's connection is the session's: what the session leaves on it is discarded before its next use.

@@ -118,6 +118,32 @@ export function checkUnitOptions(options: TransactionOptions): TransactionOption
 }
 
 /**
+ * A session's options, checked before fn runs: `correlationId` is its one. A unit's
+ * `timeoutMs` given to a session was dropped, and the session ran unbounded, holding its
+ * connection, where the caller had asked for a deadline.
+ */
+export function checkSessionOptions(options: unknown): SessionOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ConfigError([{ setting: 'session options', problem: `must be an object such as { correlationId: 'request-1' } (got ${describe(options)})` }]);
+  }
+  const issues: ConfigIssue[] = [];
+  for (const name of Object.keys(options)) {
+    if (name === 'correlationId') continue;
+    const problem =
+      name === 'timeoutMs' || name === 'timeout'
+        ? 'is not an option of a session, which has no deadline of its own: run it inside db.scope(fn, { timeoutMs }), or use a unit of work and its timeoutMs'
+        : 'is not an option of a session (its one option is correlationId)';
+    issues.push({ setting: `session option ${name}`, problem });
+  }
+  const correlationId = (options as SessionOptions).correlationId;
+  if (correlationId !== undefined && typeof correlationId !== 'string') {
+    issues.push({ setting: 'session option correlationId', problem: `must be a string (got ${describe(correlationId)})` });
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return options as SessionOptions;
+}
+
+/**
  * PostgreSQL's own default (`default_transaction_isolation`), which a unit runs at when
  * neither it nor the configuration asks for a level.
  */

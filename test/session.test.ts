@@ -1239,3 +1239,20 @@ describe('db.session behind a transaction-mode pooler', () => {
     }
   });
 });
+
+describe("a session's options", () => {
+  test("an option a session does not have (a unit's timeoutMs, a misspelling) or a correlationId that is no string is a ConfigError naming it before fn runs, not ignored", async () => {
+    let ran = 0;
+    // Before: { timeoutMs: 100 } was dropped, and the session ran unbounded with its connection held.
+    const err = await rejectionOf(db.session(async () => void ran++, { timeoutMs: 100, corelationId: 'x' } as never));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).issues).toEqual([
+      { setting: 'session option timeoutMs', problem: expect.stringContaining('db.scope') },
+      { setting: 'session option corelationId', problem: expect.stringContaining('is not an option') },
+    ]);
+    await expect(db.session(async () => void ran++, { correlationId: 42 } as never)).rejects.toThrow(/session option correlationId: must be a string/);
+    await expect(db.session(async () => void ran++, null as never)).rejects.toThrow(/session options/);
+    expect(ran).toBe(0);
+    await expect(db.session(async (c) => c.user.count(), { correlationId: 'req-1' })).resolves.toEqual(expect.any(Number));
+  });
+});
