@@ -155,9 +155,27 @@ interface CheckedOptions {
   migrations: { migrationsDir?: string; projectDir?: string } | undefined;
 }
 
+/** Every option of verify, and of its `migrations` object (the compiler checks the first list is complete). */
+const OPTION_NAMES: Record<keyof VerifyOptions, true> = { minServerVersion: true, migrations: true, instances: true };
+const MIGRATIONS_OPTION_NAMES = ['migrationsDir', 'projectDir'];
+
+/** A misspelt option left its check out (`instance: 4`: no capacity check) and verify passed: refused, named. */
+function unknownOptions(issues: ConfigIssue[], options: object): void {
+  for (const name of Object.keys(options)) {
+    if (!Object.hasOwn(OPTION_NAMES, name)) issues.push({ setting: `verify option ${name}`, problem: `is not an option of verify (${Object.keys(OPTION_NAMES).join(', ')})` });
+  }
+  const m = (options as VerifyOptions).migrations;
+  if (typeof m !== 'object' || m === null) return;
+  for (const name of Object.keys(m)) {
+    if (!MIGRATIONS_OPTION_NAMES.includes(name)) issues.push({ setting: `verify migrations.${name}`, problem: `is not an option of verify's migrations (${MIGRATIONS_OPTION_NAMES.join(', ')})` });
+  }
+}
+
 /** Bad options are a programming error: ConfigError before anything is sent. */
 function checkOptions(options: VerifyOptions): CheckedOptions {
   const issues: ConfigIssue[] = [];
+  if (typeof options !== 'object' || options === null) throw new ConfigError([{ setting: 'verify options', problem: 'must be an object such as { instances: 3 }' }]);
+  unknownOptions(issues, options);
   wholeOption(issues, 'verify minServerVersion', options.minServerVersion, 1, 10_000, '', '13');
   wholeOption(issues, 'verify instances', options.instances, 1, 10_000, '', '3');
   const minServerVersion = options.minServerVersion ?? SUPPORTED_MAJOR;

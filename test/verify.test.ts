@@ -213,6 +213,22 @@ describe('db.verify()', () => {
     expect(db.stats().counters.connectionsOpened).toBe(0);
   });
 
+  it('refuses an option it does not have (a misspelling), named, before connecting: not a check silently skipped', async () => {
+    const db = dbFromEnv({ DATABASE_URL: plain.url('postgres', { sslmode: 'disable' }) });
+    // Before: each passed, without the capacity, version or migrations-directory check asked for.
+    const cases: Array<[unknown, string]> = [
+      [{ instance: 10_000 }, 'verify option instance'],
+      [{ minServerVerison: 99 }, 'verify option minServerVerison'],
+      [{ migrations: { migrationDir: 'elsewhere/migrations' } }, 'verify migrations.migrationDir'],
+    ];
+    for (const [bad, setting] of cases) {
+      const err = await rejectionOf(db.verify(bad as never));
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).issues).toEqual([{ setting, problem: expect.stringContaining('is not an option') }]);
+    }
+    expect(db.stats().counters.connectionsOpened).toBe(0);
+  });
+
   it('after close: DatabaseClosedError, nothing checked', async () => {
     const db = dbFromEnv({ DATABASE_URL: testDb.appUrl });
     await db.close();
