@@ -255,6 +255,13 @@ function closeDeadline(options: unknown, what: string): number {
   }
   const deadlineMs = (options as CloseOptions).deadlineMs;
   const issues: ConfigIssue[] = [];
+  // A misspelt option was dropped: `deadline: 0` closed after the 10 s default, `signal: ['SIGUSR2']` listened for SIGTERM and SIGINT.
+  const known = what === 'close' ? ['deadlineMs'] : ['deadlineMs', 'signals'];
+  for (const name of Object.keys(options)) {
+    if (known.includes(name)) continue;
+    const near = known.find((k) => k.startsWith(name) || name.startsWith(k.slice(0, -1)));
+    issues.push({ setting: `${what} option ${name}`, problem: `is not an option of ${what}${near === undefined ? '' : `: did you mean ${near}?`} (it takes ${known.join(', ')})` });
+  }
   wholeOption(issues, `${what} option deadlineMs`, deadlineMs, 0, MAX_TIMER_MS, 'milliseconds', String(DEFAULT_CLOSE_DEADLINE_MS));
   if (issues.length > 0) throw new ConfigError(issues);
   return deadlineMs ?? DEFAULT_CLOSE_DEADLINE_MS;

@@ -262,6 +262,18 @@ describe('db.close()', () => {
     expect(process.listenerCount('SIGTERM')).toBe(listeners);
     await db.close({ deadlineMs: 0 });
   });
+
+  it("an option close() or closeOnSignals does not have (`deadline`, `signal`) is a ConfigError naming it, not ignored: nothing closes, no handler is registered", async () => {
+    const { db } = open('bad-option');
+    // Before: { deadline: 0 } closed with the 10 s default, and { signal: ['SIGUSR2'] } registered SIGTERM and SIGINT instead.
+    await expect(db.close({ deadline: 0 } as never)).rejects.toMatchObject({ name: 'ConfigError', issues: [{ setting: 'close option deadline', problem: expect.stringContaining('deadlineMs') }] });
+    expect(db.stats().state).toBe('open');
+    const listeners = ['SIGTERM', 'SIGINT', 'SIGUSR2'].map((s) => process.listenerCount(s));
+    expect(() => db.closeOnSignals({ signal: ['SIGUSR2'] } as never)).toThrow(/closeOnSignals option signal: .*signals/);
+    expect(() => createDb({ PrismaClient, url: testDb.url, closeOnSignals: { deadline: 5_000 } as never })).toThrow(/closeOnSignals option deadline/);
+    expect(['SIGTERM', 'SIGINT', 'SIGUSR2'].map((s) => process.listenerCount(s))).toEqual(listeners);
+    await db.close({ deadlineMs: 0 });
+  });
 });
 
 /** A unit of work that has sent `first` and then waits, in flight, until `release()`. */
