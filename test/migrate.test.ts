@@ -239,6 +239,19 @@ test('a missing schema file is a MigrationError naming the file', async () => {
   await expect(drift({ ...options, schemaPath })).rejects.toThrow(/does-not-exist\.prisma/);
 });
 
+test('deploy() on a transaction-pooler URL (pgbouncer=true) is refused before connecting: nothing is applied, the lock is not left behind', async () => {
+  const empty = await createTestDatabase({ migrated: false });
+  try {
+    const failure: unknown = await deploy({ url: empty.urlWith({ pgbouncer: 'true', sslmode: 'disable' }), migrationsDir: MIGRATIONS }).catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(MigrationError);
+    expect((failure as Error).message).toMatch(/transaction-mode pooler.*Set DIRECT_URL/);
+    expect((failure as Error).message).not.toContain(empty.password);
+    await expect(empty.query("SELECT to_regclass('public._prisma_migrations')::text AS t")).resolves.toEqual([{ t: null }]);
+  } finally {
+    await empty.drop();
+  }
+});
+
 describe("defaults: the application's migrations and schema, never the package's", () => {
   /** An application directory with the given files (relative path → content). */
   function app(name: string, files: Record<string, string>): string {
