@@ -445,4 +445,40 @@ describe('waits that end', () => {
       proxy.close();
     }
   }, 90_000);
+
+  /** A migrations directory whose one migration runs `sql`. */
+  function oneMigration(name: string, sql: string): string {
+    const migrationsDir = path.join(tmp, `${name}-${Date.now()}`);
+    mkdirSync(path.join(migrationsDir, `20000101000000_${name}`), { recursive: true });
+    cpSync(path.join(MIGRATIONS, 'migration_lock.toml'), path.join(migrationsDir, 'migration_lock.toml'));
+    writeFileSync(path.join(migrationsDir, `20000101000000_${name}`, 'migration.sql'), sql);
+    return migrationsDir;
+  }
+
+  test('a black hole during a migration with no socket_timeout ends in tens of seconds with a typed, redacted MigrationError, not at the 600 s statement deadline', async () => {
+    const proxy = await startTcpProxy({ host: empty.host, port: empty.port });
+    try {
+      const migrationsDir = oneMigration('silent', 'SELECT pg_sleep(120);\nCREATE TABLE silent (id int);\n');
+      const url = empty.urlWith({ sslmode: 'disable', connect_timeout: '2' }, { port: proxy.port });
+      const deploying = deploy({ url, migrationsDir });
+      const running = async (): Promise<boolean> => (await empty.query(`SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%' AND state = 'active'`)).length > 0;
+      expect(await eventually(running, 30_000, 10)).toBe(true);
+      proxy.blackhole();
+      const failure = await within(deploying, 60_000);
+      expect(failure).toBeInstanceOf(MigrationError);
+      expect(failure).toMatchObject({ outcome: 'unknown', retryable: false, message: expect.stringContaining('went silent') });
+      expect((failure as Error).message).not.toContain(empty.password);
+      expect(inspect(failure)).not.toContain(empty.password);
+    } finally {
+      proxy.close();
+    }
+  }, 120_000);
+
+  test('a statement running longer than the silent-network detection on a healthy connection is not cut', async () => {
+    // connect_timeout 2 s: the connection is looked at every 4 s, given up after two silent looks.
+    const migrationsDir = oneMigration('long', 'SELECT pg_sleep(14);\nCREATE TABLE long_one (id int);\n');
+    const url = empty.urlWith({ sslmode: 'disable', connect_timeout: '2' });
+    await expect(deploy({ url, migrationsDir })).resolves.toEqual({ applied: ['20000101000000_long'] });
+    await expect(empty.query("SELECT to_regclass('public.long_one')::text AS t")).resolves.toEqual([{ t: 'long_one' }]);
+  }, 90_000);
 });

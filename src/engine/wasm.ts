@@ -8,7 +8,7 @@
 
 import { redactUrls } from '../secrets.ts';
 import { DEADLINE_GRACE_MS, waitAtMost } from '../deadline.ts';
-import { destroySocket, guardedClientClass, type ClientClass, type ClientPolicy } from '../driver/client.ts';
+import { abandon, destroySocket, guardedClientClass, type ClientClass, type ClientPolicy, type SocketHolder } from '../driver/client.ts';
 import { DatabaseConnectionError, DeadlineExceededError } from '../errors.ts';
 import { isConnectionLoss } from '../failures.ts';
 import { readFileSync } from 'node:fs';
@@ -221,9 +221,8 @@ function evaluateGlue(source: string): WasmBindgenGlue {
 const DEFAULT_CONNECT_S = 5;
 /**
  * How long a statement may go unanswered when the URL has no socket_timeout: a migration
- * statement can rightly run for minutes (an index build), so this is long; it only bounds
- * a connection nothing comes back on any more (a black-holed network), which TCP keepalive
- * cannot detect while a statement's bytes wait for their acknowledgement.
+ * statement can rightly run for minutes (an index build), so this is long. A connection
+ * nothing comes back on any more (a black-holed network) is found sooner by watchStatement.
  */
 const DEFAULT_STATEMENT_S = 600;
 
@@ -328,8 +327,11 @@ function relabelCharColumns(result: unknown): void {
 
 type QueryFn = (...args: unknown[]) => unknown;
 
-/** Relabels `"char"` columns in every result, and reports a statement whose connection was lost. */
-function patchClientQuery(client: pg.PoolClient, onLost: (error: unknown) => void): void {
+/**
+ * Relabels `"char"` columns in every result, reports a statement whose connection was lost,
+ * and watches every statement for a silent network (watchStatement).
+ */
+function patchClientQuery(client: pg.PoolClient, connection: EngineConnection, onLost: (error: unknown) => void): void {
   const original = client.query.bind(client) as QueryFn;
   const settle = (error: unknown, result: unknown): void => {
     if (!error) relabelCharColumns(result);
@@ -337,9 +339,11 @@ function patchClientQuery(client: pg.PoolClient, onLost: (error: unknown) => voi
   };
   const patched: QueryFn = (...args) => {
     const last = args[args.length - 1];
+    const unwatch = watchStatement(client, connection);
     // Pool.query() uses the callback form; the adapter's transactions use the promise form.
     if (typeof last === 'function') {
       args[args.length - 1] = (error: unknown, result: unknown) => {
+        unwatch();
         settle(error, result);
         (last as (e: unknown, r: unknown) => void)(error, result);
       };
@@ -349,18 +353,96 @@ function patchClientQuery(client: pg.PoolClient, onLost: (error: unknown) => voi
     if (returned instanceof Promise) {
       return returned.then(
         (result: unknown) => {
+          unwatch();
           settle(undefined, result);
           return result;
         },
         (error: unknown) => {
+          unwatch();
           settle(error, undefined);
           throw error;
         },
       );
     }
+    unwatch();
     return returned;
   };
   (client as unknown as { query: QueryFn }).query = patched;
+}
+
+/**
+ * How often a statement that has gone unanswered is looked up from a connection of its own
+ * (watchStatement): twice the connect timeout, 2 to 30 s. Two checks in a row that find
+ * the network silent give the connection up, so a black hole ends a migration within a
+ * few of these, not at the 600 s statement deadline.
+ */
+function livenessCheckMs(connectMs: number): number {
+  return Math.min(30_000, Math.max(2_000, 2 * connectMs));
+}
+
+/** What a look from another connection found of a statement's backend. */
+type BackendSeen = 'running' | 'answered' | 'unreachable' | 'unknown';
+
+/**
+ * A migration statement may rightly run for many minutes (an index build), so it has no
+ * short deadline; and TCP cannot tell a long statement from a lost answer (keepalive probes
+ * wait while the statement's bytes are unacknowledged, and a middlebox that forgot the flow,
+ * or a proxy whose far side went silent, acknowledges them itself). So a statement unanswered
+ * for livenessCheckMs is looked up on the server from a new connection: its backend still
+ * running it (`active` in pg_stat_activity) is a long statement and keeps it going; a
+ * backend that finished it (idle) while nothing came back, or a server that cannot be reached
+ * at all within the connect timeout, twice in a row, is a silent network: the connection is
+ * given up (cancel request, socket destroyed) and the statement fails as a lost connection.
+ * Anything else (a pooler's made-up backend pid, no right to see the backend, the server
+ * refusing the extra connection) proves nothing, and the statement keeps waiting as before.
+ */
+function watchStatement(client: pg.PoolClient, connection: EngineConnection): () => void {
+  const pid = (client as { processID?: number | null }).processID;
+  if (typeof pid !== 'number') return () => undefined;
+  const every = livenessCheckMs(connection.connectMs);
+  let silent = 0;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = (): void => {
+    timer = setTimeout(() => void check(), every);
+    // The statement's socket keeps the process alive while it waits, not this check.
+    timer.unref();
+  };
+  const check = async (): Promise<void> => {
+    const seen = await lookUpBackend(connection, pid);
+    if (stopped) return;
+    silent = seen === 'answered' || seen === 'unreachable' ? silent + 1 : 0;
+    if (silent < 2) return schedule();
+    const waited = Math.round(((silent + 1) * every) / 1000);
+    const why =
+      seen === 'answered'
+        ? `the server had finished the statement but its answer never arrived in ${waited} s`
+        : `the server could not be reached on a new connection either, for ${waited} s`;
+    abandon(client, new DatabaseConnectionError(`The network to the database went silent during a schema engine statement: ${why}`, { retryable: false }));
+  };
+  schedule();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+/** The statement's backend as a new connection of the engine's own kind sees it, bounded by the connect timeout. */
+async function lookUpBackend(connection: EngineConnection, pid: number): Promise<BackendSeen> {
+  const Client = engineClientClass({ ...connection, statementMs: connection.connectMs });
+  const client = new Client({ ...connection.config }) as unknown as pg.Client;
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ state: string | null }>('SELECT state FROM pg_stat_activity WHERE pid = $1', [pid]);
+    const state = rows[0]?.state;
+    if (state === 'active') return 'running';
+    return state === 'idle' || state?.startsWith('idle in transaction') === true ? 'answered' : 'unknown';
+  } catch (error) {
+    return error instanceof DeadlineExceededError ? 'unreachable' : 'unknown';
+  } finally {
+    // A goodbye the network swallows would keep the socket (and the process) open.
+    if (!(await waitAtMost(client.end(), connection.connectMs))) destroySocket(client as unknown as SocketHolder, new DeadlineExceededError('connect', connection.connectMs));
+  }
 }
 
 /** The part of @prisma/adapter-pg's connection adapter `wholeScripts` relies on; test/engine checks it. */
@@ -442,7 +524,7 @@ function createAdapterFactory(
   const connectTo = async (connection: EngineConnection, afterDispose?: () => Promise<void>): Promise<SqlDriverAdapter> => {
     const pool = new Pool({ ...connection.config, Client: engineClientClass(connection) } as unknown as pg.PoolConfig);
     const clients = trackClients(pool);
-    pool.on('connect', (client) => patchClientQuery(client, onLost));
+    pool.on('connect', (client) => patchClientQuery(client, connection, onLost));
     // An idle client dying (server restart, dropped database) must not crash the process.
     pool.on('error', () => undefined);
     const adapter = wholeScripts(await new PrismaPg(pool, pgOptions).connect(), pool, onScriptError);
