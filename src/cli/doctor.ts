@@ -195,13 +195,30 @@ function isDb(value: unknown): value is DbLike {
   );
 }
 
+/** How long the application's module may take to load (its top-level awaits included). */
+export const MODULE_IMPORT_MS = 30_000;
+
+/**
+ * The module's namespace, or an error once `ms` passed: a top-level await that never settles
+ * (a connection made at import to a server that does not answer, a promise nothing resolves)
+ * held the command for ever, printing nothing. The import itself cannot be stopped; the
+ * command reports and exits (bin/prisma-datalayer.js ends what the module left running).
+ */
+async function importBounded(specifier: string, href: string, ms: number): Promise<Record<string, unknown>> {
+  const loading = import(href) as Promise<Record<string, unknown>>;
+  return withDeadline(loading, ms, () => new Error(
+    `loading ${specifier} did not finish within ${Math.round(ms / 1000)} s: a top-level await in it (or in a module it imports) never settled, ` +
+      'e.g. a connection made at import time to a database that does not answer. Export the Db without awaiting the database at import, or fix what the module waits for',
+  ));
+}
+
 /**
  * Imports the application's module (ESM or CommonJS) and returns the Db it exports: the
  * default export, else the one named export that is a Db (`exportName` picks among several).
  */
-export async function loadDbModule(specifier: string, cwd: string, exportName?: string): Promise<{ db: DbLike; label: string }> {
+export async function loadDbModule(specifier: string, cwd: string, exportName?: string, importMs = MODULE_IMPORT_MS): Promise<{ db: DbLike; label: string }> {
   const file = path.resolve(cwd, specifier);
-  const ns = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  const ns = await importBounded(specifier, pathToFileURL(file).href, importMs);
   // A CommonJS module's exports arrive as `default` (and, when detectable, as names too).
   const exports: [string, unknown][] = Object.entries(ns);
   const fromDefault = ns.default;

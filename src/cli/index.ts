@@ -27,6 +27,7 @@ Commands:
                          with \`$datalayer\`): its resolved configuration, createDb options
                          included, instead of the environment alone. FILE is imported
                          (ESM or CommonJS), e.g. ./dist/db.js; the Db is closed after.
+                         Loading it (top-level awaits included) may take 30 s.
       --export NAME      The export to use when FILE exports several Dbs.
       --strict           Count warnings as problems.
       --json             Machine-readable report.

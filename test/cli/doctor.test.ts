@@ -1,6 +1,8 @@
 // `prisma-datalayer doctor` against real servers: a correct setup passes; a plaintext
 // server with a pool too large for its max_connections fails, naming each problem.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { DoctorReport } from '../../src/cli/index';
 import { startCluster, type Cluster } from '../support/cluster';
@@ -8,7 +10,7 @@ import { createDb } from '../../src/index';
 import { PrismaClient } from '../../src/generated/prisma/client';
 import { adminQuery, createTestDatabase, dbVarsFrom, testServer, type TestDatabase } from '../support/db';
 import { startPgBouncer } from '../support/pgbouncer';
-import { eventually } from '../support/async';
+import { eventually, sleep } from '../support/async';
 import { startTcpProxy } from '../support/tcp-proxy';
 import { runCli } from './run';
 
@@ -243,6 +245,22 @@ describe('doctor', () => {
     expect(help.code).toBe(0);
     expect(help.out).toMatch(/Usage: prisma-datalayer/);
   });
+
+  it('--module whose top-level await never settles: exit code 1 within the bound, saying what held it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'doctor-module-'));
+    try {
+      writeFileSync(path.join(dir, 'db.mjs'), 'await new Promise(() => {});\nexport default {};\n');
+      const started = Date.now();
+      const run = await Promise.race([runCli(['doctor', '--module', './db.mjs'], goodEnv(), dir), sleep(60_000).then(() => 'still loading' as const)]);
+      expect(run).not.toBe('still loading');
+      const { code, err } = run as Exclude<typeof run, 'still loading'>;
+      expect(code).toBe(1);
+      expect(err).toMatch(/loading \.\/db\.mjs did not finish within 30 s: a top-level await/);
+      expect(Date.now() - started).toBeLessThan(55_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it('runs through the installed bin script (built dist)', () => {
     const bin = path.resolve(__dirname, '..', '..', 'bin', 'prisma-datalayer.js');
