@@ -15,6 +15,7 @@ import { isDirectory, resolveProject, type ProjectPaths } from './engine/project
 
 import {
   openSchemaEngine,
+  queryBeside,
   type MigrationList,
   type SchemaEngineHandle,
   type SchemaFilter,
@@ -240,7 +241,8 @@ async function withEngine<T>(
     return await work(engine, migrations);
   } catch (error) {
     const lost = action === 'deploy' ? engine?.connectionLost() : undefined;
-    throw toMigrationError(action, lost ?? error, [options.url, options.shadowDatabaseUrl], lost !== undefined);
+    const holder = lost === undefined && LOCK_TIMEOUT.test(error instanceof Error ? error.message : String(error)) ? await lockHolder(options) : undefined;
+    throw toMigrationError(action, lost ?? error, [options.url, options.shadowDatabaseUrl], lost !== undefined, holder);
   } finally {
     await engine?.close();
   }
@@ -274,11 +276,64 @@ async function readText(file: string, what: string, url: string): Promise<string
 /** The engine's own lock timeout (about 10 s) on `pg_advisory_lock`, which serialises migrations. */
 const LOCK_TIMEOUT = /advisory lock/i;
 
+/** The session holding the migration lock in this database (a bigint advisory lock below 2^32: classid 0, objid the key, objsubid 1). */
+const LOCK_HOLDER_SQL = `SELECT l.pid, a.application_name, host(a.client_addr) AS client_addr, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS since, a.state
+  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+  WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = 72707369 AND l.objsubid = 1
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+
+interface LockHolderRow {
+  pid: number;
+  application_name: string | null;
+  client_addr: string | null;
+  since: string | null;
+  state: string | null;
+}
+
+/**
+ * Who holds the migration lock, as far as this role may see (another role's session shows
+ * its pid only), in one short statement on a connection of its own; undefined when that
+ * cannot be read (the lock was released meanwhile, the server does not answer).
+ */
+async function lockHolder(options: MigrateOptions): Promise<LockHolderRow | undefined> {
+  try {
+    return (await queryBeside<LockHolderRow>(options, LOCK_HOLDER_SQL, []))[0];
+  } catch {
+    return undefined;
+  }
+}
+
+function describeHolder(holder: LockHolderRow): string {
+  const details = [
+    holder.application_name ? `application "${holder.application_name}"` : undefined,
+    holder.client_addr ? `from ${holder.client_addr}` : undefined,
+    holder.since ? `connected since ${holder.since} UTC` : undefined,
+    holder.state ? `now ${holder.state}` : undefined,
+  ].filter(Boolean);
+  return [`pid ${holder.pid}`, ...details].join(', ');
+}
+
+/**
+ * The engine's lock timeout surfaces as Prisma's P1002 "the database server was reached but
+ * timed out ... make sure your database server is running", which sends the reader after a
+ * server that is fine. What happened is that another session holds the migration lock.
+ */
+function lockHeldMessage(action: string, holder: LockHolderRow | undefined): string {
+  const who = holder === undefined ? 'another session' : `another session (${describeHolder(holder)})`;
+  const pid = holder === undefined ? '<pid>' : String(holder.pid);
+  return (
+    `migrate ${action} failed: the migration lock (pg_advisory_lock(72707369)) is held by ${who} and was not released within the engine's lock timeout (10 s); nothing was applied. ` +
+    `Usually another migrate deploy is running: let it finish, then deploy again. If none is, that session kept the lock (a deploy that ran through a transaction pooler, a stuck tool): ` +
+    `end it with SELECT pg_terminate_backend(${pid}) and deploy again` +
+    (holder === undefined ? ' (find it in pg_locks: locktype \'advisory\', objid 72707369)' : '')
+  );
+}
+
 /**
  * `inFlight`: the connection was lost while migrations were being applied, so whether the
  * one then running was applied is unknown.
  */
-function toMigrationError(action: string, error: unknown, urls: (string | undefined)[], inFlight = false): MigrationError {
+function toMigrationError(action: string, error: unknown, urls: (string | undefined)[], inFlight = false, holder?: LockHolderRow): MigrationError {
   if (error instanceof MigrationError) return error;
   const raw = scrub(error instanceof Error ? error.message : String(error), urls);
   const code = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : undefined;
@@ -290,8 +345,8 @@ function toMigrationError(action: string, error: unknown, urls: (string | undefi
     return new MigrationError(message, prismaCode, { outcome: 'unknown' });
   }
   if (LOCK_TIMEOUT.test(raw)) {
-    const message = `${failed}: the migration lock is held by another session (another migrate deploy is running, or a session still holds pg_advisory_lock(72707369)); nothing was applied. ${raw}`;
-    return new MigrationError(message, prismaCode, { retryable: true });
+    // Prisma's code stays in `code` (the native engine gives P1002 too); the message says what happened instead.
+    return new MigrationError(scrub(lockHeldMessage(action, holder), urls), prismaCode, { retryable: true });
   }
   return new MigrationError(`${failed}: ${raw}`, prismaCode);
 }

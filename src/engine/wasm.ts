@@ -429,20 +429,36 @@ function watchStatement(client: pg.PoolClient, connection: EngineConnection): ()
 
 /** The statement's backend as a new connection of the engine's own kind sees it, bounded by the connect timeout. */
 async function lookUpBackend(connection: EngineConnection, pid: number): Promise<BackendSeen> {
-  const Client = engineClientClass({ ...connection, statementMs: connection.connectMs });
-  const client = new Client({ ...connection.config }) as unknown as pg.Client;
   try {
-    await client.connect();
-    const { rows } = await client.query<{ state: string | null }>('SELECT state FROM pg_stat_activity WHERE pid = $1', [pid]);
+    const rows = await onOwnConnection<{ state: string | null }>(connection, 'SELECT state FROM pg_stat_activity WHERE pid = $1', [pid]);
     const state = rows[0]?.state;
     if (state === 'active') return 'running';
     return state === 'idle' || state?.startsWith('idle in transaction') === true ? 'answered' : 'unknown';
   } catch (error) {
     return error instanceof DeadlineExceededError ? 'unreachable' : 'unknown';
+  }
+}
+
+/** `sql` on a new connection like the engine's, its connect and its statement each bounded by the connect timeout. */
+async function onOwnConnection<T>(connection: EngineConnection, sql: string, params: unknown[]): Promise<T[]> {
+  const Client = engineClientClass({ ...connection, statementMs: connection.connectMs });
+  const client = new Client({ ...connection.config }) as unknown as pg.Client;
+  try {
+    await client.connect();
+    return (await client.query(sql, params)).rows as T[];
   } finally {
     // A goodbye the network swallows would keep the socket (and the process) open.
     if (!(await waitAtMost(client.end(), connection.connectMs))) destroySocket(client as unknown as SocketHolder, new DeadlineExceededError('connect', connection.connectMs));
   }
+}
+
+/**
+ * One statement on a connection of the engine's own kind (the URL's TLS, channel binding
+ * and schema), the connect and the statement each bounded by the URL's connect timeout:
+ * for a short look at the database beside the engine (who holds the migration lock).
+ */
+export function queryBeside<T>(options: Pick<OpenSchemaEngineOptions, 'url' | 'ssl'>, sql: string, params: unknown[]): Promise<T[]> {
+  return onOwnConnection<T>(connectionConfig(options.url, options.ssl), sql, params);
 }
 
 /** The part of @prisma/adapter-pg's connection adapter `wholeScripts` relies on; test/engine checks it. */
