@@ -249,7 +249,7 @@ async function withEngine<T>(
 }
 
 /** Does this URL name a transaction pooler (pgbouncer=true, a -pooler host)? A URL that cannot be read fails later, as before. */
-function throughPooler(url: string): boolean {
+export function throughPooler(url: string): boolean {
   try {
     return loadMigrationConfig(url).pooler;
   } catch {

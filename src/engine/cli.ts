@@ -9,7 +9,8 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 
 import type pg from 'pg';
-import { redactUrls, registerUrlSecret } from '../secrets.ts';
+import { describeUrl, redactUrls, registerUrlSecret } from '../secrets.ts';
+import { throughPooler } from '../migrate.ts';
 import { quoteIdent } from '../sql.ts';
 
 import {
@@ -291,12 +292,30 @@ function send(message: Record<string, Json | undefined>): void {
 
 type EngineFor = (url: string) => Promise<SchemaEngineHandle>;
 
+/**
+ * The engine holds the migration lock (pg_advisory_lock(72707369), session-level) while it
+ * applies migrations. Through a transaction-mode pooler (pgbouncer=true, a Neon -pooler host)
+ * `prisma migrate deploy` applied them and exited 0, leaving the lock on one of the pooler's
+ * server connections: every later deploy, the direct URL's too, then failed after the 10 s
+ * lock timeout. Refused before connecting, as `prisma-datalayer migrate deploy` refuses it.
+ */
+function refusePooledApply(url: string): void {
+  if (!throughPooler(url)) return;
+  throw new Error(
+    `Applying migrations refused: the datasource URL (${describeUrl(url)}) goes through a transaction-mode pooler (pgbouncer=true or a -pooler host), which does not keep the session the migration lock (pg_advisory_lock(72707369)) is held in: ` +
+      'the lock would stay behind on one of its server connections and block every later deploy. Point datasource.url in prisma.config.ts at the direct (unpooled) URL of the database (e.g. DIRECT_URL); nothing was applied',
+  );
+}
+
 /** The engine's JSON-RPC methods, as the prisma CLI calls them: a flat table. */
 function rpcMethods(args: Args, baseDir: string, secrets: Secrets, engineFor: EngineFor): Record<string, (params: unknown) => Promise<unknown>> {
   const mainEngine = (): Promise<SchemaEngineHandle> => engineFor(requireUrl(args.datasource));
   let printId = 0;
   return {
-    applyMigrations: async (p) => (await mainEngine()).applyMigrations(p as never),
+    applyMigrations: async (p) => {
+      refusePooledApply(requireUrl(args.datasource));
+      return (await mainEngine()).applyMigrations(p as never);
+    },
     createMigration: async (p) => withShadowSchema(await mainEngine(), p, (e) => e.createMigration(p as never)),
     devDiagnostic: async (p) => (await mainEngine()).devDiagnostic(p as never),
     diagnoseMigrationHistory: async (p) => (await mainEngine()).diagnoseMigrationHistory(p as never),

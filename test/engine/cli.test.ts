@@ -6,7 +6,8 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, sym
 import os from 'node:os';
 import path from 'node:path';
 
-import { createTestDatabase } from '../support/db';
+import { createTestDatabase, testServer } from '../support/db';
+import { startPgBouncer } from '../support/pgbouncer';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const ENGINE = path.join(ROOT, 'bin', 'prisma-datalayer-schema-engine.js');
@@ -205,3 +206,26 @@ test('a wrong password is the CLI\'s P1000 error, without the password', async (
   expect(result.output).not.toContain('Wrong-Pass-8842');
   expect(result.output).not.toContain(db.password);
 });
+
+test('migrate deploy on a transaction-pooler URL (pgbouncer=true) is refused: nothing applied, no migration lock left on the pooler', async () => {
+  const bouncer = await startPgBouncer(testServer().info());
+  try {
+    const db = await database();
+    const pooled = db.urlWith({ pgbouncer: 'true', sslmode: 'disable' }, { host: bouncer.host, port: bouncer.port });
+    // Before: applied through PgBouncer, exit 0, and pg_advisory_lock(72707369) stayed held by
+    // one of its server connections, so the next deploy on the direct URL failed after 10 s.
+    const refused = await prisma(['migrate', 'deploy'], { url: pooled });
+    expect(refused.code).toBe(1);
+    expect(refused.output).toMatch(/transaction-mode pooler.*direct \(unpooled\) URL/);
+    expect(refused.output).not.toContain(db.password);
+    await expect(db.query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707369")).resolves.toEqual([]);
+    await expect(db.query("SELECT to_regclass('public._prisma_migrations')::text AS t")).resolves.toEqual([{ t: null }]);
+    // Reading the history takes no lock: status still answers through the pooler.
+    const pending = await prisma(['migrate', 'status'], { url: pooled });
+    expect(pending.output).toContain('have not yet been applied');
+    const direct = await prisma(['migrate', 'deploy'], { url: db.url });
+    expect(direct.code).toBe(0);
+  } finally {
+    await bouncer.stop();
+  }
+}, 120_000);
