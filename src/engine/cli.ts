@@ -168,10 +168,20 @@ async function sslFor(url: string, baseDir: string): Promise<SslOptions> {
   return tls;
 }
 
-/** For sslmode=prefer: one probe connection decides whether TLS is available at all. */
+/** Prisma's connect_timeout (seconds, default 5; 0 or nonsense: the default), in ms. */
+function connectTimeoutMs(url: string): number {
+  const value = Number(new URL(url).searchParams.get('connect_timeout') ?? 5);
+  return (Number.isFinite(value) && value > 0 ? value : 5) * 1000;
+}
+
+/**
+ * For sslmode=prefer: one probe connection decides whether TLS is available at all, within
+ * the URL's connect timeout (a fixed 10 s made an unreachable server with connect_timeout=1
+ * take 20 s and more to report, the probe running again for each of the CLI's requests).
+ */
 async function serverRefusesTls(url: string, tls: Exclude<SslOptions, boolean | undefined>): Promise<boolean> {
   const { Client } = require('pg') as typeof import('pg');
-  const client = new Client({ ...withoutTlsParams(url), ssl: tls, connectionTimeoutMillis: 10_000 });
+  const client = new Client({ ...withoutTlsParams(url), ssl: tls, connectionTimeoutMillis: connectTimeoutMs(url) });
   try {
     await client.connect();
     return false;

@@ -8,6 +8,7 @@ import path from 'node:path';
 
 import { createTestDatabase, testServer } from '../support/db';
 import { startPgBouncer } from '../support/pgbouncer';
+import { startTcpProxy } from '../support/tcp-proxy';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const ENGINE = path.join(ROOT, 'bin', 'prisma-datalayer-schema-engine.js');
@@ -229,3 +230,29 @@ test('migrate deploy on a transaction-pooler URL (pgbouncer=true) is refused: no
     await bouncer.stop();
   }
 }, 120_000);
+
+test("an unreachable server (a black hole) with sslmode=prefer is reported within the URL's connect_timeout, not after a fixed 10 s TLS probe", async () => {
+  const db = await database();
+  const proxy = await startTcpProxy({ host: db.host, port: db.port });
+  try {
+    proxy.blackhole();
+    const timed = async (params: Record<string, string>): Promise<{ ms: number; run: Run }> => {
+      const started = Date.now();
+      const run = await prisma(['migrate', 'status'], { url: db.urlWith({ connect_timeout: '1', ...params }, { port: proxy.port }) });
+      return { ms: Date.now() - started, run };
+    };
+    // sslmode=disable: no TLS probe, the same CLI and engine otherwise (the baseline).
+    const plain = await timed({ sslmode: 'disable' });
+    // No sslmode: prefer, which first asks the server whether it takes TLS.
+    const prefer = await timed({});
+    for (const { run } of [plain, prefer]) {
+      expect(run.code).toBe(1);
+      expect(run.output).toMatch(/No answer from the database within the connect deadline \(1000 ms\)/);
+      expect(run.output).not.toContain(db.password);
+    }
+    // Before: the probe alone waited 10 s (about 9 s more than the baseline); now about the 1 s connect_timeout.
+    expect(prefer.ms - plain.ms).toBeLessThan(5_000);
+  } finally {
+    proxy.close();
+  }
+}, 90_000);
