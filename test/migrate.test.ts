@@ -481,6 +481,25 @@ describe('waits that end', () => {
     }
   }, 120_000);
 
+  test("a black hole only on the migration's connection (new connections work): once the server has finished the statement and no answer came, deploy fails with outcome unknown", async () => {
+    const proxy = await startTcpProxy({ host: empty.host, port: empty.port });
+    try {
+      const migrationsDir = oneMigration('lost', 'SELECT pg_sleep(3);\nCREATE TABLE lost_answer (id int);\n');
+      const url = empty.urlWith({ sslmode: 'disable', connect_timeout: '2' }, { port: proxy.port });
+      const deploying = deploy({ url, migrationsDir });
+      const running = async (): Promise<boolean> => (await empty.query(`SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(3)%' AND state = 'active'`)).length > 0;
+      expect(await eventually(running, 30_000, 10)).toBe(true);
+      proxy.blackholeExisting();
+      const failure = await within(deploying, 60_000);
+      expect(failure).toBeInstanceOf(MigrationError);
+      expect(failure).toMatchObject({ outcome: 'unknown', retryable: false, message: expect.stringContaining('the server had finished the statement but its answer never arrived') });
+      // The server did run it: the table is there, which is why the outcome is 'unknown'.
+      await expect(empty.query("SELECT to_regclass('public.lost_answer')::text AS t")).resolves.toEqual([{ t: 'lost_answer' }]);
+    } finally {
+      proxy.close();
+    }
+  }, 120_000);
+
   test('a statement running longer than the silent-network detection on a healthy connection is not cut', async () => {
     // connect_timeout 2 s: the connection is looked at every 4 s, given up after two silent looks.
     const migrationsDir = oneMigration('long', 'SELECT pg_sleep(14);\nCREATE TABLE long_one (id int);\n');

@@ -430,7 +430,9 @@ function watchStatement(client: pg.PoolClient, connection: EngineConnection): ()
 /** The statement's backend as a new connection of the engine's own kind sees it, bounded by the connect timeout. */
 async function lookUpBackend(connection: EngineConnection, pid: number): Promise<BackendSeen> {
   try {
-    const rows = await onOwnConnection<{ state: string | null }>(connection, 'SELECT state FROM pg_stat_activity WHERE pid = $1', [pid]);
+    // Same database and role: a pooler's or a proxy's made-up pid (its own cancel key) is unlikely to name any backend, and then not one of these.
+    const sql = 'SELECT state FROM pg_stat_activity WHERE pid = $1 AND datname = current_database() AND usename = current_user';
+    const rows = await onOwnConnection<{ state: string | null }>(connection, sql, [pid]);
     const state = rows[0]?.state;
     if (state === 'active') return 'running';
     return state === 'idle' || state?.startsWith('idle in transaction') === true ? 'answered' : 'unknown';
