@@ -274,7 +274,7 @@ async function readText(file: string, what: string, url: string): Promise<string
 }
 
 /** The engine's own lock timeout (about 10 s) on `pg_advisory_lock`, which serialises migrations. */
-const LOCK_TIMEOUT = /advisory lock/i;
+export const LOCK_TIMEOUT = /advisory lock/i;
 
 /** The session holding the migration lock in this database (a bigint advisory lock below 2^32: classid 0, objid the key, objsubid 1). */
 const LOCK_HOLDER_SQL = `SELECT l.pid, a.application_name, host(a.client_addr) AS client_addr, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS since, a.state
@@ -282,7 +282,7 @@ const LOCK_HOLDER_SQL = `SELECT l.pid, a.application_name, host(a.client_addr) A
   WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = 72707369 AND l.objsubid = 1
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
 
-interface LockHolderRow {
+export interface LockHolderRow {
   pid: number;
   application_name: string | null;
   client_addr: string | null;
@@ -295,7 +295,7 @@ interface LockHolderRow {
  * its pid only), in one short statement on a connection of its own; undefined when that
  * cannot be read (the lock was released meanwhile, the server does not answer).
  */
-async function lockHolder(options: MigrateOptions): Promise<LockHolderRow | undefined> {
+export async function lockHolder(options: Pick<MigrateOptions, 'url' | 'ssl'>): Promise<LockHolderRow | undefined> {
   try {
     return (await queryBeside<LockHolderRow>(options, LOCK_HOLDER_SQL, []))[0];
   } catch {
@@ -318,7 +318,7 @@ function describeHolder(holder: LockHolderRow): string {
  * timed out ... make sure your database server is running", which sends the reader after a
  * server that is fine. What happened is that another session holds the migration lock.
  */
-function lockHeldMessage(action: string, holder: LockHolderRow | undefined): string {
+export function lockHeldMessage(action: string, holder: LockHolderRow | undefined): string {
   const who = holder === undefined ? 'another session' : `another session (${describeHolder(holder)})`;
   const pid = holder === undefined ? '<pid>' : String(holder.pid);
   return (

@@ -10,12 +10,13 @@ import { createInterface } from 'node:readline';
 
 import type pg from 'pg';
 import { describeUrl, redactUrls, registerUrlSecret } from '../secrets.ts';
-import { throughPooler } from '../migrate.ts';
+import { LOCK_TIMEOUT, lockHeldMessage, lockHolder, throughPooler } from '../migrate.ts';
 import { quoteIdent } from '../sql.ts';
 
 import {
   engineVersion,
   openSchemaEngine,
+  SchemaEngineError,
   toSchemaEngineError,
   type DiffParams,
   type MigrationList,
@@ -303,6 +304,19 @@ function send(message: Record<string, Json | undefined>): void {
 type EngineFor = (url: string) => Promise<SchemaEngineHandle>;
 
 /**
+ * The engine's migration-lock timeout reads as Prisma's P1002 "the database server was
+ * reached but timed out ... make sure your database server is running", for a server that
+ * is fine: what happened is that another session holds the lock. Said so, naming that
+ * session and how to proceed, as `prisma-datalayer migrate deploy` says it; the code stays P1002.
+ */
+async function explainLockTimeout(error: unknown, url: string, baseDir: string): Promise<unknown> {
+  const e = toSchemaEngineError(error);
+  if (!LOCK_TIMEOUT.test(e.message)) return error;
+  const holder = await sslFor(url, baseDir).then((ssl) => lockHolder({ url, ssl }), () => undefined);
+  return new SchemaEngineError(lockHeldMessage('deploy', holder), { code: e.code ?? 'P1002', meta: e.meta, cause: error });
+}
+
+/**
  * The engine holds the migration lock (pg_advisory_lock(72707369), session-level) while it
  * applies migrations. Through a transaction-mode pooler (pgbouncer=true, a Neon -pooler host)
  * `prisma migrate deploy` applied them and exited 0, leaving the lock on one of the pooler's
@@ -323,8 +337,14 @@ function rpcMethods(args: Args, baseDir: string, secrets: Secrets, engineFor: En
   let printId = 0;
   return {
     applyMigrations: async (p) => {
-      refusePooledApply(requireUrl(args.datasource));
-      return (await mainEngine()).applyMigrations(p as never);
+      const url = requireUrl(args.datasource);
+      refusePooledApply(url);
+      const engine = await mainEngine();
+      try {
+        return await engine.applyMigrations(p as never);
+      } catch (error) {
+        throw await explainLockTimeout(error, url, baseDir);
+      }
     },
     createMigration: async (p) => withShadowSchema(await mainEngine(), p, (e) => e.createMigration(p as never)),
     devDiagnostic: async (p) => (await mainEngine()).devDiagnostic(p as never),

@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { Client } from 'pg';
 import path from 'node:path';
 
 import { createTestDatabase, testServer } from '../support/db';
@@ -254,5 +255,23 @@ test("an unreachable server (a black hole) with sslmode=prefer is reported withi
     expect(prefer.ms - plain.ms).toBeLessThan(5_000);
   } finally {
     proxy.close();
+  }
+}, 90_000);
+
+test('migrate deploy while another session holds the migration lock says so, naming that session, not "make sure your database server is running"', async () => {
+  const db = await database();
+  const holder = new Client({ connectionString: db.urlWith(), ssl: db.ssl, application_name: 'other-deploy' });
+  await holder.connect();
+  try {
+    await holder.query('SELECT pg_advisory_lock(72707369)');
+    const pid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    const blocked = await prisma(['migrate', 'deploy'], { url: db.url });
+    expect(blocked.code).toBe(1);
+    expect(blocked.output).toContain(`the migration lock (pg_advisory_lock(72707369)) is held by another session (pid ${pid}, application "other-deploy"`);
+    expect(blocked.output).toContain(`SELECT pg_terminate_backend(${pid})`);
+    expect(blocked.output).not.toMatch(/make sure your database server is running/);
+    expect(blocked.output).not.toContain(db.password);
+  } finally {
+    await holder.end();
   }
 }, 90_000);
