@@ -261,7 +261,9 @@ async function withMaintenanceClient(
   const database = decodeURIComponent(target.pathname.slice(1)) || 'postgres';
   const maintenance = new URL(config.connectionString ?? url);
   maintenance.pathname = '/postgres';
-  const client = new Client({ connectionString: maintenance.toString(), ...(ssl !== undefined && { ssl }) });
+  // Within the URL's connect timeout: without one, a server that accepted the connection and
+  // then went silent (a black hole) held create-database / drop-database for ever.
+  const client = new Client({ connectionString: maintenance.toString(), connectionTimeoutMillis: connectTimeoutMs(url), ...(ssl !== undefined && { ssl }) });
   try {
     await client.connect();
     await work(client, database);

@@ -275,3 +275,25 @@ test('migrate deploy while another session holds the migration lock says so, nam
     await holder.end();
   }
 }, 90_000);
+
+test('cli create-database through a black hole fails within the connect timeout instead of waiting for ever', async () => {
+  const db = await database();
+  const proxy = await startTcpProxy({ host: db.host, port: db.port });
+  try {
+    proxy.blackhole();
+    const url = db.urlWith({ sslmode: 'disable', connect_timeout: '1' }, { port: proxy.port }).replace(/\/[^/?]+\?/, '/never_created?');
+    const child = spawn(process.execPath, [ENGINE, '--datasource', JSON.stringify({ url }), 'cli', 'create-database'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+    const code = await exited;
+    clearTimeout(timer);
+    // Before: still connecting when killed (no exit code).
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/timeout|timed out/i);
+    expect(stderr).not.toContain(db.password);
+  } finally {
+    proxy.close();
+  }
+}, 60_000);
