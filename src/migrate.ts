@@ -6,7 +6,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 import type { ConnectionOptions } from 'node:tls';
-import { loadConfig, loadMigrationConfig, toUrl, type DbConfig } from './config.ts';
+import { loadMigrationConfig, toUrl, type DbConfig } from './config.ts';
 import { ConfigError, MigrationError } from './errors.ts';
 import { describeUrl, redactUrls, registerUrlSecret } from './secrets.ts';
 import { sslPlan } from './ssl.ts';
