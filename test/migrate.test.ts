@@ -462,14 +462,24 @@ describe('waits that end', () => {
     return migrationsDir;
   }
 
+  /**
+   * deploy() through the proxy at `port` (connect_timeout 2 s) of one migration, `sleep` then
+   * `then`; resolves once the server runs `sleep`, with the deploy still under way.
+   */
+  async function deployRunning(port: number, name: string, sleep: string, then: string): Promise<{ deploying: Promise<unknown> }> {
+    const migrationsDir = oneMigration(name, `${sleep};\n${then}\n`);
+    const url = empty.urlWith({ sslmode: 'disable', connect_timeout: '2' }, { port });
+    const deploying = deploy({ url, migrationsDir });
+    const running = async (): Promise<boolean> => (await empty.query(`SELECT 1 FROM pg_stat_activity WHERE query LIKE '${sleep}%' AND state = 'active'`)).length > 0;
+    expect(await eventually(running, 30_000, 10)).toBe(true);
+    // In an object: an async function returning the promise itself would wait for it.
+    return { deploying };
+  }
+
   test('a black hole during a migration with no socket_timeout ends in tens of seconds with a typed, redacted MigrationError, not at the 600 s statement deadline', async () => {
     const proxy = await startTcpProxy({ host: empty.host, port: empty.port });
     try {
-      const migrationsDir = oneMigration('silent', 'SELECT pg_sleep(120);\nCREATE TABLE silent (id int);\n');
-      const url = empty.urlWith({ sslmode: 'disable', connect_timeout: '2' }, { port: proxy.port });
-      const deploying = deploy({ url, migrationsDir });
-      const running = async (): Promise<boolean> => (await empty.query(`SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%' AND state = 'active'`)).length > 0;
-      expect(await eventually(running, 30_000, 10)).toBe(true);
+      const { deploying } = await deployRunning(proxy.port, 'silent', 'SELECT pg_sleep(120)', 'CREATE TABLE silent (id int);');
       proxy.blackhole();
       const failure = await within(deploying, 60_000);
       expect(failure).toBeInstanceOf(MigrationError);
@@ -484,11 +494,7 @@ describe('waits that end', () => {
   test("a black hole only on the migration's connection (new connections work): once the server has finished the statement and no answer came, deploy fails with outcome unknown", async () => {
     const proxy = await startTcpProxy({ host: empty.host, port: empty.port });
     try {
-      const migrationsDir = oneMigration('lost', 'SELECT pg_sleep(3);\nCREATE TABLE lost_answer (id int);\n');
-      const url = empty.urlWith({ sslmode: 'disable', connect_timeout: '2' }, { port: proxy.port });
-      const deploying = deploy({ url, migrationsDir });
-      const running = async (): Promise<boolean> => (await empty.query(`SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(3)%' AND state = 'active'`)).length > 0;
-      expect(await eventually(running, 30_000, 10)).toBe(true);
+      const { deploying } = await deployRunning(proxy.port, 'lost', 'SELECT pg_sleep(3)', 'CREATE TABLE lost_answer (id int);');
       proxy.blackholeExisting();
       const failure = await within(deploying, 60_000);
       expect(failure).toBeInstanceOf(MigrationError);
