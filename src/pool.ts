@@ -20,6 +20,7 @@
 import { ContextSlot } from './context.ts';
 import type { DbConfig } from './config.ts';
 import { abandon, abandonOpening, checkedIn, destroySocket, type SocketHolder } from './driver/client.ts';
+import { closeOnRelease, withdrawWaiter } from './driver/pg-pool.ts';
 import { DEADLINE_GRACE_MS, ReusedTimers, unitLimits, unitLimitsOn, withDeadline, type UnitLimits } from './deadline.ts';
 import { DatabaseClosedError, DatabaseConnectionError, DeadlineExceededError, PoolTimeoutError } from './errors.ts';
 import type { EventHub } from './events.ts';
@@ -464,7 +465,9 @@ export class GuardedPool {
         settled = true;
         stop();
         this.queued.delete(giveUp);
-        if (queued && !this.withdraw(handover)) this.abandoned++;
+        // Out of pg-pool's queue: left there, it was served later, on a silent network by a new
+        // connection opened for nobody, one connect deadline after another, counted in use.
+        if (queued && !withdrawWaiter(this.raw, handover)) this.abandoned++;
         reject(err);
       };
       const expire = (): void => {
@@ -498,22 +501,6 @@ export class GuardedPool {
       };
       this.rawConnect(handover);
     });
-  }
-
-  /**
-   * Takes a checkout that gave up out of pg-pool's queue, as pg-pool's own
-   * connectionTimeoutMillis does (its `_pendingQueue`, in pg-pool and in the copy bundled in
-   * the Neon driver). Left there, each one was served later: on a silent network by a new
-   * connection opened for nobody, into the silence for a whole connect deadline, one after
-   * another, the pool counting it in use. False: not found (pg-pool will serve it; it goes back).
-   */
-  private withdraw(callback: RawConnectCallback): boolean {
-    const queue = (this.raw as { _pendingQueue?: unknown })._pendingQueue;
-    if (!Array.isArray(queue)) return false;
-    const at = queue.findIndex((item: { callback?: unknown } | null) => item?.callback === callback);
-    if (at === -1) return false;
-    queue.splice(at, 1);
-    return true;
   }
 
   /**
@@ -735,10 +722,7 @@ export class GuardedPool {
   private retire(client: PoolClient): void {
     if (this.retiring.has(client)) return;
     this.retiring.add(client);
-    // pg-pool sets `release` on each checkout: this one's, replaced for this checkout only
-    // (test/driver/pg.test.ts fails if pg-pool stops doing so, or stops closing a connection released with an error).
-    const release = client.release;
-    client.release = (err) => release.call(client, err || RETIRED);
+    closeOnRelease(client, RETIRED);
   }
 
   /** A connection disconnect() asked pg-pool for (idle, or the warmed spare): closed as it comes. */
